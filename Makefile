@@ -1,0 +1,56 @@
+# midilm: `make demo` runs the whole job on the bundled music21 corpus; `make test` runs the tests.
+PYTHON ?= python
+# The scripts live beside this Makefile; the outputs go to the current folder (`make -f` from elsewhere works).
+ROOT := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
+# The demo's corpus subset and training budget: sized to finish within 20 minutes on 2 CPU cores.
+DEMO_COMPOSERS ?= bach,monteverdi,palestrina
+DEMO_FILES ?= 80
+DEMO_STEPS ?= 1500
+DEMO_SAMPLES ?= 2
+DEMO_MIN_PIECES ?= 10
+DEMO_TOKENS ?= 500
+DEMO_EVAL ?=
+DEMO_EVAL_STEPS ?= 500
+DEMO_AUGMENT ?= --augment
+
+.PHONY: install install-browser test demo pipeline clean-demo
+
+install:
+	@# CPU machines get torch's CPU build (a plain `pip install torch` pulls a multi-GB CUDA build).
+	@command -v nvidia-smi >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "torch==2.13.0"
+	$(PYTHON) -m pip install --quiet -r $(ROOT)requirements.txt -r $(ROOT)requirements-app.txt -r $(ROOT)requirements-dev.txt
+	@# tinysoundfont renders WAV offline; its metadata pulls pyaudio (live playback only), which we do not use.
+	$(PYTHON) -m pip install --quiet --no-deps "tinysoundfont==0.3.7"
+	cd $(ROOT) && $(PYTHON) -m pip install --quiet --no-deps --no-build-isolation -e .
+
+# The web page's end-to-end test drives Debian's Chromium (never a downloaded browser).
+install-browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; }
+
+test: install install-browser
+	@# Offline, as CI is: any test that tries to reach the Hub or send telemetry fails instead.
+	cd $(ROOT) && HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False $(PYTHON) -m pytest -q
+
+# Each stage is a file target: re-running `make demo` redoes only what is missing, and never
+# overwrites a finished stage (`make clean-demo` first to start over).
+demo: install pipeline
+
+pipeline: samples/eval/report.md
+	@echo "done: samples/ (MIDI, WAV, PNG per composer) and samples/eval/report.md"
+
+data/dataset_dict.json:
+	$(PYTHON) $(ROOT)prepare_dataset.py --composers $(DEMO_COMPOSERS) --max_files_per_composer $(DEMO_FILES) --min_pieces_per_composer $(DEMO_MIN_PIECES) --max_seq_len 512 $(DEMO_AUGMENT)
+
+model_output/model.safetensors: data/dataset_dict.json
+	$(PYTHON) $(ROOT)train.py --max_seq_len 512 --max_steps $(DEMO_STEPS) --eval_steps $(DEMO_EVAL_STEPS) --save_steps $(DEMO_EVAL_STEPS)
+
+samples/.generated: model_output/model.safetensors
+	$(PYTHON) $(ROOT)generate.py --model_dir model_output --composer all --num_samples $(DEMO_SAMPLES) --max_new_tokens $(DEMO_TOKENS) --output_dir samples --wav --png
+	touch $@
+
+samples/eval/report.md: samples/.generated
+	$(PYTHON) $(ROOT)evaluate_samples.py --model_dir model_output --dataset_dir data --output_dir samples/eval $(DEMO_EVAL)
+
+clean-demo:
+	rm -rf data tokenizer model_output samples

@@ -1,0 +1,217 @@
+"""Sampling speed: plain sampling, our batched CFG, transformers' built-in CFG, and the grammar's cost.
+
+    python bench/bench_sampling.py                                   # CPU, tiny preset, batch 1, 4, 8, 256 new tokens
+    python bench/bench_sampling.py --new_tokens 16 --repeats 1       # smoke run
+    python bench/bench_sampling.py --device cuda --preset small --static_cache --compile
+    python bench/bench_sampling.py --model_dir model_output          # a trained model instead of random weights
+
+Every method generates exactly --new_tokens tokens per sample (min_new_tokens = max_new_tokens), from
+the same model, prompt ([BOS, COMPOSER]) and sampling settings. tokens/s counts the samples' tokens
+only (not the unconditional rows). Prints a Markdown table with machine, date and command for
+bench/RESULTS.md; each ratio compares two numbers measured in this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from symusic import Note, Score, Tempo, TimeSignature, Track
+from transformers import AutoModelForCausalLM, CompileConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from midilm.generation import build_plan
+from midilm.modeling import PRESETS, build_config, context_length, generation_config, load_midilm_dir
+from midilm.tokenizer import build_tokenizer
+
+REPO = Path(__file__).resolve().parent.parent
+SETTINGS = {"temperature": 0.9, "top_k": 40, "top_p": 0.95, "repetition_penalty": 1.02}  # the models' defaults
+
+
+def synthetic_piece(seed: int, bars: int = 16) -> Score:
+    """Random-walk melody over chords: enough variety for BPE to learn a realistic vocabulary size."""
+    rng = random.Random(seed)
+    score = Score(480)
+    score.time_signatures.append(TimeSignature(0, 4, 4))
+    score.tempos.append(Tempo(0, rng.choice([72, 96, 120])))
+    melody, chords = Track(program=0), Track(program=rng.choice([0, 40, 48]))
+    pitch = rng.randint(60, 72)
+    for step in range(bars * 8):
+        if rng.random() < 0.8:
+            pitch = max(48, min(84, pitch + rng.choice([-3, -2, -1, 1, 2, 3])))
+            melody.notes.append(Note(step * 240, rng.choice([240, 480]), pitch, rng.randint(50, 110)))
+    for bar in range(bars):
+        root = rng.choice([48, 50, 53, 55, 57])
+        for k in (0, 4, 7):
+            chords.notes.append(Note(bar * 1920, 1920, root + k, 70))
+    score.tracks.extend([melody, chords])
+    return score
+
+
+def random_model(preset: str, vocab_size: int, device: str):
+    """A random-weight Llama of `preset` with a REMI+BPE tokenizer trained on synthetic pieces."""
+    settings = json.loads((REPO / "config.json").read_text())["tokenizer"]
+    tokenizer, composer_map = build_tokenizer(settings, ["bach", "mozart"])
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for seed in range(48):
+            paths.append(Path(tmp) / f"{seed}.mid")
+            synthetic_piece(seed).dump_midi(paths[-1])
+        tokenizer.train(vocab_size=vocab_size, files_paths=paths)
+    config = build_config("llama", preset, tokenizer, composer_map, PRESETS[preset]["context"])
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config = generation_config(config)
+    return model.to(device).eval(), tokenizer, composer_map
+
+
+def machine(device: str) -> str:
+    gpu = f", GPU {torch.cuda.get_device_name()}" if device == "cuda" else ""
+    return (
+        f"{platform.platform()}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads "
+        f"of {os.cpu_count()} CPUs{gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--preset", default="tiny", help="Model size preset for the random-weight model.")
+    parser.add_argument("--model_dir", help="Bench a trained model folder instead of a random-weight one.")
+    parser.add_argument("--vocab_size", type=int, default=1000, help="BPE vocabulary of the random-weight model (config.json's default).")
+    parser.add_argument("--batch_sizes", default="1,4,8")
+    parser.add_argument("--new_tokens", type=int, default=256)
+    parser.add_argument("--guidance_scale", type=float, default=3.0)
+    parser.add_argument("--repeats", type=int, default=3, help="Timed runs per cell; the median is reported.")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice).")
+    parser.add_argument("--static_cache", action="store_true", help="cache_implementation='static' for every method.")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the forward (implies --static_cache).")
+    parser.add_argument("--no_grammar_rows", action="store_true", help="Skip the grammar overhead rows.")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.static_cache |= args.compile
+
+    # Build model
+    if args.model_dir:
+        config, tokenizer, composer_map = load_midilm_dir(args.model_dir)
+        model = AutoModelForCausalLM.from_pretrained(args.model_dir).to(args.device).eval()
+        model_name = f"{args.model_dir} ({model.num_parameters() / 1e6:.2f}M parameters, vocabulary {config.vocab_size})"
+    else:
+        model, tokenizer, composer_map = random_model(args.preset, args.vocab_size, args.device)
+        model_name = f"random-weight Llama `{args.preset}` ({model.num_parameters() / 1e6:.2f}M parameters, vocabulary {model.config.vocab_size})"
+    if args.new_tokens > context_length(model.config) - 2:
+        parser.error(f"--new_tokens is over the model's context of {context_length(model.config)}")
+    cache = {"cache_implementation": "static"} if args.static_cache else {}
+    if args.compile:
+        cache["compile_config"] = CompileConfig(fullgraph=False)
+    elif args.static_cache:
+        cache["disable_compile"] = True  # transformers compiles static-cache generation on GPU by default
+    composer = composer_map.names[0]
+    n = args.new_tokens
+
+    def ours(batch: int, scale: float, grammar: bool):
+        plan = build_plan(
+            tokenizer, composer_map, model.config, model.generation_config, [composer] * batch, seed=0, grammar=grammar,
+            device=model.device, max_new_tokens=n, min_new_tokens=n, guidance_scale=scale, **SETTINGS,
+        )
+        plan.generation_config.update(**cache)
+        return lambda: model.generate(
+            plan.input_ids, attention_mask=plan.attention_mask, generation_config=plan.generation_config, logits_processor=plan.logits_processor
+        )
+
+    def transformers_sampling(batch: int, scale: float):
+        bos, cond, uncond = model.config.bos_token_id, composer_map.id_of(composer), composer_map.none_id
+        ids = torch.tensor([[bos, cond]] * batch, device=model.device)
+        extra = {}
+        if scale != 1.0:
+            negative = torch.tensor([[bos, uncond]] * batch, device=model.device)
+            extra = {"negative_prompt_ids": negative, "negative_prompt_attention_mask": torch.ones_like(negative)}
+        return lambda: model.generate(
+            ids, attention_mask=torch.ones_like(ids), do_sample=True, max_new_tokens=n, min_new_tokens=n,
+            guidance_scale=scale, **SETTINGS, **cache, **extra,
+        )
+
+    methods = {
+        "plain sampling (transformers, do_sample)": lambda b: transformers_sampling(b, 1.0),
+        "plain sampling (midilm processor, s = 1)": lambda b: ours(b, 1.0, False),
+        f"CFG s={args.guidance_scale:g}: midilm batched": lambda b: ours(b, args.guidance_scale, False),
+        f"CFG s={args.guidance_scale:g}: transformers built-in": lambda b: transformers_sampling(b, args.guidance_scale),
+    }
+    if not args.no_grammar_rows:
+        methods["plain (midilm, s = 1) + grammar"] = lambda b: ours(b, 1.0, True)
+        methods[f"CFG s={args.guidance_scale:g}: midilm batched + grammar"] = lambda b: ours(b, args.guidance_scale, True)
+
+    # Measure: every method warmed up, then the methods take turns, so load from other processes
+    # spreads over all of them rather than landing on one
+    def timed(run) -> float:
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        run()
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    results = {}
+    for batch in [int(b) for b in args.batch_sizes.split(",")]:
+        runs = {name: make(batch) for name, make in methods.items()}
+        times = {name: [] for name in runs}
+        with torch.no_grad():
+            for name, run in runs.items():
+                out = run()  # warm-up (and compilation)
+                assert out.shape[1] - 2 == n, f"{name}: {out.shape[1] - 2} new tokens, expected {n}"
+            for _ in range(args.repeats):
+                for name, run in runs.items():
+                    times[name].append(timed(run))
+        for name in runs:
+            results[name, batch] = statistics.median(times[name])
+            print(f"  {name}, batch {batch}: {batch * n / results[name, batch]:.1f} tokens/s", file=sys.stderr)
+
+    # Report
+    names = list(methods)
+    plain, ours_cfg, hf_cfg = names[0], names[2], names[3]
+    lines = [
+        f"### Sampling speed, {datetime.date.today().isoformat()}",
+        "",
+        f"- command: `python {' '.join(sys.argv)}`",
+        f"- machine: {machine(args.device)}",
+        (
+            f"- model: {model_name}; device {args.device}; {'static cache' if args.static_cache else 'dynamic cache'}"
+            f"{', torch.compile' if args.compile else ''}; {n} new tokens per sample; median of {args.repeats} runs after one warm-up"
+        ),
+        f"- settings: {', '.join(f'{k} {v}' for k, v in SETTINGS.items())}",
+        "",
+        "| method | batch | s | tokens/s | time vs plain |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    batches = sorted({b for _, b in results})
+    for batch in batches:
+        for name in names:
+            seconds = results[name, batch]
+            lines.append(f"| {name} | {batch} | {seconds:.3f} | {batch * n / seconds:.1f} | {seconds / results[plain, batch]:.2f}x |")
+    lines += ["", "| batch | CFG speed-up, midilm over transformers | midilm CFG cost vs plain | grammar cost (CFG) |", "|---:|---:|---:|---:|"]
+    for batch in batches:
+        grammar = names[-1] if not args.no_grammar_rows else None
+        grammar_cost = f"{results[grammar, batch] / results[ours_cfg, batch]:.2f}x" if grammar else "-"
+        lines.append(
+            f"| {batch} | {results[hf_cfg, batch] / results[ours_cfg, batch]:.2f}x | "
+            f"{results[ours_cfg, batch] / results[plain, batch]:.2f}x | {grammar_cost} |"
+        )
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

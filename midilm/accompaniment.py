@@ -1,0 +1,489 @@
+"""Accompaniment: a melody in, the full piece around it out.
+
+    from midilm.accompaniment import harmonize
+
+    for i, result in enumerate(harmonize("model_output", "melody.mid", composer="bach", num_samples=2, seed=0)):
+        result.score.dump_midi(f"harmonized_{i}.mid")  # the melody, unchanged, on its own track + the new parts
+
+A model trained on `prepare_dataset.py --tasks accompaniment` rows has read
+`[BOS, COMPOSER, MELODY, melody bars k..j, FULL, the full piece's bars k..j, EOS]`. Here the prompt is
+that sequence up to FULL, and `generate()` writes the full section under three processors: the REMI
+grammar, `BarLimitLogitsProcessor` (as many bars as the melody, each with the melody's time
+signature; then the next bar line becomes EOS) and our CFG sampler, whose unconditional rows swap
+the composer token only and keep the melody.
+
+A melody whose two sections do not fit the model's context is generated in windows: each window
+holds the melody bars a..b and, in its full section, the bars a..c already written (up to half the
+context) as context, and writes bars c..b; the bar count per window comes from the tokens the full
+bars took so far. If the context runs out inside a bar, that bar is written again by the next window.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from symusic import Score, Track
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from midilm.cfg import CFGSamplingProcessor
+from midilm.dataset import empty_bar, split_bars
+from midilm.melody import extract_melody
+from midilm.metrics import DEFAULT_ONSET_TOLERANCE, accompaniment_metrics, onset_pitch_matches
+from midilm.modeling import context_length, load_midilm_dir
+from midilm.modeling import generation_config as default_generation_config
+from midilm.sources import InputError
+from midilm.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, section_token_ids, vocab_base_tokens
+
+OVERHEAD = 5  # BOS, COMPOSER, MELODY, FULL, EOS
+PAST_SHARE = 0.5  # of the context, at most, for the bars already written that a window reads again
+FULL_PER_MELODY_TOKEN = 4.0  # first guess of a full bar's tokens per melody token (a four-voice texture)
+
+
+@dataclass
+class MelodyPrompt:
+    """A melody ready to accompany."""
+
+    melody: Score  # the given melody, unchanged (its top voice if it had chords): the output's melody track
+    bars: list[np.ndarray]  # its tokens, one array per bar, from bar 0 to its last note's bar
+    time_signatures: list[int]  # index (in `time_signature_table`) of each bar's time signature, -1 where none
+    source: str  # where the melody came from: 'track "Soprano"', 'top voice of 2 tracks'
+    hidden_notes: int  # notes left out because they sounded under a higher one (chords)
+
+    @property
+    def num_bars(self) -> int:
+        return len(self.bars)
+
+
+@dataclass
+class Accompaniment:
+    """One accompanied melody."""
+
+    composer: str
+    score: Score  # the melody track, unchanged, then the generated parts (without their notes that double the melody)
+    melody: Score  # the given melody alone
+    full: Score  # the generated full-piece section as generated (melody doublings included), on the melody's timeline
+    ids: list[int]  # the full section's tokens
+    bars: int  # as many as the melody's
+    windows: int  # generate() calls it took
+    cut_bars: int  # bars the context cut short (notes after the cut are lost)
+    syntax_error_rate: float  # miditok's tokens_errors on the full section
+    settings: dict = field(default_factory=dict)
+
+    def metrics(self, onset_tolerance: float = DEFAULT_ONSET_TOLERANCE) -> dict:
+        """Melody adherence and harmonic fit of the generated full section (midilm.metrics)."""
+        return accompaniment_metrics(self.melody, self.full, onset_tolerance)
+
+
+def time_signature_table(tokenizer) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The TimeSig values of the vocabulary, and for every item: the index of the TimeSig it holds
+    (-1 for none) and whether that TimeSig belongs to a bar the item begins (else to the current bar).
+    With `encode_ids_split="bar"` a TimeSig only ever follows the Bar token."""
+    base = vocab_base_tokens(tokenizer)
+    values = sorted({t for item in base for t in item if t.startswith("TimeSig_")})
+    index = {t: i for i, t in enumerate(values)}
+    holds = np.full(len(base), -1, dtype=np.int64)
+    new_bar = np.zeros(len(base), dtype=bool)
+    for v, item in enumerate(base):
+        for k, token in enumerate(item):
+            if token in index:
+                holds[v], new_bar[v] = index[token], k > 0 and item[k - 1].startswith("Bar_")
+                break
+    return values, holds, new_bar
+
+
+def melody_prompt(tokenizer, score: Score, warn_on_chords: bool = False, name: str = "the melody") -> MelodyPrompt:
+    """The melody of `score` (a marked melody track, else the top voice; midilm.melody) as bars of
+    tokens. InputError when nothing in it can be tokenized."""
+    kept = extract_melody(score, trim=False)  # the notes as given: the output's melody track
+    trimmed = extract_melody(score, trim=True)  # one voice, as the training data's melody sections
+    if not kept.score.note_num():
+        raise InputError(f"{name}: no pitched notes")
+    if warn_on_chords and kept.hidden_notes:
+        warnings.warn(
+            f"{name} has chords ({kept.hidden_notes} notes under the top voice of {kept.source}): accompanying its top voice",
+            stacklevel=3,
+        )
+    low, high = tokenizer.config.pitch_range
+    pitches = trimmed.score.tracks[0].notes.numpy()["pitch"]
+    inside = int(((pitches >= low) & (pitches < high)).sum())
+    if not inside:
+        raise InputError(f"{name}: none of its notes is in the tokenizer's pitch range [{low}, {high})")
+    if inside < len(pitches):
+        warnings.warn(f"{name}: {len(pitches) - inside} notes outside the tokenizer's pitch range [{low}, {high}) are kept but not seen by the model", stacklevel=3)
+    starts_bar = np.asarray(bar_start_table(tokenizer))
+    ids = encode_ids(tokenizer, trimmed.score)
+    bars = split_bars(ids, starts_bar)
+    _, holds, _ = time_signature_table(tokenizer)
+    signatures = []
+    for bar in bars:
+        found = [holds[i] for i in bar[:2].tolist() if holds[i] >= 0]
+        signatures.append(int(found[0]) if found else -1)
+    return MelodyPrompt(kept.score, bars, signatures, kept.source, kept.hidden_notes)
+
+
+def load_melody(tokenizer, path: str | Path) -> MelodyPrompt:
+    """A melody MIDI file, checked as prompts are; chords give their top voice and one warning."""
+    from midilm.dataset import require_usable_midi
+
+    path = Path(path)
+    require_usable_midi(path, "--melody_midi")
+    return melody_prompt(tokenizer, Score(path), warn_on_chords=True, name=f"--melody_midi {path}")
+
+
+class BarLimitLogitsProcessor(LogitsProcessor):
+    """Keeps each row's full section to its melody's bars.
+
+    Per row: the first new token begins a bar (a window never adds to a bar it was given); EOS waits
+    until the full section (the tokens after FULL) has `targets[row]` bars; from then on the
+    probability of beginning another bar goes to EOS; and a bar's time signature is the one of the
+    melody bar it stands under (`time_signatures[row, j]` for the section's bar j, -1 = any).
+    Put it after the grammar processor and before the CFG sampler; rows i and i+B of guidance hold
+    the same tokens after the composer, so they get the same mask.
+    """
+
+    def __init__(self, tokenizer, full_id: int, eos_id: int, targets: torch.Tensor, time_signatures: torch.Tensor):
+        _, holds, new_bar = time_signature_table(tokenizer)
+        self.starts_bar = torch.tensor(bar_start_table(tokenizer))
+        self.holds, self.new_bar = torch.from_numpy(holds), torch.from_numpy(new_bar)
+        self.full_id, self.eos_id = full_id, eos_id
+        self.targets, self.time_signatures = targets.long(), time_signatures.long()
+        self._prompt_length: int | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        device = scores.device
+        vocab = self.starts_bar.shape[0]
+        if self._prompt_length is None or input_ids.shape[1] <= self._prompt_length:
+            self._prompt_length = input_ids.shape[1]  # a new generate() call
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        is_full = (input_ids == self.full_id).long()
+        after = positions > (is_full * positions).max(dim=1, keepdim=True).values  # after the (only) FULL token
+        starts_bar = self.starts_bar.to(input_ids.device)
+        bars = (starts_bar[input_ids.clamp(max=vocab - 1)] & after).sum(dim=1).to(device)
+        targets, signatures = self.targets.to(device), self.time_signatures.to(device)
+        starts_bar, holds, new_bar = starts_bar.to(device), self.holds.to(device), self.new_bar.to(device)
+        extra = scores.shape[1] - vocab  # a model vocabulary padded past the tokenizer's
+        if extra > 0:
+            starts_bar = torch.nn.functional.pad(starts_bar, (0, extra), value=False)
+            holds = torch.nn.functional.pad(holds, (0, extra), value=-1)
+            new_bar = torch.nn.functional.pad(new_bar, (0, extra), value=False)
+
+        scores = scores.clone()
+        neg_inf = float("-inf")
+        # time signatures: an item that begins bar j holds bar j's; one that continues bar j-1, bar j-1's
+        last = signatures.shape[1] - 1
+        expected_new = signatures.gather(1, bars.clamp(max=last).unsqueeze(1))
+        expected_now = signatures.gather(1, (bars - 1).clamp(min=0, max=last).unsqueeze(1))
+        expected = torch.where(new_bar.unsqueeze(0), expected_new, expected_now)
+        wrong = (holds.unsqueeze(0) >= 0) & (expected >= 0) & (holds.unsqueeze(0) != expected)
+        scores.masked_fill_(wrong, neg_inf)
+        if input_ids.shape[1] == self._prompt_length:
+            scores.masked_fill_(~starts_bar.unsqueeze(0), neg_inf)
+        done = bars >= targets
+        if done.any():
+            moved = torch.logsumexp(torch.cat([scores[done][:, starts_bar], scores[done][:, self.eos_id : self.eos_id + 1]], dim=1), dim=1)
+            rows = done.nonzero().flatten()
+            scores[rows.unsqueeze(1), starts_bar.nonzero().flatten().unsqueeze(0)] = neg_inf
+            scores[rows, self.eos_id] = moved
+        if (~done).any():
+            scores[~done, self.eos_id] = neg_inf
+        # A row left with nothing (the grammar allowed only what this processor forbids) ends.
+        stuck = torch.isneginf(scores).all(dim=1)
+        scores[stuck, self.eos_id] = 0.0
+        return scores
+
+
+def plan_window(melody_lengths: list[int], done_lengths: list[int], context: int, full_per_bar: float) -> tuple[int, int]:
+    """(a, b): the melody bars a..b (exclusive) of the next window, which reads the written bars a..c
+    (c = len(done_lengths)) again and writes bars c..b. The bars read again take at most
+    `PAST_SHARE` of the context; b goes as far as the melody and the estimated full bars fit."""
+    n, c = len(melody_lengths), len(done_lengths)
+    a, past = c, 0
+    while a > 0 and past + melody_lengths[a - 1] + done_lengths[a - 1] <= PAST_SHARE * context:
+        a -= 1
+        past += melody_lengths[a] + done_lengths[a]
+    while a < c and OVERHEAD + past + melody_lengths[c] + 1 > context:  # the next melody bar must fit
+        past -= melody_lengths[a] + done_lengths[a]
+        a += 1
+    used = OVERHEAD + past + melody_lengths[c] + full_per_bar
+    b = c + 1
+    while b < n and used + melody_lengths[b] + full_per_bar <= context:
+        used += melody_lengths[b] + full_per_bar
+        b += 1
+    return a, b
+
+
+def check_melody_fits(melody: MelodyPrompt, context: int) -> None:
+    """InputError, before any sampling, when one bar of melody leaves no room for its full bar."""
+    for i, bar in enumerate(melody.bars):
+        if OVERHEAD + 2 * len(bar) > context:
+            raise InputError(
+                f"--melody_midi: bar {i + 1} of the melody takes {len(bar)} tokens; with its full bar it cannot fit "
+                f"the model's context of {context} tokens (windows are whole bars)"
+            )
+
+
+@torch.no_grad()
+def accompany(
+    model,
+    tokenizer,
+    composer_map: ComposerMap,
+    melody: MelodyPrompt,
+    composers: list[str],
+    *,
+    seed: int = 0,
+    grammar: bool = True,
+    defaults: GenerationConfig | None = None,
+    guidance_scale: float | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+) -> list[Accompaniment]:
+    """One accompaniment of `melody` per entry of `composers` (names or `none`), with an in-memory
+    model; all rows of a window go through one batched generate() call. Settings left as None come
+    from `defaults` (else the model's generation_config)."""
+    from midilm.generation import decode_ids, resolve_settings
+    from midilm.grammar import count_syntax_errors
+
+    sections = section_token_ids(tokenizer)
+    if sections is None:
+        raise InputError(
+            "this model's tokenizer has no MELODY/FULL section tokens: prepare the data with "
+            "--tasks continuation,accompaniment and train again"
+        )
+    melody_id, full_id = sections
+    try:
+        composer_ids = [composer_map.id_of(c) for c in composers]
+    except KeyError as err:
+        raise InputError(f"--composer: {err.args[0]}") from err
+    config = model.config
+    context = context_length(config)
+    check_melody_fits(melody, context)
+    s = resolve_settings(defaults or model.generation_config, context, guidance_scale=guidance_scale, temperature=temperature,
+                         top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
+    s.pop("max_new_tokens")  # the melody sets the length
+    guided = s["guidance_scale"] != 1.0 and any(i != composer_map.none_id for i in composer_ids)
+    s["effective_guidance_scale"] = s["guidance_scale"] if guided else 1.0
+    s["grammar"], s["seed"] = bool(grammar), int(seed)
+    remi_grammar = None
+    if grammar:
+        from midilm.grammar import GrammarLogitsProcessor, RemiGrammar
+
+        remi_grammar = RemiGrammar.for_tokenizer(tokenizer)
+    base = vocab_base_tokens(tokenizer)
+    starts_bar = np.asarray(bar_start_table(tokenizer))
+    bos, eos, pad = config.bos_token_id, config.eos_token_id, config.pad_token_id
+    n = melody.num_bars
+    melody_lengths = [len(b) for b in melody.bars]
+    first_guess = FULL_PER_MELODY_TOKEN * max(1.0, float(np.mean(melody_lengths)))
+    done: list[list[np.ndarray]] = [[] for _ in composer_ids]
+    cut = [0] * len(composer_ids)
+    windows = 0
+    device = model.device
+
+    while active := [k for k in range(len(composer_ids)) if len(done[k]) < n]:
+        rows, plans = [], []
+        for k in active:
+            written = [len(b) for b in done[k]]
+            per_bar = float(np.mean(written)) if written else first_guess
+            a, b = plan_window(melody_lengths, written, context, per_bar)
+            c = len(written)
+            body = [melody_id, *np.concatenate(melody.bars[a:b]).tolist(), full_id]
+            body += np.concatenate(done[k][a:c]).tolist() if c > a else []
+            rows.append(body)
+            plans.append((k, a, b, c))
+        heads = [composer_ids[k] for k in active] + ([composer_map.none_id] * len(active) if guided else [])
+        bodies = rows + (rows if guided else [])
+        width = 2 + max(len(r) for r in bodies)
+        input_ids = torch.full((len(bodies), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for i, (head, body) in enumerate(zip(heads, bodies)):
+            input_ids[i, width - 2 - len(body) :] = torch.tensor([bos, head, *body])
+            attention_mask[i, width - 2 - len(body) :] = 1
+        targets = torch.tensor([b - a for _, a, b, _ in plans] * (2 if guided else 1))
+        signatures = torch.full((len(plans), max(b - a for _, a, b, _ in plans)), -1, dtype=torch.long)
+        for i, (_, a, b, _) in enumerate(plans):
+            signatures[i, : b - a] = torch.tensor(melody.time_signatures[a:b])
+        signatures = torch.cat([signatures, signatures]) if guided else signatures
+
+        processors = LogitsProcessorList()
+        if remi_grammar is not None:
+            processors.append(GrammarLogitsProcessor(grammar=remi_grammar))
+        processors.append(BarLimitLogitsProcessor(tokenizer, full_id, eos, targets, signatures))
+        processors.append(
+            CFGSamplingProcessor(s["effective_guidance_scale"], s["temperature"], s["top_k"], s["top_p"], s["repetition_penalty"], seed=seed + windows)
+        )
+        gen_config = GenerationConfig(
+            do_sample=False, max_new_tokens=context - width, guidance_scale=1.0, repetition_penalty=1.0, temperature=1.0,
+            top_k=50, top_p=1.0, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
+        )
+        output = model.generate(
+            input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=gen_config, logits_processor=processors
+        )
+        windows += 1
+
+        for i, (k, a, b, c) in enumerate(plans):
+            new = output[i, width:].tolist()
+            ended = eos in new
+            new = new[: new.index(eos)] if ended else new
+            bars = split_bars(np.asarray(new, dtype=np.int64), starts_bar)[: n - c]
+            if not ended and len(bars) > 1:
+                bars = bars[:-1]  # cut by the context: the next window writes it again
+            elif not ended and bars:
+                cut[k] += 1  # one bar longer than the room left: keep what is complete of it
+            if remi_grammar is not None and bars:  # never hand the next window half a note
+                bars[-1] = bars[-1][: remi_grammar.complete_length(bars[-1].tolist())]
+            if not bars or not len(bars[-1]):  # nothing written (every token masked): an empty bar keeps the windows moving
+                bars = bars[:-1] + [empty_bar(tokenizer, base, melody.bars[c + max(0, len(bars) - 1)])]
+            done[k].extend(bars)
+
+    results = []
+    melody_score = melody.melody
+    tpq = melody_score.ticks_per_quarter
+    for k, composer_id in enumerate(composer_ids):
+        ids = np.concatenate(done[k]).tolist()
+        full = decode_ids(tokenizer, ids).resample(tpq, min_dur=1)
+        full.tempos, full.time_signatures = melody_score.tempos.copy(), melody_score.time_signatures.copy()
+        full.key_signatures = melody_score.key_signatures.copy()
+        results.append(
+            Accompaniment(
+                composer=composer_map.name_of(composer_id),
+                score=merge_with_melody(melody_score, full),
+                melody=melody_score,
+                full=full,
+                ids=ids,
+                bars=len(done[k]),
+                windows=windows,
+                cut_bars=cut[k],
+                syntax_error_rate=count_syntax_errors(tokenizer, ids),
+                settings=dict(s),
+            )
+        )
+    return results
+
+
+def merge_with_melody(melody: Score, full: Score, onset_tolerance: float = DEFAULT_ONSET_TOLERANCE) -> Score:
+    """The melody's track first, unchanged, then the generated parts less their notes that double a
+    melody note (same pitch and onset), which would otherwise sound twice on one MIDI channel.
+    Both scores in ticks of the same resolution."""
+    out = melody.copy()
+    tpq = melody.ticks_per_quarter
+    notes = [t.notes.numpy() for t in melody.tracks]
+    mel_start = np.concatenate([n["time"] for n in notes]).astype(np.float64) / tpq
+    mel_pitch = np.concatenate([n["pitch"] for n in notes]).astype(np.int64)
+    for track in full.tracks:
+        arr = track.notes.numpy()
+        doubles = onset_pitch_matches(mel_start, mel_pitch, arr["time"].astype(np.float64) / tpq, arr["pitch"].astype(np.int64), onset_tolerance)
+        part = Track(name=track.name or "accompaniment", program=track.program, is_drum=track.is_drum)
+        for note, double in zip(track.notes, doubles):
+            if not double or track.is_drum:
+                part.notes.append(note.copy())
+        if len(part.notes):
+            out.tracks.append(part)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# From a model folder: checks first, then sampling
+
+
+@dataclass
+class AccompanimentJob:
+    """Everything checked before the weights are read; `run(model)` samples."""
+
+    model_dir: str
+    tokenizer: object = field(repr=False)
+    composer_map: ComposerMap
+    defaults: GenerationConfig
+    melody: MelodyPrompt
+    composers: list[str]
+    seed: int = 0
+    grammar: bool = True
+    settings: dict = field(default_factory=dict)
+
+    def run(self, model) -> list[Accompaniment]:
+        return accompany(
+            model, self.tokenizer, self.composer_map, self.melody, self.composers, seed=self.seed, grammar=self.grammar,
+            defaults=self.defaults, **self.settings,
+        )
+
+
+def prepare_accompaniment(
+    model_dir: str | Path,
+    melody_midi: str | Path,
+    composer: str | None = None,
+    num_samples: int = 1,
+    *,
+    seed: int = 0,
+    grammar: bool = True,
+    guidance_scale: float | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+) -> AccompanimentJob:
+    """Check the model folder, the melody file and the settings; InputError on bad input.
+    `composer` as in generate.py (a name, a list, `all`); without one the model accompanies unconditionally."""
+    from midilm.generation import composer_names, resolve_settings
+
+    config, tokenizer, composer_map = load_midilm_dir(model_dir)
+    if section_token_ids(tokenizer) is None:
+        raise InputError(
+            f"--model_dir {model_dir}: its tokenizer has no MELODY/FULL section tokens, so the model never saw the "
+            "accompaniment task; prepare the data with --tasks continuation,accompaniment and train again"
+        )
+    try:
+        defaults = GenerationConfig.from_pretrained(model_dir)
+    except OSError:
+        defaults = default_generation_config(config)
+    if num_samples < 1:
+        raise InputError(f"--num_samples {num_samples}: must be at least 1")
+    names = composer_names(composer_map, composer or NONE.lower())
+    try:
+        [composer_map.id_of(c) for c in names]
+    except KeyError as err:
+        raise InputError(f"--composer: {err.args[0]}") from err
+    settings = {"guidance_scale": guidance_scale, "temperature": temperature, "top_k": top_k, "top_p": top_p, "repetition_penalty": repetition_penalty}
+    resolve_settings(defaults, context_length(config), **settings)  # their checks, now
+    melody = load_melody(tokenizer, melody_midi)
+    check_melody_fits(melody, context_length(config))
+    return AccompanimentJob(
+        str(model_dir), tokenizer, composer_map, defaults, melody, [c for c in names for _ in range(num_samples)], seed, grammar, settings
+    )
+
+
+def harmonize(
+    model_dir: str | Path, melody_midi: str | Path, composer: str | None = None, num_samples: int = 1, *, device: str | None = None, **settings
+) -> list[Accompaniment]:
+    """Load a model folder and accompany a melody file: `prepare_accompaniment` then `run`."""
+    from midilm.generation import load_model
+
+    job = prepare_accompaniment(model_dir, melody_midi, composer, num_samples, **settings)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return job.run(load_model(model_dir, device))
+
+
+def held_out_piece(dataset_dir: str | Path, split: str = "validation", composer: str | None = None) -> Path:
+    """The MIDI file of the first piece (by source name) of a split of a prepared dataset, e.g. a
+    validation-split Bach chorale whose soprano the demo accompanies (`--melody_midi` takes the
+    marked melody track of a whole score)."""
+    import json
+
+    from datasets import load_from_disk
+
+    from midilm.corpus import default_cache_dir
+    from midilm.prepare import CONFIG_FILE
+
+    dataset_dir = Path(dataset_dir)
+    rows = load_from_disk(str(dataset_dir))[split].select_columns(["source", "composer"])
+    names = rows.features["composer"].names
+    sources = sorted({r["source"] for r in rows if composer is None or names[r["composer"]].lower() == composer.lower()})
+    if not sources:
+        raise InputError(f"{dataset_dir}: no {split} piece" + (f" of {composer}" if composer else ""))
+    prepare_args = json.loads((dataset_dir / CONFIG_FILE).read_text())["prepare"]
+    root = prepare_args.get("midi_dir") or prepare_args.get("cache_dir") or default_cache_dir()
+    return Path(root) / sources[0]

@@ -1,0 +1,262 @@
+"""The web page (gradio) behind `app.py`: a composer, the sampling settings and an optional MIDI file to
+continue in; audio, piano roll, MIDI download and the equivalent `generate.py` command line out.
+
+The model is loaded once. Each request is one `prepare_generation` + `model.generate` + `write_samples`,
+the same calls as generate.py, so a result is reproduced by the command line the page shows.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+from midilm.generation import (
+    HEADER_TOKENS,
+    check_soundfont,
+    load_model,
+    prepare_generation,
+    resolve_settings,
+    sample_files,
+    write_samples,
+)
+from midilm.modeling import context_length, generation_config, load_midilm_dir
+from midilm.sources import InputError
+from midilm.tokenizer import NONE
+
+# Settings shown in the page and repeated, explicitly, on the equivalent command line.
+SETTING_FLAGS = ("max_new_tokens", "guidance_scale", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
+# An error names the control to fix, not generate.py's flag.
+CONTROL_LABELS = {
+    "--composer": "Composer",
+    "--max_new_tokens": "Length (tokens)",
+    "--guidance_scale": "Guidance scale",
+    "--temperature": "Temperature",
+    "--top_k": "Top-k",
+    "--top_p": "Top-p",
+    "--prompt_midi": "MIDI to continue",
+    "--prompt_bars": "Bars to continue",
+    "--melody_midi": "Melody to accompany",
+}
+KEEP_RESULTS = 32  # result folders kept on disk; gradio serves its own copies of the files shown
+
+
+@dataclass
+class AppArguments:
+    model_dir: str = field(default="model_output", metadata={"help": "Model folder written by train.py."})
+    host: str | None = field(default=None, metadata={"help": "Address to serve on (default: $GRADIO_SERVER_NAME, else 127.0.0.1)."})
+    port: int | None = field(default=None, metadata={"help": "Port (default: $GRADIO_SERVER_PORT, else 7860)."})
+    soundfont: str | None = field(default=None, metadata={"help": "General MIDI soundfont for the audio (default: one found locally)."})
+
+
+class TokenProgress(StoppingCriteria):
+    """Reports each generated token to the page's progress bar; never stops generation itself."""
+
+    def __init__(self, progress, prompt_length: int, total: int):
+        self.progress, self.prompt_length, self.total = progress, prompt_length, total
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        self.progress((input_ids.shape[1] - self.prompt_length, self.total), desc="sampling", unit="tokens")
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def command_line(
+    model_dir: str, composer: str, settings: dict, prompt_name: str | None, prompt_bars: int | None, melody_name: str | None = None
+) -> str:
+    """The generate.py call that writes the same MIDI file (on the same kind of device)."""
+    words = ["python", "generate.py", "--model_dir", model_dir, "--composer", composer]
+    for name in SETTING_FLAGS:
+        if not (melody_name and name == "max_new_tokens"):  # a melody sets its own length
+            words += [f"--{name}", str(settings[name])]
+    if melody_name is not None:
+        words += ["--melody_midi", melody_name]
+    if prompt_name is not None:
+        words += ["--prompt_midi", prompt_name]
+        if prompt_bars is not None:
+            words += ["--prompt_bars", str(prompt_bars)]
+    return shlex.join(words + ["--wav", "--png"])
+
+
+def page_message(message: str, upload: str | None) -> str:
+    """An InputError or warning worded for the page: control labels for flags, the uploaded file's own name."""
+    if upload:
+        message = message.replace(upload, Path(upload).name)
+    flag, _, rest = message.partition(" ")
+    return f"{CONTROL_LABELS[flag]}: {rest}" if flag in CONTROL_LABELS else message
+
+
+class LoadedModel:
+    """The loaded model and its defaults; `generate` serves one request."""
+
+    def __init__(self, model_dir: str | Path, soundfont: str | None = None, device: str | None = None):
+        self.model_dir = str(model_dir)
+        config, _, self.composer_map = load_midilm_dir(model_dir)  # one clear error before the weights are read
+        try:
+            defaults = GenerationConfig.from_pretrained(model_dir)
+        except OSError:
+            defaults = generation_config(config)
+        self.context = context_length(config)
+        self.defaults = resolve_settings(defaults, self.context)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            self.soundfont, self.audio_problem = check_soundfont(soundfont), None
+        except InputError as err:
+            if soundfont is not None:  # asked for by name: a wrong path is the user's to fix
+                raise
+            self.soundfont, self.audio_problem = None, str(err).removeprefix("--wav: ")  # the page goes on without audio
+        self.model = load_model(model_dir, self.device)
+        self.results = Path(tempfile.mkdtemp(prefix="midilm-app-"))
+
+    def close(self) -> None:
+        shutil.rmtree(self.results, ignore_errors=True)
+
+    def generate(
+        self, composer, max_new_tokens, guidance_scale, temperature, top_k, top_p, seed, prompt_midi, prompt_bars,
+        melody_midi=None, progress=gr.Progress(),  # noqa: B008  (gradio finds the page's progress bar by this default)
+    ):
+        """One sample: (WAV, piano-roll PNG, MIDI file, settings, command line) for the page."""
+        if melody_midi:
+            return self.accompany(composer, guidance_scale, temperature, top_k, top_p, seed, prompt_midi, melody_midi, progress)
+        prompt_bars = int(prompt_bars) if prompt_bars else None  # 0 or empty: the whole upload
+        prompt_name = Path(prompt_midi).name if prompt_midi else None
+        seed = int(seed or 0)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                plan = prepare_generation(
+                    self.model_dir, composer, 1, max_new_tokens=int(max_new_tokens), guidance_scale=float(guidance_scale),
+                    temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+                    repetition_penalty=self.defaults["repetition_penalty"], seed=seed, prompt_midi=prompt_midi,
+                    prompt_bars=prompt_bars if prompt_midi else None, device=self.device,
+                )
+            for message in dict.fromkeys(str(w.message).splitlines()[0] for w in caught):
+                gr.Warning(page_message(message, prompt_midi))
+            folder = Path(tempfile.mkdtemp(dir=self.results))
+            files = sample_files(plan, folder, wav=self.soundfont is not None, png=True, overwrite=False)[0]
+
+            progress((0, plan.settings["max_new_tokens"]), desc="sampling", unit="tokens")
+            criteria = StoppingCriteriaList([TokenProgress(progress, plan.input_ids.shape[1], plan.settings["max_new_tokens"])])
+            with torch.no_grad():
+                output = self.model.generate(
+                    plan.input_ids, attention_mask=plan.attention_mask, generation_config=plan.generation_config,
+                    logits_processor=plan.logits_processor, stopping_criteria=criteria,
+                )
+            progress(1.0, desc="rendering audio and piano roll")
+            record = {"model_dir": self.model_dir, "prompt_midi": prompt_name, "prompt_bars": prompt_bars, "device": self.device}
+            write_samples(plan, output, [files], record, self.soundfont)
+        except InputError as err:
+            raise gr.Error(page_message(str(err), prompt_midi), print_exception=False) from None
+        self._prune()
+
+        settings = {"composer": plan.composers[0], **plan.settings, "prompt_midi": prompt_name, "prompt_bars": prompt_bars}
+        composer_flag = NONE.lower() if plan.composers[0] == NONE else plan.composers[0]
+        command = command_line(self.model_dir, composer_flag, plan.settings, prompt_name, prompt_bars)
+        wav = str(files[".wav"]) if ".wav" in files else None
+        return wav, str(files[".png"]), [str(files[".mid"]), str(files[".json"])], settings, command
+
+    def accompany(self, composer, guidance_scale, temperature, top_k, top_p, seed, prompt_midi, melody_midi, progress):
+        """The full piece around an uploaded melody, through generate.py's own accompaniment path."""
+        from midilm.accompaniment import prepare_accompaniment
+        from midilm.generation import accompaniment_files, write_accompaniments
+
+        melody_name, seed = Path(melody_midi).name, int(seed or 0)
+        try:
+            if prompt_midi:
+                raise InputError("--melody_midi: accompany a melody or continue a MIDI file, not both; clear one upload")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                job = prepare_accompaniment(
+                    self.model_dir, melody_midi, composer, 1, seed=seed, guidance_scale=float(guidance_scale),
+                    temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+                    repetition_penalty=self.defaults["repetition_penalty"],
+                )
+            for message in dict.fromkeys(str(w.message).splitlines()[0] for w in caught):
+                gr.Warning(page_message(message, melody_midi))
+            folder = Path(tempfile.mkdtemp(dir=self.results))
+            files = accompaniment_files(job.composers, folder, wav=self.soundfont is not None, png=True, overwrite=False)
+            progress(0.1, desc=f"accompanying {job.melody.num_bars} bars")
+            with torch.no_grad():
+                results = job.run(self.model)
+            progress(1.0, desc="rendering audio and piano roll")
+            record = {"model_dir": self.model_dir, "melody_midi": melody_name, "device": self.device}
+            write_accompaniments(results, files, record, self.soundfont)
+        except InputError as err:
+            raise gr.Error(page_message(str(err), melody_midi), print_exception=False) from None
+        self._prune()
+        files, result = files[0], results[0]
+        settings = {"composer": result.composer, **result.settings, "seed": seed, "melody_midi": melody_name, "bars": result.bars}
+        flag = NONE.lower() if result.composer == NONE else result.composer
+        command = command_line(self.model_dir, flag, {**self.defaults, **result.settings, "seed": seed}, None, None, melody_name)
+        wav = str(files[".wav"]) if ".wav" in files else None
+        return wav, str(files[".png"]), [str(files[".mid"]), str(files[".json"])], settings, command
+
+    def _prune(self) -> None:
+        folders = sorted(self.results.iterdir(), key=lambda p: p.stat().st_mtime)
+        for old in folders[:-KEEP_RESULTS]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def composer_choices(self) -> list[tuple[str, str]]:
+        counts = self.composer_map.pieces or [0] * len(self.composer_map.names)
+        named = [(f"{name} ({n} pieces)" if n else name, name) for name, n in zip(self.composer_map.names, counts)]
+        return named + [("unconditional (no composer)", NONE.lower())]
+
+
+def build_app(model_dir: str | Path, soundfont: str | None = None, device: str | None = None) -> gr.Blocks:
+    """The page for one model folder; `demo.loaded_model` holds the model (loaded once). Raises InputError when
+    `model_dir` is not a midilm model folder."""
+    loaded = LoadedModel(model_dir, soundfont, device)
+    d = loaded.defaults
+    longest = loaded.context - HEADER_TOKENS
+    names = ", ".join(loaded.composer_map.names)
+    intro = (
+        f"# midilm\nModel `{Path(loaded.model_dir).name}`: {len(loaded.composer_map.names)} composers ({names}), "
+        f"context {loaded.context} tokens, sampling on {loaded.device}."
+    )
+    if loaded.audio_problem:
+        intro += f"\n\nNo audio here: {loaded.audio_problem}."
+
+    # analytics off: no telemetry or version check leaves the machine (as GRADIO_ANALYTICS_ENABLED=False)
+    with gr.Blocks(title="midilm", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(intro)
+        with gr.Row():
+            with gr.Column(scale=1):
+                composer = gr.Dropdown(loaded.composer_choices(), value=loaded.composer_map.names[0], label="Composer")
+                length = gr.Slider(1, longest, value=d["max_new_tokens"], step=1, label="Length (tokens)",
+                                   info=f"at most {longest}: the model's context less BOS and the composer")
+                guidance = gr.Slider(0.0, max(10.0, d["guidance_scale"]), value=d["guidance_scale"], step=0.1, label="Guidance scale",
+                                     info="classifier-free guidance towards the composer; 1 = off")
+                temperature = gr.Slider(min(0.05, d["temperature"]), max(2.0, d["temperature"]), value=d["temperature"], step=0.05, label="Temperature")
+                top_k = gr.Slider(0, max(200, d["top_k"]), value=d["top_k"], step=1, label="Top-k", info="0 = off")
+                top_p = gr.Slider(min(0.05, d["top_p"]), 1.0, value=d["top_p"], step=0.01, label="Top-p", info="1 = off")
+                seed = gr.Number(0, precision=0, minimum=0, label="Seed", info="same seed and settings, same music")
+                with gr.Accordion("Continue a MIDI file (optional)", open=False, elem_id="continue"):
+                    prompt_midi = gr.File(file_types=[".mid", ".midi"], label="MIDI to continue", elem_id="prompt-midi")
+                    prompt_bars = gr.Number(0, precision=0, minimum=0, label="Bars to continue", info="its first N bars; 0 = all")
+                with gr.Accordion("Accompany a melody (optional)", open=False, elem_id="accompany"):
+                    melody_midi = gr.File(file_types=[".mid", ".midi"], label="Melody to accompany", elem_id="melody-midi")
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Column(scale=2):
+                audio = gr.Audio(label="Listen", type="filepath", interactive=False, elem_id="audio")
+                roll = gr.Image(label="Piano roll", type="filepath", interactive=False, elem_id="piano-roll")
+                download = gr.File(label="MIDI and its settings (JSON)", file_count="multiple", interactive=False, elem_id="download")
+                command = gr.Textbox(label="The same from the command line", lines=2, max_lines=6, buttons=["copy"],
+                                     interactive=False, elem_id="command")
+                with gr.Accordion("Settings used", open=False):
+                    settings = gr.JSON(label="Settings", elem_id="settings")
+        button.click(
+            loaded.generate,
+            [composer, length, guidance, temperature, top_k, top_p, seed, prompt_midi, prompt_bars, melody_midi],
+            [audio, roll, download, settings, command],
+            api_name="generate",
+        )
+    demo.loaded_model = loaded
+    demo.queue(default_concurrency_limit=1)  # one sampling at a time; further requests wait in the queue
+    return demo
+

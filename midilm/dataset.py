@@ -1,0 +1,313 @@
+"""MIDI files → checked scores → bar-aligned token chunks → a split-by-piece Arrow DatasetDict."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value, load_from_disk
+from symusic import Score
+from tqdm.auto import tqdm
+
+from midilm.sources import InputError
+from midilm.tokenizer import bar_start_table, encode_ids, load_tokenizer, section_token_ids, vocab_base_tokens
+
+SPLITS = ("train", "validation", "test")
+# continuation: `[BOS, COMPOSER, music…, EOS]`; accompaniment: a melody and the full piece for the
+# same bars, `[BOS, COMPOSER, MELODY, melody…, FULL, full piece…, EOS]` (midilm.accompaniment).
+TASKS = ("continuation", "accompaniment")
+# Resolutions and tempos outside these bounds come from broken writers; such files decode to nonsense.
+MIN_TICKS_PER_QUARTER = 8
+TEMPO_RANGE_QPM = (5.0, 1000.0)
+
+
+def features(composers: list[str]) -> Features:
+    return Features(
+        {
+            "input_ids": Sequence(Value("int32")),
+            "composer": ClassLabel(names=composers),
+            "source": Value("string"),
+            "chunk": Value("int32"),
+            "augmentation": Value("string"),
+            "n_notes": Value("int32"),
+            "n_base_tokens": Value("int32"),
+            "task": Value("string"),
+        }
+    )
+
+
+def load_prepared(dataset_dir: str | Path, splits: tuple[str, ...], columns: set[str], composers: list[str], owner: str) -> DatasetDict:
+    """A DatasetDict written by prepare_dataset.py, with `splits` and `columns`, whose composer labels
+    are `composers` (those of `owner`, the tokenizer or model it is meant for); InputError otherwise."""
+    path = Path(dataset_dir)
+    try:
+        dataset = load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as err:
+        raise InputError(f"--dataset_dir {path}: not a dataset written by prepare_dataset.py ({err})") from err
+    if not isinstance(dataset, DatasetDict) or not set(splits) <= set(dataset):
+        raise InputError(f"--dataset_dir {path}: needs {' and '.join(splits)} splits")
+    for name in splits:
+        missing = columns - set(dataset[name].column_names)
+        if missing:
+            raise InputError(f"--dataset_dir {path}: split {name} lacks columns {', '.join(sorted(missing))}")
+        names = dataset[name].features["composer"].names
+        if names != composers:
+            raise InputError(f"--dataset_dir {path} has composers {names} but {owner} has {composers}; use the two that prepare_dataset.py and train.py made together")
+    return dataset
+
+
+def check_file(path: Path) -> tuple[str | None, int]:
+    """Why a file can't be used (None if it can), and its note count. Never raises."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file", 0
+        score = Score(path)
+    except OSError as err:
+        return f"unreadable: {err.strerror or err}", 0
+    except Exception:  # symusic raises plain RuntimeError/ValueError on anything malformed
+        return "not a valid MIDI file", 0
+    if score.ticks_per_quarter < MIN_TICKS_PER_QUARTER:
+        return f"absurd resolution ({score.ticks_per_quarter} ticks per quarter)", 0
+    if any(not TEMPO_RANGE_QPM[0] <= t.qpm <= TEMPO_RANGE_QPM[1] for t in score.tempos):
+        return "absurd tempo (outside 5-1000 quarter notes per minute)", 0
+    notes = score.note_num()
+    if notes == 0:
+        return "no notes", 0
+    return None, notes
+
+
+def require_usable_midi(path: Path, flag: str) -> None:
+    """A user's MIDI input (a prompt, a melody): `check_file`'s reasons as one InputError naming the flag."""
+    if not path.is_file():
+        raise InputError(f"{flag} {path}: no such file")
+    problem, _ = check_file(path)
+    if problem:
+        raise InputError(f"{flag} {path}: {problem}")
+
+
+def check_files(paths: list[Path], num_proc: int) -> list[tuple[str | None, int]]:
+    with ProcessPoolExecutor(max_workers=max(1, num_proc)) as pool:
+        results = pool.map(check_file, paths, chunksize=16)
+        return list(tqdm(results, total=len(paths), desc="checking MIDI files", unit="file"))
+
+
+def split_of(source: str, validation_ratio: float, test_ratio: float) -> str:
+    """Deterministic split of one piece from the hash of its relative path."""
+    h = int(hashlib.sha1(source.encode()).hexdigest()[:8], 16) / 2**32
+    if h < test_ratio:
+        return "test"
+    return "validation" if h < test_ratio + validation_ratio else "train"
+
+
+def assign_splits(sources: list[str], validation_ratio: float, test_ratio: float) -> dict[str, str]:
+    """`split_of` for every piece; on a corpus so small that validation or test gets no piece, the
+    train pieces with the lowest hashes are moved there, so evaluation always has data."""
+    splits = {s: split_of(s, validation_ratio, test_ratio) for s in sources}
+    for split, ratio in (("validation", validation_ratio), ("test", test_ratio)):
+        train = sorted((s for s in sources if splits[s] == "train"), key=lambda s: hashlib.sha1(s.encode()).hexdigest())
+        if ratio > 0 and len(train) > 2 and not any(v == split for v in splits.values()):
+            splits[train[0]] = split
+    return splits
+
+
+def chunk_bars(ids: np.ndarray, starts_bar: np.ndarray, max_len: int) -> list[np.ndarray]:
+    """Cut a token sequence at bar lines into chunks of at most `max_len` tokens.
+
+    Bars are packed greedily; a single bar longer than `max_len` is cut inside (rare: dense bars
+    of big orchestral scores), so that no token is lost.
+    """
+    bar_lines = np.flatnonzero(starts_bar[ids])
+    bounds = list(bar_lines[bar_lines > 0]) + [len(ids)]
+    chunks, start, prev = [], 0, 0
+    for end in bounds:
+        if end - start > max_len and prev > start:
+            chunks.append(ids[start:prev])
+            start = prev
+        while end - start > max_len:
+            chunks.append(ids[start : start + max_len])
+            start += max_len
+        prev = end
+    if start < len(ids):
+        chunks.append(ids[start:])
+    return chunks
+
+
+def split_bars(ids: np.ndarray, starts_bar: np.ndarray) -> list[np.ndarray]:
+    """A token sequence as one array per bar (tokens before the first bar line, if any, join the first bar)."""
+    bar_lines = np.flatnonzero(starts_bar[ids])
+    cuts = bar_lines[bar_lines > 0]
+    return [b for b in np.split(ids, cuts) if len(b)]
+
+
+def empty_bar(tokenizer, base: list[list[str]], bar: np.ndarray) -> np.ndarray:
+    """The ids of an empty bar with the bar line and time signature that begin `bar`, encoded as the
+    tokenizer encodes an empty bar (`base`: `vocab_base_tokens(tokenizer)`)."""
+    from miditok import TokSequence
+
+    tokens = [t for i in bar[:2].tolist() for t in base[i]]
+    seq = TokSequence(tokens=tokens[:1] + [t for t in tokens[1:2] if t.startswith("TimeSig_")])
+    tokenizer.complete_sequence(seq)
+    if tokenizer.is_trained:
+        tokenizer.encode_token_ids(seq)
+    return np.asarray(seq.ids, dtype=np.int64)
+
+
+def paired_bars(
+    tokenizer, base: list[list[str]], score: Score, full_ids: np.ndarray, starts_bar: np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The melody's bars and the full piece's bars, as many of each; no bars when the melody is empty.
+
+    Both tokenizations start at tick 0 and share the time signatures, so bar i of one is bar i of the
+    other; where the melody ends before the piece, it is padded with empty bars.
+    """
+    from midilm.melody import extract_melody
+
+    full = split_bars(full_ids, starts_bar)
+    melody_ids = encode_ids(tokenizer, extract_melody(score).score)
+    if not len(melody_ids):
+        return [], []
+    melody = split_bars(melody_ids, starts_bar)[: len(full)]
+    melody += [empty_bar(tokenizer, base, bar) for bar in full[len(melody) :]]
+    return melody, full
+
+
+def chunk_paired_bars(melody: list[np.ndarray], full: list[np.ndarray], room: int) -> list[tuple[int, int]]:
+    """Bar ranges [k, j) whose melody and full bars together fit `room` tokens, packed greedily.
+
+    A bar that alone does not fit is left out (a chunk never pairs a melody with part of its bars).
+    """
+    sizes = [len(m) + len(f) for m, f in zip(melody, full)]
+    ranges, start, used = [], 0, 0
+    for i, size in enumerate(sizes):
+        if used + size > room:
+            if i > start:
+                ranges.append((start, i))
+            start, used = i, 0
+            if size > room:
+                start = i + 1
+                continue
+        used += size
+    if start < len(sizes):
+        ranges.append((start, len(sizes)))
+    return ranges
+
+
+def augmentations(source: str, settings: dict, pitch_bounds: tuple[int, int], pitch_limits: tuple[int, int]) -> list[tuple[int, int, float]]:
+    """(pitch offset, velocity offset, tempo factor) for the augmented copies of one training piece.
+
+    One copy per pitch offset that keeps every note inside the tokenizer's pitch range; velocity and
+    tempo offsets are drawn from a generator seeded by the piece, so a rebuild gives the same data.
+    """
+    rng = random.Random(source)
+    low, high = pitch_bounds
+    copies = []
+    for offset in settings["augment_pitch_offsets"]:
+        if offset and pitch_limits[0] <= low + offset and high + offset < pitch_limits[1]:
+            copies.append((offset, rng.choice(settings["augment_velocity_offsets"]), rng.choice(settings["augment_tempo_factors"])))
+    return copies
+
+
+def augment(score: Score, pitch: int, velocity: int, tempo_factor: float) -> Score:
+    from miditok.data_augmentation import augment_score
+
+    out = augment_score(score, pitch_offset=pitch, velocity_offset=velocity, augment_copy=True)
+    for tempo in out.tempos:
+        tempo.qpm = tempo.qpm * tempo_factor
+    return out
+
+
+def generate_rows(
+    files: list[dict], tokenizer_dir: str, max_seq_len: int, augment_settings: dict | None, tasks: tuple[str, ...] = ("continuation",)
+) -> Iterator[dict]:
+    """Rows of one shard of files, for each task. Runs in a `datasets` worker: loads the tokenizer itself."""
+    tokenizer, composer_map = load_tokenizer(tokenizer_dir)
+    base = vocab_base_tokens(tokenizer)
+    starts_bar = np.array(bar_start_table(tokenizer))
+    notes_of = np.array([sum(t.startswith("Pitch_") for t in b) for b in base])
+    length_of = np.array([len(b) for b in base])
+    bos, eos = tokenizer["BOS_None"], tokenizer["EOS_None"]
+    sections = section_token_ids(tokenizer)
+    pitch_limits = tokenizer.config.pitch_range
+    for file in files:
+        score = Score(file["path"])
+        variants = [(0, 0, 1.0)]
+        if augment_settings:
+            pitches = [n.pitch for t in score.tracks if not t.is_drum for n in t.notes]
+            if pitches:
+                variants += augmentations(file["source"], augment_settings, (min(pitches), max(pitches)), pitch_limits)
+        for pitch, velocity, tempo in variants:
+            variant = augment(score, pitch, velocity, tempo) if (pitch, velocity, tempo) != (0, 0, 1.0) else score
+            ids = encode_ids(tokenizer, variant)
+            if len(ids) == 0:
+                continue
+            label = "" if pitch == 0 and velocity == 0 and tempo == 1.0 else f"pitch{pitch:+d} velocity{velocity:+d} tempo×{tempo:g}"
+            composer_id = composer_map.token_ids[file["label"]]
+            row = {"composer": file["label"], "source": file["source"], "augmentation": label}
+            if "accompaniment" in tasks:
+                melody, full = paired_bars(tokenizer, base, variant, ids, starts_bar)
+                ranges = chunk_paired_bars(melody, full, max_seq_len - 5)  # room for BOS, COMPOSER, MELODY, FULL, EOS
+                for k, (first, stop) in enumerate(ranges):
+                    melody_part, full_part = np.concatenate(melody[first:stop]), np.concatenate(full[first:stop])
+                    tail = [eos] if stop == len(full) else []
+                    yield {
+                        **row,
+                        "input_ids": [bos, composer_id, sections[0], *melody_part.tolist(), sections[1], *full_part.tolist(), *tail],
+                        "chunk": k,
+                        "n_notes": int(notes_of[full_part].sum()),
+                        "n_base_tokens": int(length_of[full_part].sum()),
+                        "task": "accompaniment",
+                    }
+            if "continuation" not in tasks:
+                continue
+            chunks = chunk_bars(ids, starts_bar, max_seq_len - 3)  # room for BOS, COMPOSER, EOS
+            for k, chunk in enumerate(chunks):
+                # EOS only on a piece's last chunk: it means "the piece ends here", so a model does not
+                # learn to stop after one context's worth of music.
+                tail = [eos] if k == len(chunks) - 1 else []
+                yield {
+                    "input_ids": [bos, composer_id, *chunk.tolist(), *tail],
+                    "composer": file["label"],
+                    "source": file["source"],
+                    "chunk": k,
+                    "augmentation": label,
+                    "n_notes": int(notes_of[chunk].sum()),
+                    "n_base_tokens": int(length_of[chunk].sum()),
+                    "task": "continuation",
+                }
+
+
+def build_split(
+    files: list[dict], tokenizer_dir: Path, feats: Features, max_seq_len: int, augment_settings: dict | None, num_proc: int, cache_dir: Path, split: str,
+    tasks: tuple[str, ...] = ("continuation",),
+) -> Dataset:
+    if not files:
+        return Dataset.from_dict({k: [] for k in feats}, features=feats)
+    # `datasets` gives each worker a contiguous share of the `files` list.
+    num_proc = max(1, min(num_proc, len(files)))
+    return Dataset.from_generator(
+        generate_rows,
+        features=feats,
+        gen_kwargs={"files": files, "tokenizer_dir": str(tokenizer_dir), "max_seq_len": max_seq_len, "augment_settings": augment_settings, "tasks": tuple(tasks)},
+        num_proc=num_proc if num_proc > 1 else None,
+        cache_dir=str(cache_dir),
+        split=split,
+    )
+
+
+def build_dataset(
+    files_by_split: dict[str, list[dict]], tokenizer_dir: Path, composers: list[str], max_seq_len: int, augment_settings: dict | None, num_proc: int, cache_dir: Path,
+    tasks: tuple[str, ...] = ("continuation",),
+) -> DatasetDict:
+    feats = features(composers)
+    return DatasetDict(
+        {
+            split: build_split(
+                files_by_split.get(split, []), tokenizer_dir, feats, max_seq_len, augment_settings if split == "train" else None, num_proc, cache_dir, split, tasks
+            )
+            for split in SPLITS
+        }
+    )

@@ -1,0 +1,692 @@
+"""Evaluate a trained model against real held-out pieces: likelihood, music metrics, CFG sweep, copying.
+
+    python evaluate_samples.py --model_dir model_output --dataset_dir data --output_dir eval_report
+
+What it measures (every number is written to report.json, the headline ones to report.md):
+
+- Likelihood on the held-out split: NLL per token, perplexity and NLL per note (the dataset's
+  `n_notes` column: per-token loss is not comparable across BPE vocabularies), beside a unigram model
+  fitted on the training split (add-one smoothing) and the same architecture with random weights.
+- Music metrics (`midilm.metrics.piece_metrics` + miditok's syntax error rate) of the trained
+  model's samples, of random-weight samples, and of the real held-out pieces of each composer;
+  `compare` of each sample set with the real pieces, per composer and pooled.
+- A guidance-scale sweep: how far each composer's samples are from that composer's real pieces
+  (pitch-class and duration histograms) at each scale.
+- Copying: for every sample, the longest run of pitches (onset order) it shares with a training piece.
+
+Samples are drawn with the same API as generate.py (`build_plan` + `model.generate`: CFG and the
+REMI grammar). The random-weight baseline is sampled with the grammar on as well, so its syntax is
+valid too: it shows what the grammar alone gives, and the trained model must beat it on the music.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import DatasetDict
+from symusic import Score
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, GenerationConfig
+
+from midilm.dataset import load_prepared
+from midilm.generation import HEADER_TOKENS, build_plan, decode_ids, load_model, sample_stem
+from midilm.grammar import count_syntax_errors
+from midilm.metrics import (
+    HISTOGRAM_METRICS,
+    SCALAR_METRICS,
+    compare,
+    js_divergence,
+    longest_shared_run,
+    piece_metrics,
+    pitch_sequence,
+)
+from midilm.modeling import context_length, load_midilm_dir
+from midilm.modeling import generation_config as default_generation_config
+from midilm.outputs import replace_dir, staging_dir
+from midilm.sources import InputError
+from midilm.tokenizer import load_tokenizer
+
+HELD_OUT_SPLITS = ("validation", "test")
+# Both sample sets use the grammar, so the syntax error rate is 0 on both sides and only dilutes the
+# distance; it is reported on its own line instead.
+DISTANCE_METRICS = tuple(m for m in SCALAR_METRICS if m != "syntax_error_rate")
+SETS = {"real": "real held-out", "trained": "trained model", "random": "random weights"}
+
+
+@dataclass
+class EvaluateArguments:
+    model_dir: str = field(default="model_output", metadata={"help": "Model folder written by train.py."})
+    dataset_dir: str = field(default="data", metadata={"help": "DatasetDict written by prepare_dataset.py (the model's own)."})
+    output_dir: str = field(default="eval_report", metadata={"help": "Where report.json, report.md and the evaluated samples go."})
+    samples_dir: str | None = field(default=None, metadata={"help": "Evaluate the <composer>_<i>.mid files generate.py wrote here instead of sampling anew (the sweep and the random baseline are always sampled)."})
+    num_samples_per_composer: int = field(default=8, metadata={"help": "Samples per composer for each sample set and guidance scale."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Tokens per sample (capped to the model's context)."})
+    guidance_scale: float | None = field(default=None, metadata={"help": "Guidance scale of the main sample sets (default: the model's generation_config.json)."})
+    guidance_scales: str = field(default="1,2,4", metadata={"help": "Comma-separated guidance scales of the CFG sweep (empty = no sweep)."})
+    seed: int = field(default=0, metadata={"help": "Seeds the samples and the random-weight model."})
+    split: str = field(default="validation", metadata={"help": "Held-out split of the reference pieces and the likelihood: validation or test."})
+    composers: str | None = field(default=None, metadata={"help": "Comma-separated composers to evaluate (default: all of the model's)."})
+    batch_size: int = field(default=8, metadata={"help": "Rows per forward pass of the likelihood evaluation."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output_dir."})
+
+    def __post_init__(self):
+        if self.split not in HELD_OUT_SPLITS:
+            raise InputError(f"--split {self.split!r}: choose a held-out split ({' or '.join(HELD_OUT_SPLITS)})")
+        if self.num_samples_per_composer < 1:
+            raise InputError(f"--num_samples_per_composer {self.num_samples_per_composer}: must be at least 1")
+        if self.max_new_tokens < 1:
+            raise InputError(f"--max_new_tokens {self.max_new_tokens}: must be at least 1")
+        if self.batch_size < 1:
+            raise InputError(f"--batch_size {self.batch_size}: must be at least 1")
+        try:
+            self.scales = [float(s) for s in str(self.guidance_scales).split(",") if s.strip()]
+        except ValueError as err:
+            raise InputError(f"--guidance_scales {self.guidance_scales!r}: expected numbers such as 1,2,4") from err
+        if any(s < 0 for s in self.scales) or (self.guidance_scale is not None and self.guidance_scale < 0):
+            raise InputError("guidance scales must be >= 0 (1 = no guidance)")
+
+
+# Data ------------------------------------------------------------------------------------------
+
+
+def load_eval_dataset(dataset_dir: str | Path, split: str, tokenizer, composer_map) -> DatasetDict:
+    """The prepared dataset, checked against the model's tokenizer before any work is done."""
+    needed = {"input_ids", "composer", "source", "chunk", "augmentation", "n_notes"}
+    return load_prepared(dataset_dir, ("train", split), needed, composer_map.names, "the model in --model_dir")
+
+
+def token_rows(ds, tokenizer, composer_map, where: str) -> list[dict]:
+    """The rows of a split as plain dicts, each checked: ids inside the vocabulary, [BOS, its composer] in front."""
+    bos, vocab = tokenizer["BOS_None"], len(tokenizer)
+    rows = ds.select_columns(["input_ids", "composer", "source", "chunk", "augmentation", "n_notes"]).to_list()
+    for row in rows:
+        ids = row["input_ids"]
+        if len(ids) < HEADER_TOKENS or ids[0] != bos or ids[1] != composer_map.token_ids[row["composer"]] or max(ids) >= vocab:
+            raise InputError(
+                f"{where}: the row of {row['source']} (chunk {row['chunk']}) does not fit the model's tokenizer "
+                f"({vocab} tokens); evaluate a model on the dataset it was trained on"
+            )
+    return rows
+
+
+def join_pieces(rows: list[dict], eos_id: int, originals_only: bool = True) -> list[dict]:
+    """One entry per piece: its chunks' music tokens joined in order, as [BOS, COMPOSER, music..., EOS].
+
+    Chunks are cut at bar lines, so the joined tokens are the piece's own token sequence.
+    """
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        if not originals_only or not row["augmentation"]:
+            groups[(row["source"], row["augmentation"])].append(row)
+    pieces = []
+    for (source, augmentation), chunks in sorted(groups.items()):
+        chunks.sort(key=lambda r: r["chunk"])
+        music = [t for r in chunks for t in r["input_ids"][HEADER_TOKENS:] if t != eos_id]
+        pieces.append({
+            "composer": chunks[0]["composer"],
+            "source": source,
+            "augmentation": augmentation,
+            "ids": chunks[0]["input_ids"][:HEADER_TOKENS] + music + [eos_id],
+            "n_notes": sum(r["n_notes"] for r in chunks),
+        })
+    return pieces
+
+
+# Likelihood ------------------------------------------------------------------------------------
+
+
+def scored_tokens(ids: list[int]) -> list[int]:
+    """The tokens a row's likelihood is measured on: all but BOS and the composer (nothing predicts them)."""
+    return list(ids[HEADER_TOKENS:])
+
+
+def fit_unigram(rows: list[list[int]], vocab_size: int) -> np.ndarray:
+    """Log-probabilities (nats) of a unigram model over the scored tokens of `rows`, add-one smoothed."""
+    counts = np.ones(vocab_size, dtype=np.float64)
+    for ids in rows:
+        np.add.at(counts, np.asarray(scored_tokens(ids), dtype=np.int64), 1)
+    return np.log(counts / counts.sum())
+
+
+def unigram_nll(log_probs: np.ndarray, rows: list[list[int]]) -> tuple[float, int]:
+    """(total NLL in nats, scored tokens) of `rows` under a unigram model."""
+    tokens = np.concatenate([np.asarray(scored_tokens(ids), dtype=np.int64) for ids in rows] or [np.zeros(0, dtype=np.int64)])
+    return float(-log_probs[tokens].sum()), len(tokens)
+
+
+def windows(ids: list[int], context: int) -> list[list[int]]:
+    """A row cut to the model's context: each window restarts from [BOS, COMPOSER] and scores the next tokens."""
+    if len(ids) <= context:
+        return [list(ids)]
+    header, body, width = list(ids[:HEADER_TOKENS]), ids[HEADER_TOKENS:], context - HEADER_TOKENS
+    return [header + list(body[i : i + width]) for i in range(0, len(body), width)]
+
+
+@torch.no_grad()
+def model_nll(model, rows: list[list[int]], batch_size: int = 8, pad_id: int = 0, desc: str = "likelihood") -> tuple[float, int]:
+    """(total NLL in nats, scored tokens) of `rows` under a causal LM, in padded batches.
+
+    Rows longer than the model's context are scored in windows (see `windows`).
+    """
+    context = context_length(model.config)
+    pieces = sorted((w for ids in rows for w in windows(ids, context)), key=len)
+    total, count = 0.0, 0
+    for start in tqdm(range(0, len(pieces), batch_size), desc=desc, unit="batch", leave=False):
+        batch = pieces[start : start + batch_size]
+        width = max(len(w) for w in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, w in enumerate(batch):
+            input_ids[i, : len(w)] = torch.tensor(w)
+            mask[i, : len(w)] = 1
+        input_ids, mask = input_ids.to(model.device), mask.to(model.device)
+        logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
+        # Position t predicts token t + 1; the first scored token (index HEADER_TOKENS) is predicted at t = 1.
+        log_probs = logits[:, HEADER_TOKENS - 1 : -1].log_softmax(dim=-1)
+        targets = input_ids[:, HEADER_TOKENS:]
+        nll = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        keep = mask[:, HEADER_TOKENS:].bool()
+        total += float(nll[keep].sum())
+        count += int(keep.sum())
+    return total, count
+
+
+def likelihood_summary(total_nll: float, tokens: int, notes: int) -> dict:
+    """Per-token NLL (nats), perplexity, per-note NLL (nats and bits) from totals."""
+    per_token = total_nll / tokens if tokens else None
+    per_note = total_nll / notes if notes else None
+    return {
+        "total_nll": total_nll,
+        "nll_per_token": per_token,
+        "perplexity": math.exp(min(per_token, 700.0)) if per_token is not None else None,
+        "nll_per_note": per_note,
+        "bits_per_note": per_note / math.log(2) if per_note is not None else None,
+    }
+
+
+# Sample sets -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Sampler:
+    """Draws sample sets the way generate.py does: one batched generate() call per composer and scale."""
+
+    tokenizer: object
+    composer_map: object
+    config: object
+    defaults: GenerationConfig
+    max_new_tokens: int
+    device: str
+
+    @torch.no_grad()
+    def sample(self, model, composer: str, count: int, guidance_scale: float, seed: int) -> list[dict]:
+        plan = build_plan(
+            self.tokenizer, self.composer_map, self.config, self.defaults, [composer] * count, seed=seed, grammar=True,
+            device=self.device, max_new_tokens=self.max_new_tokens, guidance_scale=guidance_scale,
+        )
+        output = model.generate(
+            plan.input_ids, attention_mask=plan.attention_mask, generation_config=plan.generation_config, logits_processor=plan.logits_processor
+        )
+        ids = plan.sample_ids(output)
+        return [
+            {"composer": composer, "name": sample_stem(composer, i), "ids": row, "score": decode_ids(self.tokenizer, row)}
+            for i, row in enumerate(ids)
+        ]
+
+
+def read_samples(samples_dir: Path, composers: list[str], tokenizer) -> tuple[dict[str, list[dict]], list[float]]:
+    """generate.py's `<composer>_<i>.mid` files (tokens from the .json beside each, if there), per composer;
+    and the guidance scales recorded in those .json files."""
+    if not samples_dir.is_dir():
+        raise InputError(f"--samples_dir {samples_dir}: no such folder")
+    found, scales = {}, []
+    for composer in composers:
+        stem = re.escape(sample_stem(composer, 0)[: -len("_0")])
+        paths = sorted(
+            (p for p in samples_dir.iterdir() if re.fullmatch(rf"{stem}_(\d+)\.mid", p.name)),
+            key=lambda p: int(p.stem.rsplit("_", 1)[1]),
+        )
+        if not paths:
+            raise InputError(
+                f"--samples_dir {samples_dir}: no {sample_stem(composer, 0)}.mid (samples of {composer}); run "
+                "generate.py --composer all first, or leave --samples_dir out to sample here"
+            )
+        samples = []
+        for path in paths:
+            try:
+                score = Score(path)
+            except Exception as err:  # symusic raises plain RuntimeError on a broken file
+                raise InputError(f"--samples_dir: {path} is not a readable MIDI file ({err})") from err
+            record = path.with_suffix(".json")
+            info = json.loads(record.read_text()) if record.is_file() else {}
+            ids = info.get("tokens") or tokenizer.encode(score).ids
+            if "settings" in info:
+                scales.append(float(info["settings"].get("effective_guidance_scale", info["settings"].get("guidance_scale"))))
+            samples.append({"composer": composer, "name": path.stem, "ids": list(ids), "score": score, "file": str(path)})
+        found[composer] = samples
+    return found, scales
+
+
+def measure(pieces: list[dict], tokenizer, training_pitches: list[np.ndarray], desc: str) -> list[dict]:
+    """Per piece: every `piece_metrics` value, the syntax error rate of its ids and its longest run of
+    pitches shared with a training piece. Returns JSON-ready dicts (no ids, no Score)."""
+    rows = []
+    for piece in tqdm(pieces, desc=desc, unit="piece", leave=False):
+        metrics = piece_metrics(piece["score"], syntax_error_rate=count_syntax_errors(tokenizer, piece["ids"]))
+        pitches = pitch_sequence(piece["score"])
+        run = longest_shared_run(pitches, training_pitches) if training_pitches else 0
+        rows.append({
+            "composer": piece["composer"],
+            "name": piece["name"],
+            "tokens": len(piece["ids"]),
+            **metrics,
+            "longest_training_run": int(run),
+            "longest_training_run_share": run / len(pitches) if len(pitches) else None,
+        })
+    return rows
+
+
+# Distances -------------------------------------------------------------------------------------
+
+
+def summary_distance(comparison: dict) -> dict[str, float | None]:
+    """One distance per sample set: the mean over metrics of the standardised mean gap, the mean
+    overlap of the value distributions, and the Jensen–Shannon divergences of the histograms."""
+    gaps = [comparison[m]["mean_gap"] for m in DISTANCE_METRICS if m in comparison]
+    overlaps = [comparison[m]["overlap"] for m in DISTANCE_METRICS if m in comparison]
+    return {
+        "mean_gap": float(np.mean(gaps)) if gaps else None,
+        "mean_overlap": float(np.mean(overlaps)) if overlaps else None,
+        "pitch_class_js": comparison.get("pitch_class_histogram", {}).get("js_divergence"),
+        "duration_js": comparison.get("duration_histogram", {}).get("js_divergence"),
+    }
+
+
+def mean_histogram(pieces: list[dict], key: str) -> list[float] | None:
+    hists = [p[key] for p in pieces if p.get(key) and sum(p[key]) > 0]
+    return np.mean(hists, axis=0).tolist() if hists else None
+
+
+def set_comparison(generated: list[dict], real: list[dict], composers: list[str]) -> dict:
+    """`compare` per composer and pooled, with `summary_distance` of each, and its mean over composers."""
+    per_composer = {c: compare([p for p in generated if p["composer"] == c], [p for p in real if p["composer"] == c]) for c in composers}
+    distances = {c: summary_distance(v) for c, v in per_composer.items()}
+    mean = {k: _mean([d[k] for d in distances.values()]) for k in ("mean_gap", "mean_overlap", "pitch_class_js", "duration_js")}
+    pooled = compare(generated, real)
+    return {"per_composer": per_composer, "pooled": pooled, "distance": {"per_composer": distances, "mean_over_composers": mean, "pooled": summary_distance(pooled)}}
+
+
+def sweep_row(samples: list[dict], real: list[dict], composer: str, composers: list[str]) -> dict:
+    """How far one composer's samples at one scale are from that composer's real pieces (and from the others')."""
+    mine = [p for p in samples if p["composer"] == composer]
+    own = [p for p in real if p["composer"] == composer]
+    row = summary_distance(compare(mine, own))
+    gen_pc = mean_histogram(mine, "pitch_class_histogram")
+    others = [mean_histogram([p for p in real if p["composer"] == c], "pitch_class_histogram") for c in composers if c != composer]
+    others = [h for h in others if h is not None]
+    row["pitch_class_js_other_composers"] = _mean([js_divergence(gen_pc, h) for h in others]) if gen_pc and others else None
+    row["syntax_error_rate"] = _mean([p["syntax_error_rate"] for p in mine])
+    row["notes"] = _mean([p["n_notes"] for p in mine])
+    return row
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def memorization(pieces: list[dict], composers: list[str]) -> dict:
+    out = {}
+    for c in [*composers, "all"]:
+        runs = [p["longest_training_run"] for p in pieces if c == "all" or p["composer"] == c]
+        notes = [p["n_notes"] for p in pieces if c == "all" or p["composer"] == c]
+        out[c] = {"n": len(runs), "max": max(runs) if runs else None, "median": float(np.median(runs)) if runs else None, "median_notes": float(np.median(notes)) if notes else None}
+    return out
+
+
+# The whole evaluation --------------------------------------------------------------------------
+
+
+def check_output_dir(args: EvaluateArguments) -> Path:
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and not args.overwrite:
+        raise InputError(f"--output_dir {output_dir} already exists; pass --overwrite to replace it, or choose another folder")
+    return output_dir
+
+
+def headline(report: dict) -> str:
+    """A few lines for the terminal."""
+    lik, comp = report["likelihood"], report["comparison"]
+    t_dist, r_dist = comp["trained"]["distance"]["mean_over_composers"], comp["random"]["distance"]["mean_over_composers"]
+    return "\n".join([
+        (f"{lik['split']} perplexity {_f(lik['trained']['perplexity'])} (unigram {_f(lik['unigram']['perplexity'])}, "
+        f"ratio {_f(lik['perplexity_ratio_trained_to_unigram'])}); NLL per note {_f(lik['trained']['nll_per_note'])} nats"),
+        (f"metric gap to real: trained {_f(t_dist['mean_gap'])}, random weights {_f(r_dist['mean_gap'])}; "
+        f"pitch-class JS: trained {_f(t_dist['pitch_class_js'])}, random weights {_f(r_dist['pitch_class_js'])}"),
+        _verdict(t_dist, r_dist),
+    ])
+
+
+def evaluate(args: EvaluateArguments) -> dict:
+    """Run the whole evaluation and return the report (see the module docstring); writes nothing."""
+    started = time.perf_counter()
+    timings = {}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    # Load the model folder and the dataset, and check that they belong together
+    config, tokenizer, _ = load_midilm_dir(args.model_dir)
+    # composers.json keeps the dataset's ClassLabel order (config.json's composer map is sorted by name).
+    _, composer_map = load_tokenizer(args.model_dir)
+    dataset = load_eval_dataset(args.dataset_dir, args.split, tokenizer, composer_map)
+    composers = composer_map.names
+    if args.composers:
+        try:
+            composers = [composer_map.name_of(composer_map.id_of(c.strip())) for c in args.composers.split(",") if c.strip()]
+        except KeyError as err:
+            raise InputError(f"--composers: {err.args[0]}") from err
+    eos = config.eos_token_id
+    held_rows = token_rows(dataset[args.split], tokenizer, composer_map, f"--dataset_dir {args.dataset_dir} ({args.split})")
+    train_rows = token_rows(dataset["train"], tokenizer, composer_map, f"--dataset_dir {args.dataset_dir} (train)")
+    held_pieces = [p for p in join_pieces(held_rows, eos) if composer_map.names[p["composer"]] in composers]
+    missing = [c for c in composers if not any(composer_map.names[p["composer"]] == c for p in held_pieces)]
+    if missing and not args.composers and len(missing) < len(composers):
+        # A small corpus can leave a composer without held-out pieces: evaluate the others, say so.
+        print(f"warning: no {args.split} pieces of {', '.join(missing)}; the report leaves them out")
+        composers = [c for c in composers if c not in missing]
+    elif missing:
+        raise InputError(
+            f"--dataset_dir {args.dataset_dir}: no {args.split} pieces of {', '.join(missing)}, so nothing to compare their "
+            f"samples with; try --split {'test' if args.split == 'validation' else 'validation'}, or leave them out with --composers"
+        )
+    try:
+        defaults = GenerationConfig.from_pretrained(args.model_dir)
+    except OSError:
+        defaults = default_generation_config(config)
+    main_scale = float(args.guidance_scale if args.guidance_scale is not None else (defaults.guidance_scale or 1.0))
+    max_new_tokens = min(args.max_new_tokens, context_length(config) - HEADER_TOKENS)
+    samples_from_dir = read_samples(Path(args.samples_dir), composers, tokenizer) if args.samples_dir else None
+    model = load_model(args.model_dir, device)
+
+    # Decode the real pieces: held-out references, and the training originals for the copying check
+    def decode(pieces, desc):
+        out = []
+        for p in tqdm(pieces, desc=desc, unit="piece"):
+            name = composer_map.names[p["composer"]]
+            out.append({**p, "composer": name, "name": p["source"], "score": decode_ids(tokenizer, p["ids"])})
+        return out
+
+    tick = time.perf_counter()
+    real = decode(held_pieces, f"decoding {args.split} pieces")
+    training = decode(join_pieces(train_rows, eos), "decoding training pieces")
+    training_pitches = [pitch_sequence(p["score"]) for p in training]
+    timings["decode_s"] = time.perf_counter() - tick
+
+    # Likelihood of the held-out rows: the model, the same architecture with random weights, a unigram model
+    tick = time.perf_counter()
+    rows = [r["input_ids"] for r in held_rows]
+    notes = sum(r["n_notes"] for r in held_rows)
+    torch.manual_seed(args.seed)
+    random_model = AutoModelForCausalLM.from_config(config).to(device).eval()
+    # generate() fills unset flags from the model's generation_config; one derived from config.json
+    # carries training's use_cache=False (no KV cache: quadratic, 60x slower at 512 tokens).
+    random_model.generation_config = model.generation_config
+    trained_nll, tokens = model_nll(model, rows, args.batch_size, config.pad_token_id, desc="likelihood (trained)")
+    random_nll, _ = model_nll(random_model, rows, args.batch_size, config.pad_token_id, desc="likelihood (random weights)")
+    unigram = fit_unigram([r["input_ids"] for r in train_rows], config.vocab_size)
+    unigram_total, _ = unigram_nll(unigram, rows)
+    likelihood = {
+        "split": args.split,
+        "rows": len(rows),
+        "scored_tokens": tokens,
+        "notes": notes,
+        "trained": likelihood_summary(trained_nll, tokens, notes),
+        "random_weights": likelihood_summary(random_nll, tokens, notes),
+        "unigram": likelihood_summary(unigram_total, tokens, notes),
+        "windowed_rows": sum(len(r) > context_length(config) for r in rows),
+    }
+    likelihood["perplexity_ratio_trained_to_unigram"] = likelihood["trained"]["perplexity"] / likelihood["unigram"]["perplexity"]
+    timings["likelihood_s"] = time.perf_counter() - tick
+
+    # Sample: the trained model at the main scale (or generate.py's files), the sweep, the random baseline
+    tick = time.perf_counter()
+    sampler = Sampler(tokenizer, composer_map, config, defaults, max_new_tokens, device)
+    n = args.num_samples_per_composer
+    seed_of = {c: args.seed + i for i, c in enumerate(composers)}
+    jobs = [("random", random_model, main_scale)]
+    if samples_from_dir is None:
+        jobs.append(("trained", model, main_scale))
+    jobs += [(f"sweep {s:g}", model, s) for s in args.scales if samples_from_dir is not None or s != main_scale]
+    drawn: dict[str, list[dict]] = defaultdict(list)
+    with tqdm(total=len(jobs) * len(composers), desc="sampling", unit="call") as bar:
+        for name, which, scale in jobs:
+            for c in composers:
+                bar.set_postfix_str(f"{name}, {c}")
+                drawn[name] += sampler.sample(which, c, n, scale, seed_of[c])
+                bar.update()
+    if samples_from_dir is not None:
+        drawn["trained"] = [s for c in composers for s in samples_from_dir[0][c]]
+        recorded = sorted(set(samples_from_dir[1]))
+        trained_scale = recorded[0] if len(recorded) == 1 else None
+    else:
+        trained_scale = main_scale
+    timings["sampling_s"] = time.perf_counter() - tick
+
+    # Measure every piece
+    tick = time.perf_counter()
+    measured = {
+        "real": measure(real, tokenizer, training_pitches, "measuring real pieces"),
+        "trained": measure(drawn["trained"], tokenizer, training_pitches, "measuring trained samples"),
+        "random": measure(drawn["random"], tokenizer, training_pitches, "measuring random-weight samples"),
+    }
+    sweep_sets = {}
+    for s in args.scales:
+        key = f"sweep {s:g}"
+        sweep_sets[s] = measured["trained"] if key not in drawn else measure(drawn[key], tokenizer, training_pitches, f"measuring s={s:g}")
+    timings["metrics_s"] = time.perf_counter() - tick
+
+    if max(p["syntax_error_rate"] for p in measured["real"]) > 0:
+        print(f"warning: real {args.split} pieces read back with syntax errors; was the dataset built with this model's tokenizer?")
+    comparison = {k: set_comparison(measured[k], measured["real"], composers) for k in ("trained", "random")}
+    sweep = {f"{s:g}": {c: sweep_row(sweep_sets[s], measured["real"], c, composers) for c in composers} for s in args.scales}
+    timings["total_s"] = time.perf_counter() - started
+
+    settings = asdict(args)
+    settings.update({
+        "main_guidance_scale": main_scale,
+        "trained_samples_guidance_scale": trained_scale,
+        "trained_samples_from": args.samples_dir or "sampled here",
+        "max_new_tokens_used": max_new_tokens,
+        "sampling": {k: getattr(defaults, k, None) for k in ("temperature", "top_k", "top_p", "repetition_penalty")},
+        "grammar": True,
+        "device": device,
+        "composers_evaluated": composers,
+        "composer_seeds": seed_of,
+    })
+    real_errors = [p["syntax_error_rate"] for p in measured["real"]]
+    return {
+        "settings": settings,
+        "data": {
+            "held_out_pieces": {c: sum(p["composer"] == c for p in real) for c in composers},
+            "training_pieces": {c: sum(p["composer"] == c for p in training) for c in composers},
+        },
+        "likelihood": likelihood,
+        "pieces": {**measured, "sweep": {f"{s:g}": sweep_sets[s] for s in args.scales if f"sweep {s:g}" in drawn}},
+        "comparison": comparison,
+        "cfg_sweep": sweep,
+        "memorization": {k: memorization(v, composers) for k, v in measured.items()},
+        "checks": {
+            "real_pieces_syntax_error_rate_max": max(real_errors),
+            "real_pieces_have_no_syntax_errors": max(real_errors) == 0,
+            "samples_syntax_error_rate_max": max([p["syntax_error_rate"] for k in ("trained", "random") for p in measured[k]] or [0.0]),
+        },
+        "timings": timings,
+        "_midi": {k: drawn[k] for k in drawn},  # dropped before JSON; written as MIDI beside the report
+    }
+
+
+# Writing ---------------------------------------------------------------------------------------
+
+
+def write_report(report: dict, output_dir: Path, overwrite: bool) -> Path:
+    """report.json, report.md and every evaluated sample as MIDI, built aside and swapped in whole."""
+    midi = report.pop("_midi", {})
+    if output_dir.exists() and not overwrite:
+        raise InputError(f"--output_dir {output_dir} already exists; pass --overwrite to replace it")
+    with staging_dir(output_dir) as tmp:
+        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / "report.md").write_text(markdown_report(report))
+        for name, samples in midi.items():
+            folder = tmp / "samples" / name.replace(" ", "_s")
+            folder.mkdir(parents=True, exist_ok=True)
+            for sample in samples:
+                sample["score"].dump_midi(folder / f"{sample['name']}.mid")
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        replace_dir(tmp, output_dir)
+    return output_dir
+
+
+def _f(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.3g}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"] + ["| " + " | ".join(r) + " |" for r in rows] + [""]
+
+
+def _verdict(trained: dict, random: dict) -> str:
+    better = [k for k in ("mean_gap", "pitch_class_js", "duration_js") if trained.get(k) is not None and random.get(k) is not None and trained[k] < random[k]]
+    higher_overlap = trained.get("mean_overlap") is not None and random.get("mean_overlap") is not None and trained["mean_overlap"] > random["mean_overlap"]
+    score = len(better) + higher_overlap
+    return f"the trained model's samples are closer to the real pieces than the random-weight samples on {score} of 4 distances"
+
+
+def markdown_report(report: dict) -> str:
+    s, lik, comp = report["settings"], report["likelihood"], report["comparison"]
+    composers = s["composers_evaluated"]
+    t_dist, r_dist = comp["trained"]["distance"]["mean_over_composers"], comp["random"]["distance"]["mean_over_composers"]
+    mem = report["memorization"]
+    samples = {k: report["pieces"][k] for k in ("trained", "random")}
+    lines = [
+        "# Evaluation report",
+        "",
+        f"Model `{s['model_dir']}`, dataset `{s['dataset_dir']}` ({s['split']} split: "
+        + ", ".join(f"{c} {n}" for c, n in report["data"]["held_out_pieces"].items())
+        + " held-out pieces). "
+        + f"Trained-model samples: {'read from `' + s['samples_dir'] + '`' if s['samples_dir'] else 'sampled here'}"
+        + (f" (guidance scale {s['trained_samples_guidance_scale']:g})" if s["trained_samples_guidance_scale"] is not None else "")
+        + f", {len(samples['trained'])} in all; random-weight samples: the same architecture, initialised with seed {s['seed']}, "
+        + f"{len(samples['random'])} in all, sampled with guidance scale {s['main_guidance_scale']:g}; "
+        + f"{s['num_samples_per_composer']} samples per composer and call, up to {s['max_new_tokens_used']} tokens each. "
+        + "Both are sampled with the REMI grammar on, so both have valid syntax: the grammar alone gives that.",
+        "",
+        "## Headline",
+        "",
+    ]
+    rows = [
+        [f"perplexity per token ({s['split']})", _f(lik["trained"]["perplexity"]), _f(lik["random_weights"]["perplexity"]), _f(lik["unigram"]["perplexity"])],
+        ["perplexity / unigram perplexity", _f(lik["perplexity_ratio_trained_to_unigram"]), _f(lik["random_weights"]["perplexity"] / lik["unigram"]["perplexity"]), "1.000"],
+        ["NLL per token (nats)", _f(lik["trained"]["nll_per_token"]), _f(lik["random_weights"]["nll_per_token"]), _f(lik["unigram"]["nll_per_token"])],
+        ["NLL per note (nats)", _f(lik["trained"]["nll_per_note"]), _f(lik["random_weights"]["nll_per_note"]), _f(lik["unigram"]["nll_per_note"])],
+        ["syntax error rate of samples (max)", _f(max(p["syntax_error_rate"] for p in samples["trained"])), _f(max(p["syntax_error_rate"] for p in samples["random"])), "–"],
+        ["music metrics: mean standardised gap to real (lower is closer)", _f(t_dist["mean_gap"]), _f(r_dist["mean_gap"]), "–"],
+        ["music metrics: mean distribution overlap with real (higher is closer)", _f(t_dist["mean_overlap"]), _f(r_dist["mean_overlap"]), "–"],
+        ["pitch-class histogram JS divergence to real (bits)", _f(t_dist["pitch_class_js"]), _f(r_dist["pitch_class_js"]), "–"],
+        ["duration histogram JS divergence to real (bits)", _f(t_dist["duration_js"]), _f(r_dist["duration_js"]), "–"],
+        ["longest pitch run shared with a training piece (max / median)", f"{mem['trained']['all']['max']} / {_f(mem['trained']['all']['median'], 1)}",
+         f"{mem['random']['all']['max']} / {_f(mem['random']['all']['median'], 1)}", "–"],
+    ]
+    lines += _table(["", "trained model", "random weights", "unigram"], rows)
+    lines += [
+        (f"Verdict, averaged over composers: {_verdict(t_dist, r_dist)}. "
+        f"Real {s['split']} pieces read back with syntax error rate {_f(report['checks']['real_pieces_syntax_error_rate_max'])} (expected 0)."),
+        "",
+        "## Music metrics per composer",
+        "",
+        "Mean ± std over pieces; for the sample sets, the standardised gap |mean − real mean| / real std in brackets.",
+        "",
+    ]
+    for c in composers:
+        lines += [f"### {c}", ""]
+        by_set = {k: [p for p in report["pieces"][k] if p["composer"] == c] for k in SETS}
+        rows = []
+        for metric in SCALAR_METRICS:
+            cells = [metric]
+            for k in SETS:
+                values = [p[metric] for p in by_set[k] if p[metric] is not None]
+                cell = f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "–"
+                gap = comp[k]["per_composer"][c].get(metric, {}).get("mean_gap") if k != "real" else None
+                cells.append(cell + (f" ({gap:.2f})" if gap is not None else ""))
+            rows.append(cells)
+        for hist in HISTOGRAM_METRICS:
+            cells = [f"{hist} JS to real"]
+            for k in SETS:
+                js = comp[k]["per_composer"][c].get(hist, {}).get("js_divergence") if k != "real" else None
+                cells.append("–" if k == "real" else _f(js))
+            rows.append(cells)
+        rows.append(["pieces"] + [str(len(by_set[k])) for k in SETS])
+        lines += _table(["metric", *SETS.values()], rows)
+    lines += [
+        "## Classifier-free guidance sweep",
+        "",
+        ("Each composer's trained-model samples at each guidance scale s, against that composer's real "
+        "pieces: Jensen–Shannon divergence (bits) of the mean pitch-class and duration histograms, the "
+        "mean standardised metric gap, and the pitch-class JS to the other composers' real pieces "
+        "(samples that move toward their composer get lower own-JS, and not lower other-JS)."),
+        "",
+    ]
+    rows = []
+    for scale, per_composer in report["cfg_sweep"].items():
+        for c, r in per_composer.items():
+            rows.append([scale, c, _f(r["pitch_class_js"]), _f(r["duration_js"]), _f(r["mean_gap"]), _f(r["pitch_class_js_other_composers"]), _f(r["notes"], 1)])
+    lines += _table(["s", "composer", "pitch-class JS (own)", "duration JS (own)", "mean gap (own)", "pitch-class JS (others)", "notes per sample"], rows)
+    lines += [sweep_trend(report["cfg_sweep"], composers), ""]
+    lines += [
+        "## Memorization",
+        "",
+        ("Longest run of consecutive pitches (onset order) a piece shares with any original training piece. "
+        "Real held-out pieces give the level that shared idioms (scales, cadences) reach by themselves."),
+        "",
+    ]
+    rows = [[SETS[k], c, str(v["n"]), str(v["max"]), _f(v["median"], 1), _f(v["median_notes"], 1)] for k in SETS for c, v in mem[k].items()]
+    lines += _table(["set", "composer", "pieces", "max run", "median run", "median notes"], rows)
+    rows = [[p["name"], str(p["n_notes"]), str(p["longest_training_run"]), _f(p["longest_training_run_share"], 2), _f(p["syntax_error_rate"])] for p in samples["trained"]]
+    lines += ["Trained-model samples:", ""] + _table(["sample", "notes", "longest shared run", "share of its notes", "syntax error rate"], rows)
+    lines += [
+        "## How these numbers are made",
+        "",
+        (f"- Likelihood: {lik['rows']} {s['split']} rows, {lik['scored_tokens']} tokens after BOS and the composer "
+        f"token (EOS included), {lik['notes']} notes; NLL per note = total NLL / notes. Rows longer than the "
+        f"model's context ({lik['windowed_rows']} here) are scored in windows that restart from [BOS, composer]. "
+        "The unigram model is fitted on the training split's tokens (augmented copies included, as the model saw them) "
+        "with add-one smoothing over the whole vocabulary."),
+        ("- Music metrics: `midilm.metrics.piece_metrics`; distances: `midilm.metrics.compare` per composer, averaged over "
+        f"composers (metrics: {', '.join(DISTANCE_METRICS)})."),
+        "- Timings (s): " + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in report["timings"].items()) + f", on {s['device']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def sweep_trend(sweep: dict, composers: list[str]) -> str:
+    """One honest sentence: for how many composers the own pitch-class JS falls from the lowest to the highest scale."""
+    scales = sorted(sweep, key=float)
+    if len(scales) < 2:
+        return "One guidance scale only: no trend to read."
+    lo, hi = scales[0], scales[-1]
+    falls = [c for c in composers if None not in (sweep[lo][c]["pitch_class_js"], sweep[hi][c]["pitch_class_js"]) and sweep[hi][c]["pitch_class_js"] < sweep[lo][c]["pitch_class_js"]]
+    return (
+        f"From s={lo} to s={hi}, the pitch-class JS divergence to the composer's own pieces falls for {len(falls)} of "
+        f"{len(composers)} composers" + (f" ({', '.join(falls)})" if falls else "") + "."
+    )

@@ -1,0 +1,176 @@
+"""The miditok REMI tokenizer, its BPE vocabulary and the composer tokens that travel with it."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import miditok
+import numpy as np
+
+COMPOSERS_FILE = "composers.json"
+TOKENIZER_FILE = "tokenizer.json"
+COMPOSER_PREFIX = "COMPOSER_"
+OTHER = "OTHER"
+NONE = "NONE"
+# PAD must stay first: miditok and the collator treat id 0 as padding.
+BASE_SPECIAL_TOKENS = ("PAD", "BOS", "EOS")
+# The accompaniment layout `[BOS, COMPOSER, MELODY, melody bars…, FULL, the same bars in full…, EOS]`
+# marks its two sections with special tokens: BPE learns from music only, so it never merges them.
+# They come after the composer tokens, so adding them moved no existing id.
+MELODY_TOKEN, FULL_TOKEN = "MELODY_None", "FULL_None"
+SECTION_TOKENS = ("MELODY", "FULL")
+
+
+def composer_token(name: str) -> str:
+    """`COMPOSER_<slug>`: miditok keeps the text after the first underscore as the token's value."""
+    slug = re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_") or "unnamed"
+    return COMPOSER_PREFIX + slug
+
+
+@dataclass
+class ComposerMap:
+    """Composer name ↔ token id. `names` is in ClassLabel order; `NONE` (the CFG token) is kept apart."""
+
+    names: list[str]
+    token_ids: list[int]
+    none_id: int
+    pieces: list[int] = field(default_factory=list)
+
+    def id_of(self, name: str) -> int:
+        """Token id of a composer, case-insensitive; `none` gives the unconditional token."""
+        if name.lower() == NONE.lower():
+            return self.none_id
+        for known, token_id in zip(self.names, self.token_ids):
+            if known.lower() == name.lower():
+                return token_id
+        raise KeyError(f"unknown composer {name!r}; choose one of: {', '.join(self.names + [NONE.lower()])}")
+
+    def name_of(self, token_id: int) -> str:
+        if token_id == self.none_id:
+            return NONE
+        return self.names[self.token_ids.index(token_id)]
+
+    def to_json(self) -> dict:
+        rows = [
+            {"composer": n, "token": composer_token(n), "id": i, "pieces": p}
+            for n, i, p in zip(self.names, self.token_ids, self.pieces or [0] * len(self.names))
+        ]
+        return {"composers": rows, "none": {"token": composer_token(NONE), "id": self.none_id}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ComposerMap:
+        rows = data["composers"]
+        return cls(
+            names=[r["composer"] for r in rows],
+            token_ids=[r["id"] for r in rows],
+            none_id=data["none"]["id"],
+            pieces=[r.get("pieces", 0) for r in rows],
+        )
+
+    def to_config(self) -> dict:
+        """The compact form stored in a model's config.json, so `from_pretrained` alone knows it."""
+        return {"composer_to_id": dict(zip(self.names, self.token_ids)), "composer_none_id": self.none_id}
+
+    @classmethod
+    def from_config(cls, config) -> ComposerMap:
+        mapping = getattr(config, "composer_to_id", None)
+        if not mapping:
+            raise ValueError("the model config has no composer map (composer_to_id); is it a midilm model?")
+        # config.json is written with sorted keys; token ids follow the ClassLabel order, so sort by id.
+        rows = sorted(mapping.items(), key=lambda item: item[1])
+        return cls(names=[n for n, _ in rows], token_ids=[i for _, i in rows], none_id=config.composer_none_id)
+
+
+def make_tokenizer_config(settings: dict, composers: list[str]) -> miditok.TokenizerConfig:
+    """A REMI config from the `tokenizer` section of config.json, with one special token per composer."""
+    settings = dict(settings)
+    beat_res = {tuple(int(x) for x in k.split("_")): v for k, v in settings.pop("beat_res").items()}
+    specials = list(BASE_SPECIAL_TOKENS) + [composer_token(c) for c in composers] + [composer_token(NONE)] + list(SECTION_TOKENS)
+    return miditok.TokenizerConfig(
+        beat_res=beat_res,
+        pitch_range=tuple(settings.pop("pitch_range")),
+        special_tokens=specials,
+        one_token_stream_for_programs=True,
+        **settings,
+    )
+
+
+def build_tokenizer(settings: dict, composers: list[str]) -> tuple[miditok.REMI, ComposerMap]:
+    tokenizer = miditok.REMI(make_tokenizer_config(settings, composers))
+    composer_map = ComposerMap(
+        names=list(composers),
+        token_ids=[tokenizer.vocab[composer_token(c)] for c in composers],
+        none_id=tokenizer.vocab[composer_token(NONE)],
+    )
+    return tokenizer, composer_map
+
+
+def save_tokenizer(tokenizer: miditok.REMI, composer_map: ComposerMap, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(directory, filename=TOKENIZER_FILE)
+    (directory / COMPOSERS_FILE).write_text(json.dumps(composer_map.to_json(), indent=2) + "\n")
+
+
+def load_tokenizer(directory: str | Path) -> tuple[miditok.REMI, ComposerMap]:
+    """Load a tokenizer folder written by `prepare_dataset.py` (or a model folder, which holds a copy)."""
+    directory = Path(directory)
+    params, composers = directory / TOKENIZER_FILE, directory / COMPOSERS_FILE
+    if not params.is_file() or not composers.is_file():
+        raise FileNotFoundError(
+            f"{directory} is not a midilm tokenizer folder (needs {TOKENIZER_FILE} and {COMPOSERS_FILE}); "
+            "run prepare_dataset.py first"
+        )
+    tokenizer = miditok.REMI(params=params)
+    return tokenizer, ComposerMap.from_json(json.loads(composers.read_text()))
+
+
+def section_token_ids(tokenizer: miditok.REMI) -> tuple[int, int] | None:
+    """Ids of the MELODY and FULL section tokens; None for a tokenizer made before they existed."""
+    vocab = tokenizer.vocab
+    if MELODY_TOKEN not in vocab or FULL_TOKEN not in vocab:
+        return None
+    return vocab[MELODY_TOKEN], vocab[FULL_TOKEN]
+
+
+def vocab_base_tokens(tokenizer: miditok.REMI) -> list[list[str]]:
+    """For every vocabulary id, the base REMI tokens it stands for (one each when there is no BPE).
+
+    Relies on miditok's byte table, which `decode_token_ids` uses the same way.
+    """
+    if not tokenizer.is_trained:
+        return [[tokenizer[i]] for i in range(tokenizer.vocab_size)]
+    model = tokenizer._model
+    return [list(tokenizer._vocab_learned_bytes_to_tokens[model.id_to_token(i)]) for i in range(tokenizer.vocab_size)]
+
+
+def bar_start_table(tokenizer: miditok.REMI) -> list[bool]:
+    """For every vocabulary id, whether it begins with a `Bar` token.
+
+    BPE is trained per bar (`encode_ids_split="bar"`), so no merged item spans a bar line and a bar
+    always starts at the first base token of some item.
+    """
+    # miditok's BPE vocabulary also holds the bare word-start marker, which stands for no token.
+    return [bool(base) and base[0].startswith("Bar_") for base in vocab_base_tokens(tokenizer)]
+
+
+def encode_ids(tokenizer: miditok.REMI, score) -> np.ndarray:
+    """A score's token ids (BPE applied) as the model sees them.
+
+    miditok's BPE can leave its bare word-start marker alone before a bar line: an item that stands
+    for no base token, decodes to nothing and breaks the grammar. It is dropped here, so training
+    rows, prompts and melodies never hold it.
+    """
+    ids = np.asarray(tokenizer.encode(score).ids, dtype=np.int64)
+    empty = _empty_items(tokenizer)
+    return ids[~empty[ids]] if len(ids) and empty.any() else ids
+
+
+def _empty_items(tokenizer: miditok.REMI) -> np.ndarray:
+    table = getattr(tokenizer, "_midilm_empty_items", None)
+    if table is None or len(table) != len(tokenizer):
+        table = np.array([not base for base in vocab_base_tokens(tokenizer)])
+        tokenizer._midilm_empty_items = table
+    return table

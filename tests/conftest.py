@@ -1,0 +1,136 @@
+"""Shared fixtures: real MIDI files written with symusic, a few music21 corpus pieces, and one
+prepared dataset + tokenizer that the training and generation tests reuse."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from symusic import Note, Score, Tempo, TimeSignature, Track
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Test models are tiny: a second torch thread only adds spin-waiting, and on a busy 2-core
+    machine two spinning threads were seen to make generate() up to 100x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+TOKENIZER_SETTINGS = json.loads((REPO / "config.json").read_text())["tokenizer"]
+
+
+def load_script(name: str):
+    """A top-level script (`generate.py`, `app.py`) imported as a module, to call its main() in-process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{Path(name).stem}_script", REPO / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_cli(script, monkeypatch, *args: str) -> int:
+    """A script's main() as `python <script> ARGS` runs it (one-line errors, exit codes); returns the exit code."""
+    import sys
+
+    monkeypatch.setattr(sys, "argv", [Path(script.__file__).name, *args])
+    try:
+        script.run(script.main)
+    except SystemExit as exit_:
+        return exit_.code
+    return 0
+
+
+def assert_refused(script, monkeypatch, capsys, root: Path, argv: list[str], message: str) -> None:
+    """Bad input to a script: exit code 2, one `error:` line naming the problem, nothing under `root` touched."""
+    before = sorted(root.rglob("*"))
+    code = run_cli(script, monkeypatch, *argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and "\n" not in err and message in err, err
+    assert sorted(root.rglob("*")) == before  # no sample, no partial file, no staging folder
+
+
+def make_piece(seed: int, bars: int = 8, tracks: int = 2, tpq: int = 480) -> Score:
+    """A small multi-voice piece: a melody on a random walk over a scale, plus block chords."""
+    rng = random.Random(seed)
+    score = Score(tpq)
+    score.time_signatures.append(TimeSignature(0, 4, 4))
+    score.tempos.append(Tempo(0, rng.choice([80, 100, 120])))
+    scale = [0, 2, 4, 5, 7, 9, 11]
+    root = rng.choice([48, 50, 53, 55])
+    melody = Track(name="melody", program=0)
+    pitch = 7
+    for beat in range(bars * 4):
+        for half in range(rng.choice([1, 2])):
+            pitch = max(0, min(14, pitch + rng.choice([-2, -1, 1, 2])))
+            step = tpq // (2 if half or rng.random() < 0.5 else 1)
+            note_pitch = root + 12 + 12 * (pitch // 7) + scale[pitch % 7]
+            melody.notes.append(Note(beat * tpq + half * tpq // 2, step, note_pitch, rng.randint(60, 100)))
+    score.tracks.append(melody)
+    for t in range(1, tracks):
+        chords = Track(name=f"chords{t}", program=[0, 48, 32][t % 3])
+        for bar in range(bars):
+            degree = rng.choice([0, 3, 4, 5])
+            for k in (0, 2, 4):
+                p = root + scale[(degree + k) % 7] - 12 * (t - 1)
+                chords.notes.append(Note(bar * 4 * tpq, 4 * tpq, p, 70))
+        score.tracks.append(chords)
+    return score
+
+
+def write_midi_folder(root: Path, composers: dict[str, int], broken: bool = True) -> Path:
+    """`root/<composer>/<n>.mid` pieces, plus unusable files when `broken`."""
+    seed = 0
+    for composer, count in composers.items():
+        (root / composer).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            seed += 1
+            make_piece(seed, bars=6 + seed % 5).dump_midi(root / composer / f"piece{i}.mid")
+    if broken:
+        (root / "broken").mkdir(exist_ok=True)
+        (root / "broken" / "empty.mid").write_bytes(b"")
+        (root / "broken" / "text.MID").write_text("this is not a MIDI file\n")
+        good = (root / next(iter(composers)) / "piece0.mid").read_bytes()
+        (root / "broken" / "truncated.midi").write_bytes(good[: len(good) // 3])
+        silent = Score(480)
+        silent.tracks.append(Track(name="nothing"))
+        silent.dump_midi(root / "broken" / "silent.mid")
+    return root
+
+
+@pytest.fixture(scope="session")
+def midi_dir(tmp_path_factory) -> Path:
+    """Two composers with 12 pieces each, one with 3 (folded into OTHER), and four broken files."""
+    return write_midi_folder(tmp_path_factory.mktemp("midi"), {"alpha": 12, "beta": 12, "gamma": 3})
+
+
+@pytest.fixture(scope="session")
+def prepared(midi_dir, tmp_path_factory) -> dict:
+    """prepare_dataset.py run once on `midi_dir`: paths of its tokenizer and dataset, and its report."""
+    from midilm.prepare import PrepareArguments, prepare
+
+    out = tmp_path_factory.mktemp("prepared")
+    args = PrepareArguments(
+        midi_dir=str(midi_dir), output_dir=str(out / "data"), tokenizer_dir=str(out / "tokenizer"),
+        vocab_size=600, max_seq_len=256, num_proc=2, validation_ratio=0.15, test_ratio=0.15,
+    )
+    report = prepare(args, TOKENIZER_SETTINGS)
+    return {"data": out / "data", "tokenizer": out / "tokenizer", "report": report, "root": out}
+
+
+@pytest.fixture(scope="session")
+def bach_files(tmp_path_factory):
+    """Six Bach chorales from the music21 corpus, converted to MIDI in a test cache."""
+    from midilm.corpus import music21_corpus_files
+
+    files, failures = music21_corpus_files(["bach"], 6, 2, cache_dir=tmp_path_factory.mktemp("m21cache"))
+    assert files and not failures
+    return files

@@ -1,0 +1,112 @@
+"""The page in a real headless Chromium (Debian's `chromium` and `chromium-driver`, driven by selenium):
+open it, press Generate, wait for the audio player and the piano roll, save a screenshot; a bad upload
+shows a message, not a stack trace; the page asks nothing of any host but the app's own.
+
+CI installs the browser (`apt-get install -y chromium chromium-driver`); without it this test fails, unless
+MIDILM_SKIP_BROWSER=1. MIDILM_SCREENSHOT_DIR=docs keeps the screenshot (docs/app.png, shown in the README).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from test_app import app, app_model_dir, app_url  # noqa: F401  (the same served test model)
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+# A fresh profile that talks to no one: this machine has no network, and the page must not need one.
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1280,1200",
+    # Chromium still looks up its own services' names (sign-in, autofill, updates): no name resolves.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+)  # fmt: skip
+TIMEOUT = 60  # seconds for any one wait; a busy 2-core machine is slow to start a browser
+pytestmark = [
+    pytest.mark.skipif(os.environ.get("MIDILM_SKIP_BROWSER") == "1", reason="MIDILM_SKIP_BROWSER=1"),
+    pytest.mark.filterwarnings("ignore::Warning:gradio.queueing"),  # pandas 3 deprecations in gradio's queue
+]
+
+
+@pytest.fixture
+def browser(tmp_path):
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).is_file()]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not found: `apt-get install -y chromium chromium-driver` (or set MIDILM_SKIP_BROWSER=1)")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("selenium is not installed: `pip install -r requirements-app.txt` (or set MIDILM_SKIP_BROWSER=1)")
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every request the page makes
+    # Both paths given: selenium asks its Selenium Manager for nothing (it would go online for drivers).
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=subprocess.DEVNULL), options=options)
+    driver.set_page_load_timeout(TIMEOUT)
+    yield driver
+    driver.quit()
+
+
+def requests_of(driver) -> list[tuple[str, int | None]]:
+    """(url, status) of each request the page made since the last call, from Chromium's performance log."""
+    sent, status = [], {}
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            sent.append((message["params"]["requestId"], message["params"]["request"]["url"]))
+        elif message["method"] == "Network.responseReceived":
+            status[message["params"]["requestId"]] = message["params"]["response"]["status"]
+    return [(url, status.get(request)) for request, url in sent]
+
+
+def test_page_generates_in_a_real_browser(browser, app_url, tmp_path):  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, TIMEOUT)
+    browser.get(app_url)
+    wait.until(lambda d: d.find_element(By.ID, "generate")).click()
+
+    # The audio player gets the rendered WAV, the piano roll its PNG, the command line its settings.
+    wav_link = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#audio a[download$='.wav']"))[0]
+    assert browser.find_elements(By.CSS_SELECTOR, "#audio audio")
+    roll = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#piano-roll img[src$='.png']"))[0]
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", roll))
+    assert browser.execute_script("return arguments[0].naturalWidth", roll) == 1200
+    wait.until(lambda d: "--composer bach" in d.find_element(By.CSS_SELECTOR, "#command textarea").get_attribute("value"))
+    assert browser.find_elements(By.CSS_SELECTOR, "#download a[href$='/bach_0.mid']")
+
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1280, max(1200, height))
+    screenshot = tmp_path / "app.png"
+    assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
+    if os.environ.get("MIDILM_SCREENSHOT_DIR"):
+        keep = Path(os.environ["MIDILM_SCREENSHOT_DIR"]) / "app.png"
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(screenshot, keep)
+
+    requests = requests_of(browser)
+    wav_url = wav_link.get_attribute("href")
+    assert any(url == wav_url and status == 200 for url, status in requests), "the player did not load the WAV"
+    foreign = {url for url, _ in requests if urlsplit(url).scheme in ("http", "https", "ws", "wss") and urlsplit(url).hostname != "127.0.0.1"}
+    assert not foreign, f"the page reached beyond the app: {sorted(foreign)[:5]}"
+
+    # A bad upload: a message in the page, not a stack trace.
+    bad = tmp_path / "notes.mid"
+    bad.write_text("this is not a MIDI file\n")
+    browser.find_element(By.CSS_SELECTOR, "#continue button").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#prompt-midi input[type=file]"))[0].send_keys(str(bad))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#prompt-midi a[href$='/notes.mid']"))
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: "not a valid MIDI file" in d.find_element(By.TAG_NAME, "body").text)
+    page = browser.find_element(By.TAG_NAME, "body").text
+    assert "MIDI to continue: notes.mid: not a valid MIDI file" in page and "Traceback" not in page

@@ -1,0 +1,244 @@
+"""evaluate_samples.py: the report end to end on a tiny trained model, the likelihood arithmetic by hand, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import REPO
+from datasets import ClassLabel, load_from_disk
+
+from midilm.evaluation import (
+    EvaluateArguments,
+    check_output_dir,
+    evaluate,
+    fit_unigram,
+    join_pieces,
+    likelihood_summary,
+    model_nll,
+    read_samples,
+    unigram_nll,
+    windows,
+)
+from midilm.sources import InputError
+from midilm.tokenizer import load_tokenizer
+
+torch.set_num_threads(1)  # two threads on two shared cores make generate() up to 100x slower
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TINY_EVAL = ["--num_samples_per_composer", "2", "--max_new_tokens", "64", "--guidance_scales", "1,3"]
+
+
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / script), *args], check=False, cwd=REPO, env=ENV, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def model_dir(prepared, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("eval_train") / "model_output"
+    result = run_script(
+        "train.py", "--dataset_dir", str(prepared["data"]), "--tokenizer_dir", str(prepared["tokenizer"]), "--output_dir", str(out),
+        "--max_seq_len", "256", "--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--warmup_steps", "0",
+        "--dataloader_num_workers", "0", "--max_steps", "40", "--samples_per_composer", "0", "--eval_strategy", "no",
+        "--load_best_model_at_end", "false",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def report_dir(model_dir, prepared, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("eval") / "eval_report"
+    result = run_script("evaluate_samples.py", "--model_dir", str(model_dir), "--dataset_dir", str(prepared["data"]), "--output_dir", str(out), *TINY_EVAL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "perplexity" in result.stdout
+    return out
+
+
+def test_report_holds_every_section(report_dir, prepared):
+    report = json.loads((report_dir / "report.json").read_text())
+    assert {"settings", "data", "likelihood", "pieces", "comparison", "cfg_sweep", "memorization", "checks", "timings"} <= set(report)
+    composers = report["settings"]["composers_evaluated"]
+    assert set(composers) == {"alpha", "beta", "OTHER"}
+    held_out = {s for s in load_from_disk(str(prepared["data"]))["validation"]["source"]}
+    assert {p["name"] for p in report["pieces"]["real"]} == held_out
+    for name in ("trained", "random"):
+        assert len(report["pieces"][name]) == 2 * len(composers)
+        assert set(report["comparison"][name]["per_composer"]) == set(composers)
+        assert report["comparison"][name]["distance"]["mean_over_composers"]["pitch_class_js"] is not None
+        for piece in report["pieces"][name]:
+            assert piece["syntax_error_rate"] == 0.0  # the grammar is on for both
+            assert 0 <= piece["longest_training_run"] <= piece["n_notes"]
+    assert set(report["cfg_sweep"]) == {"1", "3"} and set(report["cfg_sweep"]["1"]) == set(composers)
+    lik = report["likelihood"]
+    assert lik["trained"]["perplexity"] < lik["random_weights"]["perplexity"]
+    assert lik["perplexity_ratio_trained_to_unigram"] == pytest.approx(lik["trained"]["perplexity"] / lik["unigram"]["perplexity"])
+    assert lik["trained"]["nll_per_note"] == pytest.approx(lik["trained"]["total_nll"] / lik["notes"])
+    assert set(report["memorization"]) == {"real", "trained", "random"}
+
+    markdown = (report_dir / "report.md").read_text()
+    for heading in ("## Headline", "## Music metrics per composer", "## Classifier-free guidance sweep", "## Memorization"):
+        assert heading in markdown
+    assert "| perplexity / unigram perplexity |" in markdown and "random weights" in markdown
+    assert len(list((report_dir / "samples" / "trained").glob("*.mid"))) == 2 * len(composers)
+    assert not list(report_dir.parent.glob(".eval_report.*")), "no staging folder left behind"
+
+
+def test_real_pieces_read_back_without_syntax_errors(report_dir):
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["checks"]["real_pieces_have_no_syntax_errors"]
+    assert all(p["syntax_error_rate"] == 0.0 for p in report["pieces"]["real"])
+
+
+def test_unigram_by_hand():
+    # scored tokens (after BOS=1 and the composer) of the training row: 5, 5, 6, 2
+    log_probs = fit_unigram([[1, 3, 5, 5, 6, 2]], vocab_size=8)
+    counts = [1, 1, 2, 1, 1, 3, 2, 1]  # add-one: 8 + 4 = 12 in all
+    assert log_probs.tolist() == pytest.approx([math.log(c / 12) for c in counts])
+    total, tokens = unigram_nll(log_probs, [[1, 4, 5, 2]])  # scores 5 and 2
+    assert tokens == 2 and total == pytest.approx(-math.log(3 / 12) - math.log(2 / 12))
+    assert likelihood_summary(total, tokens, notes=1)["perplexity"] == pytest.approx(math.sqrt(12 / 3 * 12 / 2))
+
+
+class FixedModel(torch.nn.Module):
+    """Predicts the same next-token distribution everywhere: NLLs are sums of -log p by hand."""
+
+    def __init__(self, probs: list[float], context: int = 64):
+        super().__init__()
+        self.log_p = torch.tensor(probs).log()
+        self.config = SimpleNamespace(max_position_embeddings=context)
+        self.device = torch.device("cpu")
+
+    def forward(self, input_ids, attention_mask=None):
+        return SimpleNamespace(logits=self.log_p.expand(*input_ids.shape, -1).clone())
+
+
+def test_nll_per_note_by_hand():
+    model = FixedModel([0.1, 0.2, 0.3, 0.4])
+    rows = [[1, 3, 2, 2], [1, 2, 3]]  # scored: 2, 2 | 3; the second row is padded with id 0 (p = 0.1) in a batch of two
+    total, tokens = model_nll(model, rows, batch_size=2)
+    assert tokens == 3
+    assert total == pytest.approx(-2 * math.log(0.3) - math.log(0.4))
+    summary = likelihood_summary(total, tokens, notes=2)
+    assert summary["nll_per_note"] == pytest.approx(total / 2)
+    assert summary["nll_per_token"] == pytest.approx(total / 3)
+    assert summary["bits_per_note"] == pytest.approx(total / 2 / math.log(2))
+
+
+def test_model_nll_matches_the_models_own_loss():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=12, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=2, max_position_embeddings=32, pad_token_id=0)
+    model = LlamaForCausalLM(config).eval()
+    rows = [[1, 3, 5, 6, 7, 8, 2], [1, 4, 9, 2], [1, 3, 10, 11, 5]]
+    total, tokens = model_nll(model, rows, batch_size=3)
+    expected = 0.0
+    with torch.no_grad():
+        for row in rows:
+            ids = torch.tensor([row])
+            labels = ids.clone()
+            labels[:, 1] = -100  # nothing predicts the composer token
+            expected += model(input_ids=ids, labels=labels).loss.item() * (len(row) - 2)
+    assert tokens == sum(len(r) - 2 for r in rows)
+    assert total == pytest.approx(expected, rel=1e-5)
+
+
+def test_long_rows_are_scored_in_windows_that_keep_the_header():
+    row = [1, 7] + list(range(10, 20))
+    parts = windows(row, context=6)
+    assert [p[:2] for p in parts] == [[1, 7]] * 3
+    assert [t for p in parts for t in p[2:]] == row[2:]
+    assert windows(row, context=12) == [row]
+
+
+def test_pieces_are_joined_in_chunk_order_and_augmented_copies_skipped():
+    rows = [
+        {"input_ids": [1, 3, 30, 31, 2], "composer": 0, "source": "a.mid", "chunk": 1, "augmentation": "", "n_notes": 1},
+        {"input_ids": [1, 3, 20, 21], "composer": 0, "source": "a.mid", "chunk": 0, "augmentation": "", "n_notes": 2},
+        {"input_ids": [1, 3, 22, 2], "composer": 0, "source": "a.mid", "chunk": 0, "augmentation": "pitch+1", "n_notes": 1},
+    ]
+    (piece,) = join_pieces(rows, eos_id=2)
+    assert piece["ids"] == [1, 3, 20, 21, 30, 31, 2] and piece["n_notes"] == 3
+
+
+def test_read_samples_takes_generate_py_files(report_dir, model_dir, tmp_path):
+    tokenizer, _ = load_tokenizer(model_dir)
+    for path in (report_dir / "samples" / "trained").glob("*.mid"):
+        shutil.copy(path, tmp_path / path.name)
+    (tmp_path / "alpha_0.json").write_text(json.dumps({"settings": {"guidance_scale": 2.0}, "tokens": [1, 3, 2]}))
+    found, scales = read_samples(tmp_path, ["alpha", "OTHER"], tokenizer)
+    assert [s["name"] for s in found["alpha"]] == ["alpha_0", "alpha_1"] and len(found["OTHER"]) == 2
+    assert found["alpha"][0]["ids"] == [1, 3, 2] and scales == [2.0]
+    with pytest.raises(InputError, match="no nobody_0.mid"):
+        read_samples(tmp_path, ["nobody"], tokenizer)
+
+
+def test_existing_output_dir_is_refused(report_dir, model_dir, prepared):
+    before = (report_dir / "report.json").stat().st_mtime_ns
+    with pytest.raises(InputError, match="already exists"):
+        check_output_dir(EvaluateArguments(output_dir=str(report_dir)))
+    result = run_script("evaluate_samples.py", "--model_dir", str(model_dir), "--dataset_dir", str(prepared["data"]), "--output_dir", str(report_dir))
+    assert result.returncode == 2 and "pass --overwrite" in result.stderr
+    assert (report_dir / "report.json").stat().st_mtime_ns == before
+
+
+def test_missing_dataset_exits_2_with_one_line(model_dir, tmp_path):
+    result = run_script("evaluate_samples.py", "--model_dir", str(model_dir), "--dataset_dir", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: --dataset_dir") and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def _save_variant(prepared, tmp_path, change) -> str:
+    dataset = load_from_disk(str(prepared["data"]))
+    path = tmp_path / "variant"
+    change(dataset).save_to_disk(str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no_model", "--model_dir"),
+        ("other_composers", "has composers"),
+        ("other_tokenizer", "does not fit the model's tokenizer"),
+        ("no_held_out", "no validation pieces of OTHER"),
+        ("unknown_composer", "--composers: unknown composer"),
+    ],
+)
+def test_bad_input(case, message, model_dir, prepared, tmp_path):
+    dataset_dir, model = str(prepared["data"]), str(model_dir)
+    composers = None
+    if case == "no_model":
+        model = str(tmp_path / "no_model")
+    elif case == "other_composers":
+        dataset_dir = _save_variant(prepared, tmp_path, lambda d: d.cast_column("composer", ClassLabel(names=["x", "y", "z"])))
+    elif case == "other_tokenizer":
+        dataset_dir = _save_variant(prepared, tmp_path, lambda d: d.map(lambda r: {"input_ids": [i + 5000 for i in r["input_ids"]]}))
+    elif case == "no_held_out":
+        other = load_from_disk(dataset_dir)["validation"].features["composer"].str2int("OTHER")
+        dataset_dir = _save_variant(prepared, tmp_path, lambda d: d.filter(lambda r: r["composer"] != other))
+        composers = "alpha,OTHER"  # named explicitly: an error (left to the default, OTHER is skipped with a warning)
+    else:
+        composers = "alpha,nobody"
+    args = EvaluateArguments(model_dir=model, dataset_dir=dataset_dir, output_dir=str(tmp_path / "out"), composers=composers)
+    with pytest.raises(InputError, match=message):
+        evaluate(args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_arguments_are_checked():
+    with pytest.raises(InputError, match="held-out split"):
+        EvaluateArguments(split="train")
+    with pytest.raises(InputError, match="--guidance_scales"):
+        EvaluateArguments(guidance_scales="1,two")

@@ -1,0 +1,268 @@
+"""generate.py and midilm.generation: the README example, continuation, determinism, grammar on/off, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, TOKENIZER_SETTINGS, assert_refused, load_script, make_piece, run_cli
+from symusic import Score
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from midilm.generation import decode_ids, load_prompt, prepare_generation, sample_scores
+from midilm.modeling import build_config, generation_config
+from midilm.tokenizer import bar_start_table, build_tokenizer, load_tokenizer, save_tokenizer, vocab_base_tokens
+
+CONTEXT = 256
+# The README's example, verbatim; the test runs it in a folder holding `model_output`.
+README_EXAMPLE = """
+from transformers import AutoModelForCausalLM
+from midilm.generation import prepare_generation
+
+model = AutoModelForCausalLM.from_pretrained("model_output")
+plan = prepare_generation("model_output", composer="bach", num_samples=2, seed=0)
+output = model.generate(plan.input_ids, attention_mask=plan.attention_mask,
+                        generation_config=plan.generation_config, logits_processor=plan.logits_processor)
+for i, score in enumerate(plan.decode(output)):
+    score.dump_midi(f"bach_{i}.mid")
+"""
+
+
+
+@pytest.fixture(scope="module")
+def midi_files(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("gen_midi")
+    paths = []
+    for seed in range(4):
+        paths.append(root / f"piece{seed}.mid")
+        make_piece(100 + seed, bars=8).dump_midi(paths[-1])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, midi_files) -> Path:
+    """A random-weight tiny Llama with a small BPE tokenizer, saved as train.py saves a model."""
+    out = tmp_path_factory.mktemp("gen_model") / "model_output"
+    tokenizer, composer_map = build_tokenizer(TOKENIZER_SETTINGS, ["bach", "mozart"])
+    tokenizer.train(vocab_size=len(tokenizer) + 80, files_paths=midi_files)
+    config = build_config("llama", "tiny", tokenizer, composer_map, CONTEXT)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    defaults = generation_config(config)
+    defaults.max_new_tokens = 48  # keeps the README example quick
+    defaults.save_pretrained(out)
+    save_tokenizer(tokenizer, composer_map, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    return AutoModelForCausalLM.from_pretrained(model_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script("generate.py")
+
+
+def generate(model, plan):
+    return model.generate(plan.input_ids, attention_mask=plan.attention_mask, generation_config=plan.generation_config, logits_processor=plan.logits_processor)
+
+
+def notes_of(score: Score) -> set[tuple]:
+    return {(t.program, n.time, n.pitch, n.duration, n.velocity) for t in score.tracks for n in t.notes}
+
+
+def test_readme_example_runs(model_dir, tmp_path, monkeypatch):
+    (tmp_path / "model_output").symlink_to(model_dir)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(README_EXAMPLE, "README", "exec"), {})
+    for i in range(2):
+        assert Score(tmp_path / f"bach_{i}.mid").note_num() > 0
+
+
+def test_continuation_keeps_the_prompt(model_dir, model, tmp_path):
+    prompt_path = tmp_path / "theme.mid"
+    make_piece(7, bars=6).dump_midi(prompt_path)
+    tokenizer, composer_map = load_tokenizer(model_dir)
+    prompt = load_prompt(tokenizer, prompt_path, prompt_bars=2)
+    assert int(np.asarray(bar_start_table(tokenizer))[prompt].sum()) == 2
+
+    plan = prepare_generation(model_dir, "Mozart", 2, prompt_midi=prompt_path, prompt_bars=2, max_new_tokens=40, seed=1)
+    output = generate(model, plan)
+    header = [tokenizer["BOS_None"], composer_map.id_of("mozart")]
+    prompt_notes = notes_of(decode_ids(tokenizer, prompt))
+    assert prompt_notes
+    for ids, score in zip(plan.sample_ids(output), plan.decode(output)):
+        assert ids[: 2 + len(prompt)] == header + prompt
+        assert len(ids) > 2 + len(prompt)
+        assert prompt_notes <= notes_of(score)
+
+
+def test_long_prompt_is_cut_from_the_left_at_a_bar_line(model_dir, tmp_path):
+    prompt_path = tmp_path / "long.mid"
+    make_piece(8, bars=12).dump_midi(prompt_path)
+    tokenizer, _ = load_tokenizer(model_dir)
+    full = load_prompt(tokenizer, prompt_path)
+    room = len(full) // 2
+    with pytest.warns(UserWarning, match="dropped"):
+        plan = prepare_generation(model_dir, "bach", prompt_midi=prompt_path, max_new_tokens=CONTEXT - 2 - room)
+    assert 0 < len(plan.prompt_ids) <= room
+    assert plan.prompt_ids == full[-len(plan.prompt_ids):]
+    assert bar_start_table(tokenizer)[plan.prompt_ids[0]]
+    assert plan.input_ids.shape[1] + plan.generation_config.max_new_tokens <= CONTEXT
+
+
+def test_unfinished_last_note_is_dropped(model_dir, midi_files):
+    tokenizer, _ = load_tokenizer(model_dir)
+    ids = load_prompt(tokenizer, midi_files[0], prompt_bars=1)
+    single = {tuple(base): i for i, base in enumerate(vocab_base_tokens(tokenizer)) if len(base) == 1}
+    pitch, velocity, duration = single[("Pitch_60",)], single[("Velocity_79",)], single[("Duration_1.0.8",)]
+    notes = decode_ids(tokenizer, ids).note_num()
+    assert decode_ids(tokenizer, ids + [pitch]).note_num() == notes
+    assert decode_ids(tokenizer, ids + [pitch, velocity]).note_num() == notes
+    assert decode_ids(tokenizer, ids + [pitch, velocity, duration]).note_num() == notes + 1
+
+
+def test_grammar_on_gives_no_syntax_errors_and_off_gives_some(model_dir, model):
+    from midilm.grammar import count_syntax_errors
+
+    tokenizer, _ = load_tokenizer(model_dir)
+    rates = {}
+    for grammar in (True, False):
+        plan = prepare_generation(model_dir, "bach", 4, max_new_tokens=96, seed=3, grammar=grammar)
+        rates[grammar] = [count_syntax_errors(tokenizer, ids) for ids in plan.sample_ids(generate(model, plan))]
+    assert rates[True] == [0.0] * 4
+    assert sum(rates[False]) > 0
+
+
+def test_cli_writes_samples_and_is_deterministic(script, model_dir, tmp_path, monkeypatch, capsys):
+    args = ["--model_dir", str(model_dir), "--composer", "BACH", "--num_samples", "2", "--max_new_tokens", "40", "--seed", "5"]
+    for name in ("a", "b"):
+        assert run_cli(script, monkeypatch, *args, "--output_dir", str(tmp_path / name)) == 0
+    assert run_cli(script, monkeypatch, *args[:-1], "6", "--output_dir", str(tmp_path / "c")) == 0
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["bach_0.json", "bach_0.mid", "bach_1.json", "bach_1.mid"]
+    for i in range(2):
+        first = (tmp_path / "a" / f"bach_{i}.mid").read_bytes()
+        assert first == (tmp_path / "b" / f"bach_{i}.mid").read_bytes()
+        assert first != (tmp_path / "c" / f"bach_{i}.mid").read_bytes()
+    record = json.loads((tmp_path / "a" / "bach_0.json").read_text())
+    assert record["seed"] == 5 and record["composer"] == "bach"
+    assert record["settings"]["max_new_tokens"] == 40 and record["settings"]["temperature"] == pytest.approx(0.9)
+    assert record["settings"]["guidance_scale"] == 3.0 and record["settings"]["grammar"] is True
+    assert record["tokens"][:2] == [1, load_tokenizer(model_dir)[1].id_of("bach")]
+    assert record["syntax_error_rate"] == 0.0
+    assert "bach_0.mid" in capsys.readouterr().out
+    assert run_cli(script, monkeypatch, *args, "--output_dir", str(tmp_path / "c"), "--overwrite") == 0
+    assert (tmp_path / "c" / "bach_0.mid").read_bytes() == (tmp_path / "a" / "bach_0.mid").read_bytes()
+
+
+def test_sample_scores_for_training_logs(model, model_dir):
+    """train.py's evaluation samples: every composer, one batched call, composer-major order."""
+    tokenizer, composer_map = load_tokenizer(model_dir)
+    samples = sample_scores(model, tokenizer, composer_map, composer_map.names, 2, max_new_tokens=24, seed=1)
+    assert [name for name, _ in samples] == ["bach", "bach", "mozart", "mozart"]
+    assert all(isinstance(score, Score) for _, score in samples)
+
+
+def test_cli_unconditional_and_list_composers(script, model_dir, tmp_path, monkeypatch, capsys):
+    assert run_cli(script, monkeypatch, "--model_dir", str(model_dir), "--list_composers") == 0
+    assert capsys.readouterr().out.split("\n")[:3] == ["bach", "mozart", "none (unconditional)"]
+    out = tmp_path / "none"
+    assert run_cli(script, monkeypatch, "--model_dir", str(model_dir), "--composer", "none", "--max_new_tokens", "24", "--output_dir", str(out)) == 0
+    record = json.loads((out / "none_0.json").read_text())
+    assert record["settings"]["effective_guidance_scale"] == 1.0  # guiding NONE towards NONE is plain sampling
+
+
+def test_cli_renders_wav_and_png(script, model_dir, tmp_path, monkeypatch):
+    from midilm.render import available_backends, find_soundfont
+
+    if find_soundfont() is None or not available_backends():
+        pytest.skip("no soundfont or no synthesizer here")
+    out = tmp_path / "rendered"
+    assert run_cli(script, monkeypatch, "--model_dir", str(model_dir), "--composer", "mozart", "--max_new_tokens", "48", "--wav", "--png", "--output_dir", str(out)) == 0
+    assert (out / "mozart_0.wav").stat().st_size > 44 and (out / "mozart_0.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def broken_model_dirs(model_dir: Path, root: Path) -> dict[str, Path]:
+    not_midilm = root / "plain"
+    LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(not_midilm)
+    mismatched = root / "mismatched"
+    shutil.copytree(model_dir, mismatched)
+    other, other_map = build_tokenizer(TOKENIZER_SETTINGS, ["bach", "mozart", "haydn"])
+    save_tokenizer(other, other_map, mismatched)
+    no_weights = root / "no_weights"
+    shutil.copytree(model_dir, no_weights, ignore=shutil.ignore_patterns("*.safetensors"))
+    return {"plain": not_midilm, "mismatched": mismatched, "no_weights": no_weights}
+
+
+BAD_INPUTS = {
+    "unknown composer": (["--composer", "chopin"], "unknown composer 'chopin'; choose one of: bach, mozart"),
+    "no composer": ([], "--composer is required; choose one of: bach, mozart, none"),
+    "missing model_dir": (["--model_dir", "{tmp}/nowhere", "--composer", "bach"], "no config.json"),
+    "not a midilm model": (["--model_dir", "{plain}", "--composer", "bach"], "not a midilm model"),
+    "tokenizer does not match": (["--model_dir", "{mismatched}", "--composer", "bach"], "does not match the model"),
+    "no weights": (["--model_dir", "{no_weights}", "--composer", "bach"], "cannot load the weights"),
+    "negative guidance": (["--composer", "bach", "--guidance_scale", "-1"], "--guidance_scale -1.0: must be >= 0"),
+    "corrupt prompt": (["--composer", "bach", "--prompt_midi", "{tmp}/corrupt.mid"], "not a valid MIDI file"),
+    "empty prompt": (["--composer", "bach", "--prompt_midi", "{tmp}/empty.mid"], "empty file"),
+    "missing prompt": (["--composer", "bach", "--prompt_midi", "{tmp}/absent.mid"], "no such file"),
+    "silent prompt": (["--composer", "bach", "--prompt_midi", "{tmp}/silent.mid"], "no notes"),
+    "zero prompt bars": (["--composer", "bach", "--prompt_midi", "{tmp}/good.mid", "--prompt_bars", "0"], "--prompt_bars 0"),
+    "no samples": (["--composer", "bach", "--num_samples", "0"], "--num_samples 0: must be at least 1"),
+    "beyond the context": (["--composer", "bach", "--max_new_tokens", "1000"], f"beyond the model's context of {CONTEXT} tokens"),
+    "existing samples": (["--composer", "bach"], "bach_0.mid already exists"),
+    "missing soundfont": (["--composer", "bach", "--wav", "--soundfont", "{tmp}/absent.sf2"], "absent.sf2 does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, script, model_dir, tmp_path, monkeypatch, capsys):
+    args, message = BAD_INPUTS[case]
+    places = {"tmp": tmp_path}
+    if any(f"{{{name}}}" in args for name in ("plain", "mismatched", "no_weights")):
+        places.update(broken_model_dirs(model_dir, tmp_path / "models"))
+    (tmp_path / "corrupt.mid").write_text("not a MIDI file\n")
+    (tmp_path / "empty.mid").write_bytes(b"")
+    Score(480).dump_midi(tmp_path / "silent.mid")
+    make_piece(1).dump_midi(tmp_path / "good.mid")
+    out = tmp_path / "samples"
+    if case == "existing samples":
+        out.mkdir()
+        (out / "bach_0.mid").write_bytes(b"keep me")
+    argv = [a.format(**places) for a in args]
+    if "--model_dir" not in argv:
+        argv = ["--model_dir", str(model_dir), *argv]
+    assert_refused(script, monkeypatch, capsys, tmp_path, [*argv, "--output_dir", str(out)], message)
+    if case == "existing samples":
+        assert (out / "bach_0.mid").read_bytes() == b"keep me"
+
+
+def test_bad_input_from_a_real_process(model_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "generate.py"), "--model_dir", str(model_dir), "--composer", "chopin", "--output_dir", str(tmp_path / "s")],
+        cwd=REPO, capture_output=True, text=True, env=env, check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "unknown composer 'chopin'; choose one of: bach, mozart, none" in last
+    assert not (tmp_path / "s").exists()
+
+
+def test_cli_all_composers_in_one_call(script, model_dir, tmp_path, monkeypatch):
+    out = tmp_path / "all"
+    assert run_cli(script, monkeypatch, "--model_dir", str(model_dir), "--composer", "all", "--num_samples", "2",
+                   "--max_new_tokens", "24", "--output_dir", str(out)) == 0
+    assert sorted(p.name for p in out.glob("*.mid")) == ["bach_0.mid", "bach_1.mid", "mozart_0.mid", "mozart_1.mid"]
+    assert run_cli(script, monkeypatch, "--model_dir", str(model_dir), "--composer", "Mozart,none",
+                   "--max_new_tokens", "24", "--output_dir", str(tmp_path / "list")) == 0
+    assert sorted(p.name for p in (tmp_path / "list").glob("*.mid")) == ["mozart_0.mid", "none_0.mid"]

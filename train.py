@@ -1,0 +1,93 @@
+"""Train a composer-conditioned REMI language model with the HF Trainer.
+
+    python train.py                                   # config.json defaults: tiny Llama on data/ + tokenizer/
+    python train.py --model_preset small --max_seq_len 2048 --bf16 true
+    accelerate launch --multi_gpu --num_processes 2 train.py --model_preset small
+    python train.py my_config.json --output_dir runs/bach --max_steps 2000
+
+Running the same command again on the same --output_dir resumes from its newest complete checkpoint.
+Defaults come from the `model`, `data` and `training` sections of config.json; any flag overrides them.
+"""
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, EarlyStoppingCallback, TrainingArguments
+from transformers.integrations import TensorBoardCallback
+
+from midilm.cli import parse_args, run
+from midilm.hub import write_model_card
+from midilm.modeling import build_config, copy_tokenizer, generation_config
+from midilm.sources import InputError
+from midilm.tokenizer import load_tokenizer
+from midilm.training import (
+    TRAINING_CONFIG_FILE,
+    DataArguments,
+    MidiCollator,
+    MidiTrainer,
+    ModelArguments,
+    SampleLoggingCallback,
+    last_complete_checkpoint,
+    load_training_data,
+)
+
+
+def main() -> None:
+    # With no GPU, use_cpu makes `accelerate launch`/torchrun run real CPU DDP (gloo), not N separate runs.
+    model_args, data_args, training_args, _ = parse_args(
+        (ModelArguments, DataArguments, TrainingArguments), ("model", "data", "training"),
+        machine_defaults={"use_cpu": not torch.cuda.is_available()}, description=__doc__,
+    )
+    output_dir = Path(training_args.output_dir)
+
+    # Load tokenizer and dataset (every check runs before a model is built)
+    try:
+        tokenizer, composer_map = load_tokenizer(data_args.tokenizer_dir)
+    except FileNotFoundError as err:
+        raise InputError(f"--tokenizer_dir: {err}") from err
+    dataset = load_training_data(data_args, tokenizer, composer_map)
+
+    # Build model
+    config = build_config(model_args.model_type, model_args.model_preset, tokenizer, composer_map, data_args.max_seq_len, model_args.overrides())
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config = generation_config(config)
+    print(
+        f"{model_args.model_type} {model_args.model_preset}: {model.num_parameters() / 1e6:.2f}M parameters, "
+        f"vocabulary {config.vocab_size}, {training_args.world_size} process(es)"
+    )
+
+    # Train
+    collator = MidiCollator(config.pad_token_id, composer_map.none_id, data_args.composer_dropout, data_args.max_seq_len)
+    trainer = MidiTrainer(model=model, args=training_args, train_dataset=dataset["train"], eval_dataset=dataset["validation"], data_collator=collator)
+    tensorboard = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TensorBoardCallback)), None)
+    trainer.add_callback(SampleLoggingCallback(
+        tokenizer, composer_map, data_args.samples_per_composer, data_args.sample_max_new_tokens, data_args.soundfont,
+        writer_source=lambda: getattr(tensorboard, "tb_writer", None),
+    ))
+    if data_args.early_stopping_patience:
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
+    checkpoint = last_complete_checkpoint(output_dir) if output_dir.is_dir() else None
+    if checkpoint:
+        print(f"resuming from {checkpoint}")
+    train_result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    # Save: a Hub-ready folder that AutoModelForCausalLM.from_pretrained loads without midilm
+    metrics = {**train_result.metrics, **trainer.evaluate()}
+    trainer.model.config.use_cache = True  # the Trainer turns the KV cache off for training; sampling needs it
+    trainer.save_model()
+    if trainer.is_world_process_zero():
+        copy_tokenizer(Path(data_args.tokenizer_dir), output_dir)
+        resolved = {"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict()}
+        (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(resolved, indent=2, default=str) + "\n")
+        trainer.save_metrics("all", metrics)
+        write_model_card(output_dir, config, composer_map, metrics, resolved)
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # without it a multi-process run aborts at exit
+
+
+if __name__ == "__main__":
+    run(main)
