@@ -86,7 +86,10 @@ def main() -> None:
     if training_args.push_to_hub:
         trainer.push_to_hub()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()  # without it a multi-process run aborts at exit
+        # All ranks meet first: tearing gloo down while one of its threads still frees a finished
+        # collective deadlocks on the GIL. Without the destroy, a multi-process run aborts at exit.
+        trainer.accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
