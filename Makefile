@@ -12,6 +12,9 @@ DEMO_TOKENS ?= 500
 DEMO_EVAL ?=
 DEMO_EVAL_STEPS ?= 500
 DEMO_AUGMENT ?= --augment
+DEMO_TASKS ?= continuation,accompaniment
+# The demo harmonizes the melody (soprano) of this composer's first validation-split piece.
+DEMO_MELODY_COMPOSER ?= bach
 
 .PHONY: install install-browser test demo pipeline clean-demo
 
@@ -36,17 +39,22 @@ test: install install-browser
 # overwrites a finished stage (`make clean-demo` first to start over).
 demo: install pipeline
 
-pipeline: samples/eval/report.md
-	@echo "done: samples/ (MIDI, WAV, PNG per composer) and samples/eval/report.md"
+pipeline: samples/eval/report.md samples/.accompanied
+	@echo "done: samples/ (MIDI, WAV, PNG per composer; accompaniment_$(DEMO_MELODY_COMPOSER)_0.*: a held-out melody harmonized) and samples/eval/report.md"
 
 data/dataset_dict.json:
-	$(PYTHON) $(ROOT)prepare_dataset.py --composers $(DEMO_COMPOSERS) --max_files_per_composer $(DEMO_FILES) --min_pieces_per_composer $(DEMO_MIN_PIECES) --max_seq_len 512 $(DEMO_AUGMENT)
+	$(PYTHON) $(ROOT)prepare_dataset.py --composers $(DEMO_COMPOSERS) --max_files_per_composer $(DEMO_FILES) --min_pieces_per_composer $(DEMO_MIN_PIECES) --max_seq_len 512 --tasks $(DEMO_TASKS) $(DEMO_AUGMENT)
 
 model_output/model.safetensors: data/dataset_dict.json
 	$(PYTHON) $(ROOT)train.py --max_seq_len 512 --max_steps $(DEMO_STEPS) --eval_steps $(DEMO_EVAL_STEPS) --save_steps $(DEMO_EVAL_STEPS)
 
 samples/.generated: model_output/model.safetensors
 	$(PYTHON) $(ROOT)generate.py --model_dir model_output --composer all --num_samples $(DEMO_SAMPLES) --max_new_tokens $(DEMO_TOKENS) --output_dir samples --wav --png
+	touch $@
+
+samples/.accompanied: model_output/model.safetensors samples/.generated
+	melody=$$($(PYTHON) -c 'from midilm.accompaniment import held_out_piece; print(held_out_piece("data", "validation", "$(DEMO_MELODY_COMPOSER)"))') && \
+		$(PYTHON) $(ROOT)generate.py --model_dir model_output --melody_midi "$$melody" --composer $(DEMO_MELODY_COMPOSER) --output_dir samples --wav --png
 	touch $@
 
 samples/eval/report.md: samples/.generated

@@ -467,16 +467,22 @@ def harmonize(
     return job.run(load_model(model_dir, device))
 
 
+def source_root(dataset_dir: str | Path) -> Path:
+    """The folder a prepared dataset's `source` paths are relative to (--midi_dir, or the corpus cache)."""
+    import json
+
+    from midilm.corpus import default_cache_dir
+    from midilm.prepare import CONFIG_FILE
+
+    prepare_args = json.loads((Path(dataset_dir) / CONFIG_FILE).read_text())["prepare"]
+    return Path(prepare_args.get("midi_dir") or prepare_args.get("cache_dir") or default_cache_dir())
+
+
 def held_out_piece(dataset_dir: str | Path, split: str = "validation", composer: str | None = None) -> Path:
     """The MIDI file of the first piece (by source name) of a split of a prepared dataset, e.g. a
     validation-split Bach chorale whose soprano the demo accompanies (`--melody_midi` takes the
     marked melody track of a whole score)."""
-    import json
-
     from datasets import load_from_disk
-
-    from midilm.corpus import default_cache_dir
-    from midilm.prepare import CONFIG_FILE
 
     dataset_dir = Path(dataset_dir)
     rows = load_from_disk(str(dataset_dir))[split].select_columns(["source", "composer"])
@@ -484,6 +490,4 @@ def held_out_piece(dataset_dir: str | Path, split: str = "validation", composer:
     sources = sorted({r["source"] for r in rows if composer is None or names[r["composer"]].lower() == composer.lower()})
     if not sources:
         raise InputError(f"{dataset_dir}: no {split} piece" + (f" of {composer}" if composer else ""))
-    prepare_args = json.loads((dataset_dir / CONFIG_FILE).read_text())["prepare"]
-    root = prepare_args.get("midi_dir") or prepare_args.get("cache_dir") or default_cache_dir()
-    return Path(root) / sources[0]
+    return source_root(dataset_dir) / sources[0]

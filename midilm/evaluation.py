@@ -10,6 +10,9 @@ What it measures (every number is written to report.json, the headline ones to r
 - Music metrics (`midilm.metrics.piece_metrics` + miditok's syntax error rate) of the trained
   model's samples, of random-weight samples, and of the real held-out pieces of each composer;
   `compare` of each sample set with the real pieces, per composer and pooled.
+- Accompaniment (models trained with `--tasks accompaniment`): melody adherence and harmonic fit of
+  the trained and the random-weight model's accompaniments of real held-out melodies, beside the real
+  pieces' own.
 - A guidance-scale sweep: how far each composer's samples are from that composer's real pieces
   (pitch-class and duration histograms) at each scale.
 - Copying: for every sample, the longest run of pitches (onset order) it shares with a training piece.
@@ -42,6 +45,7 @@ from midilm.grammar import count_syntax_errors
 from midilm.metrics import (
     HISTOGRAM_METRICS,
     SCALAR_METRICS,
+    accompaniment_metrics,
     compare,
     js_divergence,
     longest_shared_run,
@@ -52,7 +56,7 @@ from midilm.modeling import context_length, load_midilm_dir
 from midilm.modeling import generation_config as default_generation_config
 from midilm.outputs import replace_dir, staging_dir
 from midilm.sources import InputError
-from midilm.tokenizer import load_tokenizer
+from midilm.tokenizer import load_tokenizer, section_token_ids
 
 HELD_OUT_SPLITS = ("validation", "test")
 # Both sample sets use the grammar, so the syntax error rate is 0 on both sides and only dilutes the
@@ -75,6 +79,7 @@ class EvaluateArguments:
     split: str = field(default="validation", metadata={"help": "Held-out split of the reference pieces and the likelihood: validation or test."})
     composers: str | None = field(default=None, metadata={"help": "Comma-separated composers to evaluate (default: all of the model's)."})
     batch_size: int = field(default=8, metadata={"help": "Rows per forward pass of the likelihood evaluation."})
+    accompaniment_pieces: int = field(default=2, metadata={"help": "Held-out pieces per composer (the shortest) whose melody the trained and the random-weight model accompany, for melody adherence and harmonic fit beside the real piece's; 0 = none. Only for models trained with --tasks accompaniment."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output_dir."})
 
     def __post_init__(self):
@@ -84,6 +89,8 @@ class EvaluateArguments:
             raise InputError(f"--num_samples_per_composer {self.num_samples_per_composer}: must be at least 1")
         if self.max_new_tokens < 1:
             raise InputError(f"--max_new_tokens {self.max_new_tokens}: must be at least 1")
+        if self.accompaniment_pieces < 0:
+            raise InputError(f"--accompaniment_pieces {self.accompaniment_pieces}: must be 0 or more")
         if self.batch_size < 1:
             raise InputError(f"--batch_size {self.batch_size}: must be at least 1")
         try:
@@ -99,14 +106,18 @@ class EvaluateArguments:
 
 def load_eval_dataset(dataset_dir: str | Path, split: str, tokenizer, composer_map) -> DatasetDict:
     """The prepared dataset, checked against the model's tokenizer before any work is done."""
-    needed = {"input_ids", "composer", "source", "chunk", "augmentation", "n_notes"}
+    needed = {"input_ids", "composer", "source", "chunk", "augmentation", "n_notes", "task"}
     return load_prepared(dataset_dir, ("train", split), needed, composer_map.names, "the model in --model_dir")
 
 
 def token_rows(ds, tokenizer, composer_map, where: str) -> list[dict]:
-    """The rows of a split as plain dicts, each checked: ids inside the vocabulary, [BOS, its composer] in front."""
+    """The continuation rows of a split (the music alone; accompaniment rows are measured by
+    `evaluate_accompaniment`) as plain dicts, each checked: ids inside the vocabulary, [BOS, its composer] in front."""
     bos, vocab = tokenizer["BOS_None"], len(tokenizer)
-    rows = ds.select_columns(["input_ids", "composer", "source", "chunk", "augmentation", "n_notes"]).to_list()
+    rows = ds.select_columns(["input_ids", "composer", "source", "chunk", "augmentation", "n_notes", "task"]).to_list()
+    if rows and not any(row["task"] == "continuation" for row in rows):
+        raise InputError(f"{where}: no continuation rows (built with --tasks accompaniment only); prepare with --tasks continuation,accompaniment")
+    rows = [row for row in rows if row["task"] == "continuation"]
     for row in rows:
         ids = row["input_ids"]
         if len(ids) < HEADER_TOKENS or ids[0] != bos or ids[1] != composer_map.token_ids[row["composer"]] or max(ids) >= vocab:
@@ -352,6 +363,51 @@ def memorization(pieces: list[dict], composers: list[str]) -> dict:
     return out
 
 
+# Accompaniment ---------------------------------------------------------------------------------
+
+
+ACCOMPANIMENT_METRICS = ("melody_adherence", "harmonic_fit", "beat_fit", "key_fit")
+
+
+def accompaniment_pieces(pieces: list[dict], composers: list[str], per_composer: int) -> list[dict]:
+    """The `per_composer` held-out pieces of each composer with the fewest notes (then by name): the
+    ones a CPU accompanies in reasonable time."""
+    chosen = []
+    for c in composers:
+        chosen += sorted((p for p in pieces if p["composer"] == c), key=lambda p: (p["n_notes"], p["source"]))[:per_composer]
+    return chosen
+
+
+def evaluate_accompaniment(models: dict, tokenizer, composer_map, pieces: list[dict], root: Path, defaults: GenerationConfig, seed: int) -> tuple[dict, dict]:
+    """Accompany the melody of each real piece (its marked melody track, else its top voice) with each
+    model in `models`, under the piece's composer; measure melody adherence and harmonic fit of each
+    result and of the real piece around the same melody. Returns the report section and the MIDI to write."""
+    from midilm.accompaniment import accompany, check_melody_fits, melody_prompt
+
+    context = context_length(next(iter(models.values())).config)
+    entries, midi = [], defaultdict(list)
+    for piece in tqdm(pieces, desc="accompanying held-out melodies", unit="piece"):
+        path = root / piece["source"]
+        try:
+            real = Score(path)
+            melody = melody_prompt(tokenizer, real, name=str(path))
+            check_melody_fits(melody, context)
+        except (InputError, RuntimeError, OSError) as err:  # symusic raises RuntimeError on a broken file
+            print(f"warning: {path}: {err}; left out of the accompaniment figures")
+            continue
+        entry = {"composer": piece["composer"], "source": piece["source"], "bars": melody.num_bars, "melody": melody.source,
+                 "real": accompaniment_metrics(melody.melody, real)}
+        for name, model in models.items():
+            result = accompany(model, tokenizer, composer_map, melody, [piece["composer"]], seed=seed, defaults=defaults)[0]
+            entry[name] = {**result.metrics(), "syntax_error_rate": result.syntax_error_rate, "cut_bars": result.cut_bars, "windows": result.windows}
+            index = sum(e["composer"] == piece["composer"] for e in entries)
+            midi[f"accompaniment_{name}"].append({"name": sample_stem(piece["composer"], index), "score": result.score})
+        entries.append(entry)
+    sets = ["trained", "random", "real"]
+    mean = {k: {m: _mean([e[k][m] for e in entries]) for m in ACCOMPANIMENT_METRICS} for k in sets}
+    return {"pieces": entries, "mean": mean}, dict(midi)
+
+
 # The whole evaluation --------------------------------------------------------------------------
 
 
@@ -492,6 +548,19 @@ def evaluate(args: EvaluateArguments) -> dict:
         sweep_sets[s] = measured["trained"] if key not in drawn else measure(drawn[key], tokenizer, training_pitches, f"measuring s={s:g}")
     timings["metrics_s"] = time.perf_counter() - tick
 
+    # Accompaniment: the trained and the random-weight model write the music around real held-out melodies
+    accompaniment = None
+    if section_token_ids(tokenizer) is not None and args.accompaniment_pieces > 0:
+        from midilm.accompaniment import source_root
+
+        tick = time.perf_counter()
+        accompaniment, accompanied = evaluate_accompaniment(
+            {"trained": model, "random": random_model}, tokenizer, composer_map, accompaniment_pieces(real, composers, args.accompaniment_pieces),
+            source_root(args.dataset_dir), defaults, args.seed,
+        )
+        drawn.update(accompanied)
+        timings["accompaniment_s"] = time.perf_counter() - tick
+
     if max(p["syntax_error_rate"] for p in measured["real"]) > 0:
         print(f"warning: real {args.split} pieces read back with syntax errors; was the dataset built with this model's tokenizer?")
     comparison = {k: set_comparison(measured[k], measured["real"], composers) for k in ("trained", "random")}
@@ -521,6 +590,7 @@ def evaluate(args: EvaluateArguments) -> dict:
         "pieces": {**measured, "sweep": {f"{s:g}": sweep_sets[s] for s in args.scales if f"sweep {s:g}" in drawn}},
         "comparison": comparison,
         "cfg_sweep": sweep,
+        "accompaniment": accompaniment,
         "memorization": {k: memorization(v, composers) for k, v in measured.items()},
         "checks": {
             "real_pieces_syntax_error_rate_max": max(real_errors),
@@ -652,6 +722,8 @@ def markdown_report(report: dict) -> str:
             rows.append([scale, c, _f(r["pitch_class_js"]), _f(r["duration_js"]), _f(r["mean_gap"]), _f(r["pitch_class_js_other_composers"]), _f(r["notes"], 1)])
     lines += _table(["s", "composer", "pitch-class JS (own)", "duration JS (own)", "mean gap (own)", "pitch-class JS (others)", "notes per sample"], rows)
     lines += [sweep_trend(report["cfg_sweep"], composers), ""]
+    if report.get("accompaniment"):
+        lines += accompaniment_markdown(report["accompaniment"])
     lines += [
         "## Memorization",
         "",
@@ -677,6 +749,31 @@ def markdown_report(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def accompaniment_markdown(section: dict) -> list[str]:
+    """The accompaniment figures: means over pieces per set, then one row per piece."""
+    names = {"trained": "trained model", "random": "random weights", "real": "real piece"}
+    lines = [
+        "## Accompaniment",
+        "",
+        ("Each listed held-out piece's melody (its marked melody track, else its top voice) accompanied under its "
+        "composer by the trained model and by the random-weight model, one sample each, beside the real piece around "
+        "the same melody. Melody adherence: share of melody notes the full-piece section sounds at the same onset and "
+        "pitch (1 for the real piece by construction). Harmonic fit: share of accompaniment note-time in a pitch class "
+        "the melody sounds in that beat or in the melody's key; beat fit and key fit are its two halves."),
+        "",
+    ]
+    rows = [[m.replace("_", " ")] + [_f(section["mean"][k][m]) for k in names] for m in ACCOMPANIMENT_METRICS]
+    lines += _table(["mean over pieces", *names.values()], rows)
+    rows = []
+    for e in section["pieces"]:
+        for k in names:
+            r = e[k]
+            rows.append([e["source"], str(e["bars"]), names[k], _f(r["melody_adherence"]), _f(r["harmonic_fit"]), _f(r["beat_fit"]),
+                         _f(r["key_fit"]), str(r["accompaniment_notes"]), _f(r.get("syntax_error_rate"))])
+    lines += _table(["piece", "bars", "set", "melody adherence", "harmonic fit", "beat fit", "key fit", "accompaniment notes", "syntax error rate"], rows)
+    return lines
 
 
 def sweep_trend(sweep: dict, composers: list[str]) -> str:

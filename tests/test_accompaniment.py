@@ -17,7 +17,7 @@ from datasets import load_from_disk
 from symusic import Note, Score, TimeSignature, Track
 from transformers import AutoModelForCausalLM
 
-from midilm.accompaniment import BarLimitLogitsProcessor, accompany, load_melody, melody_prompt, plan_window
+from midilm.accompaniment import BarLimitLogitsProcessor, accompany, load_melody, melody_prompt, plan_window, source_root
 from midilm.dataset import chunk_paired_bars, split_bars
 from midilm.generation import decode_ids
 from midilm.grammar import RemiGrammar, count_syntax_errors
@@ -393,3 +393,36 @@ def test_held_out_piece_is_a_file_of_that_split(both):
     path = held_out_piece(both["data"], "validation", composer="alpha")
     sources = set(load_from_disk(str(both["data"]))["validation"]["source"])
     assert path.is_file() and any(str(path).endswith(s) for s in sources)
+
+
+# ---- evaluation report ---------------------------------------------------------------------------
+
+
+def test_evaluation_accompanies_held_out_melodies(both, model_dir, tmp_path):
+    """evaluate_samples.py on a paired dataset: trained, random-weight and real figures for the same melodies."""
+    from midilm.evaluation import EvaluateArguments, evaluate, write_report
+
+    args = EvaluateArguments(model_dir=str(model_dir), dataset_dir=str(both["data"]), output_dir=str(tmp_path / "eval"),
+                             num_samples_per_composer=1, max_new_tokens=16, guidance_scales="", accompaniment_pieces=1)
+    report = evaluate(args)
+    section = report["accompaniment"]
+    held_out = load_from_disk(str(both["data"]))["validation"]
+    composers = held_out.features["composer"].names
+    assert {e["composer"] for e in section["pieces"]} == {composers[c] for c in held_out["composer"]}
+    assert set(section["mean"]) == {"trained", "random", "real"}
+    for entry in section["pieces"]:
+        assert entry["source"] in held_out["source"]
+        assert entry["real"]["melody_adherence"] == 1.0  # the real piece holds its own melody
+        for name in ("trained", "random"):
+            assert entry[name]["syntax_error_rate"] == 0.0 and 0.0 <= entry[name]["melody_adherence"] <= 1.0
+    # the likelihood is measured on continuation rows only
+    assert report["likelihood"]["rows"] == sum(t == "continuation" for t in held_out["task"])
+    write_report(report, tmp_path / "eval", overwrite=False)
+    markdown = (tmp_path / "eval" / "report.md").read_text()
+    assert "## Accompaniment" in markdown and markdown.count(section["pieces"][0]["source"]) == 3
+    written = sorted((tmp_path / "eval" / "samples" / "accompaniment_trained").glob("*.mid"))
+    assert len(written) == len(section["pieces"])
+    first = section["pieces"][0]
+    melody = melody_prompt(load_tokenizer(both["tokenizer"])[0], Score(source_root(both["data"]) / first["source"])).melody
+    harmonized = Score(tmp_path / "eval" / "samples" / "accompaniment_trained" / f"{first['composer']}_0.mid")
+    assert [(n.time, n.pitch) for n in harmonized.tracks[0].notes] == [(n.time, n.pitch) for n in melody.tracks[0].notes]

@@ -16,14 +16,20 @@ def test_demo_pipeline_on_a_tiny_subset(tmp_path):
         pytest.fail("make is not installed; `apt-get install make`")
     env = {**os.environ, "MIDILM_CACHE": str(tmp_path / "cache")}
     tiny = ["DEMO_COMPOSERS=bach,palestrina", "DEMO_FILES=4", "DEMO_MIN_PIECES=2", "DEMO_STEPS=6", "DEMO_SAMPLES=1",
-            "DEMO_TOKENS=48", "DEMO_EVAL_STEPS=3", "DEMO_AUGMENT=", "DEMO_EVAL=--num_samples_per_composer 1 --max_new_tokens 48 --guidance_scales 1,2"]
+            "DEMO_TOKENS=48", "DEMO_EVAL_STEPS=3", "DEMO_AUGMENT=", "DEMO_EVAL=--num_samples_per_composer 1 --max_new_tokens 48 --guidance_scales 1,2 --accompaniment_pieces 1"]
     result = subprocess.run(["make", "-f", str(REPO / "Makefile"), "pipeline", *tiny], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     for composer in ("bach", "palestrina"):
         for suffix in (".mid", ".wav", ".png", ".json"):
             assert (tmp_path / "samples" / f"{composer}_0{suffix}").is_file()
-    assert (tmp_path / "samples" / "eval" / "report.md").is_file()
+    # a held-out Bach chorale's soprano, harmonized: MIDI, WAV, PNG and JSON beside the samples
+    for suffix in (".mid", ".wav", ".png", ".json"):
+        assert (tmp_path / "samples" / f"accompaniment_bach_0{suffix}").is_file()
+    record = json.loads((tmp_path / "samples" / "accompaniment_bach_0.json").read_text())
+    assert record["melody_source"] == "track 'Soprano'" and record["syntax_error_rate"] == 0.0
+    report = json.loads((tmp_path / "samples" / "eval" / "report.json").read_text())
+    assert report["accompaniment"]["pieces"] and "## Accompaniment" in (tmp_path / "samples" / "eval" / "report.md").read_text()
     assert json.loads((tmp_path / "model_output" / "config.json").read_text())["composer_to_id"].keys() == {"bach", "palestrina"}
     # a second run finds every stage done and changes nothing
     again = subprocess.run(["make", "-f", str(REPO / "Makefile"), "pipeline", *tiny], cwd=tmp_path, env=env, capture_output=True, text=True)
