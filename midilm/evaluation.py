@@ -56,7 +56,7 @@ from midilm.modeling import context_length, load_midilm_dir
 from midilm.modeling import generation_config as default_generation_config
 from midilm.outputs import replace_dir, staging_dir
 from midilm.sources import InputError
-from midilm.tokenizer import load_tokenizer, section_token_ids
+from midilm.tokenizer import load_tokenizer
 
 HELD_OUT_SPLITS = ("validation", "test")
 # Both sample sets use the grammar, so the syntax error rate is 0 on both sides and only dilutes the
@@ -79,7 +79,7 @@ class EvaluateArguments:
     split: str = field(default="validation", metadata={"help": "Held-out split of the reference pieces and the likelihood: validation or test."})
     composers: str | None = field(default=None, metadata={"help": "Comma-separated composers to evaluate (default: all of the model's)."})
     batch_size: int = field(default=8, metadata={"help": "Rows per forward pass of the likelihood evaluation."})
-    accompaniment_pieces: int = field(default=2, metadata={"help": "Held-out pieces per composer (the shortest) whose melody the trained and the random-weight model accompany, for melody adherence and harmonic fit beside the real piece's; 0 = none. Only for models trained with --tasks accompaniment."})
+    accompaniment_pieces: int = field(default=2, metadata={"help": "Held-out pieces per composer (the shortest) whose melody the trained and the random-weight model accompany, for melody adherence and harmonic fit beside the real piece's; 0 = none. Only when the dataset holds accompaniment rows (prepare_dataset.py --tasks accompaniment)."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output_dir."})
 
     def __post_init__(self):
@@ -548,9 +548,10 @@ def evaluate(args: EvaluateArguments) -> dict:
         sweep_sets[s] = measured["trained"] if key not in drawn else measure(drawn[key], tokenizer, training_pitches, f"measuring s={s:g}")
     timings["metrics_s"] = time.perf_counter() - tick
 
-    # Accompaniment: the trained and the random-weight model write the music around real held-out melodies
+    # Accompaniment (when the model was trained on it): the trained and the random-weight model write
+    # the music around real held-out melodies
     accompaniment = None
-    if section_token_ids(tokenizer) is not None and args.accompaniment_pieces > 0:
+    if "accompaniment" in dataset["train"].unique("task") and args.accompaniment_pieces > 0:
         from midilm.accompaniment import source_root
 
         tick = time.perf_counter()

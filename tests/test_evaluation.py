@@ -82,10 +82,12 @@ def test_report_holds_every_section(report_dir, prepared):
     assert lik["perplexity_ratio_trained_to_unigram"] == pytest.approx(lik["trained"]["perplexity"] / lik["unigram"]["perplexity"])
     assert lik["trained"]["nll_per_note"] == pytest.approx(lik["trained"]["total_nll"] / lik["notes"])
     assert set(report["memorization"]) == {"real", "trained", "random"}
+    assert report["accompaniment"] is None  # a continuation-only model: no accompaniment section
 
     markdown = (report_dir / "report.md").read_text()
     for heading in ("## Headline", "## Music metrics per composer", "## Classifier-free guidance sweep", "## Memorization"):
         assert heading in markdown
+    assert "## Accompaniment" not in markdown
     assert "| perplexity / unigram perplexity |" in markdown and "random weights" in markdown
     assert len(list((report_dir / "samples" / "trained").glob("*.mid"))) == 2 * len(composers)
     assert not list(report_dir.parent.glob(".eval_report.*")), "no staging folder left behind"
@@ -242,3 +244,5 @@ def test_arguments_are_checked():
         EvaluateArguments(split="train")
     with pytest.raises(InputError, match="--guidance_scales"):
         EvaluateArguments(guidance_scales="1,two")
+    with pytest.raises(InputError, match="--accompaniment_pieces -1"):
+        EvaluateArguments(accompaniment_pieces=-1)
