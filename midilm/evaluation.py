@@ -397,11 +397,11 @@ def evaluate_accompaniment(models: dict, tokenizer, composer_map, pieces: list[d
             continue
         entry = {"composer": piece["composer"], "source": piece["source"], "bars": melody.num_bars, "melody": melody.source,
                  "real": accompaniment_metrics(melody.melody, real)}
+        stem = sample_stem(piece["composer"], sum(e["composer"] == piece["composer"] for e in entries))
         for name, model in models.items():
             result = accompany(model, tokenizer, composer_map, melody, [piece["composer"]], seed=seed, defaults=defaults)[0]
             entry[name] = {**result.metrics(), "syntax_error_rate": result.syntax_error_rate, "cut_bars": result.cut_bars, "windows": result.windows}
-            index = sum(e["composer"] == piece["composer"] for e in entries)
-            midi[f"accompaniment_{name}"].append({"name": sample_stem(piece["composer"], index), "score": result.score})
+            midi[f"accompaniment_{name}"].append({"name": stem, "score": result.score})
         entries.append(entry)
     sets = ["trained", "random", "real"]
     mean = {k: {m: _mean([e[k][m] for e in entries]) for m in ACCOMPANIMENT_METRICS} for k in sets}
