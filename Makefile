@@ -53,7 +53,7 @@ samples/.generated: model_output/model.safetensors
 	touch $@
 
 samples/.accompanied: model_output/model.safetensors samples/.generated
-	melody=$$($(PYTHON) -c 'from midilm.accompaniment import held_out_piece; print(held_out_piece("data", "validation", "$(DEMO_MELODY_COMPOSER)"))') && \
+	melody=$$($(PYTHON) -c 'from midilm.accompaniment import held_out_piece; from midilm.cli import run; run(lambda: print(held_out_piece("data", "validation", "$(DEMO_MELODY_COMPOSER)")))') && \
 		$(PYTHON) $(ROOT)generate.py --model_dir model_output --melody_midi "$$melody" --composer $(DEMO_MELODY_COMPOSER) --output_dir samples --wav --png
 	touch $@
 
