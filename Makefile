@@ -1,7 +1,14 @@
 # midilm: `make demo` runs the whole job on the bundled music21 corpus; `make test` runs the tests.
-PYTHON ?= python
 # The scripts live beside this Makefile; the outputs go to the current folder (`make -f` from elsewhere works).
 ROOT := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
+# Which Python: PYTHON=... if given, else the active virtual environment, else `.venv/` beside this
+# Makefile, made with the system python3 (stock Debian/Ubuntu mark the system pip externally managed).
+VENV := $(ROOT).venv
+ifdef VIRTUAL_ENV
+PYTHON ?= $(VIRTUAL_ENV)/bin/python
+else
+PYTHON ?= $(VENV)/bin/python
+endif
 # The demo's corpus subset and training budget: sized to finish within 20 minutes on 2 CPU cores.
 DEMO_COMPOSERS ?= bach,monteverdi,palestrina
 DEMO_FILES ?= 80
@@ -18,7 +25,10 @@ DEMO_MELODY_COMPOSER ?= bach
 
 .PHONY: install install-browser test demo pipeline clean-demo
 
-install:
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+
+install: $(filter $(VENV)/bin/python,$(PYTHON))
 	@# CPU machines get torch's CPU build (a plain `pip install torch` pulls a multi-GB CUDA build).
 	@command -v nvidia-smi >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "torch==2.13.0"
 	$(PYTHON) -m pip install --quiet -r $(ROOT)requirements.txt -r $(ROOT)requirements-app.txt -r $(ROOT)requirements-dev.txt
