@@ -33,8 +33,7 @@ from midilm.cfg import CFGSamplingProcessor
 from midilm.dataset import empty_bar, split_bars
 from midilm.melody import extract_melody
 from midilm.metrics import DEFAULT_ONSET_TOLERANCE, accompaniment_metrics, onset_pitch_matches
-from midilm.modeling import context_length, load_midilm_dir
-from midilm.modeling import generation_config as default_generation_config
+from midilm.modeling import context_length, load_midilm_dir, model_tasks, sampling_defaults
 from midilm.sources import InputError
 from midilm.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, section_token_ids, vocab_base_tokens
 
@@ -216,6 +215,17 @@ def plan_window(melody_lengths: list[int], done_lengths: list[int], context: int
     return a, b
 
 
+def check_trained_for_accompaniment(config, model_dir) -> None:
+    """One clear error for a model that never read an accompaniment row. Its tokenizer cannot tell:
+    every midilm tokenizer has the MELODY/FULL tokens; config.json's `midilm_tasks` (train.py) can."""
+    tasks = model_tasks(config)
+    if "accompaniment" not in tasks:
+        raise InputError(
+            f"--model_dir {model_dir}: this model was trained on {', '.join(tasks)} rows only, never on accompaniment; "
+            "prepare the data with --tasks continuation,accompaniment and train it again"
+        )
+
+
 def check_melody_fits(melody: MelodyPrompt, context: int) -> None:
     """InputError, before any sampling, when one bar of melody leaves no room for its full bar."""
     for i, bar in enumerate(melody.bars):
@@ -236,7 +246,7 @@ def accompany(
     *,
     seed: int = 0,
     grammar: bool = True,
-    defaults: GenerationConfig | None = None,
+    defaults: dict | GenerationConfig | None = None,
     guidance_scale: float | None = None,
     temperature: float | None = None,
     top_k: int | None = None,
@@ -245,17 +255,12 @@ def accompany(
 ) -> list[Accompaniment]:
     """One accompaniment of `melody` per entry of `composers` (names or `none`), with an in-memory
     model; all rows of a window go through one batched generate() call. Settings left as None come
-    from `defaults` (else the model's generation_config)."""
+    from `defaults` (`sampling_defaults`; else those of the model's config and generation_config)."""
     from midilm.generation import decode_ids, resolve_settings
     from midilm.grammar import count_syntax_errors
 
-    sections = section_token_ids(tokenizer)
-    if sections is None:
-        raise InputError(
-            "this model's tokenizer has no MELODY/FULL section tokens: prepare the data with "
-            "--tasks continuation,accompaniment and train again"
-        )
-    melody_id, full_id = sections
+    check_trained_for_accompaniment(model.config, getattr(model.config, "_name_or_path", "") or "(in memory)")
+    melody_id, full_id = section_token_ids(tokenizer)
     try:
         composer_ids = [composer_map.id_of(c) for c in composers]
     except KeyError as err:
@@ -263,7 +268,9 @@ def accompany(
     config = model.config
     context = context_length(config)
     check_melody_fits(melody, context)
-    s = resolve_settings(defaults or model.generation_config, context, guidance_scale=guidance_scale, temperature=temperature,
+    if not isinstance(defaults, dict):
+        defaults = sampling_defaults(config, defaults or model.generation_config)
+    s = resolve_settings(defaults, context, guidance_scale=guidance_scale, temperature=temperature,
                          top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
     s.pop("max_new_tokens")  # the melody sets the length
     guided = s["guidance_scale"] != 1.0 and any(i != composer_map.none_id for i in composer_ids)
@@ -398,7 +405,7 @@ class AccompanimentJob:
     model_dir: str
     tokenizer: object = field(repr=False)
     composer_map: ComposerMap
-    defaults: GenerationConfig
+    defaults: dict  # sampling_defaults of the folder
     melody: MelodyPrompt
     composers: list[str]
     seed: int = 0
@@ -431,15 +438,8 @@ def prepare_accompaniment(
     from midilm.generation import composer_names, resolve_settings
 
     config, tokenizer, composer_map = load_midilm_dir(model_dir)
-    if section_token_ids(tokenizer) is None:
-        raise InputError(
-            f"--model_dir {model_dir}: its tokenizer has no MELODY/FULL section tokens, so the model never saw the "
-            "accompaniment task; prepare the data with --tasks continuation,accompaniment and train again"
-        )
-    try:
-        defaults = GenerationConfig.from_pretrained(model_dir)
-    except OSError:
-        defaults = default_generation_config(config)
+    check_trained_for_accompaniment(config, model_dir)
+    defaults = sampling_defaults(model_dir)
     if num_samples < 1:
         raise InputError(f"--num_samples {num_samples}: must be at least 1")
     names = composer_names(composer_map, composer or NONE.lower())

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 import torch
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from midilm.generation import (
     HEADER_TOKENS,
@@ -27,7 +27,7 @@ from midilm.generation import (
     sample_files,
     write_samples,
 )
-from midilm.modeling import context_length, generation_config, load_midilm_dir
+from midilm.modeling import context_length, load_midilm_dir, sampling_defaults
 from midilm.sources import InputError
 from midilm.tokenizer import NONE
 
@@ -98,12 +98,8 @@ class LoadedModel:
     def __init__(self, model_dir: str | Path, soundfont: str | None = None, device: str | None = None):
         self.model_dir = str(model_dir)
         config, _, self.composer_map = load_midilm_dir(model_dir)  # one clear error before the weights are read
-        try:
-            defaults = GenerationConfig.from_pretrained(model_dir)
-        except OSError:
-            defaults = generation_config(config)
         self.context = context_length(config)
-        self.defaults = resolve_settings(defaults, self.context)
+        self.defaults = resolve_settings(sampling_defaults(model_dir), self.context)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
             self.soundfont, self.audio_problem = check_soundfont(soundfont), None

@@ -6,6 +6,13 @@ import json
 import math
 from pathlib import Path
 
+from midilm.modeling import context_length, model_tasks, sampling_defaults
+from midilm.sources import InputError
+from midilm.tokenizer import COMPOSERS_FILE, TOKENIZER_FILE, ComposerMap
+from midilm.training import TRAINING_CONFIG_FILE
+
+METRICS_FILE = "all_results.json"  # Trainer.save_metrics("all", ...)
+
 DATASET_CARD = "README.md"
 
 
@@ -60,11 +67,60 @@ def push_dataset(data_dir: Path, tokenizer_dir: Path, repo_id: str) -> None:
     api.upload_folder(folder_path=str(tokenizer_dir), path_in_repo="tokenizer", repo_id=repo_id, repo_type="dataset")
 
 
-def write_model_card(model_dir: Path, config, composer_map, metrics: dict, resolved: dict) -> None:
-    """README.md of a model folder: what it was trained on, how well, and how to sample from it."""
+MODEL_CARD = "README.md"
+TASK_TEXT = {
+    "continuation": "continuation: `[BOS, COMPOSER_x, tokens..., EOS]`, music in the composer's style, from nothing or from a MIDI prompt",
+    "accompaniment": "accompaniment: `[BOS, COMPOSER_x, MELODY, melody bars, FULL, the full piece's bars, EOS]`, a melody harmonized",
+}
+
+
+def model_files(model_dir: Path) -> list[str]:
+    """The files of a model folder that make its Hub repository: the card, what
+    `AutoModelForCausalLM.from_pretrained` reads, the miditok tokenizer (`tokenizer.json`, the name
+    `miditok.REMI.from_pretrained` looks for), the composer map and the resolved training configuration.
+    Checkpoints, TensorBoard runs and logged samples stay local."""
+    model_dir = Path(model_dir)
+    weights = sorted(p.name for p in model_dir.glob("model*.safetensors")) + sorted(p.name for p in model_dir.glob("model.safetensors.index.json"))
+    named = [MODEL_CARD, "config.json", "generation_config.json", TOKENIZER_FILE, COMPOSERS_FILE, TRAINING_CONFIG_FILE, METRICS_FILE]
+    return sorted([n for n in named if (model_dir / n).is_file()] + weights)
+
+
+def push_model(
+    model_dir: str | Path, repo_id: str | None = None, *, token: str | None = None, private: bool | None = None, revision: str | None = None
+) -> str:
+    """Push a trained model folder to a Hub model repository, with midilm's card (rewritten with the
+    repository's id in its examples); returns the repository id. `repo_id` defaults to the folder's name
+    under the token's namespace, as the Trainer does."""
+    from huggingface_hub import HfApi
+    from transformers import AutoConfig
+
+    model_dir = Path(model_dir)
+    files = model_files(model_dir)
+    missing = [n for n in ("config.json", TOKENIZER_FILE, COMPOSERS_FILE, TRAINING_CONFIG_FILE) if n not in files]
+    if missing or not any(n.endswith(".safetensors") for n in files):
+        raise InputError(f"--output_dir {model_dir}: not a complete midilm model folder (missing {', '.join(missing) or 'the weights'}); train it first")
+    api = HfApi(token=token)
+    repo = api.create_repo(repo_id or model_dir.absolute().name, private=private, exist_ok=True, repo_type="model")
+    config = AutoConfig.from_pretrained(model_dir)
+    metrics_path = model_dir / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    resolved = json.loads((model_dir / TRAINING_CONFIG_FILE).read_text())
+    write_model_card(model_dir, config, ComposerMap.from_config(config), metrics, resolved, repo_id=repo.repo_id)
+    api.upload_folder(
+        repo_id=repo.repo_id, folder_path=str(model_dir), allow_patterns=files, revision=revision,
+        commit_message="midilm model: weights, tokenizer, card",
+    )
+    return repo.repo_id
+
+
+def write_model_card(model_dir: Path, config, composer_map, metrics: dict, resolved: dict, repo_id: str | None = None) -> None:
+    """README.md of a model folder: what it was trained on and for, how well, and how to sample from it
+    (`repo_id`: the Hub repository its examples load from; else the folder)."""
+    model_dir = Path(model_dir)
     data_dir = Path(resolved["data"]["dataset_dir"])
-    report_path = data_dir / "prepare_report.json"
+    report_path, prepare_path = data_dir / "prepare_report.json", data_dir / "prepare_config.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else None
+    prepare = json.loads(prepare_path.read_text()).get("prepare", {}) if prepare_path.is_file() else {}
     composers = "\n".join(
         f"| {r['composer']} | `{r['token']}` | {r['id']} | {r['pieces']} |" for r in (report or {}).get("composers", {}).get("composers", [])
     ) or "\n".join(f"| {n} | | {i} | |" for n, i in zip(composer_map.names, composer_map.token_ids))
@@ -72,9 +128,25 @@ def write_model_card(model_dir: Path, config, composer_map, metrics: dict, resol
     if report:
         splits = "\n".join(f"| {s} | {v['pieces']} | {v['chunks']} | {v['tokens']} |" for s, v in report["splits"].items())
         splits = f"\n| split | pieces | chunks | tokens |\n|---|---|---|---|\n{splits}\n"
+    if prepare.get("midi_dir") or prepare.get("metadata"):
+        source = f"the MIDI files of `{prepare.get('midi_dir') or prepare.get('metadata')}`"
+    elif prepare:
+        source = f"the scores bundled in the music21 package ({prepare.get('composers') or 'all composers'}), converted to MIDI"
+    else:
+        source = "not recorded"
+    tasks = model_tasks(config)
+    task_lines = "\n".join(f"- {TASK_TEXT.get(t, t)}" for t in tasks)
     eval_loss = metrics.get("eval_loss")
     first = composer_map.names[0]
     model = resolved["model"]
+    guidance = sampling_defaults(config)["guidance_scale"]
+    where = repo_id or model_dir.name
+    folder = f'snapshot_download("{repo_id}")' if repo_id else f'"{model_dir.name}"'
+    fetch = "from huggingface_hub import snapshot_download\n" if repo_id else ""
+    accompany = (
+        f"python generate.py --model_dir {'MODEL_DIR' if repo_id else model_dir.name} --melody_midi melody.mid --composer {first}"
+        "  # a melody harmonized\n" if "accompaniment" in tasks else ""
+    )
     card = f"""---
 library_name: transformers
 pipeline_tag: text-generation
@@ -83,11 +155,15 @@ tags: [midi, symbolic-music, music-generation, midilm, miditok]
 # midilm model: {model['model_type']} `{model['model_preset']}`
 
 A composer-conditioned REMI language model trained with midilm on MIDI files.
-Sequence layout: `[BOS, COMPOSER_x, REMI tokens..., EOS]`; `COMPOSER_NONE` is the unconditional
-token used for classifier-free guidance (composer dropout {resolved['data']['composer_dropout']} in training).
+`COMPOSER_NONE` is the unconditional token used for classifier-free guidance (composer dropout
+{resolved['data']['composer_dropout']} in training).
+
+## Tasks
+Trained on (config.json `midilm_tasks`):
+{task_lines}
 
 ## Data
-Dataset: `{data_dir}` (vocabulary {config.vocab_size} tokens, context {resolved['data']['max_seq_len']}).
+Dataset: `{data_dir}`, built from {source}. Vocabulary {config.vocab_size} tokens (miditok REMI{' + BPE' if prepare.get('vocab_size') else ''}), context {context_length(config)} tokens.
 
 | composer | token | id | pieces |
 |---|---|---|---|
@@ -103,11 +179,42 @@ Dataset: `{data_dir}` (vocabulary {config.vocab_size} tokens, context {resolved[
 Per-token loss is not comparable across BPE vocabularies; see midilm's evaluation report for NLL per note.
 
 ## Generate
+Guided samples come from midilm: its logits processors add classifier-free guidance (the composer's
+row against a `COMPOSER_NONE` row, scale {guidance:g} by default: `midilm_guidance_scale` in config.json)
+and a REMI grammar that masks every token that would make the music invalid, and it decodes to MIDI.
+With midilm installed{', and `MODEL_DIR` a local copy of this repository (`huggingface_hub.snapshot_download("' + repo_id + '")` makes one)' if repo_id else ''}:
 ```bash
-python generate.py --model_dir . --composer {first} --num_samples 4 --guidance_scale 3.0
+python generate.py --model_dir {'MODEL_DIR' if repo_id else model_dir.name} --composer {first} --num_samples 4   # --guidance_scale {guidance:g} by default
+{accompany}```
+```python
+{fetch}from transformers import AutoModelForCausalLM
+from midilm.generation import prepare_generation
+
+folder = {folder}
+model = AutoModelForCausalLM.from_pretrained(folder)
+plan = prepare_generation(folder, composer="{first}", num_samples=2, seed=0)
+output = model.generate(plan.input_ids, attention_mask=plan.attention_mask,
+                        generation_config=plan.generation_config, logits_processor=plan.logits_processor)
+for i, score in enumerate(plan.decode(output)):
+    score.dump_midi("{first}_" + str(i) + ".mid")
 ```
-Plain transformers loads it (`AutoModelForCausalLM.from_pretrained`); midilm adds the CFG and REMI
-grammar logits processors and MIDI decoding. The tokenizer (`tokenizer.json`, miditok REMI) and the
-composer map (`composers.json`, and `composer_to_id` in config.json) are in this folder.
+
+Plain `transformers` needs no midilm. `model.generate()` then gives a plain sample, with no guidance and
+no grammar: generation_config.json holds only sampling settings (temperature, top-k, top-p,
+repetition penalty). It has no `guidance_scale` on purpose: transformers' own guidance would use the
+composer token itself as the unconditional prompt. Without the grammar processor a sample may hold
+tokens that break REMI's grammar; miditok's decoder skips what it cannot read.
+```python
+import miditok, torch
+from transformers import AutoModelForCausalLM
+
+model = AutoModelForCausalLM.from_pretrained("{where}")
+tokenizer = miditok.REMI.from_pretrained("{where}")  # tokenizer.json
+prompt = torch.tensor([[model.config.bos_token_id, model.config.composer_to_id["{first}"]]])
+ids = model.generate(prompt)[0].tolist()  # up to generation_config.json's max_new_tokens
+tokenizer.decode([i for i in ids if i not in tokenizer.special_tokens_ids]).dump_midi("{first}.mid")
+```
+The composer map is `composer_to_id` in config.json and `composers.json`; the resolved training
+configuration is `training_config.json`.
 """
-    (Path(model_dir) / "README.md").write_text(card)
+    (model_dir / MODEL_CARD).write_text(card)

@@ -1,8 +1,11 @@
 """Model configs (Llama with RoPE, or GPT-2) sized by preset, and the midilm model folder.
 
 A model folder is a plain `transformers` folder: `AutoModelForCausalLM.from_pretrained` loads it
-without midilm. Its config.json carries the composer map (`composer_to_id`, `composer_none_id`);
-the tokenizer files sit beside the weights.
+without midilm. Its config.json carries the composer map (`composer_to_id`, `composer_none_id`) and
+midilm's guidance default (`midilm_guidance_scale`); the tokenizer files sit beside the weights.
+generation_config.json holds plain sampling settings only, so that a bare `model.generate()` samples
+plainly: with `guidance_scale` there, transformers would run its own CFG, whose unconditional branch
+is the prompt's last token (the composer token itself), not COMPOSER_NONE.
 """
 
 from __future__ import annotations
@@ -25,7 +28,12 @@ PRESETS = {
     "base": {"num_layers": 12, "num_heads": 12, "hidden": 768, "ffn": 2048, "context": 8192},
 }
 # Sampling defaults written to generation_config.json (reference project 000's, which users know).
-SAMPLING_DEFAULTS = {"temperature": 0.9, "top_k": 40, "top_p": 0.95, "repetition_penalty": 1.02, "guidance_scale": 3.0}
+SAMPLING_DEFAULTS = {"temperature": 0.9, "top_k": 40, "top_p": 0.95, "repetition_penalty": 1.02}
+# midilm's guidance default lives in config.json under a key transformers never reads.
+GUIDANCE_KEY = "midilm_guidance_scale"
+DEFAULT_GUIDANCE_SCALE = 3.0
+# train.py records the dataset's tasks here; a model saved before that key existed saw continuation rows only.
+TASKS_KEY = "midilm_tasks"
 
 
 def build_config(
@@ -55,6 +63,7 @@ def build_config(
             n_embd=size["hidden"], n_inner=size["ffn"], n_layer=size["num_layers"], n_head=size["num_heads"], n_positions=max_seq_len, **ids
         )
     config._attn_implementation = "sdpa"
+    setattr(config, GUIDANCE_KEY, DEFAULT_GUIDANCE_SCALE)  # before the overrides, which may set it
     for key, value in (overrides or {}).items():
         if not hasattr(config, key):
             raise InputError(f"--model_overrides: {key!r} is not a {type(config).__name__} key")
@@ -66,12 +75,44 @@ def build_config(
 def generation_config(config: PretrainedConfig) -> GenerationConfig:
     return GenerationConfig(
         do_sample=True,
-        max_new_tokens=min(1024, context_length(config)),
+        max_new_tokens=min(1024, context_length(config) - 2),  # BOS and the composer token come first
         bos_token_id=config.bos_token_id,
         eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id,
         **SAMPLING_DEFAULTS,
     )
+
+
+def sampling_defaults(source: str | Path | PretrainedConfig, generation: GenerationConfig | None = None) -> dict:
+    """midilm's sampling defaults for a model folder (or its config and generation config):
+    guidance_scale, temperature, top_k, top_p, repetition_penalty, max_new_tokens (None where unset).
+
+    The guidance default is config.json's `midilm_guidance_scale`; a folder written before that key
+    existed kept it in generation_config.json, so that is read next, then DEFAULT_GUIDANCE_SCALE.
+    """
+    if isinstance(source, (str, Path)):
+        config = AutoConfig.from_pretrained(source)
+        try:
+            generation = GenerationConfig.from_pretrained(source)
+        except OSError:
+            generation = None
+    else:
+        config = source
+    if generation is None:
+        generation = generation_config(config)
+    guidance = getattr(config, GUIDANCE_KEY, None)
+    if guidance is None:
+        guidance = getattr(generation, "guidance_scale", None)
+    names = ("temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens")
+    return {
+        "guidance_scale": float(DEFAULT_GUIDANCE_SCALE if guidance is None else guidance),
+        **{name: getattr(generation, name, None) for name in names},
+    }
+
+
+def model_tasks(config: PretrainedConfig) -> list[str]:
+    """The tasks a model was trained on, from its config.json."""
+    return list(getattr(config, TASKS_KEY, None) or ["continuation"])
 
 
 def context_length(config: PretrainedConfig) -> int:

@@ -54,6 +54,7 @@ def model_dir(both, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("acc_model") / "model_output"
     tokenizer, composer_map = load_tokenizer(both["tokenizer"])
     config = build_config("llama", "tiny", tokenizer, composer_map, CONTEXT)
+    config.midilm_tasks = ["continuation", "accompaniment"]  # as train.py records the dataset's tasks
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(out)
     generation_config(config).save_pretrained(out)
@@ -289,8 +290,21 @@ def test_cli_chords_give_one_warning_line(script, model_dir, tmp_path, monkeypat
     assert [(n.time, n.pitch) for n in written.tracks[0].notes] == melody
 
 
+def continuation_model(model_dir: Path, root: Path) -> Path:
+    """The same model folder, recorded as trained on continuation rows only (its tokenizer still has
+    the MELODY/FULL tokens, as every midilm tokenizer does)."""
+    import shutil
+
+    out = root / "continuation"
+    shutil.copytree(model_dir, out)
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "midilm_tasks": ["continuation"]}))
+    return out
+
+
 def no_sections_model(model_dir: Path, root: Path) -> Path:
-    """A model folder whose tokenizer predates the section tokens."""
+    """A model folder from before the accompaniment task: its tokenizer has no section tokens and
+    its config.json no `midilm_tasks`."""
     import shutil
 
     import miditok
@@ -304,7 +318,9 @@ def no_sections_model(model_dir: Path, root: Path) -> Path:
     config.special_tokens = [t for t in config.special_tokens if t not in ("MELODY_None", "FULL_None")]
     old = miditok.REMI(config)
     save_tokenizer(old, composer_map, out)
-    (out / "config.json").write_text(json.dumps({**json.loads((out / "config.json").read_text()), "vocab_size": len(old)}))
+    model_config = json.loads((out / "config.json").read_text())
+    model_config.pop("midilm_tasks")
+    (out / "config.json").write_text(json.dumps({**model_config, "vocab_size": len(old)}))
     return out
 
 
@@ -328,7 +344,10 @@ BAD_MELODIES = {
     "with a prompt": ("{tmp}/good.mid", ["--prompt_midi", "{tmp}/good.mid"], "choose one"),
     "unknown composer": ("{tmp}/good.mid", ["--composer", "chopin"], "unknown composer 'chopin'"),
     "bar longer than the context": ("{tmp}/good.mid", ["--model_dir", "{short}"], "cannot fit the model's context of 8 tokens"),
-    "model without sections": ("{tmp}/good.mid", ["--model_dir", "{old}"], "no MELODY/FULL section tokens"),
+    "continuation-only model": ("{tmp}/good.mid", ["--model_dir", "{continuation}"],
+                                "--model_dir {continuation}: this model was trained on continuation rows only, never on accompaniment; "
+                                "prepare the data with --tasks continuation,accompaniment and train it again"),
+    "model from before the task": ("{tmp}/good.mid", ["--model_dir", "{old}"], "--model_dir {old}: this model was trained on continuation rows only"),
 }
 
 
@@ -352,10 +371,12 @@ def test_bad_melody_is_one_line_exit_2_and_leaves_nothing(case, script, model_di
         places["short"] = short_context_model(model_dir, tmp_path / "models")
     if "{old}" in extra:
         places["old"] = no_sections_model(model_dir, tmp_path / "models")
+    if "{continuation}" in extra:
+        places["continuation"] = continuation_model(model_dir, tmp_path / "models")
     argv = ["--melody_midi", path.format(**places), *[a.format(**places) for a in extra]]
     if "--model_dir" not in argv:
         argv = ["--model_dir", str(model_dir), *argv]
-    assert_refused(script, monkeypatch, capsys, tmp_path, [*argv, "--output_dir", str(tmp_path / "samples")], message)
+    assert_refused(script, monkeypatch, capsys, tmp_path, [*argv, "--output_dir", str(tmp_path / "samples")], message.format(**places))
 
 
 # ---- train + accompany ---------------------------------------------------------------------------

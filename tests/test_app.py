@@ -54,11 +54,13 @@ def app_model_dir(tmp_path_factory) -> Path:
     tokenizer, composer_map = build_tokenizer(TOKENIZER_SETTINGS, ["bach", "mozart"])
     tokenizer.train(vocab_size=len(tokenizer) + 80, files_paths=pieces)
     config = build_config("llama", "tiny", tokenizer, composer_map, CONTEXT)
+    config.midilm_tasks = ["continuation", "accompaniment"]  # as train.py records them: the page accompanies too
+    config.midilm_guidance_scale = MODEL_DEFAULTS["guidance_scale"]  # midilm's guidance default lives in config.json
     torch.manual_seed(0)
     out = root / "model_output"
     AutoModelForCausalLM.from_config(config).save_pretrained(out)
     defaults = generation_config(config)
-    defaults.update(**MODEL_DEFAULTS)
+    defaults.update(**{k: v for k, v in MODEL_DEFAULTS.items() if k != "guidance_scale"})
     defaults.save_pretrained(out)
     save_tokenizer(tokenizer, composer_map, out)
     return out
