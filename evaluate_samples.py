@@ -6,7 +6,9 @@
 
 Measures the held-out perplexity and NLL per note beside a unigram baseline, compares the music metrics
 of the model's samples and of random-weight samples with the real pieces of each composer, sweeps the
-guidance scale and checks the samples for runs copied from training pieces (see midilm/evaluation.py).
+guidance scale and checks the samples for passages copied from training pieces at any transposition
+(see midilm/evaluation.py). The training split is streamed from Arrow, never loaded whole: memory
+stays flat in its size apart from the memorization index (bench/bench_eval.py measures it).
 Named evaluate_samples.py because a top-level evaluate.py would shadow the HF `evaluate` package.
 """
 

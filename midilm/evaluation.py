@@ -15,7 +15,12 @@ What it measures (every number is written to report.json, the headline ones to r
   pieces' own.
 - A guidance-scale sweep: how far each composer's samples are from that composer's real pieces
   (pitch-class and duration histograms) at each scale.
-- Copying: for every sample, the longest run of pitches (onset order) it shares with a training piece.
+- Memorization: for every piece, the longest run of successive pitch intervals it shares with one
+  training piece at any transposition (`midilm.memorization`), per sample set and guidance scale.
+
+Scale: the training split is never loaded into Python lists nor decoded. One pass over its Arrow
+batches (`scan_training`) checks its rows, counts its tokens for the unigram model and its pieces,
+and builds the memorization index, the one thing here whose size follows the training split.
 
 Samples are drawn with the same API as generate.py (`build_plan` + `model.generate`: CFG and the
 REMI grammar). The random-weight baseline is sampled with the grammar on as well, so its syntax is
@@ -40,7 +45,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GenerationConfig
 
 from midilm.dataset import load_prepared
-from midilm.generation import HEADER_TOKENS, build_plan, decode_ids, load_model, sample_stem
+from midilm.generation import HEADER_TOKENS, build_plan, composer_names, decode_ids, load_model, sample_stem
 from midilm.grammar import count_syntax_errors
 from midilm.metrics import (
     HISTOGRAM_METRICS,
@@ -48,10 +53,9 @@ from midilm.metrics import (
     accompaniment_metrics,
     compare,
     js_divergence,
-    longest_shared_run,
     piece_metrics,
-    pitch_sequence,
 )
+from midilm.memorization import ROW_COLUMNS, MemorizationIndex, PitchReader, table_pitch_rows
 from midilm.modeling import context_length, load_midilm_dir
 from midilm.modeling import generation_config as default_generation_config
 from midilm.outputs import replace_dir, staging_dir
@@ -151,6 +155,65 @@ def join_pieces(rows: list[dict], eos_id: int, originals_only: bool = True) -> l
     return pieces
 
 
+SCAN_BATCH_ROWS = 1024  # rows per Arrow batch of the training scan: its memory, whatever the split's size
+
+
+@dataclass
+class TrainingScan:
+    """What evaluation needs from the training split, from one streamed pass over it."""
+
+    token_counts: np.ndarray  # per vocabulary id, over the scored tokens of every continuation row (augmented copies included)
+    pieces: np.ndarray  # original pieces per composer id
+    rows: int  # continuation rows
+    index: MemorizationIndex
+
+
+def scan_training(ds, tokenizer, composer_map, where: str, batch_size: int = SCAN_BATCH_ROWS) -> TrainingScan:
+    """Check the training split's continuation rows as `token_rows` checks a held-out split, count their
+    tokens and pieces, and build the memorization index, `batch_size` rows of Arrow at a time: no
+    Python list of the split, no Score."""
+    bos, vocab = tokenizer["BOS_None"], len(tokenizer)
+    composer_tokens = np.asarray(composer_map.token_ids, dtype=np.int64)
+    reader = PitchReader.for_tokenizer(tokenizer)
+    counts = np.zeros(vocab, dtype=np.int64)
+    pieces = np.zeros(len(composer_map.names), dtype=np.int64)
+    rows, any_rows, pitch_rows = 0, False, []
+    columns = sorted({*ROW_COLUMNS, "composer"})
+    for table in ds.select_columns(columns).with_format("arrow").iter(batch_size=batch_size):
+        any_rows = any_rows or table.num_rows > 0
+        table = table.filter(table.column("task").to_numpy(zero_copy_only=False) == "continuation")
+        if table.num_rows == 0:
+            continue
+        ids = table.column("input_ids").combine_chunks()
+        offsets = ids.offsets.to_numpy().astype(np.int64)
+        values = ids.values.to_numpy()[offsets[0] : offsets[-1]].astype(np.int64)
+        starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
+        composer = table.column("composer").to_numpy()
+        bad = lengths < HEADER_TOKENS
+        ok = ~bad
+        bad[ok] = (values[starts[ok]] != bos) | (values[starts[ok] + 1] != composer_tokens[composer[ok]])
+        if len(values) and values.max() >= vocab:
+            bad |= np.maximum.reduceat(values, np.minimum(starts, len(values) - 1)) >= vocab
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise InputError(
+                f"{where}: the row of {table.column('source')[k].as_py()} (chunk {table.column('chunk')[k].as_py()}) does not "
+                f"fit the model's tokenizer ({vocab} tokens); evaluate a model on the dataset it was trained on"
+            )
+        # Scored tokens: every row's ids after BOS and the composer.
+        scored = np.ones(len(values), dtype=bool)
+        scored[starts] = False
+        scored[starts + 1] = False
+        counts += np.bincount(values[scored], minlength=vocab)
+        original = table.column("augmentation").to_numpy(zero_copy_only=False) == ""
+        pieces += np.bincount(composer[original & (table.column("chunk").to_numpy() == 0)], minlength=len(pieces))
+        pitch_rows += table_pitch_rows(table, reader)
+        rows += table.num_rows
+    if any_rows and rows == 0:
+        raise InputError(f"{where}: no continuation rows (built with --tasks accompaniment only); prepare with --tasks continuation,accompaniment")
+    return TrainingScan(counts, pieces, rows, MemorizationIndex.from_rows(pitch_rows))
+
+
 # Likelihood ------------------------------------------------------------------------------------
 
 
@@ -161,10 +224,16 @@ def scored_tokens(ids: list[int]) -> list[int]:
 
 def fit_unigram(rows: list[list[int]], vocab_size: int) -> np.ndarray:
     """Log-probabilities (nats) of a unigram model over the scored tokens of `rows`, add-one smoothed."""
-    counts = np.ones(vocab_size, dtype=np.float64)
+    counts = np.zeros(vocab_size, dtype=np.int64)
     for ids in rows:
         np.add.at(counts, np.asarray(scored_tokens(ids), dtype=np.int64), 1)
-    return np.log(counts / counts.sum())
+    return unigram_from_counts(counts)
+
+
+def unigram_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Log-probabilities (nats) from token counts, add-one smoothed over the whole vocabulary."""
+    smoothed = counts.astype(np.float64) + 1.0
+    return np.log(smoothed / smoothed.sum())
 
 
 def unigram_nll(log_probs: np.ndarray, rows: list[list[int]]) -> tuple[float, int]:
@@ -286,21 +355,24 @@ def read_samples(samples_dir: Path, composers: list[str], tokenizer) -> tuple[di
     return found, scales
 
 
-def measure(pieces: list[dict], tokenizer, training_pitches: list[np.ndarray], desc: str) -> list[dict]:
-    """Per piece: every `piece_metrics` value, the syntax error rate of its ids and its longest run of
-    pitches shared with a training piece. Returns JSON-ready dicts (no ids, no Score)."""
+def measure(pieces: list[dict], tokenizer, index: MemorizationIndex, desc: str) -> list[dict]:
+    """Per piece: every `piece_metrics` value, the syntax error rate of its ids and the longest run of
+    its pitch intervals that one training piece holds at any transposition (`midilm.memorization`).
+    Returns JSON-ready dicts (no ids, no Score)."""
+    reader = PitchReader.for_tokenizer(tokenizer)
     rows = []
     for piece in tqdm(pieces, desc=desc, unit="piece", leave=False):
         metrics = piece_metrics(piece["score"], syntax_error_rate=count_syntax_errors(tokenizer, piece["ids"]))
-        pitches = pitch_sequence(piece["score"])
-        run = longest_shared_run(pitches, training_pitches) if training_pitches else 0
+        pitches = reader.pitches(piece["ids"])
+        run = index.longest_run(pitches)
         rows.append({
             "composer": piece["composer"],
             "name": piece["name"],
             "tokens": len(piece["ids"]),
             **metrics,
-            "longest_training_run": int(run),
-            "longest_training_run_share": run / len(pitches) if len(pitches) else None,
+            "longest_training_run": run.length,
+            "longest_training_run_share": run.length / (len(pitches) - 1) if len(pitches) > 1 else None,
+            "longest_training_run_source": run.source,
         })
     return rows
 
@@ -346,6 +418,9 @@ def sweep_row(samples: list[dict], real: list[dict], composer: str, composers: l
     row["pitch_class_js_other_composers"] = _mean([js_divergence(gen_pc, h) for h in others]) if gen_pc and others else None
     row["syntax_error_rate"] = _mean([p["syntax_error_rate"] for p in mine])
     row["notes"] = _mean([p["n_notes"] for p in mine])
+    runs = [p["longest_training_run"] for p in mine]
+    row["longest_training_run_max"] = max(runs) if runs else None
+    row["longest_training_run_median"] = float(np.median(runs)) if runs else None
     return row
 
 
@@ -355,6 +430,7 @@ def _mean(values) -> float | None:
 
 
 def memorization(pieces: list[dict], composers: list[str]) -> dict:
+    """Longest shared interval runs (see `measure`) per composer and over all: count, max, median."""
     out = {}
     for c in [*composers, "all"]:
         runs = [p["longest_training_run"] for p in pieces if c == "all" or p["composer"] == c]
@@ -445,12 +521,11 @@ def evaluate(args: EvaluateArguments) -> dict:
     composers = composer_map.names
     if args.composers:
         try:
-            composers = [composer_map.name_of(composer_map.id_of(c.strip())) for c in args.composers.split(",") if c.strip()]
+            composers = [composer_map.name_of(composer_map.id_of(c)) for c in composer_names(composer_map, args.composers)]
         except KeyError as err:
             raise InputError(f"--composers: {err.args[0]}") from err
     eos = config.eos_token_id
     held_rows = token_rows(dataset[args.split], tokenizer, composer_map, f"--dataset_dir {args.dataset_dir} ({args.split})")
-    train_rows = token_rows(dataset["train"], tokenizer, composer_map, f"--dataset_dir {args.dataset_dir} (train)")
     held_pieces = [p for p in join_pieces(held_rows, eos) if composer_map.names[p["composer"]] in composers]
     missing = [c for c in composers if not any(composer_map.names[p["composer"]] == c for p in held_pieces)]
     if missing and not args.composers and len(missing) < len(composers):
@@ -471,7 +546,12 @@ def evaluate(args: EvaluateArguments) -> dict:
     samples_from_dir = read_samples(Path(args.samples_dir), composers, tokenizer) if args.samples_dir else None
     model = load_model(args.model_dir, device)
 
-    # Decode the real pieces: held-out references, and the training originals for the copying check
+    # One streamed pass over the training split: row checks, token counts, the memorization index
+    tick = time.perf_counter()
+    training = scan_training(dataset["train"], tokenizer, composer_map, f"--dataset_dir {args.dataset_dir} (train)")
+    timings["training_scan_s"] = time.perf_counter() - tick
+
+    # Decode the held-out pieces, the references of every music metric
     def decode(pieces, desc):
         out = []
         for p in tqdm(pieces, desc=desc, unit="piece"):
@@ -481,8 +561,6 @@ def evaluate(args: EvaluateArguments) -> dict:
 
     tick = time.perf_counter()
     real = decode(held_pieces, f"decoding {args.split} pieces")
-    training = decode(join_pieces(train_rows, eos), "decoding training pieces")
-    training_pitches = [pitch_sequence(p["score"]) for p in training]
     timings["decode_s"] = time.perf_counter() - tick
 
     # Likelihood of the held-out rows: the model, the same architecture with random weights, a unigram model
@@ -496,7 +574,9 @@ def evaluate(args: EvaluateArguments) -> dict:
     random_model.generation_config = model.generation_config
     trained_nll, tokens = model_nll(model, rows, args.batch_size, config.pad_token_id, desc="likelihood (trained)")
     random_nll, _ = model_nll(random_model, rows, args.batch_size, config.pad_token_id, desc="likelihood (random weights)")
-    unigram = fit_unigram([r["input_ids"] for r in train_rows], config.vocab_size)
+    counts = np.zeros(config.vocab_size, dtype=np.int64)  # smoothed over the model's vocabulary, as before
+    counts[: min(len(counts), len(training.token_counts))] = training.token_counts[: len(counts)]
+    unigram = unigram_from_counts(counts)
     unigram_total, _ = unigram_nll(unigram, rows)
     likelihood = {
         "split": args.split,
@@ -538,14 +618,14 @@ def evaluate(args: EvaluateArguments) -> dict:
     # Measure every piece
     tick = time.perf_counter()
     measured = {
-        "real": measure(real, tokenizer, training_pitches, "measuring real pieces"),
-        "trained": measure(drawn["trained"], tokenizer, training_pitches, "measuring trained samples"),
-        "random": measure(drawn["random"], tokenizer, training_pitches, "measuring random-weight samples"),
+        "real": measure(real, tokenizer, training.index, "measuring real pieces"),
+        "trained": measure(drawn["trained"], tokenizer, training.index, "measuring trained samples"),
+        "random": measure(drawn["random"], tokenizer, training.index, "measuring random-weight samples"),
     }
     sweep_sets = {}
     for s in args.scales:
         key = f"sweep {s:g}"
-        sweep_sets[s] = measured["trained"] if key not in drawn else measure(drawn[key], tokenizer, training_pitches, f"measuring s={s:g}")
+        sweep_sets[s] = measured["trained"] if key not in drawn else measure(drawn[key], tokenizer, training.index, f"measuring s={s:g}")
     timings["metrics_s"] = time.perf_counter() - tick
 
     # Accompaniment (when the model was trained on it): the trained and the random-weight model write
@@ -585,7 +665,9 @@ def evaluate(args: EvaluateArguments) -> dict:
         "settings": settings,
         "data": {
             "held_out_pieces": {c: sum(p["composer"] == c for p in real) for c in composers},
-            "training_pieces": {c: sum(p["composer"] == c for p in training) for c in composers},
+            "training_pieces": {c: int(training.pieces[composer_map.names.index(c)]) for c in composers},
+            "training_rows": training.rows,
+            "memorization_index": {"pieces": training.index.pieces, "intervals": training.index.intervals, "bytes": training.index.nbytes},
         },
         "likelihood": likelihood,
         "pieces": {**measured, "sweep": {f"{s:g}": sweep_sets[s] for s in args.scales if f"sweep {s:g}" in drawn}},
@@ -593,6 +675,7 @@ def evaluate(args: EvaluateArguments) -> dict:
         "cfg_sweep": sweep,
         "accompaniment": accompaniment,
         "memorization": {k: memorization(v, composers) for k, v in measured.items()},
+        "memorization_by_scale": {f"{s:g}": memorization(sweep_sets[s], composers) for s in args.scales},
         "checks": {
             "real_pieces_syntax_error_rate_max": max(real_errors),
             "real_pieces_have_no_syntax_errors": max(real_errors) == 0,
@@ -675,7 +758,7 @@ def markdown_report(report: dict) -> str:
         ["music metrics: mean distribution overlap with real (higher is closer)", _f(t_dist["mean_overlap"]), _f(r_dist["mean_overlap"]), "–"],
         ["pitch-class histogram JS divergence to real (bits)", _f(t_dist["pitch_class_js"]), _f(r_dist["pitch_class_js"]), "–"],
         ["duration histogram JS divergence to real (bits)", _f(t_dist["duration_js"]), _f(r_dist["duration_js"]), "–"],
-        ["longest pitch run shared with a training piece (max / median)", f"{mem['trained']['all']['max']} / {_f(mem['trained']['all']['median'], 1)}",
+        ["longest interval run shared with a training piece, any transposition (max / median)", f"{mem['trained']['all']['max']} / {_f(mem['trained']['all']['median'], 1)}",
          f"{mem['random']['all']['max']} / {_f(mem['random']['all']['median'], 1)}", "–"],
     ]
     lines += _table(["", "trained model", "random weights", "unigram"], rows)
@@ -720,22 +803,30 @@ def markdown_report(report: dict) -> str:
     rows = []
     for scale, per_composer in report["cfg_sweep"].items():
         for c, r in per_composer.items():
-            rows.append([scale, c, _f(r["pitch_class_js"]), _f(r["duration_js"]), _f(r["mean_gap"]), _f(r["pitch_class_js_other_composers"]), _f(r["notes"], 1)])
-    lines += _table(["s", "composer", "pitch-class JS (own)", "duration JS (own)", "mean gap (own)", "pitch-class JS (others)", "notes per sample"], rows)
+            rows.append([scale, c, _f(r["pitch_class_js"]), _f(r["duration_js"]), _f(r["mean_gap"]), _f(r["pitch_class_js_other_composers"]), _f(r["notes"], 1),
+                         f"{_f(r.get('longest_training_run_max'))} / {_f(r.get('longest_training_run_median'), 1)}"])
+    lines += _table(["s", "composer", "pitch-class JS (own)", "duration JS (own)", "mean gap (own)", "pitch-class JS (others)", "notes per sample",
+                     "shared run with training (max / median)"], rows)
     lines += [sweep_trend(report["cfg_sweep"], composers), ""]
     if report.get("accompaniment"):
         lines += accompaniment_markdown(report["accompaniment"])
     lines += [
         "## Memorization",
         "",
-        ("Longest run of consecutive pitches (onset order) a piece shares with any original training piece. "
-        "Real held-out pieces give the level that shared idioms (scales, cadences) reach by themselves."),
+        ("Longest run of successive pitch intervals (notes in onset order, lowest first within an onset) that a piece "
+        "shares with one training piece at any transposition, so the augmented (transposed) copies count as their "
+        "original does; a run of k intervals is a passage of k + 1 notes. Real held-out pieces give the level that "
+        f"shared idioms (scales, cadences) reach by themselves. Index: {report['data']['memorization_index']['pieces']} "
+        f"original training pieces, {report['data']['memorization_index']['intervals']} intervals."),
         "",
     ]
     rows = [[SETS[k], c, str(v["n"]), str(v["max"]), _f(v["median"], 1), _f(v["median_notes"], 1)] for k in SETS for c, v in mem[k].items()]
+    rows += [[f"trained, s = {scale}", c, str(v["n"]), str(v["max"]), _f(v["median"], 1), _f(v["median_notes"], 1)]
+             for scale, by_composer in report.get("memorization_by_scale", {}).items() for c, v in by_composer.items() if c == "all"]
     lines += _table(["set", "composer", "pieces", "max run", "median run", "median notes"], rows)
-    rows = [[p["name"], str(p["n_notes"]), str(p["longest_training_run"]), _f(p["longest_training_run_share"], 2), _f(p["syntax_error_rate"])] for p in samples["trained"]]
-    lines += ["Trained-model samples:", ""] + _table(["sample", "notes", "longest shared run", "share of its notes", "syntax error rate"], rows)
+    rows = [[p["name"], str(p["n_notes"]), str(p["longest_training_run"]), _f(p["longest_training_run_share"], 2), p.get("longest_training_run_source") or "–",
+             _f(p["syntax_error_rate"])] for p in samples["trained"]]
+    lines += ["Trained-model samples:", ""] + _table(["sample", "notes", "longest shared run (intervals)", "share of its intervals", "found in", "syntax error rate"], rows)
     lines += [
         "## How these numbers are made",
         "",

@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO
-from datasets import ClassLabel, load_from_disk
+from datasets import ClassLabel, Dataset, load_from_disk
+from symusic import Note, Score, Tempo, TimeSignature, Track
 
 from midilm.evaluation import (
     EvaluateArguments,
@@ -25,11 +27,17 @@ from midilm.evaluation import (
     likelihood_summary,
     model_nll,
     read_samples,
+    scan_training,
+    token_rows,
+    unigram_from_counts,
     unigram_nll,
     windows,
 )
+from midilm.generation import decode_ids
+from midilm.memorization import MemorizationIndex, PitchReader, build_index, interval_codes
+from midilm.metrics import longest_shared_run, pitch_sequence
 from midilm.sources import InputError
-from midilm.tokenizer import load_tokenizer
+from midilm.tokenizer import encode_ids, load_tokenizer
 
 torch.set_num_threads(1)  # two threads on two shared cores make generate() up to 100x slower
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -66,8 +74,10 @@ def test_report_holds_every_section(report_dir, prepared):
     report = json.loads((report_dir / "report.json").read_text())
     assert {"settings", "data", "likelihood", "pieces", "comparison", "cfg_sweep", "memorization", "checks", "timings"} <= set(report)
     composers = report["settings"]["composers_evaluated"]
-    assert set(composers) == {"alpha", "beta", "OTHER"}
-    held_out = {s for s in load_from_disk(str(prepared["data"]))["validation"]["source"]}
+    validation = load_from_disk(str(prepared["data"]))["validation"]
+    names = validation.features["composer"].names
+    assert set(composers) == {names[c] for c in validation["composer"]}  # every composer with held-out pieces
+    held_out = set(validation["source"])
     assert {p["name"] for p in report["pieces"]["real"]} == held_out
     for name in ("trained", "random"):
         assert len(report["pieces"][name]) == 2 * len(composers)
@@ -174,12 +184,13 @@ def test_pieces_are_joined_in_chunk_order_and_augmented_copies_skipped():
 
 def test_read_samples_takes_generate_py_files(report_dir, model_dir, tmp_path):
     tokenizer, _ = load_tokenizer(model_dir)
+    first, second = json.loads((report_dir / "report.json").read_text())["settings"]["composers_evaluated"][:2]
     for path in (report_dir / "samples" / "trained").glob("*.mid"):
         shutil.copy(path, tmp_path / path.name)
-    (tmp_path / "alpha_0.json").write_text(json.dumps({"settings": {"guidance_scale": 2.0}, "tokens": [1, 3, 2]}))
-    found, scales = read_samples(tmp_path, ["alpha", "OTHER"], tokenizer)
-    assert [s["name"] for s in found["alpha"]] == ["alpha_0", "alpha_1"] and len(found["OTHER"]) == 2
-    assert found["alpha"][0]["ids"] == [1, 3, 2] and scales == [2.0]
+    (tmp_path / f"{first}_0.json").write_text(json.dumps({"settings": {"guidance_scale": 2.0}, "tokens": [1, 3, 2]}))
+    found, scales = read_samples(tmp_path, [first, second], tokenizer)
+    assert [s["name"] for s in found[first]] == [f"{first}_0", f"{first}_1"] and len(found[second]) == 2
+    assert found[first][0]["ids"] == [1, 3, 2] and scales == [2.0]
     with pytest.raises(InputError, match="no nobody_0.mid"):
         read_samples(tmp_path, ["nobody"], tokenizer)
 
@@ -246,3 +257,115 @@ def test_arguments_are_checked():
         EvaluateArguments(guidance_scales="1,two")
     with pytest.raises(InputError, match="--accompaniment_pieces -1"):
         EvaluateArguments(accompaniment_pieces=-1)
+
+
+# Memorization and the training split at scale ---------------------------------------------------
+
+
+def _piece_ids(train, source: str) -> list[int]:
+    """The music tokens of one original training piece, its chunks joined."""
+    rows = sorted((r for r in train.select_columns(["input_ids", "source", "chunk", "augmentation"]).to_list()
+                   if r["source"] == source and not r["augmentation"]), key=lambda r: r["chunk"])
+    return [t for r in rows for t in r["input_ids"][2:]]
+
+
+def _transposed(score: Score, semitones: int) -> Score:
+    out = score.copy()
+    for track in out.tracks:
+        for note in track.notes:
+            note.pitch += semitones
+    return out
+
+
+def test_memorization_finds_a_transposed_copy(prepared):
+    tokenizer, _ = load_tokenizer(prepared["tokenizer"])
+    train = load_from_disk(str(prepared["data"]))["train"]
+    index = build_index(train, tokenizer, batch_size=3)  # several Arrow batches
+    reader = PitchReader.for_tokenizer(tokenizer)
+    source = sorted(set(train["source"]))[0]
+    original = decode_ids(tokenizer, _piece_ids(train, source))
+    copy = reader.pitches(encode_ids(tokenizer, _transposed(original, 3)))
+    assert len(copy) > 40 and np.array_equal(copy, pitch_sequence(original) + 3)
+    found = index.longest_run(copy)
+    assert found.length == len(copy) - 1 and found.source == source  # the whole piece, every interval
+    assert longest_shared_run(copy, [pitch_sequence(original)]) < found.length / 4  # absolute pitches miss it
+
+    rng = np.random.default_rng(0)  # leaps the pieces of conftest.make_piece never make
+    unrelated = Score(480)
+    unrelated.time_signatures.append(TimeSignature(0, 4, 4))
+    unrelated.tempos.append(Tempo(0, 100))
+    pitches = 60 + np.cumsum(rng.choice([-11, -9, -6, 6, 9, 11], size=len(copy))) % 24
+    unrelated.tracks.append(Track(program=0, notes=[Note(240 * i, 240, int(p), 80) for i, p in enumerate(pitches)]))
+    alone = index.longest_run(reader.pitches(encode_ids(tokenizer, unrelated)))
+    assert alone.length <= 3, alone
+
+
+def test_memorization_index_matches_brute_force():
+    """Exact: the suffix-array search equals `longest_shared_run` (itself checked by brute force) on intervals."""
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        training = [60 + np.cumsum(rng.integers(-2, 3, size=rng.integers(1, 60))) for _ in range(rng.integers(1, 6))]
+        sample = 60 + np.cumsum(rng.integers(-2, 3, size=rng.integers(0, 50)))
+        if len(training[0]) > 20 and rng.random() < 0.5:  # a planted transposed passage
+            sample = np.concatenate([sample, training[0][5:20] - 7])
+        index = MemorizationIndex([str(i) for i in range(len(training))], [interval_codes(t) for t in training])
+        expected = longest_shared_run(np.diff(sample), [np.diff(t) for t in training])
+        assert index.longest_run(sample).length == expected
+
+
+def test_pitches_read_off_tokens_equal_the_decoded_scores(prepared):
+    tokenizer, _ = load_tokenizer(prepared["tokenizer"])
+    reader = PitchReader.for_tokenizer(tokenizer)
+    for ids in load_from_disk(str(prepared["data"]))["validation"]["input_ids"]:
+        for cut in (ids, ids[: len(ids) // 2], ids[: len(ids) // 3]):  # a cut can end inside a note, which is left out
+            assert np.array_equal(reader.pitches(cut), pitch_sequence(decode_ids(tokenizer, cut)))
+
+
+def test_training_scan_equals_the_list_path(prepared, model_dir):
+    """The streamed scan gives what the whole-split lists gave: the same unigram model, whatever the batch size."""
+    tokenizer, composer_map = load_tokenizer(model_dir)
+    train = load_from_disk(str(prepared["data"]))["train"]
+    small, whole = (scan_training(train, tokenizer, composer_map, "train", batch_size=b) for b in (3, 4096))
+    assert np.array_equal(small.token_counts, whole.token_counts) and np.array_equal(small.pieces, whole.pieces)
+    assert np.array_equal(small.index.text, whole.index.text) and small.index.sources == whole.index.sources
+    rows = token_rows(train, tokenizer, composer_map, "train")
+    assert small.rows == len(rows)
+    expected = fit_unigram([r["input_ids"] for r in rows], len(tokenizer))
+    assert unigram_from_counts(small.token_counts) == pytest.approx(expected)
+    originals = {(r["source"], r["composer"]) for r in rows if not r["augmentation"]}
+    assert small.pieces.tolist() == [sum(c == k for _, c in originals) for k in range(len(composer_map.names))]
+    assert small.index.pieces == len(originals)
+
+
+class Materialized(AssertionError):
+    pass
+
+
+def _refuse_on_train(method):
+    def guarded(self, *args, **kwargs):
+        if any(Path(f["filename"]).parent.name == "train" for f in self.cache_files):
+            raise Materialized(f"Dataset.{method.__name__} on the training split")
+        return method(self, *args, **kwargs)
+
+    return guarded
+
+
+def test_evaluation_never_materializes_the_training_split(model_dir, report_dir, prepared, tmp_path, monkeypatch):
+    """Every way a Dataset hands out whole columns or rows as Python objects fails on the training split;
+    the evaluation still runs. The old path (the training split as a list of rows) fails under the same guard."""
+    for name in ("_getitem", "to_list", "to_dict", "to_pandas", "__iter__"):
+        monkeypatch.setattr(Dataset, name, _refuse_on_train(getattr(Dataset, name)))
+    tokenizer, composer_map = load_tokenizer(model_dir)
+    train = load_from_disk(str(prepared["data"]))["train"]
+    with pytest.raises(Materialized):
+        token_rows(train, tokenizer, composer_map, "train")
+    with pytest.raises(Materialized):
+        list(train["input_ids"])
+
+    composer = json.loads((report_dir / "report.json").read_text())["settings"]["composers_evaluated"][0]
+    args = EvaluateArguments(
+        model_dir=str(model_dir), dataset_dir=str(prepared["data"]), output_dir=str(tmp_path / "out"), composers=composer,
+        num_samples_per_composer=1, max_new_tokens=16, guidance_scales="", accompaniment_pieces=0,
+    )
+    report = evaluate(args)
+    assert report["data"]["memorization_index"]["pieces"] > 0 and report["memorization"]["trained"]["all"]["n"] == 1
