@@ -56,7 +56,7 @@ data/dataset_dict.json:
 	$(PYTHON) $(ROOT)prepare_dataset.py --composers $(DEMO_COMPOSERS) --max_files_per_composer $(DEMO_FILES) --min_pieces_per_composer $(DEMO_MIN_PIECES) --max_seq_len 512 --tasks $(DEMO_TASKS) $(DEMO_AUGMENT)
 
 model_output/model.safetensors: data/dataset_dict.json
-	$(PYTHON) $(ROOT)train.py --max_seq_len 512 --max_steps $(DEMO_STEPS) --eval_steps $(DEMO_EVAL_STEPS) --save_steps $(DEMO_EVAL_STEPS)
+	$(PYTHON) $(ROOT)train.py --max_steps $(DEMO_STEPS) --eval_steps $(DEMO_EVAL_STEPS) --save_steps $(DEMO_EVAL_STEPS)
 
 samples/.generated: model_output/model.safetensors
 	$(PYTHON) $(ROOT)generate.py --model_dir model_output --composer all --num_samples $(DEMO_SAMPLES) --max_new_tokens $(DEMO_TOKENS) --output_dir samples --wav --png

@@ -5,7 +5,9 @@
     accelerate launch --multi_gpu --num_processes 2 train.py --model_preset small
     python train.py my_config.json --output_dir runs/bach --max_steps 2000
 
-Running the same command again on the same --output_dir resumes from its newest complete checkpoint.
+The context (--max_seq_len) is the dataset's row length (prepare_dataset.py --max_seq_len) unless given;
+a shorter one is refused. Running the same command again on the same --output_dir resumes from its
+newest complete checkpoint.
 Defaults come from the `model`, `data` and `training` sections of config.json; any flag overrides them.
 """
 
@@ -21,7 +23,7 @@ from midilm.cli import parse_args, run
 from midilm.hub import write_model_card
 from midilm.modeling import build_config, copy_tokenizer, generation_config
 from midilm.sources import InputError
-from midilm.tokenizer import load_tokenizer
+from midilm.tokenizer import load_tokenizer, section_token_ids
 from midilm.training import (
     TRAINING_CONFIG_FILE,
     DataArguments,
@@ -29,8 +31,11 @@ from midilm.training import (
     MidiTrainer,
     ModelArguments,
     SampleLoggingCallback,
+    evaluation_samples,
     last_complete_checkpoint,
     load_training_data,
+    save_full_model,
+    training_context,
 )
 
 
@@ -47,23 +52,31 @@ def main() -> None:
         tokenizer, composer_map = load_tokenizer(data_args.tokenizer_dir)
     except FileNotFoundError as err:
         raise InputError(f"--tokenizer_dir: {err}") from err
-    dataset = load_training_data(data_args, tokenizer, composer_map)
+    data = load_training_data(data_args, tokenizer, composer_map)
+    data_args.max_seq_len = training_context(data_args, data)
 
     # Build model
     config = build_config(model_args.model_type, model_args.model_preset, tokenizer, composer_map, data_args.max_seq_len, model_args.overrides())
+    # What the model was trained for: generate.py refuses an accompaniment from a continuation-only model.
+    config.update({"midilm_tasks": data.tasks, "midilm_max_seq_len": data.row_len})
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config = generation_config(config)
     print(
         f"{model_args.model_type} {model_args.model_preset}: {model.num_parameters() / 1e6:.2f}M parameters, "
-        f"vocabulary {config.vocab_size}, {training_args.world_size} process(es)"
+        f"vocabulary {config.vocab_size}, context {data_args.max_seq_len}, tasks {'+'.join(data.tasks)}, {training_args.world_size} process(es)"
     )
 
     # Train
-    collator = MidiCollator(config.pad_token_id, composer_map.none_id, data_args.composer_dropout, data_args.max_seq_len)
-    trainer = MidiTrainer(model=model, args=training_args, train_dataset=dataset["train"], eval_dataset=dataset["validation"], data_collator=collator)
+    if data_args.padding_free and training_args.use_cache:
+        raise InputError("--padding_free true needs --use_cache false: with a KV cache, transformers lets packed rows attend to each other")
+    collator = MidiCollator(
+        config.pad_token_id, composer_map.none_id, data_args.composer_dropout, data_args.max_seq_len,
+        section_ids=section_token_ids(tokenizer), padding_free=data_args.padding_free,
+    )
+    trainer = MidiTrainer(model=model, args=training_args, train_dataset=data.splits["train"], eval_dataset=data.splits["validation"], data_collator=collator)
     tensorboard = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TensorBoardCallback)), None)
     trainer.add_callback(SampleLoggingCallback(
-        tokenizer, composer_map, data_args.samples_per_composer, data_args.sample_max_new_tokens, data_args.soundfont,
+        tokenizer, composer_map, evaluation_samples(trainer, data_args.samples_per_composer), data_args.sample_max_new_tokens, data_args.soundfont,
         writer_source=lambda: getattr(tensorboard, "tb_writer", None),
     ))
     if data_args.early_stopping_patience:
@@ -76,7 +89,7 @@ def main() -> None:
     # Save: a Hub-ready folder that AutoModelForCausalLM.from_pretrained loads without midilm
     metrics = {**train_result.metrics, **trainer.evaluate()}
     trainer.model.config.use_cache = True  # the Trainer turns the KV cache off for training; sampling needs it
-    trainer.save_model()
+    save_full_model(trainer)
     if trainer.is_world_process_zero():
         copy_tokenizer(Path(data_args.tokenizer_dir), output_dir)
         resolved = {"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict()}

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.compute as pc
 import torch
 from datasets import DatasetDict
-from transformers import Trainer, TrainerCallback
+from transformers import DataCollatorWithFlattening, Trainer, TrainerCallback
 
-from midilm.dataset import load_prepared
+from midilm.dataset import TASKS, load_prepared
 from midilm.modeling import MODEL_TYPES, PRESETS
 from midilm.sources import InputError
 from midilm.tokenizer import ComposerMap
@@ -42,8 +44,9 @@ class ModelArguments:
 class DataArguments:
     dataset_dir: str = field(default="data", metadata={"help": "DatasetDict written by prepare_dataset.py."})
     tokenizer_dir: str = field(default="tokenizer", metadata={"help": "Tokenizer folder written by prepare_dataset.py."})
-    max_seq_len: int = field(default=1024, metadata={"help": "Training context; longer chunks are randomly cropped (keeping BOS, COMPOSER)."})
+    max_seq_len: int | None = field(default=None, metadata={"help": "Training context (default: the dataset's, prepare_dataset.py --max_seq_len); never shorter than the dataset's rows."})
     composer_dropout: float = field(default=0.15, metadata={"help": "Probability that the composer token becomes COMPOSER_NONE (trains the unconditional branch for CFG)."})
+    padding_free: bool = field(default=False, metadata={"help": "Concatenate each batch's rows into one sequence with restarting position ids (transformers' DataCollatorWithFlattening) instead of padding them; attention stays within each row. For attention kernels that take packed rows: with SDPA on CPU it ran 2.2x slower than padding, the mask spanning the whole packed batch (length-grouped batches, config.json's default, leave under 1% padding)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Debug: keep the first N training chunks."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Debug: keep the first N validation chunks."})
     early_stopping_patience: int = field(default=0, metadata={"help": "Stop after this many evaluations without a better eval loss (0 = off)."})
@@ -56,10 +59,21 @@ class DataArguments:
             raise InputError(f"--composer_dropout {self.composer_dropout} must be within [0, 1]")
 
 
-def load_training_data(args: DataArguments, tokenizer, composer_map: ComposerMap) -> DatasetDict:
+@dataclass
+class TrainingData:
+    """The train and validation rows (input_ids only), and what the dataset says about them."""
+
+    splits: DatasetDict
+    tasks: list[str]  # tasks of the training rows, in midilm.dataset.TASKS order
+    row_len: int  # prepare_dataset.py --max_seq_len: no row is longer
+    longest: int  # the longest train or validation row
+
+
+def load_training_data(args: DataArguments, tokenizer, composer_map: ComposerMap) -> TrainingData:
     """Load the dataset and check it belongs to this tokenizer, before any model is built."""
     path = Path(args.dataset_dir)
     dataset = load_prepared(path, ("train", "validation"), {"input_ids", "composer"}, composer_map.names, f"--tokenizer_dir {args.tokenizer_dir}")
+    longest = 0
     for split in ("train", "validation"):
         ds = dataset[split]
         if len(ds):
@@ -73,34 +87,105 @@ def load_training_data(args: DataArguments, tokenizer, composer_map: ComposerMap
             first = ds[0]["input_ids"][:2]
             if first[0] != tokenizer["BOS_None"] or first[1] not in composer_map.token_ids:
                 raise InputError(f"--dataset_dir {path}: rows do not start with [BOS, COMPOSER]; rebuild it with prepare_dataset.py")
+            longest = max(longest, pc.max(pc.list_value_length(ds.data.column("input_ids"))).as_py() or 0)
     if len(dataset["train"]) == 0 or len(dataset["validation"]) == 0:
         raise InputError(f"--dataset_dir {path}: the train or validation split is empty; prepare more pieces")
+    tasks, row_len = dataset_tasks_and_row_len(path, dataset["train"])
     if args.max_train_samples:
         dataset["train"] = dataset["train"].select(range(min(args.max_train_samples, len(dataset["train"]))))
     if args.max_eval_samples:
         dataset["validation"] = dataset["validation"].select(range(min(args.max_eval_samples, len(dataset["validation"]))))
-    return DatasetDict({s: dataset[s].select_columns(["input_ids"]) for s in ("train", "validation")})
+    splits = DatasetDict({s: dataset[s].select_columns(["input_ids"]) for s in ("train", "validation")})
+    return TrainingData(splits, tasks, max(row_len or 0, longest), longest)
+
+
+def dataset_tasks_and_row_len(path: Path, train) -> tuple[list[str], int | None]:
+    """The training rows' tasks (their `task` column, else the prepare report's) and prepare's
+    --max_seq_len (None for a dataset without prepare_config.json)."""
+    from midilm.prepare import CONFIG_FILE as PREPARE_CONFIG_FILE
+    from midilm.prepare import REPORT_FILE as PREPARE_REPORT_FILE
+
+    recorded = {}
+    for name in (PREPARE_CONFIG_FILE, PREPARE_REPORT_FILE):
+        try:
+            recorded[name] = json.loads((path / name).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            recorded[name] = {}
+    if "task" in train.column_names:
+        present = set(pc.unique(train.data.column("task")).to_pylist())
+    else:  # a dataset from before the accompaniment task: continuation rows only
+        present = set(recorded[PREPARE_REPORT_FILE].get("tasks", ["continuation"]))
+    row_len = recorded[PREPARE_CONFIG_FILE].get("prepare", {}).get("max_seq_len")
+    return [t for t in TASKS if t in present], int(row_len) if row_len else None
+
+
+def training_context(args: DataArguments, data: TrainingData) -> int:
+    """--max_seq_len, else the dataset's row length; a context shorter than the rows is refused,
+    since the model would then never read a whole row (an accompaniment row's melody and its full
+    texture could not even meet)."""
+    if args.max_seq_len is None:
+        return data.row_len
+    if args.max_seq_len < data.longest:
+        raise InputError(
+            f"--max_seq_len {args.max_seq_len} is shorter than the rows of --dataset_dir {args.dataset_dir} "
+            f"(up to {data.longest} tokens), so the model would never see a whole row; leave --max_seq_len out "
+            f"to use the dataset's {data.row_len}, give at least {data.longest}, or re-prepare the dataset with "
+            f"prepare_dataset.py --max_seq_len {args.max_seq_len}"
+        )
+    return args.max_seq_len
 
 
 class MidiCollator:
-    """Pads to the longest row, crops rows over `max_seq_len` at a random place (keeping BOS and the
-    composer token in front), and swaps the composer token for COMPOSER_NONE with probability
-    `composer_dropout`. Labels ignore padding and the composer token (nothing predicts it)."""
+    """Pads to the longest row, crops rows over `max_seq_len`, and swaps the composer token for
+    COMPOSER_NONE with probability `composer_dropout`. Labels ignore padding and the composer token
+    (nothing predicts it).
 
-    def __init__(self, pad_id: int, none_id: int, composer_dropout: float, max_seq_len: int, generator: torch.Generator | None = None):
+    A continuation row over `max_seq_len` is cropped at a random place, keeping BOS and the composer
+    token in front. An accompaniment row (`[BOS, COMPOSER, MELODY, melody…, FULL, full…, EOS]`, known
+    by the MELODY token from `section_ids`) is cut at its end instead: a crop inside it would drop
+    the section markers, or pair a melody with bars it does not hold. train.py never lets rows exceed
+    the context, so this guards direct users of the collator.
+    """
+
+    def __init__(
+        self, pad_id: int, none_id: int, composer_dropout: float, max_seq_len: int, generator: torch.Generator | None = None,
+        section_ids: tuple[int, int] | None = None, padding_free: bool = False,
+    ):
         self.pad_id, self.none_id = pad_id, none_id
         self.composer_dropout, self.max_seq_len = composer_dropout, max_seq_len
         self.generator = generator
+        self.section_ids = section_ids
+        # -100 between rows: the last token of one row never learns to predict the next row's BOS
+        self.flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100) if padding_free else None
+
+    def crop(self, ids: torch.Tensor) -> torch.Tensor:
+        if len(ids) <= self.max_seq_len:
+            return ids
+        if self.section_ids is not None and len(ids) > 2 and int(ids[2]) == self.section_ids[0]:
+            full_at = (ids == self.section_ids[1]).nonzero()
+            if not len(full_at) or int(full_at[0]) >= self.max_seq_len - 1:
+                raise ValueError(
+                    f"an accompaniment row's melody section alone is longer than the context ({self.max_seq_len} tokens); "
+                    "prepare the dataset with this --max_seq_len"
+                )
+            return ids[: self.max_seq_len]
+        body = len(ids) - 2
+        start = int(torch.randint(0, body - (self.max_seq_len - 2) + 1, (1,), generator=self.generator))
+        return torch.cat([ids[:2], ids[2 + start : 2 + start + self.max_seq_len - 2]])
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        seqs = []
-        for row in rows:
-            ids = torch.as_tensor(row["input_ids"], dtype=torch.long)
-            if len(ids) > self.max_seq_len:
-                body = len(ids) - 2
-                start = int(torch.randint(0, body - (self.max_seq_len - 2) + 1, (1,), generator=self.generator))
-                ids = torch.cat([ids[:2], ids[2 + start : 2 + start + self.max_seq_len - 2]])
-            seqs.append(ids)
+        seqs = [self.crop(torch.as_tensor(row["input_ids"], dtype=torch.long)) for row in rows]
+        if self.flatten is not None:
+            drop = torch.rand(len(seqs), generator=self.generator) < self.composer_dropout
+            packed = []
+            for s, dropped in zip(seqs, drop):
+                s = s.clone()
+                if dropped:
+                    s[1] = self.none_id
+                labels = s.clone()
+                labels[1] = -100
+                packed.append({"input_ids": s, "labels": labels})
+            return self.flatten(packed)
         width = max(len(s) for s in seqs)
         input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -115,13 +200,41 @@ class MidiCollator:
 
 
 class MidiTrainer(Trainer):
-    """The HF Trainer, with eval perplexity in every evaluation log (tokens/s comes from the Trainer's
-    own `train_tokens_per_second` with `include_num_input_tokens_seen`)."""
+    """The HF Trainer, with eval perplexity in every evaluation log and the padding it trains on.
 
-    def log(self, logs: dict, *args, **kwargs) -> None:
+    Beside the Trainer's `train_tokens_per_second` (every input position, padding included, since
+    the start of this session; `include_num_input_tokens_seen`), each training log holds
+    `train_real_tokens_per_second` (the same, real tokens only, over the same time) and
+    `train_padding_share` (the share of padding positions in the batches since the previous log).
+    Both are summed over all processes. The final log holds the session's padding share.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # [real tokens, input positions] this process fed to training steps: this session, and at the last log
+        self._seen = torch.zeros(2, dtype=torch.int64, device=self.args.device)
+        self._seen_at_log = torch.zeros(2, dtype=torch.int64)
+
+    def training_step(self, model, inputs, *args, **kwargs):
+        ids = inputs["input_ids"]
+        # a padding-free batch (DataCollatorWithFlattening) has no attention mask: every position is real
+        real = inputs["attention_mask"].sum() if "attention_mask" in inputs else ids.numel()
+        self._seen += torch.stack([torch.as_tensor(real, device=self._seen.device), torch.tensor(ids.numel(), device=self._seen.device)])
+        return super().training_step(model, inputs, *args, **kwargs)
+
+    def log(self, logs: dict, start_time: float | None = None, *args, **kwargs) -> None:
         if "eval_loss" in logs:
             logs["eval_perplexity"] = math.exp(min(logs["eval_loss"], 50.0))
-        super().log(logs, *args, **kwargs)
+        if "loss" in logs or "train_loss" in logs:
+            # every process logs training at the same steps, so this reduction meets on all of them
+            seen = self.accelerator.reduce(self._seen.clone(), reduction="sum").cpu()
+            interval = seen - self._seen_at_log if "loss" in logs else seen
+            if interval[1] > 0:
+                logs["train_padding_share"] = round(1.0 - interval[0].item() / interval[1].item(), 4)
+            if start_time is not None and time.time() > start_time:
+                logs["train_real_tokens_per_second"] = round(seen[0].item() / (time.time() - start_time), 3)
+            self._seen_at_log = seen
+        super().log(logs, start_time, *args, **kwargs)
 
 
 class SampleLoggingCallback(TrainerCallback):
@@ -165,6 +278,40 @@ class SampleLoggingCallback(TrainerCallback):
                     self._audio_warned = True
         if writer is not None:
             writer.flush()
+
+
+def evaluation_samples(trainer: Trainer, samples_per_composer: int) -> int:
+    """The samples per composer that evaluations may log, after one line on what FSDP does here.
+
+    Under FSDP, sample logging is off: it runs generate() on rank 0 alone, which a model sharded over
+    the processes cannot serve. And FSDP asked for on a machine without GPUs is not FSDP: accelerate
+    keeps FSDP for accelerators (GPU, XPU, NPU, ...) and on CPU builds plain DDP, dropping the FSDP
+    settings without a word.
+    """
+    requested = bool(trainer.args.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if requested and not trainer.is_fsdp_enabled and trainer.is_world_process_zero():
+        print(
+            f"FSDP was asked for, but accelerate runs it on GPUs and other accelerators only: this run is "
+            f"{trainer.accelerator.distributed_type.value} over {trainer.args.world_size} process(es), each holding the whole model"
+        )
+    if trainer.is_fsdp_enabled and samples_per_composer > 0:
+        if trainer.is_world_process_zero():
+            print("sample logging at evaluation is off under FSDP (the model is sharded over the processes); generate from the saved folder")
+        return 0
+    return samples_per_composer
+
+
+def save_full_model(trainer: Trainer) -> None:
+    """trainer.save_model(), with one whole model.safetensors under FSDP too.
+
+    configs/fsdp.yaml checkpoints with SHARDED_STATE_DICT (each process writes its shard: fast, and
+    what resuming reads), and with that the Trainer's save_model writes no weights at all. Switching
+    the plugin to FULL_STATE_DICT for the final save gathers the weights, as accelerate intends
+    ("trains with sharded, but final save is with full"). Every process must call this.
+    """
+    if trainer.is_fsdp_enabled:
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model()
 
 
 def last_complete_checkpoint(output_dir: Path) -> Path | None:

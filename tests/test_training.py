@@ -1,10 +1,10 @@
-"""train.py: a real tiny run, TensorBoard, resume after SIGKILL, the Hub-ready folder, bad input, DDP."""
+"""train.py: a real tiny run, TensorBoard, resume after SIGKILL, the Hub-ready folder, bad input, the
+context and tasks taken from the dataset, padding figures, DDP, FSDP's CPU fallback, two nodes."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,13 +13,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, assert_refused, load_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from midilm.training import MidiCollator, last_complete_checkpoint
+from midilm.training import MidiCollator, dataset_tasks_and_row_len, last_complete_checkpoint
 
-TINY = ["--max_seq_len", "256", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
+# No --max_seq_len: the context comes from the dataset (prepared with --max_seq_len 256).
+TINY = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
         "--learning_rate", "3e-3", "--warmup_steps", "0", "--logging_steps", "5", "--dataloader_num_workers", "0"]
+
+
+# The launchers of this interpreter, whether or not its bin/ folder is on PATH (`make test` does not put it there).
+ACCELERATE_LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
 def train_args(prepared, output_dir: Path, *extra: str) -> list[str]:
@@ -58,7 +64,8 @@ def test_tensorboard_holds_scalars_piano_rolls_and_audio(trained):
         scalars |= set(tags["scalars"])
         images |= set(tags["images"])
         audio |= set(tags["audio"])
-    assert {"train/loss", "eval/loss", "eval/perplexity", "train/learning_rate", "train/train_tokens_per_second"} <= scalars
+    assert {"train/loss", "eval/loss", "eval/perplexity", "train/learning_rate", "train/train_tokens_per_second",
+            "train/train_real_tokens_per_second", "train/train_padding_share"} <= scalars
     assert {"samples/alpha_0/piano_roll", "samples/beta_0/piano_roll", "samples/OTHER_0/piano_roll"} <= images
     assert "samples/alpha_0/audio" in audio
     assert (trained / "samples" / "step-30" / "alpha_0.mid").is_file()
@@ -70,7 +77,9 @@ def test_output_is_hub_ready_and_loads_without_midilm(trained):
         assert (trained / name).is_file(), name
     config = json.loads((trained / "config.json").read_text())
     assert set(config["composer_to_id"]) == {"alpha", "beta", "OTHER"} and "composer_none_id" in config
-    assert json.loads((trained / "generation_config.json").read_text())["guidance_scale"] == 3.0
+    # midilm's guidance default sits where plain transformers never reads it (generate() would run its own CFG)
+    assert "guidance_scale" not in json.loads((trained / "generation_config.json").read_text())
+    assert config["midilm_guidance_scale"] == 3.0
     code = (
         "import sys, torch; from transformers import AutoModelForCausalLM; "
         f"m = AutoModelForCausalLM.from_pretrained({str(trained)!r}); "
@@ -81,6 +90,85 @@ def test_output_is_hub_ready_and_loads_without_midilm(trained):
     assert result.returncode == 0, result.stderr[-2000:]
     assert int(result.stdout.strip()) == config["vocab_size"]
     assert "## Generate" in (trained / "README.md").read_text()
+
+
+def test_context_and_tasks_come_from_the_dataset(trained, prepared):
+    prepared_len = json.loads((prepared["data"] / "prepare_config.json").read_text())["prepare"]["max_seq_len"]
+    config = json.loads((trained / "config.json").read_text())
+    assert config["max_position_embeddings"] == prepared_len
+    assert config["midilm_max_seq_len"] == prepared_len
+    assert config["midilm_tasks"] == ["continuation"]
+    assert json.loads((trained / "training_config.json").read_text())["data"]["max_seq_len"] == prepared_len
+
+
+def test_tasks_read_from_the_task_column_else_the_report(tmp_path):
+    from datasets import Dataset
+
+    (tmp_path / "prepare_config.json").write_text(json.dumps({"prepare": {"max_seq_len": 384}}))
+    both = Dataset.from_dict({"input_ids": [[1, 5], [1, 5]], "task": ["accompaniment", "continuation"]})
+    assert dataset_tasks_and_row_len(tmp_path, both) == (["continuation", "accompaniment"], 384)
+    (tmp_path / "prepare_config.json").unlink()
+    (tmp_path / "prepare_report.json").write_text(json.dumps({"tasks": ["accompaniment"]}))
+    assert dataset_tasks_and_row_len(tmp_path, Dataset.from_dict({"input_ids": [[1, 5]]})) == (["accompaniment"], None)
+
+
+def test_context_shorter_than_the_rows_is_refused(prepared, tmp_path, monkeypatch, capsys):
+    from datasets import load_from_disk
+
+    longest = max(len(ids) for ids in load_from_disk(str(prepared["data"]))["train"]["input_ids"])
+    script = load_script("train.py")
+    argv = train_args(prepared, tmp_path / "out", "--max_steps", "2", "--max_seq_len", str(longest - 1))
+    assert_refused(script, monkeypatch, capsys, tmp_path, argv, f"--max_seq_len {longest - 1} is shorter than the rows of --dataset_dir")
+
+
+def test_padding_figures_are_logged(trained):
+    state = json.loads((trained / "checkpoint-60" / "trainer_state.json").read_text())
+    steps = [e for e in state["log_history"] if "loss" in e]
+    assert steps and all(0.0 <= e["train_padding_share"] < 1.0 for e in steps)
+    assert all(0 < e["train_real_tokens_per_second"] <= e["train_tokens_per_second"] for e in steps)
+    # Over the whole run, real / all tokens per second is one minus the run's padding share.
+    last, summary = steps[-1], json.loads((trained / "all_results.json").read_text())
+    assert last["step"] == 60
+    assert last["train_real_tokens_per_second"] / last["train_tokens_per_second"] == pytest.approx(1 - summary["train_padding_share"], abs=0.01)
+
+
+def test_section_markers_survive_the_crop(prepared):
+    from midilm.tokenizer import load_tokenizer, section_token_ids
+
+    tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
+    melody_id, full_id = section_token_ids(tokenizer)
+    bos, eos, composer = tokenizer["BOS_None"], tokenizer["EOS_None"], composer_map.token_ids[0]
+    melody, full = list(range(100, 110)), list(range(200, 240))
+    accompaniment = [bos, composer, melody_id, *melody, full_id, *full, eos]
+    continuation = [bos, composer, *range(300, 360), eos]
+    collator = MidiCollator(0, composer_map.none_id, 0.0, 24, torch.Generator().manual_seed(0), section_ids=(melody_id, full_id))
+    batch = collator([{"input_ids": accompaniment}, {"input_ids": continuation}] * 50)
+    rows = batch["input_ids"].tolist()
+    assert all(row == accompaniment[:24] for row in rows[0::2]), "an accompaniment row keeps its markers and its first bars"
+    starts = {row[2] for row in rows[1::2]}
+    assert all(row[:2] == [bos, composer] for row in rows[1::2]) and len(starts) > 10, "continuation rows are still cropped at random"
+    with pytest.raises(ValueError, match="melody section alone is longer than the context"):
+        MidiCollator(0, composer_map.none_id, 0.0, 12, section_ids=(melody_id, full_id))([{"input_ids": accompaniment}])
+
+
+def test_padding_free_batches_give_the_padded_loss(prepared):
+    from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM
+
+    from midilm.modeling import build_config
+    from midilm.tokenizer import load_tokenizer
+
+    tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
+    rows = load_from_disk(str(prepared["data"]))["train"].select(range(6)).to_list()
+    for model_type in ("llama", "gpt2"):
+        torch.manual_seed(0)
+        config = build_config(model_type, "tiny", tokenizer, composer_map, 256)
+        model = AutoModelForCausalLM.from_config(config).eval()
+        padded = MidiCollator(config.pad_token_id, composer_map.none_id, 0.5, 256, torch.Generator().manual_seed(1))(rows)
+        packed = MidiCollator(config.pad_token_id, composer_map.none_id, 0.5, 256, torch.Generator().manual_seed(1), padding_free=True)(rows)
+        assert "attention_mask" not in packed and packed["input_ids"].shape == (1, padded["attention_mask"].sum())
+        with torch.no_grad():  # use_cache=False, as in training: transformers splits packed rows only without a cache
+            assert model(**packed, use_cache=False).loss.item() == pytest.approx(model(**padded, use_cache=False).loss.item(), abs=1e-4)
 
 
 def test_sigkill_then_resume_continues_from_last_checkpoint(prepared, tmp_path):
@@ -159,13 +247,47 @@ def test_bad_input_fails_before_training(extra, message, prepared, tmp_path):
 
 
 def test_accelerate_two_cpu_processes(prepared, tmp_path):
-    if shutil.which("accelerate") is None:
-        pytest.fail("accelerate CLI not installed")
     result = run_train(
         train_args(prepared, tmp_path / "ddp", "--max_steps", "4", "--eval_steps", "1000", "--save_steps", "1000", "--samples_per_composer", "0"),
-        launcher=["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
+        launcher=[*ACCELERATE_LAUNCH, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
     assert (tmp_path / "ddp" / "model.safetensors").is_file()
+
+
+def test_fsdp_config_on_cpu_says_it_runs_ddp(prepared, tmp_path):
+    """accelerate runs FSDP on accelerators only: on CPU, configs/fsdp.yaml gives DDP, and train.py says so."""
+    out = tmp_path / "fsdp"
+    result = run_train(
+        train_args(prepared, out, "--max_steps", "2", "--eval_steps", "1000", "--save_steps", "1000", "--samples_per_composer", "0"),
+        launcher=[*ACCELERATE_LAUNCH, "--config_file", str(REPO / "configs" / "fsdp.yaml"), "--num_processes", "2", "--mixed_precision", "no"],
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("FSDP was asked for, but accelerate runs it on GPUs and other accelerators only: this run is MULTI_CPU over 2 process(es)") == 1
+    assert (out / "model.safetensors").is_file()
+
+
+def test_two_nodes_on_localhost(prepared, tmp_path):
+    """The README's multi-node lines: torchrun with c10d rendezvous, started once per machine."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "two_nodes"
+    launcher = [*TORCHRUN, "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}"]
+    command = [*launcher, str(REPO / "train.py"), *train_args(prepared, out, "--max_steps", "4", "--eval_steps", "1000", "--save_steps", "1000", "--samples_per_composer", "0")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, stderr) in zip(nodes, outputs):
+        assert node.returncode == 0, stderr[-3000:]
+    assert all("2 process(es)" in stdout for stdout, _ in outputs)
+    code = f"from transformers import AutoModelForCausalLM; m = AutoModelForCausalLM.from_pretrained({str(out)!r}); print(m.num_parameters())"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert loaded.returncode == 0 and int(loaded.stdout.strip()) > 0, loaded.stderr[-2000:]
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
