@@ -12,7 +12,8 @@ reads pitches off the base REMI tokens behind every vocabulary item (`Bar`/`Posi
 onset, a `Pitch` followed by its `Duration` is a note). The index is a suffix array over all
 training intervals laid end to end. A query is one vectorised binary search per note of the piece
 (O(n log N) for n notes against N training notes), and the answer is exact, with no hashing.
-Memory is the index alone: N bytes of intervals plus 4N bytes of suffix array.
+Memory is the index alone: N bytes of intervals plus 4N bytes of suffix array (about 40N while
+it is built).
 """
 
 from __future__ import annotations
@@ -92,28 +93,29 @@ def interval_codes(pitches: np.ndarray) -> np.ndarray:
 
 
 def suffix_array(x: np.ndarray) -> np.ndarray:
-    """Start positions of the suffixes of `x` (non-negative ints) in lexicographic order (prefix doubling:
-    O(N log N) per round, one round per doubling of the longest repeat)."""
+    """Start positions of the suffixes of `x` (non-negative ints) in lexicographic order.
+
+    Prefix doubling: one sort of N int64 keys per doubling of the longest repeat. Ranks are int32
+    and `key` is updated in place, so the build peaks near 40 bytes per item (measured), against the 5 the index
+    keeps (1 of text, 4 of suffix array).
+    """
     n = len(x)
     if n == 0:
         return np.zeros(0, dtype=np.int32)
-    rank = np.unique(x, return_inverse=True)[1].astype(np.int64)
-    order = np.argsort(rank, kind="stable")
+    rank = np.unique(x, return_inverse=True)[1].astype(np.int32)
     step = 1
-    while step < n:
-        second = np.zeros(n, dtype=np.int64)
-        second[: n - step] = rank[step:] + 1  # 0: the suffix ends within `step`, so it sorts first
-        key = rank * (n + 1) + second
-        order = np.argsort(key, kind="stable")
-        sorted_key = key[order]
+    while True:
+        key = rank.astype(np.int64) * (n + 1)
+        key[: n - step] += rank[step:].astype(np.int64) + 1  # 0: the suffix ends within `step`, so it sorts first
+        order = np.argsort(key)
+        key = key[order]
+        new_rank = np.empty(n, dtype=np.int32)
+        new_rank[order] = np.concatenate([[0], np.cumsum(key[1:] != key[:-1], dtype=np.int32)])
         del key
-        new = np.empty(n, dtype=np.int64)
-        new[order] = np.concatenate([[0], np.cumsum(sorted_key[1:] != sorted_key[:-1])])
-        rank = new
-        if rank[order[-1]] == n - 1:
-            break
+        rank = new_rank
+        if rank[order[-1]] == n - 1 or step >= n:
+            return order.astype(np.int32)
         step *= 2
-    return order.astype(np.int32)
 
 
 @dataclass
