@@ -5,6 +5,7 @@ REMI grammar processor, optionally continuing a MIDI file or accompanying a melo
     python generate.py --model_dir model_output --composer mozart --prompt_midi theme.mid --prompt_bars 4 --wav --png
     python generate.py --model_dir model_output --melody_midi tune.mid --composer bach --wav --png
     python generate.py --model_dir model_output --list_composers
+    python generate.py --model_dir model_output --composer all --num_samples 16 --compile   # compiled decoding (static cache)
 
 Sampling defaults come from the model's generation_config.json; any flag overrides them. Writes
 <composer>_<i>.mid and <composer>_<i>.json (tokens, settings, seed), plus .wav and .png on request;
@@ -44,6 +45,8 @@ def accompany(args, device: str) -> None:
     # Check every input before the weights are read
     if args.prompt_midi is not None:
         raise InputError("--melody_midi and --prompt_midi: choose one (accompany a melody, or continue a piece)")
+    if args.static_cache or args.compile:
+        raise InputError("--static_cache and --compile: --melody_midi does not take them yet; leave them out")
     job = prepare_accompaniment(
         args.model_dir, args.melody_midi, args.composer, args.num_samples, seed=args.seed, grammar=not args.no_grammar,
         guidance_scale=args.guidance_scale, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
@@ -83,6 +86,7 @@ def main() -> None:
         args.model_dir, args.composer, args.num_samples, max_new_tokens=args.max_new_tokens, guidance_scale=args.guidance_scale,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
         seed=args.seed, prompt_midi=args.prompt_midi, prompt_bars=args.prompt_bars, grammar=not args.no_grammar, device=device,
+        static_cache=args.static_cache, compile=args.compile, compile_backend=args.compile_backend,
     )
     files = sample_files(plan, Path(args.output_dir), args.wav, args.png, args.overwrite)
     soundfont = check_soundfont(args.soundfont) if args.wav else None
@@ -102,7 +106,9 @@ def main() -> None:
     write_samples(plan, output, files, record, soundfont)
     for paths in files:
         print(" ".join(str(p) for p in paths.values()))
-    print(f"{plan.num_samples} sample(s), up to {new_tokens} new tokens in {seconds:.1f} s on {device}")
+    speed = " (static cache)" if plan.settings["static_cache"] else ""
+    speed = f" (static cache, compiled with {args.compile_backend}: the time includes compiling)" if plan.settings["compile"] else speed
+    print(f"{plan.num_samples} sample(s), up to {new_tokens} new tokens in {seconds:.1f} s on {device}{speed}")
 
 
 if __name__ == "__main__":

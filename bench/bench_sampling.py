@@ -4,6 +4,7 @@
     python bench/bench_sampling.py --new_tokens 16 --repeats 1       # smoke run
     python bench/bench_sampling.py --device cuda --preset small --static_cache --compile
     python bench/bench_sampling.py --model_dir model_output          # a trained model instead of random weights
+    python bench/bench_sampling.py --modes dynamic,static,compile --batch_sizes 1,4   # generate.py's path per cache mode
 
 Every method generates exactly --new_tokens tokens per sample (min_new_tokens = max_new_tokens), from
 the same model, prompt ([BOS, COMPOSER]) and sampling settings. tokens/s counts the samples' tokens
@@ -28,10 +29,10 @@ from pathlib import Path
 import torch
 import transformers
 from symusic import Note, Score, Tempo, TimeSignature, Track
-from transformers import AutoModelForCausalLM, CompileConfig
+from transformers import AutoModelForCausalLM, GenerationConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from midilm.generation import build_plan
+from midilm.generation import build_plan, fast_sampling
 from midilm.modeling import PRESETS, build_config, context_length, generation_config, load_midilm_dir
 from midilm.tokenizer import build_tokenizer
 
@@ -98,6 +99,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice).")
     parser.add_argument("--static_cache", action="store_true", help="cache_implementation='static' for every method.")
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward (implies --static_cache).")
+    parser.add_argument("--compile_backend", default="inductor", help="torch.compile backend for --compile and the compile mode.")
+    parser.add_argument("--modes", help="Instead of the method table: generate.py's sampling (s = 1, and CFG + grammar) in each of these "
+                        "cache modes (dynamic, static, compile), with tokens/s and whether the tokens equal the dynamic cache's.")
     parser.add_argument("--no_grammar_rows", action="store_true", help="Skip the grammar overhead rows.")
     args = parser.parse_args()
     if args.threads:
@@ -114,13 +118,15 @@ def main() -> None:
         model_name = f"random-weight Llama `{args.preset}` ({model.num_parameters() / 1e6:.2f}M parameters, vocabulary {model.config.vocab_size})"
     if args.new_tokens > context_length(model.config) - 2:
         parser.error(f"--new_tokens is over the model's context of {context_length(model.config)}")
-    cache = {"cache_implementation": "static"} if args.static_cache else {}
-    if args.compile:
-        cache["compile_config"] = CompileConfig(fullgraph=False)
-    elif args.static_cache:
-        cache["disable_compile"] = True  # transformers compiles static-cache generation on GPU by default
+    # generate.py's own settings for the static cache and compile (on CPU too), as generate() kwargs
+    speed = GenerationConfig()
+    fast_sampling(speed, args.static_cache, args.compile, args.compile_backend, args.device)
+    cache = {k: getattr(speed, k) for k in ("cache_implementation", "compile_config", "disable_compile") if getattr(speed, k) is not None}
     composer = composer_map.names[0]
     n = args.new_tokens
+    if args.modes:
+        compare_modes(args, model, tokenizer, composer_map, composer, model_name)
+        return
 
     def ours(batch: int, scale: float, grammar: bool):
         plan = build_plan(
@@ -210,6 +216,62 @@ def main() -> None:
             f"| {batch} | {results[hf_cfg, batch] / results[ours_cfg, batch]:.2f}x | "
             f"{results[ours_cfg, batch] / results[plain, batch]:.2f}x | {grammar_cost} |"
         )
+    print("\n".join(lines))
+
+
+def compare_modes(args, model, tokenizer, composer_map, composer: str, model_name: str) -> None:
+    """tokens/s of generate.py's sampling per cache mode, and whether each mode's tokens equal the dynamic cache's."""
+    n, modes = args.new_tokens, [m.strip() for m in args.modes.split(",")]
+    flags = {"dynamic": (False, False), "static": (True, False), "compile": (True, True)}
+    methods = {"s = 1": (1.0, False), f"CFG s={args.guidance_scale:g} + grammar": (args.guidance_scale, True)}
+
+    def make(mode: str, batch: int, scale: float, grammar: bool):
+        plan = build_plan(
+            tokenizer, composer_map, model.config, model.generation_config, [composer] * batch, seed=0, grammar=grammar,
+            device=model.device, max_new_tokens=n, min_new_tokens=n, guidance_scale=scale, **SETTINGS,
+            static_cache=flags[mode][0], compile=flags[mode][1], compile_backend=args.compile_backend,
+        )
+        return lambda: model.generate(
+            plan.input_ids, attention_mask=plan.attention_mask, generation_config=plan.generation_config, logits_processor=plan.logits_processor
+        )
+
+    rows, outputs, seconds, first_call = [], {}, {}, {}
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    with torch.no_grad():
+        for batch in batches:
+            for method, (scale, grammar) in methods.items():
+                runs = {mode: make(mode, batch, scale, grammar) for mode in modes}
+                for mode, run in runs.items():
+                    start = time.perf_counter()
+                    outputs[mode] = run()  # warm-up, and compiling for the compile mode
+                    first_call[mode, batch, method] = time.perf_counter() - start
+                times = {mode: [] for mode in modes}
+                for _ in range(args.repeats):
+                    for mode, run in runs.items():
+                        start = time.perf_counter()
+                        out = run()
+                        times[mode].append(time.perf_counter() - start)
+                        assert torch.equal(out, outputs[mode]), f"{mode}: not reproducible from call to call"
+                for mode in modes:
+                    seconds[mode, batch, method] = statistics.median(times[mode])
+                    same = torch.equal(outputs[mode], outputs[modes[0]])
+                    rows.append((method, batch, mode, seconds[mode, batch, method], first_call[mode, batch, method], same))
+                    print(f"  {method}, batch {batch}, {mode}: {batch * n / seconds[mode, batch, method]:.1f} tokens/s", file=sys.stderr)
+    lines = [
+        f"### Sampling per cache mode, {datetime.date.today().isoformat()}",
+        "",
+        f"- command: `python {' '.join(sys.argv)}`",
+        f"- machine: {machine(args.device)}; load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"- model: {model_name}; device {args.device}; {n} new tokens per sample; median of {args.repeats} runs after one warm-up; "
+        f"compile backend {args.compile_backend}",
+        f"- settings: {', '.join(f'{k} {v}' for k, v in SETTINGS.items())}",
+        "",
+        f"| method | batch | cache | tokens/s | vs {modes[0]} | first call (s) | tokens equal {modes[0]}'s |",
+        "|---|---:|---|---:|---:|---:|---|",
+    ]
+    for method, batch, mode, secs, first, same in rows:
+        base = seconds[modes[0], batch, method]
+        lines.append(f"| {method} | {batch} | {mode} | {batch * n / secs:.1f} | {base / secs:.2f}x | {first:.1f} | {'yes' if same else 'NO'} |")
     print("\n".join(lines))
 
 

@@ -14,8 +14,9 @@
 the rows (B conditional, then B unconditional when guidance is on), the grammar processor and our
 CFG processor (midilm.cfg), which does the sampling itself: the `generation_config` it returns is
 greedy on purpose, so transformers' own sampling, repetition penalty and CFG stay out of the way.
-Under guidance one forward serves both branches, so the usual speed-ups apply unchanged: on a GPU,
-`plan.generation_config.cache_implementation = "static"` (transformers then compiles the forward).
+Under guidance one forward serves both branches, so the usual speed-ups apply unchanged:
+`prepare_generation(..., compile=True)` (generate.py --compile) has transformers compile the decoding
+forward over a static KV cache (`fast_sampling`), with the same tokens for the same seed where tested.
 
 Accompanying a melody (`generate.py --melody_midi`) takes several generate() calls when the melody is
 long; its API is `midilm.accompaniment` (`harmonize`, `accompany`), its files are written here.
@@ -171,6 +172,37 @@ def resolve_settings(defaults: GenerationConfig, context: int, **given) -> dict:
     return s
 
 
+def fast_sampling(
+    gen_config: GenerationConfig, static_cache: bool, compile: bool, backend: str = "inductor", device: str | torch.device = "cpu"
+) -> dict:
+    """Set `gen_config` for transformers' static KV cache and compiled decoding; returns what was set, for the record.
+
+    `compile` implies the static cache: transformers compiles the forward of the decoding steps (the
+    prompt's forward stays eager) only with a cache of fixed shape, and it does so itself
+    (`compile_config`), on CPU too once told to. Our processors run outside the compiled forward,
+    so CFG and the grammar are unchanged. The first call compiles (on the 2-core CPU VM, inductor
+    took 25-50 s for the tiny model); later calls of the same shape in the same process reuse it.
+    A static cache alone turns transformers' automatic compile off, so the flag means what it says.
+    """
+    if not (static_cache or compile):
+        return {"static_cache": False, "compile": False}
+    if compile:
+        from torch._dynamo import list_backends
+        from transformers import CompileConfig
+
+        known = list_backends(exclude_tags=())
+        if backend not in known:
+            raise InputError(f"--compile_backend {backend!r}: not a torch.compile backend here; choose one of: {', '.join(known)}")
+        # CUDA graphs ("reduce-overhead", transformers' default mode) exist for inductor only.
+        config = CompileConfig(backend=backend) if backend == "inductor" else CompileConfig(backend=backend, mode=None)
+        if torch.device(device).type != "cuda":
+            config._compile_all_devices = True  # transformers' own switch: otherwise it compiles on accelerators only
+        gen_config.update(cache_implementation="static", compile_config=config, disable_compile=False)
+        return {"static_cache": True, "compile": True, "compile_backend": backend}
+    gen_config.update(cache_implementation="static", disable_compile=True)
+    return {"static_cache": True, "compile": False}
+
+
 def grammar_processor(tokenizer):
     from midilm.grammar import GrammarLogitsProcessor  # built once per tokenizer and cached there
 
@@ -188,9 +220,13 @@ def build_plan(
     prompt_ids: list[int] | None = None,
     grammar: bool = True,
     device: str | torch.device = "cpu",
+    static_cache: bool = False,
+    compile: bool = False,
+    compile_backend: str = "inductor",
     **settings,
 ) -> GenerationPlan:
-    """The plan for one batched generate() call: one sample per entry of `composers` (names or `none`)."""
+    """The plan for one batched generate() call: one sample per entry of `composers` (names or `none`).
+    `static_cache` and `compile`: see `fast_sampling`."""
     try:
         composer_ids = [composer_map.id_of(c) for c in composers]
     except KeyError as err:
@@ -235,6 +271,7 @@ def build_plan(
         eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id,
     )
+    s.update(fast_sampling(gen_config, static_cache, compile, compile_backend, device))
     return GenerationPlan(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
@@ -269,12 +306,16 @@ def prepare_generation(
     grammar: bool = True,
     min_new_tokens: int | None = None,
     device: str | torch.device = "cpu",
+    static_cache: bool = False,
+    compile: bool = False,
+    compile_backend: str = "inductor",
 ) -> GenerationPlan:
     """Plan `num_samples` samples of `composer` from a model folder: a name (case-insensitive), a
     comma-separated list, `all` (every composer of the model) or `none` (unconditional).
 
     Settings left as None come from the folder's generation_config.json. `prompt_midi` continues the
-    first `prompt_bars` bars (default: all) of a MIDI file. Raises InputError on bad input.
+    first `prompt_bars` bars (default: all) of a MIDI file. `static_cache`, `compile`: see
+    `fast_sampling`. Raises InputError on bad input.
     """
     config, tokenizer, composer_map = load_midilm_dir(model_dir)
     if not composer:
@@ -292,6 +333,7 @@ def prepare_generation(
         seed=seed, prompt_ids=prompt, grammar=grammar, device=device, max_new_tokens=max_new_tokens,
         guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p,
         repetition_penalty=repetition_penalty, min_new_tokens=min_new_tokens,
+        static_cache=static_cache, compile=compile, compile_backend=compile_backend,
     )
 
 
@@ -341,6 +383,9 @@ class GenerateArguments:
     png: bool = field(default=False, metadata={"help": "Also draw a piano-roll PNG."})
     no_grammar: bool = field(default=False, metadata={"help": "Turn the REMI grammar processor off (for measuring)."})
     soundfont: str | None = field(default=None, metadata={"help": "Soundfont for --wav (default: one found locally)."})
+    static_cache: bool = field(default=False, metadata={"help": "Preallocated KV cache (transformers' cache_implementation='static'): same seed, same MIDI bytes as without it (tested). Pays off with --compile; alone it is slower on CPU."})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the decoding forward (implies --static_cache). The first call compiles (25-50 s on a 2-core CPU with inductor, for the tiny model), so it pays off for long or many samples, mostly on a GPU. Same seed, same MIDI bytes as without it on CPU (tested with aot_eager; seen with inductor in bench/RESULTS.md), but inductor may reorder float sums, so on another machine or a GPU a draw can change."})
+    compile_backend: str = field(default="inductor", metadata={"help": "torch.compile backend for --compile (inductor; eager or aot_eager only check that the model compiles)."})
     list_composers: bool = field(default=False, metadata={"help": "Print the model's composers and exit."})
     overwrite: bool = field(default=False, metadata={"help": "Replace sample files already in --output_dir."})
 
