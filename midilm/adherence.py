@@ -135,6 +135,17 @@ def crops(notes: Notes, length: int, unit: str = "notes", max_crops: int | None 
     return [notes.take(slice(a, b)) for a, b in bounds]
 
 
+def typical_length(scores: Sequence[Score], unit: str = "notes") -> int:
+    """The median length of some pieces (samples) in notes or bars: the crop length to judge them at."""
+    if unit not in CROP_UNITS:
+        raise ValueError(f"crop unit must be one of {CROP_UNITS}, got {unit!r}")
+    lengths = []
+    for score in scores:
+        notes = Notes.of(score)
+        lengths.append(len(notes) if unit == "notes" else (int(notes.bar_index[-1]) + 1 if len(notes) else 0))
+    return max(1, int(np.median(lengths))) if lengths else 1
+
+
 # Features --------------------------------------------------------------------------------------
 
 

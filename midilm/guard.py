@@ -340,6 +340,12 @@ def bounds_from_config(config) -> dict | None:
     return dict(bounds) if bounds else None
 
 
+def guard_processor(tokenizer: miditok.REMI, config) -> NoteGuardLogitsProcessor | None:
+    """The guard for a model config that carries bounds (`midilm_guard`); None for one saved without them."""
+    bounds = bounds_from_config(config)
+    return NoteGuardLogitsProcessor(tokenizer, bounds) if bounds else None
+
+
 def load_bounds(model_dir: str | Path) -> dict | None:
     """The bounds in a model folder's config.json, without loading the model; None when it has none."""
     path = Path(model_dir) / "config.json"

@@ -21,6 +21,7 @@ from midilm.adherence import (
     render_markdown,
     scores_from_ids,
     train_classifier,
+    typical_length,
     wilson_interval,
 )
 
@@ -82,6 +83,8 @@ def test_crops_by_notes_and_bars():
     assert [len(c) for c in crops(notes, 12)] == [12, 12, 12]
     assert [len(c) for c in crops(notes, 3, unit="bars")] == [12, 12, 12]
     assert [len(c) for c in crops(notes, 100)] == [40]  # a short piece is one crop of itself
+    assert typical_length([leaping_chords(0, n=k) for k in (5, 10, 20)]) == 40
+    assert typical_length([leaping_chords(0, n=k) for k in (5, 10, 20)], unit="bars") == 10
 
 
 def test_separates_clearly_different_styles(styles):

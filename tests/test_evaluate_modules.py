@@ -12,8 +12,15 @@ evaluate = pytest.importorskip("evaluate")
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def no_network(monkeypatch):
+    """Loading and computing must not reach the network (the suite also runs with HF_HUB_OFFLINE=1)."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def test_path_names_each_module():

@@ -17,6 +17,7 @@ from midilm.guard import (
     NoteGuardLogitsProcessor,
     bounds_from_config,
     bounds_to_config,
+    guard_processor,
     learn_bounds,
     load_bounds,
     onset_counts,
@@ -165,5 +166,7 @@ def test_learn_bounds_from_a_prepared_dataset(prepared, tmp_path):
     config.save_pretrained(tmp_path)
     assert load_bounds(tmp_path) == bounds
     assert bounds_from_config(AutoConfig.from_pretrained(tmp_path)) == bounds
+    assert guard_processor(tokenizer, AutoConfig.from_pretrained(tmp_path)).guard.max_notes_per_onset == most
+    assert guard_processor(tokenizer, build_config("llama", "tiny", tokenizer, composer_map, 256)) is None
     assert json.loads(Path(tmp_path, "config.json").read_text())["midilm_guard"]["quantile"] == 1.0
     assert load_bounds(tmp_path / "missing") is None
