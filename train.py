@@ -20,7 +20,8 @@ from transformers import AutoModelForCausalLM, EarlyStoppingCallback, TrainingAr
 from transformers.integrations import TensorBoardCallback
 
 from midilm.cli import parse_args, run
-from midilm.hub import write_model_card
+from midilm.guard import bounds_to_config
+from midilm.hub import push_model, write_model_card
 from midilm.modeling import build_config, copy_tokenizer, generation_config
 from midilm.sources import InputError
 from midilm.tokenizer import load_tokenizer, section_token_ids
@@ -33,6 +34,7 @@ from midilm.training import (
     SampleLoggingCallback,
     evaluation_samples,
     last_complete_checkpoint,
+    learn_guard_bounds,
     load_training_data,
     save_full_model,
     training_context,
@@ -46,6 +48,9 @@ def main() -> None:
         machine_defaults={"use_cpu": not torch.cuda.is_available()}, description=__doc__,
     )
     output_dir = Path(training_args.output_dir)
+    # The Trainer's own pushes (at each checkpoint and in save_model) send its generic model card:
+    # it never pushes here; push_model sends the finished folder with midilm's card at the end.
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
 
     # Load tokenizer and dataset (every check runs before a model is built)
     try:
@@ -59,11 +64,15 @@ def main() -> None:
     config = build_config(model_args.model_type, model_args.model_preset, tokenizer, composer_map, data_args.max_seq_len, model_args.overrides())
     # What the model was trained for: generate.py refuses an accompaniment from a continuation-only model.
     config.update({"midilm_tasks": data.tasks, "midilm_max_seq_len": data.row_len})
+    # The musical guard's bounds travel in config.json, so every checkpoint and the final folder carry them.
+    bounds = learn_guard_bounds(data, tokenizer, data_args.dataset_dir)
+    bounds_to_config(config, bounds)
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config = generation_config(config)
     print(
         f"{model_args.model_type} {model_args.model_preset}: {model.num_parameters() / 1e6:.2f}M parameters, "
-        f"vocabulary {config.vocab_size}, context {data_args.max_seq_len}, tasks {'+'.join(data.tasks)}, {training_args.world_size} process(es)"
+        f"vocabulary {config.vocab_size}, context {data_args.max_seq_len}, tasks {'+'.join(data.tasks)}, {training_args.world_size} process(es); "
+        f"musical guard: at most {bounds['max_notes_per_onset']} notes per onset, {bounds['max_notes_per_bar']} per bar"
     )
 
     # Train
@@ -73,7 +82,10 @@ def main() -> None:
         config.pad_token_id, composer_map.none_id, data_args.composer_dropout, data_args.max_seq_len,
         section_ids=section_token_ids(tokenizer), padding_free=data_args.padding_free,
     )
-    trainer = MidiTrainer(model=model, args=training_args, train_dataset=data.splits["train"], eval_dataset=data.splits["validation"], data_collator=collator)
+    trainer = MidiTrainer(
+        model=model, args=training_args, train_dataset=data.splits["train"], eval_dataset=data.splits["validation"],
+        data_collator=collator, unconditional_eval=data_args.unconditional_eval,
+    )
     tensorboard = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TensorBoardCallback)), None)
     trainer.add_callback(SampleLoggingCallback(
         tokenizer, composer_map, evaluation_samples(trainer, data_args.samples_per_composer), data_args.sample_max_new_tokens, data_args.soundfont,
@@ -96,8 +108,12 @@ def main() -> None:
         (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(resolved, indent=2, default=str) + "\n")
         trainer.save_metrics("all", metrics)
         write_model_card(output_dir, config, composer_map, metrics, resolved)
-    if training_args.push_to_hub:
-        trainer.push_to_hub()
+    if push_to_hub and trainer.is_world_process_zero():
+        repo_id = push_model(
+            output_dir, training_args.hub_model_id, token=training_args.hub_token,
+            private=training_args.hub_private_repo, revision=training_args.hub_revision,
+        )
+        print(f"pushed {output_dir} to https://huggingface.co/{repo_id}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # All ranks meet first: tearing gloo down while one of its threads still frees a finished
         # collective deadlocks on the GIL. Without the destroy, a multi-process run aborts at exit.

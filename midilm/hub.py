@@ -137,6 +137,13 @@ def write_model_card(model_dir: Path, config, composer_map, metrics: dict, resol
     tasks = model_tasks(config)
     task_lines = "\n".join(f"- {TASK_TEXT.get(t, t)}" for t in tasks)
     eval_loss = metrics.get("eval_loss")
+    uncond_loss, information = metrics.get("eval_uncond_loss"), metrics.get("eval_composer_information")
+    conditioning = ""
+    if uncond_loss is not None and information is not None:
+        conditioning = (
+            f"| eval loss with `COMPOSER_NONE` in place of the composer (unconditional, per token) | {uncond_loss:.4f} |\n"
+            f"| composer information (nats per token: unconditional - conditional loss; above 0, the model uses the composer token) | {information:.4f} |\n"
+        )
     first = composer_map.names[0]
     model = resolved["model"]
     guidance = sampling_defaults(config)["guidance_scale"]
@@ -172,11 +179,12 @@ Dataset: `{data_dir}`, built from {source}. Vocabulary {config.vocab_size} token
 ## Metrics
 | metric | value |
 |---|---|
-| eval loss (per token) | {eval_loss if eval_loss is None else f'{eval_loss:.4f}'} |
-| eval perplexity | {'' if eval_loss is None else f'{math.exp(min(eval_loss, 50)):.2f}'} |
+| eval loss (conditional, per token) | {eval_loss if eval_loss is None else f'{eval_loss:.4f}'} |
+{conditioning}| eval perplexity | {'' if eval_loss is None else f'{math.exp(min(eval_loss, 50)):.2f}'} |
 | training steps | {metrics.get('train_steps', resolved['training'].get('max_steps'))} |
 
-Per-token loss is not comparable across BPE vocabularies; see midilm's evaluation report for NLL per note.
+Validation batches are scored without composer dropout. Per-token loss is not comparable across
+BPE vocabularies; see midilm's evaluation report for NLL per note.
 
 ## Generate
 Guided samples come from midilm: its logits processors add classifier-free guidance (the composer's

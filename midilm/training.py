@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import torch
-from datasets import DatasetDict
-from transformers import DataCollatorWithFlattening, Trainer, TrainerCallback
+from datasets import Dataset, DatasetDict
+from transformers import DataCollatorWithFlattening, ProgressCallback, Trainer, TrainerCallback
 
 from midilm.dataset import TASKS, load_prepared
 from midilm.modeling import MODEL_TYPES, PRESETS
@@ -49,6 +50,7 @@ class DataArguments:
     padding_free: bool = field(default=False, metadata={"help": "Concatenate each batch's rows into one sequence with restarting position ids (transformers' DataCollatorWithFlattening) instead of padding them; attention stays within each row. For attention kernels that take packed rows: with SDPA on CPU it ran 2.2x slower than padding, the mask spanning the whole packed batch (length-grouped batches, config.json's default, leave under 1% padding)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Debug: keep the first N training chunks."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Debug: keep the first N validation chunks."})
+    unconditional_eval: bool = field(default=True, metadata={"help": "At each evaluation, also score the validation rows with COMPOSER_NONE in place of the composer token (eval_uncond_loss) and log eval_composer_information = eval_uncond_loss - eval_loss, in nats per token (above 0: the model uses the composer token). Doubles evaluation time."})
     early_stopping_patience: int = field(default=0, metadata={"help": "Stop after this many evaluations without a better eval loss (0 = off)."})
     samples_per_composer: int = field(default=1, metadata={"help": "Samples generated per composer at each evaluation and logged to TensorBoard (0 = off)."})
     sample_max_new_tokens: int = field(default=256, metadata={"help": "Length of those samples in tokens."})
@@ -64,6 +66,7 @@ class TrainingData:
     """The train and validation rows (input_ids only), and what the dataset says about them."""
 
     splits: DatasetDict
+    train_rows: Dataset  # the whole training split, every column: what the guard's bounds are learnt from
     tasks: list[str]  # tasks of the training rows, in midilm.dataset.TASKS order
     row_len: int  # prepare_dataset.py --max_seq_len: no row is longer
     longest: int  # the longest train or validation row
@@ -91,12 +94,29 @@ def load_training_data(args: DataArguments, tokenizer, composer_map: ComposerMap
     if len(dataset["train"]) == 0 or len(dataset["validation"]) == 0:
         raise InputError(f"--dataset_dir {path}: the train or validation split is empty; prepare more pieces")
     tasks, row_len = dataset_tasks_and_row_len(path, dataset["train"])
+    train_rows = dataset["train"]
     if args.max_train_samples:
         dataset["train"] = dataset["train"].select(range(min(args.max_train_samples, len(dataset["train"]))))
     if args.max_eval_samples:
         dataset["validation"] = dataset["validation"].select(range(min(args.max_eval_samples, len(dataset["validation"]))))
     splits = DatasetDict({s: dataset[s].select_columns(["input_ids"]) for s in ("train", "validation")})
-    return TrainingData(splits, tasks, max(row_len or 0, longest), longest)
+    return TrainingData(splits, train_rows, tasks, max(row_len or 0, longest), longest)
+
+
+def learn_guard_bounds(data: TrainingData, tokenizer, dataset_dir: str) -> dict:
+    """The musical guard's bounds (midilm.guard.learn_bounds) from the whole training split, whatever
+    --max_train_samples keeps: they describe the music, not the steps. The original pieces'
+    continuation rows are counted; a dataset of accompaniment rows only is counted whole (its MELODY
+    and FULL markers each start a new bar)."""
+    from midilm.guard import learn_bounds
+
+    rows = data.train_rows
+    if "continuation" not in data.tasks and "task" in rows.column_names:
+        rows = rows.remove_columns("task")
+    try:
+        return learn_bounds(rows, tokenizer)
+    except ValueError as err:
+        raise InputError(f"--dataset_dir {dataset_dir}: cannot learn the musical guard's bounds ({err})") from err
 
 
 def dataset_tasks_and_row_len(path: Path, train) -> tuple[list[str], int | None]:
@@ -145,6 +165,9 @@ class MidiCollator:
     by the MELODY token from `section_ids`) is cut at its end instead: a crop inside it would drop
     the section markers, or pair a melody with bars it does not hold. train.py never lets rows exceed
     the context, so this guards direct users of the collator.
+
+    `for_evaluation()` gives the validation twins: no dropout and no random crop, so an evaluation
+    is a function of the weights alone.
     """
 
     def __init__(
@@ -155,8 +178,26 @@ class MidiCollator:
         self.composer_dropout, self.max_seq_len = composer_dropout, max_seq_len
         self.generator = generator
         self.section_ids = section_ids
+        self.random_crop = True
         # -100 between rows: the last token of one row never learns to predict the next row's BOS
         self.flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100) if padding_free else None
+
+    def for_evaluation(self, unconditional: bool = False) -> MidiCollator:
+        """A copy for validation batches. Every row keeps its composer token (`unconditional`: every row
+        gets COMPOSER_NONE instead), and a row over the context is cut at its end. Dropout at eval time
+        would mix the conditional and unconditional losses at random, so `eval_loss`, the best
+        checkpoint and early stopping would move with the draw rather than with the model."""
+        twin = copy.copy(self)
+        twin.composer_dropout = 1.0 if unconditional else 0.0
+        twin.random_crop = False
+        return twin
+
+    def _dropped(self, n: int) -> torch.Tensor:
+        """Which of `n` rows lose their composer token. Rates 0 and 1 draw nothing: evaluating must not
+        move the random stream training reads from."""
+        if self.composer_dropout <= 0.0 or self.composer_dropout >= 1.0:
+            return torch.full((n,), self.composer_dropout >= 1.0)
+        return torch.rand(n, generator=self.generator) < self.composer_dropout
 
     def crop(self, ids: torch.Tensor) -> torch.Tensor:
         if len(ids) <= self.max_seq_len:
@@ -169,6 +210,8 @@ class MidiCollator:
                     "prepare the dataset with this --max_seq_len"
                 )
             return ids[: self.max_seq_len]
+        if not self.random_crop:
+            return ids[: self.max_seq_len]
         body = len(ids) - 2
         start = int(torch.randint(0, body - (self.max_seq_len - 2) + 1, (1,), generator=self.generator))
         return torch.cat([ids[:2], ids[2 + start : 2 + start + self.max_seq_len - 2]])
@@ -176,7 +219,7 @@ class MidiCollator:
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         seqs = [self.crop(torch.as_tensor(row["input_ids"], dtype=torch.long)) for row in rows]
         if self.flatten is not None:
-            drop = torch.rand(len(seqs), generator=self.generator) < self.composer_dropout
+            drop = self._dropped(len(seqs))
             packed = []
             for s, dropped in zip(seqs, drop):
                 s = s.clone()
@@ -192,7 +235,7 @@ class MidiCollator:
         for i, s in enumerate(seqs):
             input_ids[i, : len(s)] = s
             attention_mask[i, : len(s)] = 1
-        drop = torch.rand(len(seqs), generator=self.generator) < self.composer_dropout
+        drop = self._dropped(len(seqs))
         input_ids[drop, 1] = self.none_id
         labels = input_ids.masked_fill(attention_mask == 0, -100)
         labels[:, 1] = -100
@@ -200,20 +243,75 @@ class MidiCollator:
 
 
 class MidiTrainer(Trainer):
-    """The HF Trainer, with eval perplexity in every evaluation log and the padding it trains on.
+    """The HF Trainer, with eval perplexity in every evaluation log, the padding it trains on, and a
+    validation that shows whether the model uses the composer token.
 
     Beside the Trainer's `train_tokens_per_second` (every input position, padding included, since
     the start of this session; `include_num_input_tokens_seen`), each training log holds
     `train_real_tokens_per_second` (the same, real tokens only, over the same time) and
     `train_padding_share` (the share of padding positions in the batches since the previous log).
     Both are summed over all processes. The final log holds the session's padding share.
+
+    With a `MidiCollator` as `data_collator`, validation batches come from its `for_evaluation()` twin
+    (no composer dropout, no random crop): `eval_loss` is the conditional loss, the same twice for
+    the same weights, and it alone picks the best checkpoint and drives early stopping. With
+    `unconditional_eval`, every evaluation also scores the same rows with COMPOSER_NONE in place of
+    the composer token (`eval_uncond_loss`, `eval_uncond_runtime`) and logs their difference,
+    `eval_composer_information` = uncond loss - cond loss: the nats per token that knowing the
+    composer saves the model on validation (above 0: it uses the token). That doubles evaluation
+    time. Both losses are the Trainer's own mean (per-batch token means, averaged over rows), over the
+    same batches and the same predicted positions, so their difference compares like with like. Under
+    DDP the Trainer gathers both from every process.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, unconditional_eval: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         # [real tokens, input positions] this process fed to training steps: this session, and at the last log
         self._seen = torch.zeros(2, dtype=torch.int64, device=self.args.device)
         self._seen_at_log = torch.zeros(2, dtype=torch.int64)
+        self._eval_collators = None
+        if isinstance(self.data_collator, MidiCollator):
+            self._eval_collators = {"cond": self.data_collator.for_evaluation()}
+            if unconditional_eval:
+                self._eval_collators["uncond"] = self.data_collator.for_evaluation(unconditional=True)
+        self._eval_pass = "cond"
+        self._eval_loaders_by_pass: dict[str, dict] = {}
+        self._uncond_metrics: dict[str, dict] = {}  # metric prefix -> the unconditional pass's figures, until logged
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        if self._eval_collators is None:
+            return super().get_eval_dataloader(eval_dataset)
+        # The Trainer builds eval loaders from self.data_collator and, with persistent workers, keeps one
+        # per dataset name: each pass gets its own collator and its own cache of loaders.
+        train_collator, self.data_collator = self.data_collator, self._eval_collators[self._eval_pass]
+        self._eval_dataloaders = self._eval_loaders_by_pass.setdefault(self._eval_pass, {})
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        several = isinstance(eval_dataset if eval_dataset is not None else self.eval_dataset, dict)
+        if several or self._eval_collators is None or "uncond" not in self._eval_collators:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)  # a dict comes back here per dataset
+        prefix = f"{metric_key_prefix}_uncond"
+        start = time.time()
+        self._eval_pass = "uncond"
+        try:
+            output = self.evaluation_loop(
+                self.get_eval_dataloader(eval_dataset), description="Evaluation with COMPOSER_NONE",
+                prediction_loss_only=True, ignore_keys=ignore_keys, metric_key_prefix=prefix,
+            )
+        finally:
+            self._eval_pass = "cond"
+        for callback in self.callback_handler.callbacks:  # its bar ends at on_evaluate, which this pass does not call
+            if isinstance(callback, ProgressCallback) and callback.prediction_bar is not None:
+                callback.prediction_bar.close()
+                callback.prediction_bar = None
+        # The conditional pass logs its metrics and hands them to the callbacks (samples, early
+        # stopping) once: these join that one record in log(), and so its return value.
+        self._uncond_metrics[metric_key_prefix] = {f"{prefix}_loss": output.metrics[f"{prefix}_loss"], f"{prefix}_runtime": round(time.time() - start, 4)}
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
 
     def training_step(self, model, inputs, *args, **kwargs):
         ids = inputs["input_ids"]
@@ -225,6 +323,10 @@ class MidiTrainer(Trainer):
     def log(self, logs: dict, start_time: float | None = None, *args, **kwargs) -> None:
         if "eval_loss" in logs:
             logs["eval_perplexity"] = math.exp(min(logs["eval_loss"], 50.0))
+        for prefix in [p for p in self._uncond_metrics if f"{p}_loss" in logs]:
+            uncond = self._uncond_metrics.pop(prefix)
+            logs.update(uncond)
+            logs[f"{prefix}_composer_information"] = uncond[f"{prefix}_uncond_loss"] - logs[f"{prefix}_loss"]
         if "loss" in logs or "train_loss" in logs:
             # every process logs training at the same steps, so this reduction meets on all of them
             seen = self.accelerator.reduce(self._seen.clone(), reduction="sum").cpu()

@@ -1,5 +1,7 @@
 """train.py: a real tiny run, TensorBoard, resume after SIGKILL, the Hub-ready folder, bad input, the
-context and tasks taken from the dataset, padding figures, DDP, FSDP's CPU fallback, two nodes."""
+context and tasks taken from the dataset, padding figures, deterministic conditional and unconditional
+validation (composer information), the guard's bounds in the model folder, DDP, FSDP's CPU fallback,
+two nodes."""
 
 from __future__ import annotations
 
@@ -90,6 +92,83 @@ def test_output_is_hub_ready_and_loads_without_midilm(trained):
     assert result.returncode == 0, result.stderr[-2000:]
     assert int(result.stdout.strip()) == config["vocab_size"]
     assert "## Generate" in (trained / "README.md").read_text()
+
+
+def test_composer_information_is_logged_and_on_the_card(trained):
+    """Every evaluation logs the conditional and unconditional validation losses in one record, and
+    their difference; the final ones reach all_results.json, TensorBoard and the model card."""
+    state = json.loads((trained / "checkpoint-60" / "trainer_state.json").read_text())
+    evals = [e for e in state["log_history"] if "eval_loss" in e]
+    summary = json.loads((trained / "all_results.json").read_text())
+    assert [e["step"] for e in evals] == [30, 60]
+    for record in [*evals, summary]:
+        assert record["eval_uncond_loss"] > 0 and record["eval_uncond_runtime"] > 0
+        assert record["eval_composer_information"] == pytest.approx(record["eval_uncond_loss"] - record["eval_loss"], abs=1e-12)
+        assert record["eval_uncond_loss"] != record["eval_loss"]
+    assert not any("eval_uncond_loss" in e and "eval_loss" not in e for e in state["log_history"]), "one record per evaluation"
+    assert state["best_metric"] == min(e["eval_loss"] for e in evals), "the conditional loss picks the best checkpoint"
+    scalars = set()
+    for event_file in (trained / "runs").glob("*/events.out.tfevents.*"):
+        acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
+        acc.Reload()
+        scalars |= set(acc.Tags()["scalars"])
+    assert {"eval/uncond_loss", "eval/composer_information"} <= scalars
+    card = (trained / "README.md").read_text()
+    assert f"| {summary['eval_uncond_loss']:.4f} |" in card
+    assert f"| composer information (nats per token" in card and f"| {summary['eval_composer_information']:.4f} |" in card
+
+
+def test_model_carries_the_guard_bounds(trained, prepared):
+    from datasets import load_from_disk
+
+    from midilm.guard import load_bounds, onset_counts
+    from midilm.tokenizer import load_tokenizer
+
+    bounds = load_bounds(trained)
+    assert bounds is not None and bounds == json.loads((trained / "checkpoint-30" / "config.json").read_text())["midilm_guard"]
+    assert 1 <= bounds["max_notes_per_onset"] <= bounds["observed_max_notes_per_onset"]
+    assert 1 <= bounds["max_notes_per_bar"] <= bounds["observed_max_notes_per_bar"]
+    # the observed maxima are those of the original training rows, read here one by one
+    tokenizer, _ = load_tokenizer(prepared["tokenizer"])
+    train = load_from_disk(str(prepared["data"]))["train"]
+    originals = [ids for ids, aug in zip(train["input_ids"], train["augmentation"]) if aug == ""]
+    counts = [onset_counts(tokenizer, ids) for ids in originals]
+    assert bounds["observed_max_notes_per_onset"] == max(c[0] for c in counts)
+    assert bounds["observed_max_notes_per_bar"] == max(c[1] for c in counts)
+
+
+def test_evaluation_is_deterministic_and_conditional(prepared, tmp_path):
+    """Eval batches keep every composer token (and the unconditional pass replaces every one), so two
+    evaluations agree and each equals the loss of its batch computed by hand, even with a training
+    dropout of 0.5."""
+    from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from midilm.modeling import build_config
+    from midilm.tokenizer import load_tokenizer
+    from midilm.training import MidiTrainer
+
+    tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
+    rows = load_from_disk(str(prepared["data"]))["train"].select_columns(["input_ids"]).select(range(8))  # any rows serve as validation
+    torch.manual_seed(0)
+    config = build_config("llama", "tiny", tokenizer, composer_map, 256)
+    model = AutoModelForCausalLM.from_config(config)
+    collator = MidiCollator(config.pad_token_id, composer_map.none_id, 0.5, 256)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=len(rows), report_to=[], use_cpu=True)
+    trainer = MidiTrainer(model=model, args=args, eval_dataset=rows, data_collator=collator)
+    first, second = trainer.evaluate(), trainer.evaluate()
+    assert first["eval_loss"] == second["eval_loss"] and first["eval_uncond_loss"] == second["eval_uncond_loss"]
+
+    batch = MidiCollator(config.pad_token_id, composer_map.none_id, 0.0, 256)(rows.to_list())
+    with torch.no_grad():
+        conditional = model(**batch).loss.item()
+        batch["input_ids"][:, 1] = composer_map.none_id
+        unconditional = model(**batch).loss.item()
+    assert first["eval_loss"] == pytest.approx(conditional, rel=1e-5)
+    assert first["eval_uncond_loss"] == pytest.approx(unconditional, rel=1e-5)
+    assert abs(conditional - unconditional) > 1e-4, "the test could not tell the two passes apart"
+    assert first["eval_composer_information"] == second["eval_composer_information"] == first["eval_uncond_loss"] - first["eval_loss"]
+    assert "eval_uncond_loss" not in MidiTrainer(model=model, args=args, eval_dataset=rows, data_collator=collator, unconditional_eval=False).evaluate()
 
 
 def test_context_and_tasks_come_from_the_dataset(trained, prepared):
@@ -208,6 +287,14 @@ def test_composer_dropout_rate_and_labels():
     assert (batch["labels"][:, 1] == -100).all() and (batch["labels"][1::2, 4:] == -100).all()
     none = MidiCollator(0, 9, 0.0, 16)(rows[:100])
     assert not (none["input_ids"][:, 1] == 9).any()
+    # evaluation twins: no draw, the composer token kept (or always replaced), a long row cut at its end
+    state = generator.get_state()
+    kept, replaced = collator.for_evaluation()(rows[:100]), collator.for_evaluation(unconditional=True)(rows[:100])
+    assert torch.equal(generator.get_state(), state), "evaluating leaves training's random stream alone"
+    assert kept["input_ids"][0::2].tolist() == [[1, 5, 20, 21, 22, 23]] * 50 and (kept["input_ids"][1::2, 1] == 6).all()
+    assert (replaced["input_ids"][:, 1] == 9).all() and torch.equal(replaced["input_ids"][:, 2:], kept["input_ids"][:, 2:])
+    assert torch.equal(replaced["labels"], kept["labels"])
+    assert collator.composer_dropout == 0.3, "the training collator is unchanged"
 
 
 def test_incomplete_checkpoint_is_skipped(tmp_path):
