@@ -3,6 +3,10 @@
     python prepare_dataset.py --composers bach,mozart,beethoven --max_files_per_composer 30
     python prepare_dataset.py --midi_dir my_midis/ --vocab_size 5000 --augment
     python prepare_dataset.py my_config.json --midi_dir my_midis/ --overwrite
+    python prepare_dataset.py --midi_dir lakh/ --metadata labels.csv --bpe_max_files 2000 --num_proc 16
+
+Unusable files are skipped, stray notes after a long silence cut, duplicates (the same notes under
+another name) kept once, each with its reason in <output_dir>/prepare_report.json.
 
 Defaults come from the `prepare` and `tokenizer` sections of config.json; any flag overrides them.
 """

@@ -19,19 +19,17 @@ import datetime
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from symusic import Score
 
 from midilm.corpus import music21_corpus_files
 from midilm.prepare import PrepareArguments, prepare
 from midilm.tokenizer import build_tokenizer, load_tokenizer
+
+REPO = Path(__file__).resolve().parent.parent  # for config.json; midilm itself is the installed package
 
 SETTINGS = json.loads((REPO / "config.json").read_text())["tokenizer"]
 

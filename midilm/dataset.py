@@ -5,16 +5,14 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value, load_from_disk
 from symusic import Score
-from tqdm.auto import tqdm
 
 from midilm.sources import InputError
-from midilm.tokenizer import bar_start_table, encode_ids, load_tokenizer, section_token_ids, vocab_base_tokens
+from midilm.tokenizer import bar_start_table, encode_base_ids, encode_ids, load_tokenizer, section_token_ids, vocab_base_tokens
 
 SPLITS = ("train", "validation", "test")
 # continuation: `[BOS, COMPOSER, music…, EOS]`; accompaniment: a melody and the full piece for the
@@ -22,6 +20,8 @@ SPLITS = ("train", "validation", "test")
 TASKS = ("continuation", "accompaniment")
 # Resolutions and tempos outside these bounds come from broken writers; such files decode to nonsense.
 MIN_TICKS_PER_QUARTER = 8
+# Files per `datasets` generator job (see build_split).
+SHARD_FILES = 1000
 TEMPO_RANGE_QPM = (5.0, 1000.0)
 
 
@@ -60,24 +60,29 @@ def load_prepared(dataset_dir: str | Path, splits: tuple[str, ...], columns: set
     return dataset
 
 
-def check_file(path: Path) -> tuple[str | None, int]:
-    """Why a file can't be used (None if it can), and its note count. Never raises."""
+def load_checked(path: Path) -> tuple[Score | None, str | None]:
+    """A file's score, or why it can't be used. Never raises."""
     try:
         if path.stat().st_size == 0:
-            return "empty file", 0
+            return None, "empty file"
         score = Score(path)
     except OSError as err:
-        return f"unreadable: {err.strerror or err}", 0
+        return None, f"unreadable: {err.strerror or err}"
     except Exception:  # symusic raises plain RuntimeError/ValueError on anything malformed
-        return "not a valid MIDI file", 0
+        return None, "not a valid MIDI file"
     if score.ticks_per_quarter < MIN_TICKS_PER_QUARTER:
-        return f"absurd resolution ({score.ticks_per_quarter} ticks per quarter)", 0
+        return None, f"absurd resolution ({score.ticks_per_quarter} ticks per quarter)"
     if any(not TEMPO_RANGE_QPM[0] <= t.qpm <= TEMPO_RANGE_QPM[1] for t in score.tempos):
-        return "absurd tempo (outside 5-1000 quarter notes per minute)", 0
-    notes = score.note_num()
-    if notes == 0:
-        return "no notes", 0
-    return None, notes
+        return None, "absurd tempo (outside 5-1000 quarter notes per minute)"
+    if score.note_num() == 0:
+        return None, "no notes"
+    return score, None
+
+
+def check_file(path: Path) -> tuple[str | None, int]:
+    """Why a file can't be used (None if it can), and its note count. Never raises."""
+    score, reason = load_checked(path)
+    return (reason, 0) if reason else (None, score.note_num())
 
 
 def require_usable_midi(path: Path, flag: str) -> None:
@@ -89,14 +94,9 @@ def require_usable_midi(path: Path, flag: str) -> None:
         raise InputError(f"{flag} {path}: {problem}")
 
 
-def check_files(paths: list[Path], num_proc: int) -> list[tuple[str | None, int]]:
-    with ProcessPoolExecutor(max_workers=max(1, num_proc)) as pool:
-        results = pool.map(check_file, paths, chunksize=16)
-        return list(tqdm(results, total=len(paths), desc="checking MIDI files", unit="file"))
-
-
 def split_of(source: str, validation_ratio: float, test_ratio: float) -> str:
-    """Deterministic split of one piece from the hash of its relative path."""
+    """Deterministic split of one piece from a hash of its key (prepare uses the content hash of the
+    piece's tokens, so the same music under two names lands in one split)."""
     h = int(hashlib.sha1(source.encode()).hexdigest()[:8], 16) / 2**32
     if h < test_ratio:
         return "test"
@@ -221,9 +221,17 @@ def augment(score: Score, pitch: int, velocity: int, tempo_factor: float) -> Sco
 
 
 def generate_rows(
-    files: list[dict], tokenizer_dir: str, max_seq_len: int, augment_settings: dict | None, tasks: tuple[str, ...] = ("continuation",)
+    shards: list[list[dict]], tokenizer_dir: str, max_seq_len: int, augment_settings: dict | None, tasks: tuple[str, ...] = ("continuation",),
+    spill: str | None = None, scan_vocab: list[str] | None = None, bounds: dict | None = None,
 ) -> Iterator[dict]:
-    """Rows of one shard of files, for each task. Runs in a `datasets` worker: loads the tokenizer itself."""
+    """Rows of some shards of files, for each task. Runs in a `datasets` worker: loads the tokenizer itself.
+
+    A file's original tokens come from the scan (`spill`: base ids in the scan's vocabulary
+    `scan_vocab`, BPE applied here); the file is parsed again only for what needs the score:
+    augmented copies and the melody of accompaniment rows (`bounds`: the scan's, so it is cut the same way).
+    """
+    from midilm.scan import Bounds, load_bounded, read_spill
+
     tokenizer, composer_map = load_tokenizer(tokenizer_dir)
     base = vocab_base_tokens(tokenizer)
     starts_bar = np.array(bar_start_table(tokenizer))
@@ -232,19 +240,31 @@ def generate_rows(
     bos, eos = tokenizer["BOS_None"], tokenizer["EOS_None"]
     sections = section_token_ids(tokenizer)
     pitch_limits = tokenizer.config.pitch_range
-    for file in files:
-        score = Score(file["path"])
+    remap = np.array([tokenizer.vocab[t] for t in scan_vocab], dtype=np.int64) if scan_vocab else None
+    bounds = Bounds(**bounds) if bounds else Bounds()
+    for file in (f for shard in shards for f in shard):
+        ids = encode_base_ids(tokenizer, remap[read_spill(spill, file["offset"], file["length"])]) if spill else None
+        score = None
+        if ids is None or augment_settings or "accompaniment" in tasks:
+            score, reason, _ = load_bounded(Path(file["path"]), bounds)
+            if score is None:  # the file changed since the scan; it was checked then, so this is rare
+                continue
         variants = [(0, 0, 1.0)]
         if augment_settings:
             pitches = [n.pitch for t in score.tracks if not t.is_drum for n in t.notes]
             if pitches:
                 variants += augmentations(file["source"], augment_settings, (min(pitches), max(pitches)), pitch_limits)
         for pitch, velocity, tempo in variants:
-            variant = augment(score, pitch, velocity, tempo) if (pitch, velocity, tempo) != (0, 0, 1.0) else score
-            ids = encode_ids(tokenizer, variant)
+            original = (pitch, velocity, tempo) == (0, 0, 1.0)
+            variant = score if original else augment(score, pitch, velocity, tempo)
+            if not original or ids is None:
+                try:
+                    ids = encode_ids(tokenizer, variant)
+                except Exception:  # an augmented copy the tokenizer rejects is left out; the original was scanned
+                    continue
             if len(ids) == 0:
                 continue
-            label = "" if pitch == 0 and velocity == 0 and tempo == 1.0 else f"pitch{pitch:+d} velocity{velocity:+d} tempo×{tempo:g}"
+            label = "" if original else f"pitch{pitch:+d} velocity{velocity:+d} tempo×{tempo:g}"
             composer_id = composer_map.token_ids[file["label"]]
             row = {"composer": file["label"], "source": file["source"], "augmentation": label}
             if "accompaniment" in tasks:
@@ -282,16 +302,20 @@ def generate_rows(
 
 def build_split(
     files: list[dict], tokenizer_dir: Path, feats: Features, max_seq_len: int, augment_settings: dict | None, num_proc: int, cache_dir: Path, split: str,
-    tasks: tuple[str, ...] = ("continuation",),
+    tasks: tuple[str, ...] = ("continuation",), scan: dict | None = None,
 ) -> Dataset:
+    """`scan`: `spill`, `scan_vocab` and `bounds` of the scan that read `files` (see `generate_rows`)."""
     if not files:
         return Dataset.from_dict({k: [] for k in feats}, features=feats)
-    # `datasets` gives each worker a contiguous share of the `files` list.
+    # `datasets` makes one job per item of the list in gen_kwargs and gives each worker a contiguous
+    # share of them; each job loads the tokenizer (~30 ms), so an item is a shard of files, not a file.
     num_proc = max(1, min(num_proc, len(files)))
+    count = max(num_proc, -(-len(files) // SHARD_FILES))
+    shards = [files[i * len(files) // count : (i + 1) * len(files) // count] for i in range(count)]
     return Dataset.from_generator(
         generate_rows,
         features=feats,
-        gen_kwargs={"files": files, "tokenizer_dir": str(tokenizer_dir), "max_seq_len": max_seq_len, "augment_settings": augment_settings, "tasks": tuple(tasks)},
+        gen_kwargs={"shards": shards, "tokenizer_dir": str(tokenizer_dir), "max_seq_len": max_seq_len, "augment_settings": augment_settings, "tasks": tuple(tasks), **(scan or {})},
         num_proc=num_proc if num_proc > 1 else None,
         cache_dir=str(cache_dir),
         split=split,
@@ -300,13 +324,13 @@ def build_split(
 
 def build_dataset(
     files_by_split: dict[str, list[dict]], tokenizer_dir: Path, composers: list[str], max_seq_len: int, augment_settings: dict | None, num_proc: int, cache_dir: Path,
-    tasks: tuple[str, ...] = ("continuation",),
+    tasks: tuple[str, ...] = ("continuation",), scan: dict | None = None,
 ) -> DatasetDict:
     feats = features(composers)
     return DatasetDict(
         {
             split: build_split(
-                files_by_split.get(split, []), tokenizer_dir, feats, max_seq_len, augment_settings if split == "train" else None, num_proc, cache_dir, split, tasks
+                files_by_split.get(split, []), tokenizer_dir, feats, max_seq_len, augment_settings if split == "train" else None, num_proc, cache_dir, split, tasks, scan
             )
             for split in SPLITS
         }

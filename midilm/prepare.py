@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
+from datasets import load_from_disk
+from tqdm.auto import tqdm
 
 from midilm.corpus import music21_corpus_files
-from midilm.dataset import SPLITS, TASKS, assign_splits, build_dataset, check_files
+from midilm.dataset import SPLITS, TASKS, assign_splits, build_dataset
 from midilm.outputs import replace_dir, staging_dir
+from midilm.scan import Bounds, Spill, read_spill, scan_files, scan_vocabulary
 from midilm.sources import InputError, SourceFile, find_midi_files, read_metadata, relabel
-from midilm.tokenizer import FULL_TOKEN, OTHER, build_tokenizer, save_tokenizer
+from midilm.tokenizer import FULL_TOKEN, OTHER, BarWordsIterator, build_tokenizer, save_tokenizer
 
 REPORT_FILE = "prepare_report.json"
 CONFIG_FILE = "prepare_config.json"
+BPE_MAX_FILES = 2000
+BPE_MAX_FILES_WHY = "BPE cost ~6 ms and ~35 MB per 1,000 files here, and tokens per note stopped falling by 250 files"
 
 
 @dataclass
@@ -29,6 +38,13 @@ class PrepareArguments:
     max_files_per_composer: int | None = field(default=None, metadata={"help": "Keep at most this many files per composer (quick runs)."})
     min_pieces_per_composer: int = field(default=10, metadata={"help": "Composers with fewer valid pieces are folded into OTHER."})
     vocab_size: int = field(default=1000, metadata={"help": "BPE vocabulary size; 0 = no BPE (base REMI vocabulary)."})
+    # BPE's cost grows with the files it reads (word counts held in memory; MidiTok #217: a crash at
+    # 298k files, fine at 10k) while its merges settle long before. Measured (bench/RESULTS.md,
+    # "Prepare at scale"): 250 → 4,000 files cost 1.5 → 22 s and 282 → 422 MB, tokens per note 1.334 → 1.332.
+    # 2,000 leaves room for corpora more varied than that one, at ~12 s.
+    bpe_max_files: int = field(default=BPE_MAX_FILES, metadata={"help": f"BPE learns from at most this many training pieces, drawn with --seed (default {BPE_MAX_FILES}: {BPE_MAX_FILES_WHY})."})
+    seed: int = field(default=0, metadata={"help": "Seed of the BPE training sample."})
+    max_silence_beats: float = field(default=64.0, metadata={"help": "Longest silence (quarter notes, every track silent) a piece may hold: a few stray notes after a longer one are cut, otherwise the file is skipped (each reported)."})
     max_seq_len: int = field(default=1024, metadata={"help": "Longest chunk in tokens, BOS/COMPOSER/EOS included; pieces are cut at bar lines."})
     validation_ratio: float = field(default=0.1, metadata={"help": "Share of pieces in the validation split."})
     test_ratio: float = field(default=0.1, metadata={"help": "Share of pieces in the test split."})
@@ -49,6 +65,10 @@ class PrepareArguments:
             raise InputError("--validation_ratio and --test_ratio must be in [0, 1) and leave pieces for training")
         if self.max_seq_len < 16:
             raise InputError("--max_seq_len must be at least 16 tokens")
+        if self.bpe_max_files < 1:
+            raise InputError("--bpe_max_files must be at least 1")
+        if self.max_silence_beats <= 0:
+            raise InputError("--max_silence_beats must be a positive number of quarter notes")
         if self.vocab_size < 0:
             raise InputError("--vocab_size must be 0 (no BPE) or a vocabulary size")
         tasks = self.task_list()
@@ -85,60 +105,163 @@ def composer_vocabulary(counts: Counter[str], min_pieces: int) -> tuple[list[str
     return kept + ([OTHER] if OTHER in folded.values() else []), folded
 
 
+@dataclass
+class Piece:
+    """A kept file, as the rest of the step needs it: where its scanned ids lie in the spill."""
+
+    file: SourceFile
+    offset: int
+    length: int
+    notes: int
+    bars: int
+    digest: str
+
+
+def scan_corpus(files: list[SourceFile], args: PrepareArguments, settings: dict, spill_path: Path) -> tuple[list[Piece], dict, dict, dict]:
+    """Scan every file once (midilm.scan): the kept pieces, in file order and without duplicates;
+    and the skipped (source → reason), duplicate (source → the source kept) and cut (source → what) files."""
+    bounds = Bounds(max_silence_beats=args.max_silence_beats)
+    found: list[Piece | None] = [None] * len(files)
+    skipped, cut = {}, {}
+    spill = Spill(spill_path)
+    try:
+        for result in tqdm(scan_files([f.path for f in files], settings, bounds, args.num_proc), total=len(files), desc="reading MIDI files", unit="file"):
+            file = files[result.index]
+            if result.reason:
+                skipped[file.source] = result.reason
+                continue
+            if result.cut:
+                cut[file.source] = result.cut
+            found[result.index] = Piece(file, *spill.append(result.ids), result.notes, result.bars, result.digest)
+    finally:
+        spill.close()
+    pieces, first_of, duplicates = [], {}, {}
+    for piece in found:
+        if piece is None:
+            continue
+        first = first_of.setdefault(piece.digest, piece.file.source)
+        if first != piece.file.source:
+            duplicates[piece.file.source] = first
+        else:
+            pieces.append(piece)
+    return pieces, skipped, duplicates, cut
+
+
+def flag_outliers(pieces: list[Piece]) -> tuple[dict[str, str], dict[str, list[float]]]:
+    """Pieces whose tokens per note or per bar lie far from the corpus's own (kept, only reported):
+    outside the median times or divided by max(2, e^(4 robust standard deviations of the log))."""
+    flagged: dict[str, str] = {}
+    normal = {}
+    if len(pieces) < 10:  # too few pieces to say what is normal
+        return flagged, normal
+    for name, values in (
+        ("tokens per note", np.array([p.length / p.notes for p in pieces])),
+        ("tokens per bar", np.array([p.length / max(p.bars, 1) for p in pieces])),
+    ):
+        logs = np.log(values)
+        median = np.median(logs)
+        spread = max(4 * 1.4826 * np.median(np.abs(logs - median)), np.log(2))
+        low, high = float(np.exp(median - spread)), float(np.exp(median + spread))
+        normal[name.replace(" ", "_")] = [round(low, 3), round(high, 3)]
+        for piece, value in zip(pieces, values):
+            if not low <= value <= high:
+                text = f"{name} {value:.1f} outside the corpus's normal {low:.1f}-{high:.1f}"
+                flagged[piece.file.source] = f"{flagged[piece.file.source]}; {text}" if piece.file.source in flagged else text
+    return flagged, normal
+
+
+def bpe_sample(train: list[Piece], max_files: int, seed: int) -> list[Piece]:
+    """At most `max_files` training pieces, drawn with `seed`, in spill order (sequential reads)."""
+    chosen = train if len(train) <= max_files else random.Random(seed).sample(train, max_files)
+    return sorted(chosen, key=lambda p: p.offset)
+
+
 def prepare(args: PrepareArguments, tokenizer_settings: dict) -> dict:
     output_dir, tokenizer_dir = Path(args.output_dir), Path(args.tokenizer_dir)
     for flag, path in (("--output_dir", output_dir), ("--tokenizer_dir", tokenizer_dir)):
         if path.exists() and not args.overwrite:
             raise InputError(f"{flag} {path} already exists; pass --overwrite to replace it, or choose another folder")
 
-    # Find and check files
     files, skipped = collect_files(args)
     seen = len(files) + len(skipped)
-    checks = check_files([f.path for f in files], args.num_proc) if files else []
-    valid = []
-    for file, (reason, _notes) in zip(files, checks):
-        if reason:
-            skipped[file.source] = reason
-        else:
-            valid.append(file)
-    if not valid:
-        raise InputError(f"no usable MIDI files ({len(files)} found, {len(skipped)} skipped); check --midi_dir / --metadata / --composers")
-
-    # Composer vocabulary and splits
-    counts = Counter(f.composer for f in valid)
-    composers, folded = composer_vocabulary(counts, args.min_pieces_per_composer)
-    splits = assign_splits([f.source for f in valid], args.validation_ratio, args.test_ratio)
-    files_by_split = {s: [] for s in SPLITS}
-    for f in valid:
-        files_by_split[splits[f.source]].append({"path": str(f.path), "source": f.source, "label": composers.index(folded[f.composer])})
-
+    timings = {}
     with staging_dir(tokenizer_dir) as tok_tmp, staging_dir(output_dir) as data_tmp:
-        # Tokenizer: REMI, then BPE learnt on the training pieces only
+        work = data_tmp / ".cache"
+        work.mkdir()
+        # Read every file once: checks, bounds, base tokens, content hash
+        clock = time.perf_counter()
+        pieces, scan_skipped, duplicates, cut = scan_corpus(files, args, tokenizer_settings, work / "scan.bin") if files else ([], {}, {}, {})
+        skipped.update(scan_skipped)
+        timings["scan"] = time.perf_counter() - clock
+        if not pieces:
+            raise InputError(f"no usable MIDI files ({len(files)} found, {len(skipped)} skipped); check --midi_dir / --metadata / --composers")
+        flagged, normal = flag_outliers(pieces)
+
+        # Composer vocabulary, and splits by content, so a duplicate under another name can't cross them
+        counts = Counter(p.file.composer for p in pieces)
+        composers, folded = composer_vocabulary(counts, args.min_pieces_per_composer)
+        splits = assign_splits([p.digest for p in pieces], args.validation_ratio, args.test_ratio)
+        by_split: dict[str, list[Piece]] = {s: [] for s in SPLITS}
+        for piece in pieces:
+            by_split[splits[piece.digest]].append(piece)
+
+        # Tokenizer: REMI, then BPE learnt on a sample of the training pieces
+        clock = time.perf_counter()
         tokenizer, composer_map = build_tokenizer(tokenizer_settings, composers)
         composer_map.pieces = [sum(counts[c] for c, f in folded.items() if f == name) for name in composers]
         base_vocab = len(tokenizer)
+        scan_vocab = scan_vocabulary(tokenizer_settings)
+        remap = np.array([tokenizer.vocab[t] for t in scan_vocab], dtype=np.int64)
+        sample = bpe_sample(by_split["train"], args.bpe_max_files, args.seed) if args.vocab_size else []
         if args.vocab_size:
             if args.vocab_size <= base_vocab:
                 raise InputError(f"--vocab_size {args.vocab_size} must exceed the base REMI vocabulary ({base_vocab}), or be 0 for no BPE")
-            tokenizer.train(vocab_size=args.vocab_size, model="BPE", files_paths=[Path(f["path"]) for f in files_by_split["train"]])
+            spill = work / "scan.bin"
+            sequences = lambda: (remap[read_spill(spill, p.offset, p.length)] for p in sample)  # noqa: E731
+            tokenizer.train(vocab_size=args.vocab_size, model="BPE", iterator=BarWordsIterator(tokenizer, sequences, len(sample)))
         save_tokenizer(tokenizer, composer_map, tok_tmp)
+        timings["bpe"] = time.perf_counter() - clock
 
-        # Dataset
+        # Dataset rows, then Arrow files
+        clock = time.perf_counter()
+        label_of = {c: composers.index(f) for c, f in folded.items()}
+        files_by_split = {
+            split: [
+                {"path": str(p.file.path), "source": p.file.source, "label": label_of[p.file.composer], "offset": p.offset, "length": p.length}
+                for p in chosen
+            ]
+            for split, chosen in by_split.items()
+        }
+        del by_split
         augment = {k: getattr(args, k) for k in ("augment_pitch_offsets", "augment_velocity_offsets", "augment_tempo_factors")} if args.augment else None
-        dataset = build_dataset(files_by_split, tok_tmp, composers, args.max_seq_len, augment, args.num_proc, data_tmp / ".cache", args.task_list())
+        scan = {"spill": str(work / "scan.bin"), "scan_vocab": tuple(scan_vocab), "bounds": {"max_silence_beats": args.max_silence_beats}}
+        dataset = build_dataset(files_by_split, tok_tmp, composers, args.max_seq_len, augment, args.num_proc, work, args.task_list(), scan)
+        timings["rows"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         dataset.save_to_disk(str(data_tmp), num_proc=None)
-        shutil.rmtree(data_tmp / ".cache", ignore_errors=True)
+        timings["write"] = time.perf_counter() - clock
+        del dataset
+        dataset = load_from_disk(str(data_tmp))  # the saved copy, so the cache can go
+        shutil.rmtree(work, ignore_errors=True)
 
         report = make_report(
-            seen, len(valid), skipped, dataset, composers, composer_map.to_json(), base_vocab, len(tokenizer), args.task_list(),
+            seen, len(pieces), skipped, dataset, composers, composer_map.to_json(), base_vocab, len(tokenizer), args.task_list(),
             (tokenizer[FULL_TOKEN], tokenizer["EOS_None"]),
         )
-        (data_tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        report["files"].update(duplicates=len(duplicates), cut=len(cut), flagged=len(flagged))
+        report["duplicate_files"] = dict(sorted(duplicates.items()))
+        report["cut_files"] = dict(sorted(cut.items()))
+        report["flagged_files"] = dict(sorted(flagged.items()))
+        report["normal_range"] = normal
+        report["bpe"] = {"training_files": len(sample), "max_files": args.bpe_max_files, "seed": args.seed}
+        report["seconds"] = {k: round(v, 2) for k, v in timings.items()}
+        (data_tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         resolved = {"prepare": asdict(args), "tokenizer": tokenizer_settings}
-        (data_tmp / CONFIG_FILE).write_text(json.dumps(resolved, indent=2) + "\n")
+        (data_tmp / CONFIG_FILE).write_text(json.dumps(resolved, indent=2, ensure_ascii=False) + "\n")
         from midilm.hub import write_dataset_card
 
         write_dataset_card(data_tmp, report, resolved)
+        del dataset
 
         replace_dir(tok_tmp, tokenizer_dir)
         replace_dir(data_tmp, output_dir)
@@ -154,7 +277,10 @@ def make_report(
     seen: int, kept: int, skipped: dict[str, str], dataset, composers: list[str], composer_json: dict, base_vocab: int, vocab: int,
     tasks: tuple[str, ...] = ("continuation",), ids_after: tuple[int, int] | None = None,
 ) -> dict:
-    """The dataset's figures; `ids_after` = (FULL, EOS) token ids, needed when there are accompaniment rows only."""
+    """The dataset's figures; `ids_after` = (FULL, EOS) token ids, needed when there are accompaniment rows only.
+
+    Computed with Arrow on the memory-mapped splits: no column is copied into Python objects.
+    """
     per_split = {}
     notes = base_tokens = tokens = 0
     # Tokens per note from one task's rows, so no note counts twice: continuation's, else the full
@@ -162,31 +288,43 @@ def make_report(
     measured = "continuation" if "continuation" in tasks else "accompaniment"
     for split in SPLITS:
         ds = dataset[split]
-        lengths = pc.list_value_length(ds.data.column("input_ids")).to_numpy() if len(ds) else []
-        rows = ds.select_columns(["composer", "source", "augmentation", "n_notes", "n_base_tokens", "task"]).to_pandas()
-        per_composer = {}
-        for label, name in enumerate(composers):
-            mine = rows[rows.composer == label]
-            per_composer[name] = {
-                "pieces": int(mine.source.nunique()),
-                "chunks": len(mine),
-                "tokens": int(sum(lengths[i] for i in mine.index)),
+        table = ds.data.table
+        rows = pa.table({
+            "composer": table.column("composer"), "source": table.column("source"), "length": pc.list_value_length(table.column("input_ids")),
+            "augmentation": table.column("augmentation"), "task": table.column("task"),
+            "n_notes": table.column("n_notes"), "n_base_tokens": table.column("n_base_tokens"),
+        })
+        grouped = rows.group_by("composer").aggregate([("source", "count_distinct"), ("length", "sum"), ("length", "count")]).to_pylist()
+        by_label = {g["composer"]: g for g in grouped}
+        per_composer = {
+            name: {
+                "pieces": int(by_label.get(label, {}).get("source_count_distinct", 0)),
+                "chunks": int(by_label.get(label, {}).get("length_count", 0)),
+                "tokens": int(by_label.get(label, {}).get("length_sum", 0) or 0),
             }
-        per_split[split] = {
-            "pieces": int(rows.source.nunique()), "chunks": len(ds), "tokens": int(sum(lengths)), "composers": per_composer,
-            "tasks": {task: int((rows.task == task).sum()) for task in tasks},
+            for label, name in enumerate(composers)
         }
-        originals = (rows.augmentation == "") & (rows.task == measured)
-        notes += int(rows.n_notes[originals].sum())
-        base_tokens += int(rows.n_base_tokens[originals].sum())
+        by_task = {g["task"]: g["task_count"] for g in rows.group_by("task").aggregate([("task", "count")]).to_pylist()}
+        per_split[split] = {
+            "pieces": int(pc.count_distinct(rows.column("source")).as_py()) if len(rows) else 0, "chunks": len(rows),
+            "tokens": int(pc.sum(rows.column("length")).as_py() or 0), "composers": per_composer,
+            "tasks": {task: int(by_task.get(task, 0)) for task in tasks},
+        }
+        originals = rows.filter(pc.and_(pc.equal(rows.column("augmentation"), ""), pc.equal(rows.column("task"), measured)))
+        if not len(originals):
+            continue
+        notes += int(pc.sum(originals.column("n_notes")).as_py())
+        base_tokens += int(pc.sum(originals.column("n_base_tokens")).as_py())
         if measured == "continuation":
             # every chunk adds BOS and COMPOSER, the last chunk of a piece EOS: count music tokens only
-            tokens += int(sum(lengths[i] for i in rows.index[originals]) - 2 * originals.sum() - rows[originals].source.nunique())
+            tokens += int(pc.sum(originals.column("length")).as_py()) - 2 * len(originals) - int(pc.count_distinct(originals.column("source")).as_py())
         else:
             full_id, eos_id = ids_after
-            for ids in ds.select(rows.index[originals].tolist())["input_ids"]:
-                music = ids[ids.index(full_id) + 1 :]  # the full section; the melody section repeats its notes
-                tokens += len(music) - (music[-1:] == [eos_id])
+            for batch in ds.select_columns(["input_ids", "augmentation", "task"]).iter(batch_size=1000):
+                for ids, aug, task in zip(batch["input_ids"], batch["augmentation"], batch["task"]):
+                    if aug == "" and task == measured:
+                        music = ids[ids.index(full_id) + 1 :]  # the full section; the melody section repeats its notes
+                        tokens += len(music) - (music[-1:] == [eos_id])
     reasons = Counter(skipped.values())
     return {
         "tasks": list(tasks),
@@ -207,7 +345,8 @@ def summary(report: dict) -> str:
     splits = report["splits"]
     lines = [
         f"files: {report['files']['seen']} seen, {report['files']['kept']} kept, {report['files']['skipped']} skipped"
-        + (f" ({', '.join(f'{n} {r}' for r, n in report['skipped_by_reason'].items())})" if report["skipped_by_reason"] else ""),
+        + (f" ({', '.join(f'{n} {r}' for r, n in list(report['skipped_by_reason'].items())[:5])}{', …' if len(report['skipped_by_reason']) > 5 else ''})" if report["skipped_by_reason"] else "")
+        + "".join(f", {report['files'][k]} {k}" for k in ("duplicates", "cut", "flagged") if report["files"].get(k)),
         "pieces / chunks / tokens: " + ", ".join(f"{s} {v['pieces']} / {v['chunks']} / {v['tokens']}" for s, v in splits.items()),
         "composers: " + ", ".join(f"{r['composer']} ({r['pieces']})" for r in report["composers"]["composers"]),
         f"vocabulary: {report['vocabulary']['base']} base → {report['vocabulary']['with_bpe']}; tokens per note {report['tokens_per_note']['before_bpe']} → {report['tokens_per_note']['after_bpe']}",

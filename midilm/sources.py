@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,12 @@ class SourceFile:
     composer: str
 
 
+def composer_label(name: str) -> str:
+    """A composer's name as the user wrote it, in one Unicode form: macOS writes folder names
+    decomposed (`Dvor\u030ca\u0301k`), a CSV typed elsewhere composed (`Dvořák`); both are one composer."""
+    return unicodedata.normalize("NFC", name.strip())
+
+
 def find_midi_files(midi_dir: Path) -> list[SourceFile]:
     """Every .mid/.midi (any case) under `midi_dir`, labelled by its first sub-folder (`OTHER` at the top)."""
     if not midi_dir.is_dir():
@@ -31,7 +38,7 @@ def find_midi_files(midi_dir: Path) -> list[SourceFile]:
     for path in sorted(midi_dir.rglob("*")):
         if path.suffix.lower() in MIDI_SUFFIXES and path.is_file():
             rel = path.relative_to(midi_dir)
-            composer = rel.parts[0] if len(rel.parts) > 1 else OTHER
+            composer = composer_label(rel.parts[0]) if len(rel.parts) > 1 else OTHER
             files.append(SourceFile(path.resolve(), rel.as_posix(), composer))
     return files
 
@@ -60,7 +67,7 @@ def read_metadata(metadata: Path, midi_dir: Path | None) -> list[SourceFile]:
             source = absolute.resolve().relative_to(root.resolve()).as_posix()
         except ValueError:
             source = absolute.resolve().as_posix()
-        files.append(SourceFile(absolute.resolve(), source, str(row["composer"]).strip()))
+        files.append(SourceFile(absolute.resolve(), source, composer_label(str(row["composer"]))))
     return files
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +26,33 @@ SECTION_TOKENS = ("MELODY", "FULL")
 
 
 def composer_token(name: str) -> str:
-    """`COMPOSER_<slug>`: miditok keeps the text after the first underscore as the token's value."""
-    slug = re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_") or "unnamed"
+    """`COMPOSER_<slug>`: letters and digits of any script are kept, every other run of characters
+    (spaces, commas, dots, underscores) becomes one `-`: `Bach, Johann Sebastian` → `COMPOSER_Bach-Johann-Sebastian`.
+
+    miditok reads a special token as `TYPE_value` and rewrites any token with more than one
+    underscore (`A_B_C` → `A-B_C`, miditok.classes._format_special_token), so the slug holds none.
+    """
+    slug = "-".join(re.findall(r"[^\W_]+", unicodedata.normalize("NFC", name))) or "unnamed"
     return COMPOSER_PREFIX + slug
+
+
+def composer_tokens(names: list[str]) -> list[str]:
+    """`composer_token` of every name; two names with one token (letter case aside, as `--composer`
+    matches names and tokens case-insensitively), or a name taking the unconditional token, are an InputError."""
+    from midilm.sources import InputError  # sources imports this module
+
+    owner: dict[str, str] = {composer_token(NONE).casefold(): f"the unconditional token {composer_token(NONE)}"}
+    tokens = []
+    for name in names:
+        token = composer_token(name)
+        other = owner.setdefault(token.casefold(), repr(name))
+        if other != repr(name):
+            raise InputError(
+                f"composers {other} and {name!r} would share the token {token}; rename one of them "
+                "(its folder, or its label in --metadata)"
+            )
+        tokens.append(token)
+    return tokens
 
 
 @dataclass
@@ -40,11 +65,15 @@ class ComposerMap:
     pieces: list[int] = field(default_factory=list)
 
     def id_of(self, name: str) -> int:
-        """Token id of a composer, case-insensitive; `none` gives the unconditional token."""
-        if name.lower() == NONE.lower():
+        """Token id of a composer: its name or its token (`Bach, Johann Sebastian`,
+        `COMPOSER_Bach-Johann-Sebastian` or `Bach-Johann-Sebastian`), case-insensitive; `none` gives
+        the unconditional token."""
+        wanted = unicodedata.normalize("NFC", name.strip()).casefold()
+        if wanted in (NONE.casefold(), composer_token(NONE).casefold()):
             return self.none_id
         for known, token_id in zip(self.names, self.token_ids):
-            if known.lower() == name.lower():
+            token = composer_token(known).casefold()
+            if wanted in (unicodedata.normalize("NFC", known).casefold(), token, token[len(COMPOSER_PREFIX) :]):
                 return token_id
         raise KeyError(f"unknown composer {name!r}; choose one of: {', '.join(self.names + [NONE.lower()])}")
 
@@ -88,7 +117,7 @@ def make_tokenizer_config(settings: dict, composers: list[str]) -> miditok.Token
     """A REMI config from the `tokenizer` section of config.json, with one special token per composer."""
     settings = dict(settings)
     beat_res = {tuple(int(x) for x in k.split("_")): v for k, v in settings.pop("beat_res").items()}
-    specials = list(BASE_SPECIAL_TOKENS) + [composer_token(c) for c in composers] + [composer_token(NONE)] + list(SECTION_TOKENS)
+    specials = list(BASE_SPECIAL_TOKENS) + composer_tokens(composers) + [composer_token(NONE)] + list(SECTION_TOKENS)
     return miditok.TokenizerConfig(
         beat_res=beat_res,
         pitch_range=tuple(settings.pop("pitch_range")),
@@ -164,6 +193,40 @@ def encode_ids(tokenizer: miditok.REMI, score) -> np.ndarray:
     rows, prompts and melodies never hold it.
     """
     ids = np.asarray(tokenizer.encode(score).ids, dtype=np.int64)
+    empty = _empty_items(tokenizer)
+    return ids[~empty[ids]] if len(ids) and empty.any() else ids
+
+
+def bar_words(tokenizer: miditok.REMI, base_ids: np.ndarray) -> list[str]:
+    """Base REMI ids as miditok's BPE sees them (`encode_ids_split="bar"`): one string per bar, one
+    character (miditok's byte) per base token. Equal to what `tokenizer.encode` builds from a score."""
+    is_bar = getattr(tokenizer, "_midilm_base_bars", None)
+    if is_bar is None:
+        is_bar = tokenizer._midilm_base_bars = np.array([tokenizer[i].startswith("Bar_") for i in range(len(tokenizer.vocab))])
+    cuts = np.flatnonzero(is_bar[base_ids])
+    byte_of = tokenizer._vocab_base_id_to_byte
+    return ["".join(byte_of[i] for i in bar.tolist()) for bar in np.split(base_ids, cuts[cuts > 0]) if len(bar)]
+
+
+class BarWordsIterator:
+    """Training data for `tokenizer.train(iterator=...)`: the bar words of each base id sequence that
+    `sequences()` yields (`count` of them), so BPE learns from stored ids without parsing files again."""
+
+    def __init__(self, tokenizer: miditok.REMI, sequences, count: int):
+        self.tokenizer, self.sequences, self.count = tokenizer, sequences, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        return (bar_words(self.tokenizer, ids) for ids in self.sequences())
+
+
+def encode_base_ids(tokenizer: miditok.REMI, base_ids: np.ndarray) -> np.ndarray:
+    """BPE applied to base REMI ids (stored by the data step's scan), as `encode_ids` applies it to a score."""
+    if not tokenizer.is_trained or not len(base_ids):
+        return np.asarray(base_ids, dtype=np.int64)
+    ids = np.asarray(tokenizer._model.encode(bar_words(tokenizer, base_ids), is_pretokenized=True).ids, dtype=np.int64)
     empty = _empty_items(tokenizer)
     return ids[~empty[ids]] if len(ids) and empty.any() else ids
 

@@ -134,3 +134,24 @@ def bach_files(tmp_path_factory):
     files, failures = music21_corpus_files(["bach"], 6, 2, cache_dir=tmp_path_factory.mktemp("m21cache"))
     assert files and not failures
     return files
+
+
+# Composer folder names as people write them: commas, underscores, dots, accents, another script.
+NAMED_COMPOSERS = ["Bach, Johann Sebastian", "composer_000", "C.P.E. Bach", "Dvořák", "Saint-Saëns", "Чайковский"]
+
+
+@pytest.fixture(scope="session")
+def named_prepared(tmp_path_factory) -> dict:
+    """prepare_dataset.py run once on folders named `NAMED_COMPOSERS` (4 pieces each, each composer
+    keeps its token): paths of its tokenizer and dataset, its report and the composers' names.
+    Small enough to train a few steps on and generate by name."""
+    from midilm.prepare import PrepareArguments, prepare
+
+    midi = write_midi_folder(tmp_path_factory.mktemp("named_midi"), {name: 4 for name in NAMED_COMPOSERS}, broken=False)
+    out = tmp_path_factory.mktemp("named_prepared")
+    args = PrepareArguments(
+        midi_dir=str(midi), output_dir=str(out / "data"), tokenizer_dir=str(out / "tokenizer"), vocab_size=600,
+        max_seq_len=256, num_proc=2, min_pieces_per_composer=2, validation_ratio=0.2, test_ratio=0.1,
+    )
+    report = prepare(args, TOKENIZER_SETTINGS)
+    return {"data": out / "data", "tokenizer": out / "tokenizer", "report": report, "root": out, "midi": midi, "names": NAMED_COMPOSERS}

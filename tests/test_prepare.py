@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import unicodedata
 import sys
 from pathlib import Path
 
 import miditok
 import numpy as np
 import pytest
-from conftest import REPO, TOKENIZER_SETTINGS, write_midi_folder
+from conftest import REPO, TOKENIZER_SETTINGS, make_piece, write_midi_folder
 from datasets import load_from_disk
 from symusic import Score
 
@@ -39,7 +40,7 @@ def test_broken_files_are_reported_not_fatal(prepared):
     assert skipped["broken/text.MID"] == "not a valid MIDI file"
     assert skipped["broken/silent.mid"] == "no notes"
     assert "broken/truncated.midi" in skipped
-    assert report["files"] == {"seen": 31, "kept": 27, "skipped": 4}
+    assert report["files"] == {"seen": 31, "kept": 27, "skipped": 4, "duplicates": 0, "cut": 0, "flagged": 0}
 
 
 def test_no_piece_in_two_splits_and_split_is_deterministic(prepared):
@@ -179,3 +180,175 @@ def test_push_to_hub_sends_dataset_card_and_tokenizer(prepared, monkeypatch):
     assert sent["tokenizer"]["repo_type"] == "dataset" and sent["tokenizer"]["path_in_repo"] == "tokenizer"
     tokenizer, composer_map = load_tokenizer(sent["tokenizer"]["folder_path"])
     assert composer_map.names == ["alpha", "beta", "OTHER"] and len(tokenizer) == 600
+
+
+# Real corpora hold files that crash the parser, files the tokenizer rejects, stray notes after
+# hours of silence, out-of-range tracks and the same music under two names.
+def write_troubled_folder(root: Path) -> Path:
+    from symusic import Note, Track
+    from test_scan import STRAY_TICK, with_notes_after
+
+    write_midi_folder(root, {"alpha": 6, "beta": 6}, broken=False)
+    (root / "beta" / "copy.mid").write_bytes((root / "alpha" / "piece0.mid").read_bytes())
+    Score(root / "alpha" / "piece1.mid").resample(960).dump_midi(root / "beta" / "retimed.mid")  # same notes, another resolution
+    trouble = root / "trouble"
+    trouble.mkdir()
+    make_piece(101).dump_midi(trouble / "crash.mid")
+    for name, seed in (("raise-in-tokenizer", 102), ("encodes-to-nothing", 103)):
+        score = make_piece(seed)
+        score.tracks[0].name = name
+        score.dump_midi(trouble / f"{name}.mid")
+    with_notes_after(make_piece(104, bars=8), STRAY_TICK, 1).dump_midi(trouble / "stray.mid")
+    out_of_range = Score(480)
+    out_of_range.tracks.append(Track(program=0))
+    out_of_range.tracks[0].notes.extend([Note(0, 480, 0, 80), Note(480, 480, 127, 80)])
+    out_of_range.dump_midi(trouble / "out_of_range.mid")
+    return root
+
+
+@pytest.fixture(scope="module")
+def troubled(tmp_path_factory) -> dict:
+    """prepare() on the troubled folder, 2 workers, BPE from 3 files. Two faults are injected into
+    miditok's encode (the workers are forked, so they inherit the patch): a track named
+    `raise-in-tokenizer` raises, one named `encodes-to-nothing` encodes to zero tokens; and the
+    test hook makes the worker that reads `crash.mid` die."""
+    from midilm import prepare as prepare_module
+    from midilm.scan import CRASH_HOOK_ENV
+
+    root = write_troubled_folder(tmp_path_factory.mktemp("troubled"))
+    out = tmp_path_factory.mktemp("troubled_out")
+    original = miditok.REMI.encode
+    seen_by_bpe = []
+
+    def faulty_encode(self, score, *args, **kwargs):
+        names = {t.name for t in score.tracks}
+        if "raise-in-tokenizer" in names:
+            raise RuntimeError("injected tokenizer fault")
+        seq = original(self, score, *args, **kwargs)
+        if "encodes-to-nothing" in names:
+            seq.ids = []
+        return seq
+
+    class CountingIterator(prepare_module.BarWordsIterator):
+        def __iter__(self):
+            for words in super().__iter__():
+                seen_by_bpe.append(words)
+                yield words
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(miditok.REMI, "encode", faulty_encode)
+        patch.setattr(prepare_module, "BarWordsIterator", CountingIterator)
+        patch.setenv(CRASH_HOOK_ENV, "crash.mid")
+        args = PrepareArguments(midi_dir=str(root), output_dir=str(out / "d"), tokenizer_dir=str(out / "t"), vocab_size=560,
+                                max_seq_len=256, num_proc=2, min_pieces_per_composer=2, bpe_max_files=3, validation_ratio=0.2, test_ratio=0.2)
+        report = prepare(args, TOKENIZER_SETTINGS)
+    return {"report": report, "data": out / "d", "bpe_files": len(seen_by_bpe)}
+
+
+def test_bad_files_are_reported_and_never_end_the_run(troubled):
+    from midilm.scan import CRASHED
+
+    report = troubled["report"]
+    skipped = report["skipped_files"]
+    assert skipped == {
+        "trouble/crash.mid": CRASHED,
+        "trouble/raise-in-tokenizer.mid": "tokenizer failed: RuntimeError: injected tokenizer fault",
+        "trouble/encodes-to-nothing.mid": "no tokens (the tokenizer encoded nothing)",
+        "trouble/out_of_range.mid": "no notes inside the tokenizer's pitch range (21-108)",
+    }
+    assert report["files"] == {"seen": 19, "kept": 13, "skipped": 4, "duplicates": 2, "cut": 1, "flagged": report["files"]["flagged"]}
+    sources = set().union(*(load_from_disk(str(troubled["data"]))[s]["source"] for s in ("train", "validation", "test")))
+    assert not sources & set(skipped), "a skipped piece is never in the data"
+    assert "trouble/stray.mid" in sources and len(sources) == 13
+
+
+def test_stray_note_is_cut_and_costs_no_empty_bars(troubled):
+    report = troubled["report"]
+    assert report["cut_files"]["trouble/stray.mid"].startswith("cut 1 stray notes after ")
+    dataset = load_from_disk(str(troubled["data"]))
+    rows = [r for s in dataset for r in dataset[s] if r["source"] == "trouble/stray.mid"]
+    assert sum(r["n_base_tokens"] for r in rows) / sum(r["n_notes"] for r in rows) < 2 * report["tokens_per_note"]["before_bpe"]
+    assert report["tokens_per_note"]["before_bpe"] < 8
+
+
+def test_duplicates_are_one_piece_in_one_split(troubled):
+    report = troubled["report"]
+    assert report["duplicate_files"] == {"beta/copy.mid": "alpha/piece0.mid", "beta/retimed.mid": "alpha/piece1.mid"}
+    dataset = load_from_disk(str(troubled["data"]))
+    in_split = {s: set(dataset[s]["source"]) for s in dataset}
+    for duplicate, kept in report["duplicate_files"].items():
+        assert sum(kept in sources for sources in in_split.values()) == 1
+        assert not any(duplicate in sources for sources in in_split.values())
+
+
+def test_bpe_learns_from_the_sample_only(troubled):
+    assert troubled["report"]["bpe"] == {"training_files": 3, "max_files": 3, "seed": 0}
+    assert troubled["bpe_files"] == 3
+
+
+def test_bpe_sample_is_bounded_and_seeded():
+    from midilm.prepare import Piece, bpe_sample
+
+    pieces = [Piece(None, offset=i * 10, length=10, notes=1, bars=1, digest=str(i)) for i in range(50)]
+    one, again, other = bpe_sample(pieces, 7, 0), bpe_sample(pieces, 7, 0), bpe_sample(pieces, 7, 1)
+    assert len(one) == 7 and one == again and one != other
+    assert [p.offset for p in one] == sorted(p.offset for p in one)
+    assert bpe_sample(pieces, 100, 0) == pieces
+
+
+def test_composer_names_as_people_write_them(named_prepared):
+    from midilm.generation import composer_names, sample_stem
+    from midilm.tokenizer import composer_token
+
+    names = named_prepared["names"]
+    tokenizer, composer_map = load_tokenizer(named_prepared["tokenizer"])
+    assert sorted(composer_map.names) == sorted(names)
+    rows = json.loads((named_prepared["tokenizer"] / "composers.json").read_text())["composers"]
+    assert {r["composer"] for r in rows} == set(names)
+    for row in rows:
+        assert tokenizer[row["id"]] == row["token"] == composer_token(row["composer"]) and row["token"].count("_") == 1
+        for spelling in (row["composer"], row["composer"].upper(), row["token"], row["token"].removeprefix("COMPOSER_")):
+            assert composer_map.id_of(spelling) == row["id"]
+    assert load_from_disk(str(named_prepared["data"]))["train"].features["composer"].names == composer_map.names
+    assert composer_names(composer_map, "Bach, Johann Sebastian,Dvořák, Чайковский") == ["Bach, Johann Sebastian", "Dvořák", "Чайковский"]
+    assert composer_map.id_of(unicodedata.normalize("NFD", "Dvořák")) == composer_map.id_of("Dvořák")  # decomposed, as macOS writes it
+    assert sample_stem("Bach, Johann Sebastian", 0) == "Bach, Johann Sebastian_0" and sample_stem("AC/DC", 1) == "AC-DC_1"
+    card = (named_prepared["data"] / "README.md").read_text()
+    assert "| Bach, Johann Sebastian | `COMPOSER_Bach-Johann-Sebastian`" in card and "| Чайковский | `COMPOSER_Чайковский`" in card
+
+
+def test_names_with_one_token_are_refused(tmp_path):
+    from midilm.sources import InputError
+
+    root = write_midi_folder(tmp_path / "midi", {"C.P.E. Bach": 2, "C P E Bach": 2}, broken=False)
+    args = PrepareArguments(midi_dir=str(root), output_dir=str(tmp_path / "d"), tokenizer_dir=str(tmp_path / "t"), vocab_size=0,
+                            min_pieces_per_composer=1, num_proc=1)
+    with pytest.raises(InputError, match=r"composers 'C P E Bach' and 'C.P.E. Bach' would share the token COMPOSER_C-P-E-Bach"):
+        prepare(args, TOKENIZER_SETTINGS)
+    assert not (tmp_path / "d").exists() and not (tmp_path / "t").exists()
+
+
+def test_metadata_with_10k_rows_and_237_composers(tmp_path):
+    """The labelling side at scale (no file is read): 10,000 rows, 237 composers of Zipf-like sizes,
+    the --min_pieces_per_composer cut, OTHER, and a token per kept composer."""
+    from collections import Counter
+
+    from midilm.prepare import collect_files, composer_vocabulary
+    from midilm.tokenizer import composer_tokens
+
+    names = [f"Composer {i}, Given" if i % 3 else f"composer_{i:03d}" for i in range(237)]
+    weights = [1 / (r + 1) for r in range(237)]
+    labels = [names[k] for k in __import__("random").Random(0).choices(range(237), weights, k=10_000)]
+    lines = ["path,composer"] + [f'"x/{i}.mid","{label}"' for i, label in enumerate(labels)]
+    (tmp_path / "meta.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "midi").mkdir()
+    args = PrepareArguments(midi_dir=str(tmp_path / "midi"), metadata=str(tmp_path / "meta.csv"), output_dir=str(tmp_path / "d"), tokenizer_dir=str(tmp_path / "t"))
+    files, skipped = collect_files(args)
+    assert len(files) == 10_000 and not skipped
+    counts = Counter(f.composer for f in files)
+    assert counts == Counter(labels)
+    composers, folded = composer_vocabulary(counts, 10)
+    kept = [c for c in counts if counts[c] >= 10]
+    assert composers == sorted(kept) + ["OTHER"] and 10 < len(kept) < 237
+    assert all(folded[c] == "OTHER" for c in counts if counts[c] < 10)
+    assert len(set(composer_tokens(composers))) == len(composers)
