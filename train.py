@@ -104,7 +104,7 @@ def main() -> None:
     save_full_model(trainer)
     if trainer.is_world_process_zero():
         copy_tokenizer(Path(data_args.tokenizer_dir), output_dir)
-        resolved = {"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict()}
+        resolved = {"model": asdict(model_args), "data": asdict(data_args), "training": {**training_args.to_dict(), "push_to_hub": push_to_hub}}
         (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(resolved, indent=2, default=str) + "\n")
         trainer.save_metrics("all", metrics)
         write_model_card(output_dir, config, composer_map, metrics, resolved)

@@ -101,6 +101,8 @@ def test_push_sends_midilm_card_and_only_the_model_files(pushed):
     assert f"scale {DEFAULT_GUIDANCE_SCALE:g} by default" in card
     assert "Training hyperparameters" not in card  # the Trainer's generic card
     assert (pushed["dir"] / "README.md").read_text() == card  # the local card says the same
+    # the saved configuration says what was asked, though the Trainer itself was told not to push
+    assert json.loads((pushed["sent"] / "training_config.json").read_text())["training"]["push_to_hub"] is True
 
 
 def test_the_sent_folder_loads_with_transformers_and_miditok(pushed):
