@@ -11,11 +11,13 @@ another name) kept once, each with its reason in <output_dir>/prepare_report.jso
 Defaults come from the `prepare` and `tokenizer` sections of config.json; any flag overrides them.
 """
 
-from midilm.cli import parse_args, run
-from midilm.prepare import PrepareArguments, prepare, summary
-
 
 def main() -> None:
+    # Imported here, not at the top: the step's worker processes are spawned, and each imports this
+    # script first; at the top, these imports (transformers, datasets, torch) would load in every worker.
+    from midilm.cli import parse_args
+    from midilm.prepare import PrepareArguments, prepare, summary
+
     args, config = parse_args((PrepareArguments,), ("prepare",), description=__doc__)
     report = prepare(args, config.get("tokenizer", {}))
     print(summary(report))
@@ -23,4 +25,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from midilm.cli import run
+
     run(main)

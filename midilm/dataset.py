@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value, load_from_disk
 from symusic import Score
 
 from midilm.sources import InputError
@@ -20,12 +19,21 @@ SPLITS = ("train", "validation", "test")
 TASKS = ("continuation", "accompaniment")
 # Resolutions and tempos outside these bounds come from broken writers; such files decode to nonsense.
 MIN_TICKS_PER_QUARTER = 8
-# Files per `datasets` generator job (see build_split).
-SHARD_FILES = 1000
+# Files per row-writing task (see build_dataset): each loads the tokenizer (~30 ms), and the parent
+# balances the workers with them.
+SHARD_FILES = 500
+# Rows per Arrow record batch a worker writes: few enough that a batch's arrays stay small.
+BATCH_ROWS = 256
 TEMPO_RANGE_QPM = (5.0, 1000.0)
 
 
-def features(composers: list[str]) -> Features:
+# `datasets` is imported inside the functions that need it: the data step's worker processes import
+# this module for its checks and rows, and `datasets` would add ~100 MB to each.
+
+
+def features(composers: list[str]):
+    from datasets import ClassLabel, Features, Sequence, Value
+
     return Features(
         {
             "input_ids": Sequence(Value("int32")),
@@ -40,9 +48,11 @@ def features(composers: list[str]) -> Features:
     )
 
 
-def load_prepared(dataset_dir: str | Path, splits: tuple[str, ...], columns: set[str], composers: list[str], owner: str) -> DatasetDict:
+def load_prepared(dataset_dir: str | Path, splits: tuple[str, ...], columns: set[str], composers: list[str], owner: str):
     """A DatasetDict written by prepare_dataset.py, with `splits` and `columns`, whose composer labels
     are `composers` (those of `owner`, the tokenizer or model it is meant for); InputError otherwise."""
+    from datasets import DatasetDict, load_from_disk
+
     path = Path(dataset_dir)
     try:
         dataset = load_from_disk(str(path))
@@ -220,11 +230,23 @@ def augment(score: Score, pitch: int, velocity: int, tempo_factor: float) -> Sco
     return out
 
 
+_rows_worker: dict = {}
+
+
+def _init_rows_worker(tokenizer_dir: str) -> None:
+    # One tokenizer per worker process, not one per shard: a tokenizer that has encoded does not give
+    # its memory back when dropped (measured: ~23 MB more per shard of 500 files, for good), so a
+    # fresh one per shard made the step's memory grow with the corpus.
+    _rows_worker["tokenizer"] = (tokenizer_dir, load_tokenizer(tokenizer_dir))
+
+
 def generate_rows(
     shards: list[list[dict]], tokenizer_dir: str, max_seq_len: int, augment_settings: dict | None, tasks: tuple[str, ...] = ("continuation",),
-    spill: str | None = None, scan_vocab: list[str] | None = None, bounds: dict | None = None,
+    spill: str | None = None, scan_vocab: list[str] | None = None, bounds: dict | None = None, loaded: tuple | None = None,
 ) -> Iterator[dict]:
-    """Rows of some shards of files, for each task. Runs in a `datasets` worker: loads the tokenizer itself.
+    """Rows of some shards of files, for each task (`input_ids` as int32 arrays). Runs in a worker
+    process (`write_rows`), with the tokenizer its pool loaded (`_init_rows_worker`), or `loaded`
+    (`load_tokenizer(tokenizer_dir)`), else loads it.
 
     A file's original tokens come from the scan (`spill`: base ids in the scan's vocabulary
     `scan_vocab`, BPE applied here); the file is parsed again only for what needs the score:
@@ -232,7 +254,8 @@ def generate_rows(
     """
     from midilm.scan import Bounds, load_bounded, read_spill
 
-    tokenizer, composer_map = load_tokenizer(tokenizer_dir)
+    held = _rows_worker.get("tokenizer")
+    tokenizer, composer_map = loaded or (held[1] if held and held[0] == tokenizer_dir else load_tokenizer(tokenizer_dir))
     base = vocab_base_tokens(tokenizer)
     starts_bar = np.array(bar_start_table(tokenizer))
     notes_of = np.array([sum(t.startswith("Pitch_") for t in b) for b in base])
@@ -275,7 +298,7 @@ def generate_rows(
                     tail = [eos] if stop == len(full) else []
                     yield {
                         **row,
-                        "input_ids": [bos, composer_id, sections[0], *melody_part.tolist(), sections[1], *full_part.tolist(), *tail],
+                        "input_ids": np.concatenate(([bos, composer_id, sections[0]], melody_part, [sections[1]], full_part, tail)).astype(np.int32),
                         "chunk": k,
                         "n_notes": int(notes_of[full_part].sum()),
                         "n_base_tokens": int(length_of[full_part].sum()),
@@ -289,7 +312,7 @@ def generate_rows(
                 # learn to stop after one context's worth of music.
                 tail = [eos] if k == len(chunks) - 1 else []
                 yield {
-                    "input_ids": [bos, composer_id, *chunk.tolist(), *tail],
+                    "input_ids": np.concatenate(([bos, composer_id], chunk, tail)).astype(np.int32),
                     "composer": file["label"],
                     "source": file["source"],
                     "chunk": k,
@@ -300,38 +323,83 @@ def generate_rows(
                 }
 
 
-def build_split(
-    files: list[dict], tokenizer_dir: Path, feats: Features, max_seq_len: int, augment_settings: dict | None, num_proc: int, cache_dir: Path, split: str,
-    tasks: tuple[str, ...] = ("continuation",), scan: dict | None = None,
-) -> Dataset:
-    """`scan`: `spill`, `scan_vocab` and `bounds` of the scan that read `files` (see `generate_rows`)."""
-    if not files:
-        return Dataset.from_dict({k: [] for k in feats}, features=feats)
-    # `datasets` makes one job per item of the list in gen_kwargs and gives each worker a contiguous
-    # share of them; each job loads the tokenizer (~30 ms), so an item is a shard of files, not a file.
-    num_proc = max(1, min(num_proc, len(files)))
-    count = max(num_proc, -(-len(files) // SHARD_FILES))
-    shards = [files[i * len(files) // count : (i + 1) * len(files) // count] for i in range(count)]
-    return Dataset.from_generator(
-        generate_rows,
-        features=feats,
-        gen_kwargs={"shards": shards, "tokenizer_dir": str(tokenizer_dir), "max_seq_len": max_seq_len, "augment_settings": augment_settings, "tasks": tuple(tasks), **(scan or {})},
-        num_proc=num_proc if num_proc > 1 else None,
-        cache_dir=str(cache_dir),
-        split=split,
-    )
+def rows_batch(rows: list[dict], schema):
+    """Rows as one Arrow record batch of `schema`; the token ids go in as one flat array, never as
+    Python ints (millions of small objects would fragment the heap of a long run)."""
+    import pyarrow as pa
+
+    lengths = np.fromiter((len(r["input_ids"]) for r in rows), dtype=np.int64, count=len(rows))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.concatenate([r["input_ids"] for r in rows]) if rows else np.zeros(0, dtype=np.int32)
+    columns = {"input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.int32()), type=schema.field("input_ids").type)}
+    for name in schema.names:
+        if name != "input_ids":
+            columns[name] = pa.array([r[name] for r in rows], type=schema.field(name).type)
+    return pa.RecordBatch.from_arrays([columns[n] for n in schema.names], schema=schema)
+
+
+def write_rows(
+    path: str, schema, files: list[dict], tokenizer_dir: str, max_seq_len: int, augment_settings: dict | None, tasks: tuple[str, ...], scan: dict, loaded: tuple | None = None,
+) -> int:
+    """The rows of `files` written to `path` as an Arrow stream, the format `datasets` maps; the row count.
+    Rows go to disk a batch at a time, so nothing here grows with the corpus."""
+    import pyarrow as pa
+
+    count, batch = 0, []
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for row in generate_rows([files], tokenizer_dir, max_seq_len, augment_settings, tasks, **scan, loaded=loaded):
+            batch.append(row)
+            if len(batch) == BATCH_ROWS:
+                writer.write_batch(rows_batch(batch, schema))
+                count, batch = count + len(batch), []
+        if batch:
+            writer.write_batch(rows_batch(batch, schema))
+            count += len(batch)
+    return count
 
 
 def build_dataset(
     files_by_split: dict[str, list[dict]], tokenizer_dir: Path, composers: list[str], max_seq_len: int, augment_settings: dict | None, num_proc: int, cache_dir: Path,
     tasks: tuple[str, ...] = ("continuation",), scan: dict | None = None,
-) -> DatasetDict:
+):
+    """The DatasetDict of every split, memory-mapped from Arrow files under `cache_dir`.
+
+    `scan`: `spill`, `scan_vocab` and `bounds` of the scan that read the files (see `generate_rows`).
+    With `num_proc` > 1, shards of files are written by worker processes (`midilm.scan.worker_pool`:
+    light processes, not forks of this one), all splits in one pool so that every worker stays busy;
+    with 1, here. They are mapped in file order, so the rows do not depend on `num_proc`, and each
+    writer loads the tokenizer once. The parent holds only file names.
+    """
+    from concurrent.futures import as_completed
+
+    from datasets import Dataset, DatasetDict, concatenate_datasets
+    from tqdm.auto import tqdm
+
+    from midilm.scan import worker_pool
+
     feats = features(composers)
-    return DatasetDict(
-        {
-            split: build_split(
-                files_by_split.get(split, []), tokenizer_dir, feats, max_seq_len, augment_settings if split == "train" else None, num_proc, cache_dir, split, tasks, scan
-            )
-            for split in SPLITS
-        }
-    )
+    schema = feats.arrow_schema
+    workers = max(1, num_proc)
+    jobs: dict[str, list[tuple[str, list[dict]]]] = {}
+    for split in SPLITS:
+        files = files_by_split.get(split, [])
+        count = min(len(files), max(workers, -(-len(files) // SHARD_FILES)))
+        jobs[split] = [(str(cache_dir / f"{split}-{k:05d}.arrow"), files[k * len(files) // count : (k + 1) * len(files) // count]) for k in range(count)]
+    tasks_of = [(path, schema, shard, str(tokenizer_dir), max_seq_len, augment_settings if split == "train" else None, tuple(tasks), scan or {}) for split in SPLITS for path, shard in jobs[split]]
+    if workers == 1:
+        # here, not in a worker: a second process would hold a second copy of the libraries (~200 MB)
+        # while this one waits
+        loaded = load_tokenizer(tokenizer_dir)
+        for task in tqdm(tasks_of, desc="writing rows", unit="shard"):
+            write_rows(*task, loaded=loaded)
+    else:
+        with worker_pool(workers, _init_rows_worker, (str(tokenizer_dir),)) as pool:
+            futures = [pool.submit(write_rows, *task) for task in tasks_of]
+            for future in tqdm(as_completed(futures), total=len(futures), desc="writing rows", unit="shard"):
+                future.result()
+    splits = {}
+    for split in SPLITS:
+        parts = [Dataset.from_file(path) for path, _ in jobs[split]]
+        splits[split] = concatenate_datasets(parts) if parts else Dataset.from_dict({k: [] for k in feats}, features=feats)
+    return DatasetDict(splits)

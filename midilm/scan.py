@@ -15,7 +15,10 @@ it is reported, and the run goes on.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import multiprocessing
 import os
+import sys
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -33,6 +36,9 @@ CRASH_HOOK_ENV = "MIDILM_TEST_CRASH_ON"
 CHUNK_FILES = 16
 # A worker dies: these words name the reason in the report.
 CRASHED = "the process reading it died (a crash in the MIDI parser or tokenizer)"
+# How worker processes start (see worker_pool). Tests that inject faults by patching miditok in the
+# parent set "fork", so that the workers inherit the patch.
+START_METHOD = "spawn"
 # ids are stored as uint16: base REMI vocabularies are a few hundred to a few thousand tokens.
 ID_DTYPE = np.uint16
 
@@ -104,6 +110,25 @@ def load_bounded(path: Path, bounds: Bounds):
 _worker: dict = {}
 
 
+def _light_start(initializer: str | None = None, initargs: tuple = ()) -> None:
+    # miditok imports torch only for its optional `pytorch_data` module (and skips it when the import
+    # fails); a worker never needs it, and it costs ~180 MB and ~2 s per process. The initializer comes
+    # as a name, imported only now: unpickling a function imports its module, which may import miditok.
+    if "torch" not in sys.modules:
+        sys.modules["torch"] = None
+    if initializer:
+        module, name = initializer.split(":")
+        getattr(importlib.import_module(module), name)(*initargs)
+
+
+def worker_pool(workers: int, initializer=None, initargs: tuple = ()) -> ProcessPoolExecutor:
+    """Worker processes for the data step: spawned, not forked, so each holds what it imports (numpy,
+    symusic, miditok: ~100 MB) rather than a copy-on-write image of the parent, whose pages count in
+    every child's resident memory and become private as the interpreter touches them."""
+    name = f"{initializer.__module__}:{initializer.__qualname__}" if initializer else None
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(START_METHOD), initializer=_light_start, initargs=(name, initargs))
+
+
 def _init_worker(settings: dict) -> None:
     from midilm.tokenizer import build_tokenizer
 
@@ -152,7 +177,7 @@ def scan_files(paths: list[Path], settings: dict, bounds: Bounds, num_proc: int)
         if suspects:
             yield from _run_suspects(suspects, settings, bounds)
             continue
-        pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings,))
+        pool = worker_pool(workers, _init_worker, (settings,))
         in_flight: dict = {}
         current: list = []  # the task being submitted or read when the pool broke
         try:
@@ -181,7 +206,7 @@ def scan_files(paths: list[Path], settings: dict, bounds: Bounds, num_proc: int)
 
 def _run_suspects(suspects: deque, settings: dict, bounds: Bounds) -> Iterator[Scanned]:
     """Files that were in flight when a worker died, each alone: a broken pool names its file."""
-    pool = ProcessPoolExecutor(max_workers=1, initializer=_init_worker, initargs=(settings,))
+    pool = worker_pool(1, _init_worker, (settings,))
     try:
         while suspects:
             index, path = suspects.popleft()
@@ -190,7 +215,7 @@ def _run_suspects(suspects: deque, settings: dict, bounds: Bounds) -> Iterator[S
             except BrokenProcessPool:
                 yield Scanned(index, reason=CRASHED)
                 pool.shutdown(wait=True)
-                pool = ProcessPoolExecutor(max_workers=1, initializer=_init_worker, initargs=(settings,))
+                pool = worker_pool(1, _init_worker, (settings,))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -209,10 +209,11 @@ def write_troubled_folder(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def troubled(tmp_path_factory) -> dict:
     """prepare() on the troubled folder, 2 workers, BPE from 3 files. Two faults are injected into
-    miditok's encode (the workers are forked, so they inherit the patch): a track named
+    miditok's encode (the workers are forked for this, so they inherit the patch): a track named
     `raise-in-tokenizer` raises, one named `encodes-to-nothing` encodes to zero tokens; and the
     test hook makes the worker that reads `crash.mid` die."""
     from midilm import prepare as prepare_module
+    from midilm import scan as scan_module
     from midilm.scan import CRASH_HOOK_ENV
 
     root = write_troubled_folder(tmp_path_factory.mktemp("troubled"))
@@ -239,6 +240,7 @@ def troubled(tmp_path_factory) -> dict:
         patch.setattr(miditok.REMI, "encode", faulty_encode)
         patch.setattr(prepare_module, "BarWordsIterator", CountingIterator)
         patch.setenv(CRASH_HOOK_ENV, "crash.mid")
+        patch.setattr(scan_module, "START_METHOD", "fork")
         args = PrepareArguments(midi_dir=str(root), output_dir=str(out / "d"), tokenizer_dir=str(out / "t"), vocab_size=560,
                                 max_seq_len=256, num_proc=2, min_pieces_per_composer=2, bpe_max_files=3, validation_ratio=0.2, test_ratio=0.2)
         report = prepare(args, TOKENIZER_SETTINGS)
