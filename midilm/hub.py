@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 
 from midilm.modeling import context_length, model_tasks, sampling_defaults
@@ -31,7 +32,9 @@ tags: [midi, symbolic-music, midilm, miditok]
 REMI token sequences (miditok) of MIDI pieces, one composer token per sequence, built by
 `prepare_dataset.py` of midilm. Layout of a row: `[BOS, COMPOSER_x, tokens..., EOS]`; long pieces are
 cut at bar lines into chunks of at most {prep['max_seq_len']} tokens, and only a piece's last chunk ends with EOS.
-The split is by piece (hash of the relative path): no piece has chunks in two splits.
+The split is by piece, from a hash of its notes (its base tokens), not of its file name: no piece has
+chunks in two splits, and the same music under two names is one piece, kept once (the others are listed
+as duplicates in `prepare_report.json`).
 
 Source: {source}. Files seen {report['files']['seen']}, kept {report['files']['kept']}, skipped {report['files']['skipped']}.
 
@@ -145,13 +148,14 @@ def write_model_card(model_dir: Path, config, composer_map, metrics: dict, resol
             f"| composer information (nats per token: unconditional - conditional loss; above 0, the model uses the composer token) | {information:.4f} |\n"
         )
     first = composer_map.names[0]
+    first_arg = shlex.quote(first)  # `Bach, Johann Sebastian` must reach --composer as one shell word
     model = resolved["model"]
     guidance = sampling_defaults(config)["guidance_scale"]
     where = repo_id or model_dir.name
     folder = f'snapshot_download("{repo_id}")' if repo_id else f'"{model_dir.name}"'
     fetch = "from huggingface_hub import snapshot_download\n" if repo_id else ""
     accompany = (
-        f"python generate.py --model_dir {'MODEL_DIR' if repo_id else model_dir.name} --melody_midi melody.mid --composer {first}"
+        f"python generate.py --model_dir {'MODEL_DIR' if repo_id else model_dir.name} --melody_midi melody.mid --composer {first_arg}"
         "  # a melody harmonized\n" if "accompaniment" in tasks else ""
     )
     card = f"""---
@@ -192,7 +196,7 @@ row against a `COMPOSER_NONE` row, scale {guidance:g} by default: `midilm_guidan
 and a REMI grammar that masks every token that would make the music invalid, and it decodes to MIDI.
 With midilm installed{', and `MODEL_DIR` a local copy of this repository (`huggingface_hub.snapshot_download("' + repo_id + '")` makes one)' if repo_id else ''}:
 ```bash
-python generate.py --model_dir {'MODEL_DIR' if repo_id else model_dir.name} --composer {first} --num_samples 4   # --guidance_scale {guidance:g} by default
+python generate.py --model_dir {'MODEL_DIR' if repo_id else model_dir.name} --composer {first_arg} --num_samples 4   # --guidance_scale {guidance:g} by default
 {accompany}```
 ```python
 {fetch}from transformers import AutoModelForCausalLM

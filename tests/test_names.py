@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 
@@ -45,3 +46,11 @@ def test_generate_by_name_or_token_writes_the_users_name(named_model, tmp_path, 
     stem = sample_stem(expected, 0)
     assert sorted(p.name for p in out.iterdir()) == [f"{stem}.json", f"{stem}.mid"]
     assert json.loads((out / f"{stem}.json").read_text())["composer"] == expected
+
+
+
+def test_model_card_command_names_the_composer_as_one_argument(named_model, named_prepared):
+    card = (named_model / "README.md").read_text()
+    line = next(line for line in card.splitlines() if line.startswith("python generate.py") and "--composer" in line)
+    words = shlex.split(line, comments=True)
+    assert words[words.index("--composer") + 1] == sorted(named_prepared["names"])[0]  # the card's first composer
