@@ -352,7 +352,7 @@ class SampleLoggingCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, model=None, **kwargs):
         if not state.is_world_process_zero or self.samples_per_composer <= 0 or model is None:
             return
-        from midilm.generation import sample_scores
+        from midilm.generation import sample_scores, sample_stem
         from midilm.render import AudioUnavailable, piano_roll_array, render_audio
 
         writer = self.writer_source()
@@ -366,8 +366,9 @@ class SampleLoggingCallback(TrainerCallback):
         )
         model.train(was_training)
         for i, (composer, score) in enumerate(samples):
-            tag = f"samples/{composer}_{i % self.samples_per_composer}"
-            score.dump_midi(out_dir / f"{composer}_{i % self.samples_per_composer}.mid")
+            stem = sample_stem(composer, i % self.samples_per_composer)  # the name as generate.py writes it: no `/` from `AC/DC`
+            tag = f"samples/{stem}"
+            score.dump_midi(out_dir / f"{stem}.mid")
             if writer is None:
                 continue
             writer.add_image(f"{tag}/piano_roll", piano_roll_array(score, title=f"{composer} · step {state.global_step}"), state.global_step, dataformats="HWC")

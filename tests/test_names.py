@@ -14,12 +14,14 @@ from midilm.tokenizer import composer_token
 
 @pytest.fixture(scope="module")
 def named_model(named_prepared, tmp_path_factory):
-    """train.py's main() on the named corpus: the tiny preset, 4 steps, no evaluation."""
+    """train.py's main() on the named corpus: the tiny preset, 4 steps, one evaluation at the end with
+    one short sample per composer (the callback's file names)."""
     out = tmp_path_factory.mktemp("named_train") / "model"
     argv = [
         "--dataset_dir", str(named_prepared["data"]), "--tokenizer_dir", str(named_prepared["tokenizer"]), "--output_dir", str(out),
         "--model_preset", "tiny", "--max_steps", "4", "--per_device_train_batch_size", "2", "--logging_steps", "2", "--dataloader_num_workers", "0",
-        "--eval_strategy", "no", "--load_best_model_at_end", "false", "--save_strategy", "no", "--samples_per_composer", "0", "--report_to", "none",
+        "--eval_strategy", "steps", "--eval_steps", "4", "--load_best_model_at_end", "false", "--save_strategy", "no",
+        "--samples_per_composer", "1", "--sample_max_new_tokens", "8", "--report_to", "none",
     ]
     with pytest.MonkeyPatch.context() as patch:
         assert run_cli(load_script("train.py"), patch, *argv) == 0
@@ -54,3 +56,8 @@ def test_model_card_command_names_the_composer_as_one_argument(named_model, name
     line = next(line for line in card.splitlines() if line.startswith("python generate.py") and "--composer" in line)
     words = shlex.split(line, comments=True)
     assert words[words.index("--composer") + 1] == sorted(named_prepared["names"])[0]  # the card's first composer
+
+
+def test_training_samples_are_named_as_generate_names_them(named_model, named_prepared):
+    written = sorted(p.name for p in (named_model / "samples" / "step-4").glob("*.mid"))
+    assert written == sorted(f"{sample_stem(name, 0)}.mid" for name in named_prepared["names"])
