@@ -7,7 +7,11 @@ REMI grammar processor, optionally continuing a MIDI file or accompanying a melo
     python generate.py --model_dir model_output --list_composers
     python generate.py --model_dir model_output --composer all --num_samples 16 --compile   # compiled decoding (static cache)
 
-Sampling defaults come from the model's generation_config.json; any flag overrides them. Writes
+Sampling defaults come from the model folder (the guidance scale from config.json's
+midilm_guidance_scale, which evaluate_samples.py --write_default_guidance chooses from data; the rest
+from generation_config.json); any flag overrides them. The musical guard (at most as many notes at one
+onset and in one bar as the training data hold) is on for a model that carries its bounds; --no_guard
+turns it off. Writes
 <composer>_<i>.mid and <composer>_<i>.json (tokens, settings, seed), plus .wav and .png on request;
 with --melody_midi, accompaniment_<composer>_<i>.* (the melody unchanged on its own track, the
 generated parts beside it, melody adherence and harmonic fit in the JSON).
@@ -48,7 +52,7 @@ def accompany(args, device: str) -> None:
     if args.static_cache or args.compile:
         raise InputError("--static_cache and --compile: --melody_midi does not take them yet; leave them out")
     job = prepare_accompaniment(
-        args.model_dir, args.melody_midi, args.composer, args.num_samples, seed=args.seed, grammar=not args.no_grammar,
+        args.model_dir, args.melody_midi, args.composer, args.num_samples, seed=args.seed, grammar=not args.no_grammar, guard=not args.no_guard,
         guidance_scale=args.guidance_scale, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         repetition_penalty=args.repetition_penalty,
     )
@@ -85,7 +89,7 @@ def main() -> None:
     plan = prepare_generation(
         args.model_dir, args.composer, args.num_samples, max_new_tokens=args.max_new_tokens, guidance_scale=args.guidance_scale,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-        seed=args.seed, prompt_midi=args.prompt_midi, prompt_bars=args.prompt_bars, grammar=not args.no_grammar, device=device,
+        seed=args.seed, prompt_midi=args.prompt_midi, prompt_bars=args.prompt_bars, grammar=not args.no_grammar, guard=not args.no_guard, device=device,
         static_cache=args.static_cache, compile=args.compile, compile_backend=args.compile_backend,
     )
     files = sample_files(plan, Path(args.output_dir), args.wav, args.png, args.overwrite)

@@ -246,6 +246,7 @@ def accompany(
     *,
     seed: int = 0,
     grammar: bool = True,
+    guard: bool = True,
     defaults: dict | GenerationConfig | None = None,
     guidance_scale: float | None = None,
     temperature: float | None = None,
@@ -255,8 +256,9 @@ def accompany(
 ) -> list[Accompaniment]:
     """One accompaniment of `melody` per entry of `composers` (names or `none`), with an in-memory
     model; all rows of a window go through one batched generate() call. Settings left as None come
-    from `defaults` (`sampling_defaults`; else those of the model's config and generation_config)."""
-    from midilm.generation import decode_ids, resolve_settings
+    from `defaults` (`sampling_defaults`; else those of the model's config and generation_config).
+    `guard`: the musical guard (`midilm.guard`) over the full section, when the model carries its bounds."""
+    from midilm.generation import decode_ids, guard_bounds, music_guard, resolve_settings
     from midilm.grammar import count_syntax_errors
 
     check_trained_for_accompaniment(model.config, getattr(model.config, "_name_or_path", "") or "(in memory)")
@@ -281,6 +283,8 @@ def accompany(
         from midilm.grammar import GrammarLogitsProcessor, RemiGrammar
 
         remi_grammar = RemiGrammar.for_tokenizer(tokenizer)
+    note_guard = music_guard(tokenizer, config) if guard else None
+    s["guard"], s["guard_bounds"] = note_guard is not None, guard_bounds(note_guard)
     base = vocab_base_tokens(tokenizer)
     starts_bar = np.asarray(bar_start_table(tokenizer))
     bos, eos, pad = config.bos_token_id, config.eos_token_id, config.pad_token_id
@@ -320,6 +324,9 @@ def accompany(
         processors = LogitsProcessorList()
         if remi_grammar is not None:
             processors.append(GrammarLogitsProcessor(grammar=remi_grammar))
+        if note_guard is not None:
+            note_guard.reset()  # a new window: the guard reads every row's prefix afresh
+            processors.append(note_guard)
         processors.append(BarLimitLogitsProcessor(tokenizer, full_id, eos, targets, signatures))
         processors.append(
             CFGSamplingProcessor(s["effective_guidance_scale"], s["temperature"], s["top_k"], s["top_p"], s["repetition_penalty"], seed=seed + windows)
@@ -411,11 +418,12 @@ class AccompanimentJob:
     seed: int = 0
     grammar: bool = True
     settings: dict = field(default_factory=dict)
+    guard: bool = True
 
     def run(self, model) -> list[Accompaniment]:
         return accompany(
             model, self.tokenizer, self.composer_map, self.melody, self.composers, seed=self.seed, grammar=self.grammar,
-            defaults=self.defaults, **self.settings,
+            guard=self.guard, defaults=self.defaults, **self.settings,
         )
 
 
@@ -427,6 +435,7 @@ def prepare_accompaniment(
     *,
     seed: int = 0,
     grammar: bool = True,
+    guard: bool = True,
     guidance_scale: float | None = None,
     temperature: float | None = None,
     top_k: int | None = None,
@@ -452,7 +461,7 @@ def prepare_accompaniment(
     melody = load_melody(tokenizer, melody_midi)
     check_melody_fits(melody, context_length(config))
     return AccompanimentJob(
-        str(model_dir), tokenizer, composer_map, defaults, melody, [c for c in names for _ in range(num_samples)], seed, grammar, settings
+        str(model_dir), tokenizer, composer_map, defaults, melody, [c for c in names for _ in range(num_samples)], seed, grammar, settings, guard
     )
 
 

@@ -10,9 +10,12 @@
     for i, score in enumerate(plan.decode(output)):
         score.dump_midi(f"bach_{i}.mid")
 
-`prepare_generation` reads the sampling defaults from the model's generation_config.json and builds
-the rows (B conditional, then B unconditional when guidance is on), the grammar processor and our
-CFG processor (midilm.cfg), which does the sampling itself: the `generation_config` it returns is
+`prepare_generation` reads the sampling defaults from the model folder (guidance from config.json's
+`midilm_guidance_scale`, which plain transformers never reads; the rest from generation_config.json) and builds
+the rows (B conditional, then B unconditional when guidance is on), the grammar processor, the musical
+guard (midilm.guard: at most as many notes per onset and per bar as the training data hold, on by
+default for a model whose config.json carries the bounds) and our CFG processor (midilm.cfg), which
+does the sampling itself: the `generation_config` it returns is
 greedy on purpose, so transformers' own sampling, repetition penalty and CFG stay out of the way.
 Under guidance one forward serves both branches, so the usual speed-ups apply unchanged:
 `prepare_generation(..., compile=True)` (generate.py --compile) has transformers compile the decoding
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,16 +41,13 @@ from symusic import Score
 from transformers import GenerationConfig, LogitsProcessorList
 
 from midilm.cfg import CFGSamplingProcessor
-from midilm.modeling import context_length, load_midilm_dir
-from midilm.modeling import generation_config as default_generation_config
+from midilm.modeling import context_length, load_midilm_dir, sampling_defaults
 from midilm.outputs import staging_dir
 from midilm.sources import InputError
 from midilm.tokenizer import (
-    COMPOSER_PREFIX,
     NONE,
     ComposerMap,
     bar_start_table,
-    composer_token,
     encode_ids,
     load_tokenizer,
 )
@@ -128,13 +129,13 @@ def fit_prompt(tokenizer, ids: list[int], room: int) -> list[int]:
     return ids[start:]
 
 
-def resolve_settings(defaults: GenerationConfig, context: int, **given) -> dict:
-    """The sampling settings: given values over the model's generation_config.json, checked."""
+def resolve_settings(defaults: dict, context: int, **given) -> dict:
+    """The sampling settings: given values over the model's defaults (`midilm.modeling.sampling_defaults`), checked."""
 
     def pick(name, neutral):
         value = given.get(name)
         if value is None:
-            value = getattr(defaults, name, None)
+            value = defaults.get(name)
         return neutral if value is None else value
 
     s = {
@@ -146,7 +147,7 @@ def resolve_settings(defaults: GenerationConfig, context: int, **given) -> dict:
     }
     longest = context - HEADER_TOKENS
     if given.get("max_new_tokens") is None:
-        s["max_new_tokens"] = min(defaults.max_new_tokens or longest, longest)
+        s["max_new_tokens"] = min(defaults.get("max_new_tokens") or longest, longest)
     else:
         s["max_new_tokens"] = int(given["max_new_tokens"])
         if s["max_new_tokens"] > longest:
@@ -209,16 +210,31 @@ def grammar_processor(tokenizer):
     return GrammarLogitsProcessor(tokenizer)
 
 
+def music_guard(tokenizer, config):
+    """The musical guard for a model config with `midilm_guard` bounds; None for a model saved without them."""
+    from midilm.guard import guard_processor
+
+    return guard_processor(tokenizer, config)
+
+
+def guard_bounds(processor) -> dict | None:
+    """The bounds a guard processor applies, for a sample's record (None: no guard ran)."""
+    if processor is None:
+        return None
+    return {"max_notes_per_onset": processor.guard.max_notes_per_onset, "max_notes_per_bar": processor.guard.max_notes_per_bar}
+
+
 def build_plan(
     tokenizer,
     composer_map: ComposerMap,
     config,
-    defaults: GenerationConfig,
+    defaults: dict | GenerationConfig,
     composers: list[str],
     *,
     seed: int = 0,
     prompt_ids: list[int] | None = None,
     grammar: bool = True,
+    guard: bool = True,
     device: str | torch.device = "cpu",
     static_cache: bool = False,
     compile: bool = False,
@@ -226,7 +242,11 @@ def build_plan(
     **settings,
 ) -> GenerationPlan:
     """The plan for one batched generate() call: one sample per entry of `composers` (names or `none`).
-    `static_cache` and `compile`: see `fast_sampling`."""
+    `guard`: the musical guard (`midilm.guard`), applied when `config` carries its bounds; the
+    settings record whether it ran (`guard`) and its bounds. `static_cache` and `compile`: see `fast_sampling`.
+    `defaults`: `sampling_defaults(...)`, or a GenerationConfig read with `config`'s guidance default."""
+    if isinstance(defaults, GenerationConfig):
+        defaults = sampling_defaults(config, defaults)
     try:
         composer_ids = [composer_map.id_of(c) for c in composers]
     except KeyError as err:
@@ -250,6 +270,10 @@ def build_plan(
     processors = LogitsProcessorList()
     if grammar:
         processors.append(grammar_processor(tokenizer))
+    note_guard = music_guard(tokenizer, config) if guard else None
+    s["guard"], s["guard_bounds"] = note_guard is not None, guard_bounds(note_guard)
+    if note_guard is not None:
+        processors.append(note_guard)  # after the grammar, before the processor that mixes and samples
     processors.append(
         CFGSamplingProcessor(
             s["effective_guidance_scale"], s["temperature"], s["top_k"], s["top_p"], s["repetition_penalty"], seed=seed
@@ -285,8 +309,31 @@ def build_plan(
 
 
 def composer_names(composer_map: ComposerMap, composer: str) -> list[str]:
-    """`--composer` as a list: a name, a comma-separated list, `all` (every composer) or `none`."""
-    return composer_map.names if composer.lower() == "all" else [c.strip() for c in composer.split(",") if c.strip()]
+    """`--composer` as a list: a name or token, a comma-separated list, `all` (every composer) or `none`.
+
+    Names may hold commas (`Bach, Johann Sebastian`): the longest run of comma-separated parts that
+    names a composer is taken first, so `Bach, Johann Sebastian,mozart` is two composers.
+    """
+    if composer.strip().lower() == "all":
+        return composer_map.names
+    parts, names, start = composer.split(","), [], 0
+    while start < len(parts):
+        for stop in range(len(parts), start, -1):
+            candidate = ",".join(parts[start:stop]).strip()
+            if stop == start + 1 or _known_composer(composer_map, candidate):
+                if candidate:
+                    names.append(candidate)
+                start = stop
+                break
+    return names
+
+
+def _known_composer(composer_map: ComposerMap, name: str) -> bool:
+    try:
+        composer_map.id_of(name)
+    except KeyError:
+        return False
+    return True
 
 
 def prepare_generation(
@@ -304,6 +351,7 @@ def prepare_generation(
     prompt_midi: str | Path | None = None,
     prompt_bars: int | None = None,
     grammar: bool = True,
+    guard: bool = True,
     min_new_tokens: int | None = None,
     device: str | torch.device = "cpu",
     static_cache: bool = False,
@@ -313,24 +361,23 @@ def prepare_generation(
     """Plan `num_samples` samples of `composer` from a model folder: a name (case-insensitive), a
     comma-separated list, `all` (every composer of the model) or `none` (unconditional).
 
-    Settings left as None come from the folder's generation_config.json. `prompt_midi` continues the
-    first `prompt_bars` bars (default: all) of a MIDI file. `static_cache`, `compile`: see
+    Settings left as None come from the folder (`sampling_defaults`: guidance from config.json's
+    `midilm_guidance_scale`, the rest from generation_config.json). `prompt_midi` continues the
+    first `prompt_bars` bars (default: all) of a MIDI file. `guard=False` turns the musical guard off
+    (it is on whenever the model carries its bounds). `static_cache`, `compile`: see
     `fast_sampling`. Raises InputError on bad input.
     """
     config, tokenizer, composer_map = load_midilm_dir(model_dir)
     if not composer:
         raise InputError(f"--composer is required; choose one of: {', '.join(composer_map.names + [NONE.lower()])}")
-    try:
-        defaults = GenerationConfig.from_pretrained(model_dir)
-    except OSError:
-        defaults = default_generation_config(config)
+    defaults = sampling_defaults(model_dir)
     if num_samples < 1:
         raise InputError(f"--num_samples {num_samples}: must be at least 1")
     composers = composer_names(composer_map, composer)
     prompt = load_prompt(tokenizer, prompt_midi, prompt_bars) if prompt_midi is not None else None
     return build_plan(
         tokenizer, composer_map, config, defaults, [c for c in composers for _ in range(num_samples)],
-        seed=seed, prompt_ids=prompt, grammar=grammar, device=device, max_new_tokens=max_new_tokens,
+        seed=seed, prompt_ids=prompt, grammar=grammar, guard=guard, device=device, max_new_tokens=max_new_tokens,
         guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p,
         repetition_penalty=repetition_penalty, min_new_tokens=min_new_tokens,
         static_cache=static_cache, compile=compile, compile_backend=compile_backend,
@@ -340,7 +387,7 @@ def prepare_generation(
 @torch.no_grad()
 def sample_scores(
     model, tokenizer, composer_map: ComposerMap, composers: list[str], samples_per_composer: int,
-    max_new_tokens: int | None = None, seed: int = 0, grammar: bool = True,
+    max_new_tokens: int | None = None, seed: int = 0, grammar: bool = True, guard: bool = True,
 ) -> list[tuple[str, Score]]:
     """(composer, Score) for `samples_per_composer` samples of each composer, from one generate() call
     on an in-memory model (train.py's evaluation samples). Defaults come from `model.generation_config`."""
@@ -349,7 +396,7 @@ def sample_scores(
         return []
     context = context_length(model.config)
     plan = build_plan(
-        tokenizer, composer_map, model.config, model.generation_config, names, seed=seed, grammar=grammar,
+        tokenizer, composer_map, model.config, model.generation_config, names, seed=seed, grammar=grammar, guard=guard,
         device=model.device, max_new_tokens=None if max_new_tokens is None else min(max_new_tokens, context - HEADER_TOKENS),
     )
     output = model.generate(
@@ -382,6 +429,7 @@ class GenerateArguments:
     wav: bool = field(default=False, metadata={"help": "Also render a WAV with a General MIDI soundfont."})
     png: bool = field(default=False, metadata={"help": "Also draw a piano-roll PNG."})
     no_grammar: bool = field(default=False, metadata={"help": "Turn the REMI grammar processor off (for measuring)."})
+    no_guard: bool = field(default=False, metadata={"help": "Turn the musical guard off: it caps the notes starting at one onset and in one bar at the bounds learnt from the training data (config.json's midilm_guard), and is on by default for a model that carries them."})
     soundfont: str | None = field(default=None, metadata={"help": "Soundfont for --wav (default: one found locally)."})
     static_cache: bool = field(default=False, metadata={"help": "Preallocated KV cache (transformers' cache_implementation='static'): same seed, same MIDI bytes as without it (tested). Pays off with --compile; alone it is slower on CPU."})
     compile: bool = field(default=False, metadata={"help": "torch.compile the decoding forward (implies --static_cache). The first call compiles (25-50 s on a 2-core CPU with inductor, for the tiny model), so it pays off for long or many samples, mostly on a GPU. Same seed, same MIDI bytes as without it on CPU (tested with aot_eager; seen with inductor in bench/RESULTS.md), but inductor may reorder float sums, so on another machine or a GPU a draw can change."})
@@ -399,8 +447,9 @@ def list_composers(model_dir: str | Path) -> str:
 
 
 def sample_stem(composer: str, index: int) -> str:
-    """`bach_0`; names are made file-safe the same way as their tokens."""
-    name = NONE.lower() if composer == NONE else composer_token(composer)[len(COMPOSER_PREFIX):]
+    """`bach_0`, `Bach, Johann Sebastian_0`: the composer's own name, less the characters no file
+    name may hold on some system (path separators, `<>:"|?*`, control characters)."""
+    name = NONE.lower() if composer == NONE else re.sub(r'[\x00-\x1f/\\<>:"|?*]+', "-", composer).strip(" .") or "unnamed"
     return f"{name}_{index}"
 
 

@@ -300,3 +300,43 @@ def test_cli_all_composers_in_one_call(script, model_dir, tmp_path, monkeypatch)
     assert run_cli(script, monkeypatch, "--model_dir", str(model_dir), "--composer", "Mozart,none",
                    "--max_new_tokens", "24", "--output_dir", str(tmp_path / "list")) == 0
     assert sorted(p.name for p in (tmp_path / "list").glob("*.mid")) == ["mozart_0.mid", "none_0.mid"]
+
+
+@pytest.fixture(scope="module")
+def guarded_model_dir(model_dir, tmp_path_factory) -> Path:
+    """The random-weight model with guard bounds in its config.json, as train.py stores them; tight
+    ones, so that its unguarded samples (random weights pile notes up) pass them."""
+    from midilm.guard import CONFIG_KEY
+
+    out = tmp_path_factory.mktemp("guarded") / "model_output"
+    shutil.copytree(model_dir, out)
+    config = json.loads((out / "config.json").read_text())
+    config[CONFIG_KEY] = {"max_notes_per_onset": 2, "max_notes_per_bar": 10, "quantile": 0.999}
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def test_guard_is_on_by_default_and_keeps_samples_within_its_bounds(guarded_model_dir, model):
+    from midilm.guard import NoteGuardLogitsProcessor, onset_counts
+
+    tokenizer, _ = load_tokenizer(guarded_model_dir)
+    largest = {}
+    for guard in (True, False):
+        plan = prepare_generation(guarded_model_dir, "bach,mozart", 2, max_new_tokens=96, seed=3, guard=guard)
+        assert plan.settings["guard"] is guard and plan.settings["effective_guidance_scale"] == 3.0  # the model's default
+        assert any(isinstance(p, NoteGuardLogitsProcessor) for p in plan.logits_processor) is guard
+        assert plan.settings["guard_bounds"] == ({"max_notes_per_onset": 2, "max_notes_per_bar": 10} if guard else None)
+        largest[guard] = [onset_counts(tokenizer, ids) for ids in plan.sample_ids(generate(model, plan))]
+    assert all(onset <= 2 and bar <= 10 for onset, bar in largest[True])
+    assert any(onset > 2 or bar > 10 for onset, bar in largest[False])  # the check above can fail
+
+
+def test_cli_records_the_guard_and_no_guard_turns_it_off(script, guarded_model_dir, model_dir, tmp_path, monkeypatch):
+    args = ["--composer", "bach", "--max_new_tokens", "24"]
+    runs = {"on": [guarded_model_dir], "off": [guarded_model_dir, "--no_guard"], "no bounds": [model_dir]}
+    for name, (folder, *extra) in runs.items():
+        assert run_cli(script, monkeypatch, "--model_dir", str(folder), *args, *extra, "--output_dir", str(tmp_path / name)) == 0
+    settings = {name: json.loads((tmp_path / name / "bach_0.json").read_text())["settings"] for name in runs}
+    assert settings["on"]["guard"] is True and settings["on"]["guard_bounds"]["max_notes_per_onset"] == 2
+    assert settings["off"]["guard"] is False and settings["off"]["guard_bounds"] is None
+    assert settings["no bounds"]["guard"] is False  # a model saved without bounds samples as before
