@@ -13,8 +13,15 @@ What it measures (every number is written to report.json, the headline ones to r
 - Accompaniment (models trained with `--tasks accompaniment`): melody adherence and harmonic fit of
   the trained and the random-weight model's accompaniments of real held-out melodies, beside the real
   pieces' own.
-- A guidance-scale sweep: how far each composer's samples are from that composer's real pieces
-  (pitch-class and duration histograms) at each scale.
+- A guidance-scale sweep (`--adherence_scales`, 16 samples per composer at each by default, guard on
+  and off, plus unconditional samples): composer adherence judged by an independent classifier
+  (the `composer_adherence` evaluate module: its ceiling on real held-out crops, the unconditional base
+  rate, 95% Wilson intervals, confusion matrices), degenerate samples (more notes at one onset than any
+  training piece of the composer holds) with the musical guard on and off, syntax errors, the music-metric
+  gap (the `music_metrics` evaluate module), notes per sample and memorization at each scale; the guidance
+  default it chooses (highest adherence with no more degenerate samples than the real pieces), written to
+  the model's config.json with `--write_default_guidance`. Histogram distances per scale stay as a
+  secondary table: pitch-class histograms mostly measure key and mode.
 - Memorization: for every piece, the longest run of successive pitch intervals it shares with one
   training piece at any transposition (`midilm.memorization`), per sample set and guidance scale.
 
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from collections import defaultdict
@@ -42,7 +50,7 @@ import torch
 from datasets import DatasetDict
 from symusic import Score
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, GenerationConfig
+from transformers import AutoModelForCausalLM
 
 from midilm.dataset import load_prepared
 from midilm.generation import HEADER_TOKENS, build_plan, composer_names, decode_ids, load_model, sample_stem
@@ -56,8 +64,8 @@ from midilm.metrics import (
     piece_metrics,
 )
 from midilm.memorization import ROW_COLUMNS, MemorizationIndex, PitchReader, table_pitch_rows
-from midilm.modeling import context_length, load_midilm_dir
-from midilm.modeling import generation_config as default_generation_config
+from midilm.guard import bounds_from_config
+from midilm.modeling import TASKS_KEY, context_length, load_midilm_dir, model_tasks, sampling_defaults
 from midilm.outputs import replace_dir, staging_dir
 from midilm.sources import InputError
 from midilm.tokenizer import load_tokenizer
@@ -77,8 +85,12 @@ class EvaluateArguments:
     samples_dir: str | None = field(default=None, metadata={"help": "Evaluate the <composer>_<i>.mid files generate.py wrote here instead of sampling anew (the sweep and the random baseline are always sampled)."})
     num_samples_per_composer: int = field(default=8, metadata={"help": "Samples per composer for each sample set and guidance scale."})
     max_new_tokens: int = field(default=512, metadata={"help": "Tokens per sample (capped to the model's context)."})
-    guidance_scale: float | None = field(default=None, metadata={"help": "Guidance scale of the main sample sets (default: the model's generation_config.json)."})
-    guidance_scales: str = field(default="1,2,4", metadata={"help": "Comma-separated guidance scales of the CFG sweep (empty = no sweep)."})
+    guidance_scale: float | None = field(default=None, metadata={"help": "Guidance scale of the main sample sets (default: the scale this evaluation chooses with --write_default_guidance, else the model's midilm_guidance_scale in config.json)."})
+    adherence_scales: str = field(default="1,1.5,2,3,5", metadata={"help": "Comma-separated guidance scales of the sweep: at each, every composer is sampled with the musical guard on and off, and judged by the composer classifier, the music metrics, degenerate onsets and memorization; unconditional samples give the base rate. Empty = no sweep, no adherence section."})
+    adherence_samples_per_composer: int = field(default=16, metadata={"help": "Samples per composer at each sweep scale (and guard setting); as many unconditional samples as one scale holds."})
+    guidance_scales: str | None = field(default=None, metadata={"help": "The former name of --adherence_scales; when given, it replaces them."})
+    write_default_guidance: bool = field(default=False, metadata={"help": "Write the guidance scale the sweep chooses (the highest composer adherence whose degenerate samples, guard on, stay at or below the real pieces' rate) into --model_dir's config.json (midilm_guidance_scale), so generate.py uses it by default."})
+    sample_batch_size: int = field(default=64, metadata={"help": "Samples per generate() call (twice as many rows under guidance): bounds the memory of the KV cache."})
     seed: int = field(default=0, metadata={"help": "Seeds the samples and the random-weight model."})
     split: str = field(default="validation", metadata={"help": "Held-out split of the reference pieces and the likelihood: validation or test."})
     composers: str | None = field(default=None, metadata={"help": "Comma-separated composers to evaluate (default: all of the model's)."})
@@ -97,10 +109,16 @@ class EvaluateArguments:
             raise InputError(f"--accompaniment_pieces {self.accompaniment_pieces}: must be 0 or more")
         if self.batch_size < 1:
             raise InputError(f"--batch_size {self.batch_size}: must be at least 1")
+        if self.adherence_samples_per_composer < 1:
+            raise InputError(f"--adherence_samples_per_composer {self.adherence_samples_per_composer}: must be at least 1")
+        if self.sample_batch_size < 1:
+            raise InputError(f"--sample_batch_size {self.sample_batch_size}: must be at least 1")
+        flag, text = ("--guidance_scales", self.guidance_scales) if self.guidance_scales is not None else ("--adherence_scales", self.adherence_scales)
         try:
-            self.scales = [float(s) for s in str(self.guidance_scales).split(",") if s.strip()]
+            # sorted and unique: the table reads top to bottom, and one scale is sampled once
+            self.scales = sorted({float(s) for s in str(text).split(",") if s.strip()})
         except ValueError as err:
-            raise InputError(f"--guidance_scales {self.guidance_scales!r}: expected numbers such as 1,2,4") from err
+            raise InputError(f"{flag} {text!r}: expected numbers such as 1,1.5,2,3,5") from err
         if any(s < 0 for s in self.scales) or (self.guidance_scale is not None and self.guidance_scale < 0):
             raise InputError("guidance scales must be >= 0 (1 = no guidance)")
 
@@ -166,17 +184,21 @@ class TrainingScan:
     pieces: np.ndarray  # original pieces per composer id
     rows: int  # continuation rows
     index: MemorizationIndex
+    max_notes_per_onset: np.ndarray  # per composer id, the most notes starting at one onset in its original pieces (0: none)
 
 
 def scan_training(ds, tokenizer, composer_map, where: str, batch_size: int = SCAN_BATCH_ROWS) -> TrainingScan:
     """Check the training split's continuation rows as `token_rows` checks a held-out split, count their
-    tokens and pieces, and build the memorization index, `batch_size` rows of Arrow at a time: no
-    Python list of the split, no Score."""
+    tokens and pieces, find the most notes at one onset per composer, and build the memorization index,
+    `batch_size` rows of Arrow at a time: no Python list of the split, no Score."""
+    from midilm.guard import count_histograms
+
     bos, vocab = tokenizer["BOS_None"], len(tokenizer)
     composer_tokens = np.asarray(composer_map.token_ids, dtype=np.int64)
     reader = PitchReader.for_tokenizer(tokenizer)
     counts = np.zeros(vocab, dtype=np.int64)
     pieces = np.zeros(len(composer_map.names), dtype=np.int64)
+    onset_max = np.zeros(len(composer_map.names), dtype=np.int64)
     rows, any_rows, pitch_rows = 0, False, []
     columns = sorted({*ROW_COLUMNS, "composer"})
     for table in ds.select_columns(columns).with_format("arrow").iter(batch_size=batch_size):
@@ -207,11 +229,16 @@ def scan_training(ds, tokenizer, composer_map, where: str, batch_size: int = SCA
         counts += np.bincount(values[scored], minlength=vocab)
         original = table.column("augmentation").to_numpy(zero_copy_only=False) == ""
         pieces += np.bincount(composer[original & (table.column("chunk").to_numpy() == 0)], minlength=len(pieces))
+        # Chunks are cut at bar lines, so no onset straddles two rows; transposed copies hold the same counts.
+        for k in np.unique(composer[original]):
+            mine = np.flatnonzero(original & (composer == k))
+            onset_hist, _ = count_histograms(tokenizer, (values[starts[j] : starts[j] + lengths[j]] for j in mine))
+            onset_max[k] = max(onset_max[k], len(onset_hist) - 1)
         pitch_rows += table_pitch_rows(table, reader)
         rows += table.num_rows
     if any_rows and rows == 0:
         raise InputError(f"{where}: no continuation rows (built with --tasks accompaniment only); prepare with --tasks continuation,accompaniment")
-    return TrainingScan(counts, pieces, rows, MemorizationIndex.from_rows(pitch_rows))
+    return TrainingScan(counts, pieces, rows, MemorizationIndex.from_rows(pitch_rows), onset_max)
 
 
 # Likelihood ------------------------------------------------------------------------------------
@@ -297,29 +324,36 @@ def likelihood_summary(total_nll: float, tokens: int, notes: int) -> dict:
 
 @dataclass
 class Sampler:
-    """Draws sample sets the way generate.py does: one batched generate() call per composer and scale."""
+    """Draws sample sets the way generate.py does (`build_plan` + `model.generate`: CFG, the grammar and
+    the musical guard), every composer of a set in one batched call of at most `batch_samples` samples."""
 
     tokenizer: object
     composer_map: object
     config: object
-    defaults: GenerationConfig
+    defaults: dict  # midilm.modeling.sampling_defaults
     max_new_tokens: int
     device: str
+    batch_samples: int = 64
 
     @torch.no_grad()
-    def sample(self, model, composer: str, count: int, guidance_scale: float, seed: int) -> list[dict]:
-        plan = build_plan(
-            self.tokenizer, self.composer_map, self.config, self.defaults, [composer] * count, seed=seed, grammar=True,
-            device=self.device, max_new_tokens=self.max_new_tokens, guidance_scale=guidance_scale,
-        )
-        output = model.generate(
-            plan.input_ids, attention_mask=plan.attention_mask, generation_config=plan.generation_config, logits_processor=plan.logits_processor
-        )
-        ids = plan.sample_ids(output)
-        return [
-            {"composer": composer, "name": sample_stem(composer, i), "ids": row, "score": decode_ids(self.tokenizer, row)}
-            for i, row in enumerate(ids)
-        ]
+    def sample(self, model, composers: list[str], guidance_scale: float, seed: int, guard: bool = True) -> list[dict]:
+        """One sample per entry of `composers` (names, or `none`). A batch's seed is `seed` plus its first
+        sample's index, so the same call with the guard off draws the same tokens until the guard steps in."""
+        out, counts = [], {}
+        for start in range(0, len(composers), self.batch_samples):
+            names = composers[start : start + self.batch_samples]
+            plan = build_plan(
+                self.tokenizer, self.composer_map, self.config, self.defaults, names, seed=seed + start, grammar=True, guard=guard,
+                device=self.device, max_new_tokens=self.max_new_tokens, guidance_scale=guidance_scale,
+            )
+            output = model.generate(
+                plan.input_ids, attention_mask=plan.attention_mask, generation_config=plan.generation_config, logits_processor=plan.logits_processor
+            )
+            for composer, row in zip(names, plan.sample_ids(output)):
+                index = counts[composer] = counts.get(composer, -1) + 1
+                out.append({"composer": composer, "name": sample_stem(composer, index), "ids": row, "score": decode_ids(self.tokenizer, row),
+                            "guard": plan.settings["guard"]})
+        return out
 
 
 def read_samples(samples_dir: Path, composers: list[str], tokenizer) -> tuple[dict[str, list[dict]], list[float]]:
@@ -439,6 +473,155 @@ def memorization(pieces: list[dict], composers: list[str]) -> dict:
     return out
 
 
+# Composer adherence and the guidance default ---------------------------------------------------
+
+
+UNCONDITIONAL = "unconditional"
+
+
+def sweep_key(scale: float, guard: bool = True) -> str:
+    """The name of one sweep sample set (also its folder of MIDI files beside the report)."""
+    return f"sweep {scale:g}" if guard else f"sweep_unguarded {scale:g}"
+
+
+def degenerate(pieces: list[dict], tokenizer, thresholds: dict[str, int]) -> dict:
+    """How many pieces start more notes at one onset than `thresholds` allows their composer (the most
+    any training piece of that composer holds; `none`: the most of any composer), with the largest
+    onset of each piece (`midilm.guard.onset_counts`)."""
+    from midilm.guard import onset_counts
+
+    overall = max(thresholds.values(), default=0)
+    largest = [onset_counts(tokenizer, p["ids"])[0] for p in pieces]
+    over = [n > thresholds.get(p["composer"], overall) for p, n in zip(pieces, largest)]
+    return {
+        "count": int(sum(over)), "n": len(pieces), "share": sum(over) / len(pieces) if pieces else None,
+        "max_notes_per_onset": max(largest, default=None), "pieces": [p["name"] for p, o in zip(pieces, over) if o],
+    }
+
+
+def choose_guidance(rows: list[dict], real_rate: float | None) -> dict:
+    """The default guidance scale from the sweep: the highest overall adherence among the scales whose
+    share of degenerate samples with the guard on is at most the real held-out pieces' (ties go to the
+    smaller scale, so s = 1 unless guidance measurably helps). Without such a scale, the one with the
+    fewest degenerate samples. Returns the scale (None when adherence is not measurable) and the reason."""
+    measured = [r for r in rows if r["adherence"] is not None]
+    if not measured:
+        return {"scale": None, "reason": "composer adherence is not measurable here (see the classifier's reasons), so the data cannot choose a scale"}
+    limit = real_rate or 0.0
+    allowed = [r for r in measured if r["degenerate_guard_on"]["share"] <= limit + 1e-12]
+    if allowed:
+        best = max(allowed, key=lambda r: (r["adherence"], -r["scale"]))
+        reason = (
+            f"s = {best['scale']:g} has the highest composer adherence ({best['adherence']:.2f}) of the scales whose share of "
+            f"degenerate samples with the guard on is at most the real held-out pieces' ({limit:.2f})"
+        )
+        excluded = [r for r in measured if r not in allowed]
+        if excluded:
+            reason += "; " + ", ".join(f"s = {r['scale']:g}" for r in excluded) + " exceeded it"
+        if best["scale"] == 1.0:
+            reason += "; guidance did not beat the composer token alone, so the default is no guidance (s = 1)"
+    else:
+        best = min(measured, key=lambda r: (r["degenerate_guard_on"]["share"], -r["adherence"], r["scale"]))
+        reason = (
+            f"no scale kept degenerate samples at or below the real pieces' rate ({limit:.2f}); s = {best['scale']:g} had the fewest "
+            f"({best['degenerate_guard_on']['share']:.2f}), then the highest adherence ({best['adherence']:.2f})"
+        )
+    return {"scale": best["scale"], "reason": reason}
+
+
+def composer_adherence(
+    args: EvaluateArguments, tokenizer, composers: list[str], real: list[dict], real_measured: list[dict], drawn: dict[str, list[dict]],
+    sweep_sets: dict[float, list[dict]], thresholds: dict[str, int], guard: dict | None,
+) -> dict:
+    """The adherence table: the composer classifier's ceiling on real held-out crops, the unconditional
+    base rate, and at every sweep scale adherence beside degenerate samples (guard on and off), syntax
+    errors, the music-metric gap to the composer's real pieces, notes per sample and memorization.
+
+    Adherence and the metric gap come from midilm's `evaluate` modules (composer_adherence, music_metrics),
+    called as a user would: the first adherence call trains the classifier on --dataset_dir's real pieces
+    (crops as long as the median sample), which the module keeps for the later calls of this process.
+    """
+    import evaluate
+
+    from midilm.adherence import typical_length
+    from midilm.evaluate_modules import path
+
+    guided = [p for s in args.scales for p in drawn[sweep_key(s)]]
+    crop = {"crop_length": typical_length([p["score"] for p in guided], "notes"), "crop_unit": "notes", "seed": args.seed}
+    adherence_metric = evaluate.load(path("composer_adherence"), keep_in_memory=True)
+    music_metric = evaluate.load(path("music_metrics"), keep_in_memory=True)
+
+    def judge(samples: list[dict]) -> dict:
+        return adherence_metric.compute(
+            predictions=[p["ids"] for p in samples], references=[p["composer"] for p in samples],
+            dataset=args.dataset_dir, tokenizer=tokenizer, **crop,
+        )
+
+    real_ids = {c: [p["ids"] for p in real if p["composer"] == c] for c in composers}
+
+    def metric_gap(samples: list[dict]) -> float | None:
+        gaps = []
+        for c in composers:
+            mine = [p["ids"] for p in samples if p["composer"] == c]
+            if mine and real_ids[c]:
+                gaps.append(music_metric.compute(predictions=mine, real=real_ids[c], tokenizer=tokenizer)["distance"]["mean_gap"])
+        return _mean(gaps)
+
+    groups = {UNCONDITIONAL: judge(drawn[UNCONDITIONAL])}
+    rows = []
+    for s in args.scales:
+        result = groups[f"s = {s:g}"] = judge(drawn[sweep_key(s)])
+        runs = [p["longest_training_run"] for p in sweep_sets[s]]
+        rows.append({
+            "scale": s,
+            "adherence": result["adherence"],
+            "interval": result["adherence_interval"],
+            "n": result["overall"]["n"],
+            "mean_probability": result["mean_probability"],
+            "per_composer": {c: v.get("share") if v.get("measurable") else None for c, v in result["per_composer"].items()},
+            "degenerate_guard_on": degenerate(drawn[sweep_key(s)], tokenizer, thresholds),
+            "degenerate_guard_off": degenerate(drawn[sweep_key(s, guard=False)], tokenizer, thresholds),
+            "syntax_error_rate_max": max((p["syntax_error_rate"] for p in sweep_sets[s]), default=None),
+            "metric_gap": metric_gap(drawn[sweep_key(s)]),
+            "notes_per_sample": _mean([p["n_notes"] for p in sweep_sets[s]]),
+            "memorization": {"max": max(runs, default=None), "median": float(np.median(runs)) if runs else None},
+        })
+    first = groups[UNCONDITIONAL]
+    real_rate = degenerate(real, tokenizer, thresholds)
+    choice = choose_guidance(rows, real_rate["share"])
+    runs = [p["longest_training_run"] for p in real_measured]
+    return {
+        "settings": {"scales": args.scales, "samples_per_composer": args.adherence_samples_per_composer, **crop},
+        "classifier": {**first["classifier"], "chance": 1 / len(first["classifier"]["composers"]) if first["classifier"]["composers"] else None},
+        "ceiling": first["ceiling"],
+        "groups": {k: {key: v[key] for key in ("per_composer", "overall", "unconditional", "confusion", "predicted")} for k, v in groups.items()},
+        "rows": rows,
+        "real": {
+            "degenerate": real_rate,
+            "syntax_error_rate_max": max((p["syntax_error_rate"] for p in real_measured), default=None),
+            "memorization": {"max": max(runs, default=None), "median": float(np.median(runs)) if runs else None},
+        },
+        "unconditional": {"degenerate_guard_on": degenerate(drawn[UNCONDITIONAL], tokenizer, thresholds)},
+        "degenerate_threshold": thresholds,
+        "guard": guard,
+        "choice": choice,
+    }
+
+
+def write_default_guidance(model_dir: str | Path, scale: float) -> Path:
+    """Set config.json's `midilm_guidance_scale` in a model folder: written whole under a temporary name,
+    then renamed over the old file, so a reader never sees half a config."""
+    from midilm.modeling import GUIDANCE_KEY
+
+    path = Path(model_dir) / "config.json"
+    config = json.loads(path.read_text())
+    config[GUIDANCE_KEY] = float(scale)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, path)
+    return path
+
+
 # Accompaniment ---------------------------------------------------------------------------------
 
 
@@ -454,7 +637,7 @@ def accompaniment_pieces(pieces: list[dict], composers: list[str], per_composer:
     return chosen
 
 
-def evaluate_accompaniment(models: dict, tokenizer, composer_map, pieces: list[dict], root: Path, defaults: GenerationConfig, seed: int) -> tuple[dict, dict]:
+def evaluate_accompaniment(models: dict, tokenizer, composer_map, pieces: list[dict], root: Path, defaults: dict, seed: int) -> tuple[dict, dict]:
     """Accompany the melody of each real piece (its marked melody track, else its top voice) with each
     model in `models`, under the piece's composer; measure melody adherence and harmonic fit of each
     result and of the real piece around the same melody. Returns the report section and the MIDI to write."""
@@ -498,13 +681,22 @@ def headline(report: dict) -> str:
     """A few lines for the terminal."""
     lik, comp = report["likelihood"], report["comparison"]
     t_dist, r_dist = comp["trained"]["distance"]["mean_over_composers"], comp["random"]["distance"]["mean_over_composers"]
-    return "\n".join([
+    lines = [
         (f"{lik['split']} perplexity {_f(lik['trained']['perplexity'])} (unigram {_f(lik['unigram']['perplexity'])}, "
         f"ratio {_f(lik['perplexity_ratio_trained_to_unigram'])}); NLL per note {_f(lik['trained']['nll_per_note'])} nats"),
         (f"metric gap to real: trained {_f(t_dist['mean_gap'])}, random weights {_f(r_dist['mean_gap'])}; "
         f"pitch-class JS: trained {_f(t_dist['pitch_class_js'])}, random weights {_f(r_dist['pitch_class_js'])}"),
         _verdict(t_dist, r_dist),
-    ])
+    ]
+    adherence = report.get("adherence")
+    if adherence and adherence["rows"]:
+        ceiling = (adherence["ceiling"] or {}).get("overall", {}).get("share")
+        scales = ", ".join(f"s={r['scale']:g} {_share_cell(r['adherence'])}" for r in adherence["rows"])
+        lines.append(f"composer adherence (classifier ceiling {_share_cell(ceiling)}, chance {_f(adherence['classifier']['chance'], 2)}): {scales}")
+        choice = adherence["choice"]
+        if choice["scale"] is not None:
+            lines.append(f"guidance default: s = {choice['scale']:g}" + (f", written to {choice['written_to']}" if choice.get("written_to") else " (not written)"))
+    return "\n".join(lines)
 
 
 def evaluate(args: EvaluateArguments) -> dict:
@@ -537,11 +729,8 @@ def evaluate(args: EvaluateArguments) -> dict:
             f"--dataset_dir {args.dataset_dir}: no {args.split} pieces of {', '.join(missing)}, so nothing to compare their "
             f"samples with; try --split {'test' if args.split == 'validation' else 'validation'}, or leave them out with --composers"
         )
-    try:
-        defaults = GenerationConfig.from_pretrained(args.model_dir)
-    except OSError:
-        defaults = default_generation_config(config)
-    main_scale = float(args.guidance_scale if args.guidance_scale is not None else (defaults.guidance_scale or 1.0))
+    defaults = sampling_defaults(args.model_dir)
+    main_scale = float(args.guidance_scale if args.guidance_scale is not None else defaults["guidance_scale"])
     max_new_tokens = min(args.max_new_tokens, context_length(config) - HEADER_TOKENS)
     samples_from_dir = read_samples(Path(args.samples_dir), composers, tokenizer) if args.samples_dir else None
     model = load_model(args.model_dir, device)
@@ -591,47 +780,75 @@ def evaluate(args: EvaluateArguments) -> dict:
     likelihood["perplexity_ratio_trained_to_unigram"] = likelihood["trained"]["perplexity"] / likelihood["unigram"]["perplexity"]
     timings["likelihood_s"] = time.perf_counter() - tick
 
-    # Sample: the trained model at the main scale (or generate.py's files), the sweep, the random baseline
+    # Sample the guidance sweep: every composer at each scale with the musical guard on and off (the same
+    # seeds, so an unguarded sample is its guarded twin until the guard first steps in), and unconditional
+    # samples for the classifier's base rate
     tick = time.perf_counter()
-    sampler = Sampler(tokenizer, composer_map, config, defaults, max_new_tokens, device)
-    n = args.num_samples_per_composer
-    seed_of = {c: args.seed + i for i, c in enumerate(composers)}
-    jobs = [("random", random_model, main_scale)]
-    if samples_from_dir is None:
-        jobs.append(("trained", model, main_scale))
-    jobs += [(f"sweep {s:g}", model, s) for s in args.scales if samples_from_dir is not None or s != main_scale]
-    drawn: dict[str, list[dict]] = defaultdict(list)
-    with tqdm(total=len(jobs) * len(composers), desc="sampling", unit="call") as bar:
-        for name, which, scale in jobs:
-            for c in composers:
-                bar.set_postfix_str(f"{name}, {c}")
-                drawn[name] += sampler.sample(which, c, n, scale, seed_of[c])
-                bar.update()
+    sampler = Sampler(tokenizer, composer_map, config, defaults, max_new_tokens, device, args.sample_batch_size)
+    sweep_names = [c for c in composers for _ in range(args.adherence_samples_per_composer)]
+    jobs = [(UNCONDITIONAL, ["none"] * len(sweep_names), 1.0, True)] if args.scales else []
+    jobs += [(sweep_key(s, guard), sweep_names, s, guard) for s in args.scales for guard in (True, False)]
+    drawn: dict[str, list[dict]] = {}
+    for name, names, scale, guard in tqdm(jobs, desc="sampling the guidance sweep", unit="set"):
+        drawn[name] = sampler.sample(model, names, scale, args.seed, guard)
+    timings["sweep_sampling_s"] = time.perf_counter() - tick
+
+    # Measure the real pieces and the guarded sweep sets (music metrics, syntax, memorization)
+    tick = time.perf_counter()
+    measured = {"real": measure(real, tokenizer, training.index, "measuring real pieces")}
+    sweep_sets = {s: measure(drawn[sweep_key(s)], tokenizer, training.index, f"measuring s={s:g}") for s in args.scales}
+    timings["metrics_s"] = time.perf_counter() - tick
+
+    # Composer adherence at each scale, and the guidance default it chooses
+    adherence = None
+    if args.scales:
+        tick = time.perf_counter()
+        # A composer with no original training piece borrows the largest onset of all.
+        largest = int(training.max_notes_per_onset.max())
+        thresholds = {c: int(training.max_notes_per_onset[composer_map.names.index(c)]) or largest for c in composers}
+        adherence = composer_adherence(args, tokenizer, composers, real, measured["real"], drawn, sweep_sets, thresholds, bounds_from_config(config))
+        adherence["choice"]["written_to"] = None
+        if args.write_default_guidance and adherence["choice"]["scale"] is not None:
+            adherence["choice"]["written_to"] = str(Path(args.model_dir) / "config.json")  # once the report is written (evaluate_samples.py)
+        timings["adherence_s"] = time.perf_counter() - tick
+    chosen = adherence["choice"]["scale"] if adherence else None
+    if args.guidance_scale is not None:
+        main_scale = float(args.guidance_scale)
+    elif args.write_default_guidance and chosen is not None:
+        main_scale = float(chosen)  # the default the model folder is about to get
+    else:
+        main_scale = float(defaults["guidance_scale"])
+
+    # The main sample sets: the trained model at the main scale (generate.py's files, the sweep's set
+    # at that scale, or sampled now) and the same architecture with random weights
+    tick = time.perf_counter()
+    per_composer = [c for c in composers for _ in range(args.num_samples_per_composer)]
     if samples_from_dir is not None:
         drawn["trained"] = [s for c in composers for s in samples_from_dir[0][c]]
         recorded = sorted(set(samples_from_dir[1]))
         trained_scale = recorded[0] if len(recorded) == 1 else None
+        measured["trained"] = measure(drawn["trained"], tokenizer, training.index, "measuring trained samples")
+    elif main_scale in sweep_sets:
+        drawn["trained"], measured["trained"], trained_scale = drawn.pop(sweep_key(main_scale)), sweep_sets[main_scale], main_scale
     else:
-        trained_scale = main_scale
+        drawn["trained"], trained_scale = sampler.sample(model, per_composer, main_scale, args.seed), main_scale
+        measured["trained"] = measure(drawn["trained"], tokenizer, training.index, "measuring trained samples")
+    drawn["random"] = sampler.sample(random_model, per_composer, main_scale, args.seed)
+    measured["random"] = measure(drawn["random"], tokenizer, training.index, "measuring random-weight samples")
     timings["sampling_s"] = time.perf_counter() - tick
-
-    # Measure every piece
-    tick = time.perf_counter()
-    measured = {
-        "real": measure(real, tokenizer, training.index, "measuring real pieces"),
-        "trained": measure(drawn["trained"], tokenizer, training.index, "measuring trained samples"),
-        "random": measure(drawn["random"], tokenizer, training.index, "measuring random-weight samples"),
-    }
-    sweep_sets = {}
-    for s in args.scales:
-        key = f"sweep {s:g}"
-        sweep_sets[s] = measured["trained"] if key not in drawn else measure(drawn[key], tokenizer, training.index, f"measuring s={s:g}")
-    timings["metrics_s"] = time.perf_counter() - tick
 
     # Accompaniment (when the model was trained on it): the trained and the random-weight model write
     # the music around real held-out melodies
-    accompaniment = None
-    if "accompaniment" in dataset["train"].unique("task") and args.accompaniment_pieces > 0:
+    accompaniment, accompaniment_skipped = None, None
+    if args.accompaniment_pieces == 0:
+        accompaniment_skipped = "--accompaniment_pieces 0"
+    elif "accompaniment" not in dataset["train"].unique("task"):
+        accompaniment_skipped = "the dataset holds no accompaniment rows (prepare_dataset.py --tasks continuation,accompaniment adds them)"
+    elif "accompaniment" not in model_tasks(config):
+        accompaniment_skipped = (
+            f"the model was trained on {', '.join(model_tasks(config))} rows only (config.json's {TASKS_KEY}), never on accompaniment"
+        )
+    else:
         from midilm.accompaniment import source_root
 
         tick = time.perf_counter()
@@ -654,11 +871,11 @@ def evaluate(args: EvaluateArguments) -> dict:
         "trained_samples_guidance_scale": trained_scale,
         "trained_samples_from": args.samples_dir or "sampled here",
         "max_new_tokens_used": max_new_tokens,
-        "sampling": {k: getattr(defaults, k, None) for k in ("temperature", "top_k", "top_p", "repetition_penalty")},
+        "sampling": {k: defaults[k] for k in ("temperature", "top_k", "top_p", "repetition_penalty")},
         "grammar": True,
+        "guard": bool(bounds_from_config(config)),
         "device": device,
         "composers_evaluated": composers,
-        "composer_seeds": seed_of,
     })
     real_errors = [p["syntax_error_rate"] for p in measured["real"]]
     return {
@@ -670,10 +887,12 @@ def evaluate(args: EvaluateArguments) -> dict:
             "memorization_index": {"pieces": training.index.pieces, "intervals": training.index.intervals, "bytes": training.index.nbytes},
         },
         "likelihood": likelihood,
-        "pieces": {**measured, "sweep": {f"{s:g}": sweep_sets[s] for s in args.scales if f"sweep {s:g}" in drawn}},
+        "pieces": {**measured, "sweep": {f"{s:g}": sweep_sets[s] for s in args.scales if sweep_key(s) in drawn}},
         "comparison": comparison,
+        "adherence": adherence,
         "cfg_sweep": sweep,
         "accompaniment": accompaniment,
+        "accompaniment_skipped": accompaniment_skipped,
         "memorization": {k: memorization(v, composers) for k, v in measured.items()},
         "memorization_by_scale": {f"{s:g}": memorization(sweep_sets[s], composers) for s in args.scales},
         "checks": {
@@ -766,6 +985,9 @@ def markdown_report(report: dict) -> str:
         (f"Verdict, averaged over composers: {_verdict(t_dist, r_dist)}. "
         f"Real {s['split']} pieces read back with syntax error rate {_f(report['checks']['real_pieces_syntax_error_rate_max'])} (expected 0)."),
         "",
+    ]
+    lines += adherence_markdown(report.get("adherence"), composers)
+    lines += [
         "## Music metrics per composer",
         "",
         "Mean ± std over pieces; for the sample sets, the standardised gap |mean − real mean| / real std in brackets.",
@@ -792,12 +1014,13 @@ def markdown_report(report: dict) -> str:
         rows.append(["pieces"] + [str(len(by_set[k])) for k in SETS])
         lines += _table(["metric", *SETS.values()], rows)
     lines += [
-        "## Classifier-free guidance sweep",
+        "## Histogram distances per guidance scale (secondary)",
         "",
-        ("Each composer's trained-model samples at each guidance scale s, against that composer's real "
-        "pieces: Jensen–Shannon divergence (bits) of the mean pitch-class and duration histograms, the "
-        "mean standardised metric gap, and the pitch-class JS to the other composers' real pieces "
-        "(samples that move toward their composer get lower own-JS, and not lower other-JS)."),
+        ("The composer-adherence sweep's samples (guard on), per composer, against that composer's real pieces: "
+        "Jensen–Shannon divergence (bits) of the mean pitch-class and duration histograms, the mean standardised "
+        "metric gap, and the pitch-class JS to the other composers' real pieces. Pitch-class histograms mostly encode "
+        "key and mode, which the transposition augmentation scrambles, so these distances are not a test of "
+        "conditioning: whether samples sound like their composer is read from the composer-adherence table above."),
         "",
     ]
     rows = []
@@ -807,9 +1030,10 @@ def markdown_report(report: dict) -> str:
                          f"{_f(r.get('longest_training_run_max'))} / {_f(r.get('longest_training_run_median'), 1)}"])
     lines += _table(["s", "composer", "pitch-class JS (own)", "duration JS (own)", "mean gap (own)", "pitch-class JS (others)", "notes per sample",
                      "shared run with training (max / median)"], rows)
-    lines += [sweep_trend(report["cfg_sweep"], composers), ""]
     if report.get("accompaniment"):
         lines += accompaniment_markdown(report["accompaniment"])
+    elif report.get("accompaniment_skipped"):
+        lines += [f"Accompaniment: not evaluated, because {report['accompaniment_skipped']}.", ""]
     lines += [
         "## Memorization",
         "",
@@ -868,14 +1092,90 @@ def accompaniment_markdown(section: dict) -> list[str]:
     return lines
 
 
-def sweep_trend(sweep: dict, composers: list[str]) -> str:
-    """One honest sentence: for how many composers the own pitch-class JS falls from the lowest to the highest scale."""
-    scales = sorted(sweep, key=float)
-    if len(scales) < 2:
-        return "One guidance scale only: no trend to read."
-    lo, hi = scales[0], scales[-1]
-    falls = [c for c in composers if None not in (sweep[lo][c]["pitch_class_js"], sweep[hi][c]["pitch_class_js"]) and sweep[hi][c]["pitch_class_js"] < sweep[lo][c]["pitch_class_js"]]
-    return (
-        f"From s={lo} to s={hi}, the pitch-class JS divergence to the composer's own pieces falls for {len(falls)} of "
-        f"{len(composers)} composers" + (f" ({', '.join(falls)})" if falls else "") + "."
-    )
+def _rate_cell(rate: dict | None) -> str:
+    """`3/48 (0.06)`: a count of pieces out of n, and its share."""
+    if not rate or not rate.get("n"):
+        return "–"
+    return f"{rate['count']}/{rate['n']} ({rate['share']:.2f})"
+
+
+def _share_cell(share: float | None, interval=None) -> str:
+    if share is None:
+        return "–"
+    return f"{share:.2f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+
+
+def adherence_markdown(section: dict | None, composers: list[str]) -> list[str]:
+    """The composer-adherence table (one row per guidance scale, between the classifier's ceiling and
+    the unconditional base rate), the guidance default and why, then per-composer intervals and the
+    confusion matrices (`midilm.adherence.render_markdown`)."""
+    from midilm.adherence import render_markdown
+
+    lines = ["## Composer adherence and the guidance default", ""]
+    if section is None:
+        return lines + ["Not measured: no guidance scales were given (--adherence_scales).", ""]
+    info, real, choice = section["classifier"], section["real"], section["choice"]
+    settings = section["settings"]
+    not_measurable = info["not_measurable"]
+    if not info["composers"]:
+        reasons = "; ".join(f"{c}: {r}" for c, r in sorted(not_measurable.items()))
+        lines += [f"Composer adherence is not measurable: {reasons}.", ""]
+    ceiling = section["ceiling"] or {}
+    ceiling_overall = ceiling.get("overall") or {}
+    lines += [
+        (f"An independent composer classifier (`midilm.adherence`: logistic regression on key-independent symbolic features, "
+        f"trained on the training split's real pieces, through the `composer_adherence` evaluate module) judges each sample on "
+        f"its first {settings['crop_length']} {settings['crop_unit']} (the median sample's length). Adherence is the share of "
+        f"samples classified as their intended composer, with its 95% Wilson interval; chance is {_f(info['chance'], 2)}. Its "
+        "accuracy on crops of held-out real pieces is the ceiling; unconditional samples (`COMPOSER_NONE`) show how often "
+        f"each composer is heard by default. {settings['samples_per_composer']} samples per composer at each scale, sampled "
+        "with the REMI grammar, and the musical guard on (and again off with the same seeds)."),
+        "",
+        (f"Degenerate: a piece with more notes starting at one onset than any training piece of its composer holds ("
+        + ", ".join(f"{c} {n}" for c, n in section["degenerate_threshold"].items()) + "). "
+        + (f"The guard's bounds (config.json's `midilm_guard`, learnt from the training split): {section['guard']['max_notes_per_onset']} "
+           f"notes per onset, {section['guard']['max_notes_per_bar']} per bar. " if section.get("guard") else
+           "This model carries no guard bounds (`midilm_guard`), so the guard never ran: retrain it with this train.py to get them. ")
+        + "Metric gap: the music metrics' mean standardised gap to the composer's real held-out pieces (`music_metrics` "
+        "evaluate module), averaged over composers. Shared run: the longest run of pitch intervals shared with one training "
+        "piece at any transposition (max / median)."),
+        "",
+    ]
+    header = ["s", "adherence [95% interval]", "mean p(intended)", *composers, "degenerate, guard on", "degenerate, guard off",
+              "syntax errors (max)", "metric gap to real", "notes / sample", "shared run (max / median)"]
+    per_composer_ceiling = ceiling.get("per_composer", {})
+
+    def composer_cells(shares: dict) -> list[str]:
+        return ["not measurable" if c in not_measurable else _share_cell(shares.get(c)) for c in composers]
+
+    rows = [[
+        "real held-out crops (ceiling)", _share_cell(ceiling_overall.get("share"), ceiling_overall.get("interval")),
+        _f(ceiling_overall.get("mean_probability"), 2),
+        *composer_cells({c: v.get("share") for c, v in per_composer_ceiling.items()}),
+        _rate_cell(real["degenerate"]) + " of real pieces", "–", _f(real["syntax_error_rate_max"]), "–", "–",
+        f"{_f(real['memorization']['max'])} / {_f(real['memorization']['median'], 1)}",
+    ]]
+    base = section["groups"].get(UNCONDITIONAL, {}).get("unconditional") or {}
+    rows.append([
+        "unconditional (share heard as each composer)", f"{_f(info['chance'], 2)} by construction", "–",
+        *composer_cells({c: v.get("share") for c, v in base.items()}),
+        _rate_cell(section["unconditional"]["degenerate_guard_on"]), "–", "–", "–", "–", "–",
+    ])
+    for r in section["rows"]:
+        mark = " (default)" if choice.get("scale") == r["scale"] else ""
+        rows.append([
+            f"{r['scale']:g}{mark}", _share_cell(r["adherence"], r["interval"]), _f(r["mean_probability"], 2), *composer_cells(r["per_composer"]),
+            _rate_cell(r["degenerate_guard_on"]), _rate_cell(r["degenerate_guard_off"]), _f(r["syntax_error_rate_max"]), _f(r["metric_gap"]),
+            _f(r["notes_per_sample"], 1), f"{_f(r['memorization']['max'])} / {_f(r['memorization']['median'], 1)}",
+        ])
+    lines += _table(header, rows)
+    if choice.get("scale") is None:
+        lines += [f"Guidance default: unchanged, because {choice['reason']}.", ""]
+    else:
+        where = (f"written to `{choice['written_to']}` (`midilm_guidance_scale`), which generate.py now uses by default"
+                 if choice.get("written_to") else "not written to the model folder (evaluate_samples.py --write_default_guidance writes it)")
+        lines += [f"Guidance default: **s = {choice['scale']:g}**, {where}. Why: {choice['reason']}.", ""]
+    labels = {k: ("unconditional" if k == UNCONDITIONAL else k) for k in section["groups"]}
+    detail = {"classifier": info, "ceiling": section["ceiling"], "groups": {labels[k]: v for k, v in section["groups"].items()}}
+    lines += ["### Per composer, with intervals, and the confusion matrices", "", render_markdown(detail).rstrip(), ""]
+    return lines

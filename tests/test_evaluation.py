@@ -41,7 +41,7 @@ from midilm.tokenizer import encode_ids, load_tokenizer
 
 torch.set_num_threads(1)  # two threads on two shared cores make generate() up to 100x slower
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-TINY_EVAL = ["--num_samples_per_composer", "2", "--max_new_tokens", "64", "--guidance_scales", "1,3"]
+TINY_EVAL = ["--num_samples_per_composer", "2", "--max_new_tokens", "64", "--adherence_scales", "1,3", "--adherence_samples_per_composer", "2"]
 
 
 def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -95,9 +95,11 @@ def test_report_holds_every_section(report_dir, prepared):
     assert report["accompaniment"] is None  # a continuation-only model: no accompaniment section
 
     markdown = (report_dir / "report.md").read_text()
-    for heading in ("## Headline", "## Music metrics per composer", "## Classifier-free guidance sweep", "## Memorization"):
+    for heading in ("## Headline", "## Composer adherence and the guidance default", "## Music metrics per composer",
+                    "## Histogram distances per guidance scale (secondary)", "## Memorization"):
         assert heading in markdown
-    assert "## Accompaniment" not in markdown
+    assert "## Accompaniment" not in markdown and "Accompaniment: not evaluated, because the dataset holds no accompaniment rows" in markdown
+    assert "no pull" not in markdown  # conditioning is read from the classifier, not from pitch-class histograms
     assert "| perplexity / unigram perplexity |" in markdown and "random weights" in markdown
     assert len(list((report_dir / "samples" / "trained").glob("*.mid"))) == 2 * len(composers)
     assert not list(report_dir.parent.glob(".eval_report.*")), "no staging folder left behind"
@@ -369,3 +371,139 @@ def test_evaluation_never_materializes_the_training_split(model_dir, report_dir,
     )
     report = evaluate(args)
     assert report["data"]["memorization_index"]["pieces"] > 0 and report["memorization"]["trained"]["all"]["n"] == 1
+
+
+# Composer adherence, degenerate samples and the guidance default ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def adherence_run(model_dir, prepared, tmp_path_factory):
+    """evaluate_samples.py --write_default_guidance, in-process on a copy of the model folder, with the
+    report evaluate() returned (its samples' token ids included) kept aside before it is written."""
+    from conftest import load_script
+
+    root = tmp_path_factory.mktemp("adherence")
+    model = root / "model_output"
+    shutil.copytree(model_dir, model)
+    script = load_script("evaluate_samples.py")
+    captured = {}
+
+    def keep(args):
+        report = evaluate(args)
+        captured.update(report=report, midi=dict(report["_midi"]), args=args)
+        return report
+
+    argv = ["evaluate_samples.py", "--model_dir", str(model), "--dataset_dir", str(prepared["data"]), "--output_dir", str(root / "eval"),
+            "--num_samples_per_composer", "1", "--max_new_tokens", "48", "--adherence_scales", "1,2", "--adherence_samples_per_composer", "3",
+            "--accompaniment_pieces", "0", "--write_default_guidance"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(script, "evaluate", keep)
+        patch.setattr(sys, "argv", argv)
+        script.main()
+    return {**captured, "model": model, "out": root / "eval"}
+
+
+def test_adherence_rows_are_computed_from_the_samples(adherence_run, model_dir, prepared):
+    import evaluate as hf_evaluate
+
+    from midilm.adherence import wilson_interval
+    from midilm.evaluate_modules import path
+    from midilm.guard import onset_counts
+
+    report, midi = adherence_run["report"], adherence_run["midi"]
+    section = report["adherence"]
+    tokenizer, _ = load_tokenizer(model_dir)
+    assert [r["scale"] for r in section["rows"]] == [1.0, 2.0]
+    metric = hf_evaluate.load(path("composer_adherence"), keep_in_memory=True)
+    settings = {k: section["settings"][k] for k in ("crop_length", "crop_unit", "seed")}
+    trained_scale = report["settings"]["trained_samples_guidance_scale"]
+    for row in section["rows"]:
+        # the guarded set at the main scale became the "trained" set
+        samples = midi["trained"] if row["scale"] == trained_scale else midi[f"sweep {row['scale']:g}"]
+        assert len(samples) == 3 * len(report["settings"]["composers_evaluated"])
+        expected = metric.compute(predictions=[p["ids"] for p in samples], references=[p["composer"] for p in samples],
+                                  dataset=str(prepared["data"]), tokenizer=str(model_dir), **settings)
+        hits = sum(p == s["composer"] for p, s in zip(expected["predicted"], samples))
+        assert row["n"] == len(samples) and row["adherence"] == pytest.approx(hits / len(samples))
+        assert row["interval"] == pytest.approx(list(wilson_interval(hits, len(samples))))
+        assert row["per_composer"] == {c: v.get("share") for c, v in expected["per_composer"].items()}
+        thresholds = section["degenerate_threshold"]
+        for guard, key in ((True, "degenerate_guard_on"), (False, "degenerate_guard_off")):
+            pieces = samples if guard and row["scale"] == trained_scale else midi[f"sweep{'' if guard else '_unguarded'} {row['scale']:g}"]
+            largest = [onset_counts(tokenizer, p["ids"])[0] for p in pieces]
+            assert row[key]["count"] == sum(n > thresholds[p["composer"]] for p, n in zip(pieces, largest))
+            assert row[key]["n"] == len(pieces) == len(samples) and row[key]["max_notes_per_onset"] == max(largest)
+    base = section["groups"]["unconditional"]
+    assert base["confusion"]["rows"] == ["none"] and sum(base["confusion"]["matrix"][0]) == len(midi["unconditional"])
+    assert section["ceiling"]["overall"]["n"] > 0
+
+    markdown = (adherence_run["out"] / "report.md").read_text()
+    assert "| real held-out crops (ceiling) |" in markdown and "| unconditional (share heard as each composer) |" in markdown
+    assert "degenerate, guard on | degenerate, guard off" in markdown
+    for row in section["rows"]:
+        cell = f"{row['adherence']:.2f} [{row['interval'][0]:.2f}, {row['interval'][1]:.2f}]"
+        assert cell in markdown
+        assert f"{row['degenerate_guard_off']['count']}/{row['degenerate_guard_off']['n']}" in markdown
+
+
+def test_guided_samples_at_the_default_stay_within_the_guard(adherence_run, model_dir):
+    """train.py stores the guard's bounds; the sweep's guarded samples (at the default among them) never pass them."""
+    from midilm.guard import load_bounds, onset_counts
+
+    bounds = load_bounds(model_dir)
+    assert bounds and bounds["max_notes_per_onset"] >= 1
+    tokenizer, _ = load_tokenizer(model_dir)
+    report, midi = adherence_run["report"], adherence_run["midi"]
+    assert report["settings"]["guard"] is True and report["adherence"]["guard"] == bounds
+    guarded = midi["trained"] + [p for k, v in midi.items() if k.startswith("sweep ") for p in v] + midi["unconditional"]
+    assert all(p["guard"] for p in guarded) and not any(p["guard"] for p in midi["sweep_unguarded 1"])
+    for p in guarded:
+        onset, bar = onset_counts(tokenizer, p["ids"])
+        assert onset <= bounds["max_notes_per_onset"] and bar <= bounds["max_notes_per_bar"], p["name"]
+
+
+def test_the_chosen_default_is_written_only_with_the_flag(adherence_run, report_dir, model_dir):
+    from midilm.modeling import sampling_defaults
+
+    choice = adherence_run["report"]["adherence"]["choice"]
+    assert choice["scale"] in (1.0, 2.0) and choice["written_to"] == str(adherence_run["model"] / "config.json")
+    assert sampling_defaults(adherence_run["model"])["guidance_scale"] == choice["scale"]
+    assert not list(adherence_run["model"].glob(".*partial"))
+    rows = {r["scale"]: r for r in adherence_run["report"]["adherence"]["rows"]}
+    allowed = [s for s, r in rows.items() if r["degenerate_guard_on"]["share"] <= adherence_run["report"]["adherence"]["real"]["degenerate"]["share"]]
+    if allowed:  # the highest adherence among the allowed scales, the smaller scale on a tie
+        assert choice["scale"] == max(allowed, key=lambda s: (rows[s]["adherence"], -s))
+    assert f"Guidance default: **s = {choice['scale']:g}**, written to" in (adherence_run["out"] / "report.md").read_text()
+    # without the flag (the report_dir run) the model folder keeps its default, and the report says so
+    without = json.loads((report_dir / "report.json").read_text())["adherence"]["choice"]
+    assert without["written_to"] is None and sampling_defaults(model_dir)["guidance_scale"] == 3.0
+    assert "not written to the model folder" in (report_dir / "report.md").read_text()
+
+
+def test_a_composer_with_too_few_pieces_is_not_measurable(report_dir, prepared):
+    """The prepared corpus folds 3 pieces into OTHER: too few to train the classifier on, so the report
+    names it not measurable, with its reason, and still measures the others."""
+    report = json.loads((report_dir / "report.json").read_text())
+    info = report["adherence"]["classifier"]
+    assert "OTHER" in info["not_measurable"] and "OTHER" not in info["composers"] and len(info["composers"]) >= 2
+    markdown = (report_dir / "report.md").read_text()
+    assert f"- OTHER: not measurable ({info['not_measurable']['OTHER']})." in markdown
+    for row in report["adherence"]["rows"]:
+        assert row["adherence"] is not None and row.get("per_composer", {}).get("OTHER") is None
+
+
+def test_accompaniment_is_skipped_for_a_model_not_trained_on_it(model_dir, prepared, tmp_path):
+    """Accompaniment rows in the dataset, but a model whose midilm_tasks lacks accompaniment: the section is
+    skipped with its reason, not failed halfway."""
+    from datasets import concatenate_datasets
+
+    def add_accompaniment_row(d):
+        d["train"] = concatenate_datasets([d["train"], d["train"].select([0]).map(lambda r: {"task": "accompaniment"})])
+        return d
+
+    dataset_dir = _save_variant(prepared, tmp_path, add_accompaniment_row)
+    args = EvaluateArguments(model_dir=str(model_dir), dataset_dir=dataset_dir, output_dir=str(tmp_path / "out"), composers="alpha,beta",
+                             num_samples_per_composer=1, max_new_tokens=8, adherence_scales="", accompaniment_pieces=1)
+    report = evaluate(args)
+    assert report["accompaniment"] is None and "never on accompaniment" in report["accompaniment_skipped"]
+    assert report["adherence"] is None  # no scales, no sweep
