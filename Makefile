@@ -35,8 +35,8 @@ install: $(filter $(VENV)/bin/python,$(PYTHON))
 	@# CPU machines get torch's CPU build (a plain `pip install torch` pulls a multi-GB CUDA build).
 	@command -v nvidia-smi >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "torch==2.13.0"
 	$(PYTHON) -m pip install --quiet -r $(ROOT)requirements.txt -r $(ROOT)requirements-app.txt -r $(ROOT)requirements-dev.txt
-	@# tinysoundfont renders WAV offline; its metadata pulls pyaudio (live playback only), which we do not use.
-	$(PYTHON) -m pip install --quiet --no-deps "tinysoundfont==0.3.7"
+	@# --no-deps: tinysoundfont (WAV rendering) declares pyaudio, for live playback only, which fails to build without PortAudio's headers.
+	$(PYTHON) -m pip install --quiet --no-deps -r $(ROOT)requirements-audio.txt
 	cd $(ROOT) && $(PYTHON) -m pip install --quiet --no-deps --no-build-isolation -e .
 
 # The web page's end-to-end test drives Debian's Chromium (never a downloaded browser).

@@ -16,7 +16,7 @@ def test_demo_pipeline_on_a_tiny_subset(tmp_path):
         pytest.fail("make is not installed; `apt-get install make`")
     env = {**os.environ, "MIDILM_CACHE": str(tmp_path / "cache")}
     tiny = ["DEMO_COMPOSERS=bach,palestrina", "DEMO_FILES=4", "DEMO_MIN_PIECES=2", "DEMO_STEPS=6", "DEMO_SAMPLES=1",
-            "DEMO_TOKENS=48", "DEMO_EVAL_STEPS=3", "DEMO_AUGMENT=", "DEMO_EVAL=--num_samples_per_composer 1 --max_new_tokens 48 --guidance_scales 1,2 --accompaniment_pieces 1"]
+            "DEMO_TOKENS=48", "DEMO_EVAL_STEPS=3", "DEMO_AUGMENT=", "DEMO_EVAL=--num_samples_per_composer 1 --max_new_tokens 48 --adherence_scales 1,2 --adherence_samples_per_composer 2 --accompaniment_pieces 1"]
     result = subprocess.run(["make", "-f", str(REPO / "Makefile"), "pipeline", *tiny], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
