@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,10 @@ def parse_args(
     """
     config, argv = load_config(list(sys.argv[1:] if argv is None else argv))
     parser = HfArgumentParser(dataclass_types, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for action in parser._actions:
+        # argparse %-formats help text: a bare % in a help string ("under 1% padding") breaks --help
+        if action.help:
+            action.help = re.sub(r"%%|%\(\w+\)\w|%", lambda m: m.group(0) if len(m.group(0)) > 1 else "%%", action.help)
     flags = {action.dest for action in parser._actions}
     defaults = {k: v for section in sections for k, v in config.get(section, {}).items()}
     defaults = {**(machine_defaults or {}), **defaults}
