@@ -763,6 +763,9 @@ def evaluate(args: EvaluateArguments) -> dict:
     random_model.generation_config = model.generation_config
     trained_nll, tokens = model_nll(model, rows, args.batch_size, config.pad_token_id, desc="likelihood (trained)")
     random_nll, _ = model_nll(random_model, rows, args.batch_size, config.pad_token_id, desc="likelihood (random weights)")
+    # The same rows with COMPOSER_NONE in the composer's place: what the composer token is worth to the model
+    unconditional_rows = [[ids[0], composer_map.none_id, *ids[HEADER_TOKENS:]] for ids in rows]
+    uncond_nll, _ = model_nll(model, unconditional_rows, args.batch_size, config.pad_token_id, desc="likelihood (unconditional)")
     counts = np.zeros(config.vocab_size, dtype=np.int64)  # smoothed over the model's vocabulary, as before
     counts[: min(len(counts), len(training.token_counts))] = training.token_counts[: len(counts)]
     unigram = unigram_from_counts(counts)
@@ -775,6 +778,8 @@ def evaluate(args: EvaluateArguments) -> dict:
         "trained": likelihood_summary(trained_nll, tokens, notes),
         "random_weights": likelihood_summary(random_nll, tokens, notes),
         "unigram": likelihood_summary(unigram_total, tokens, notes),
+        "trained_unconditional": likelihood_summary(uncond_nll, tokens, notes),
+        "composer_information_nats_per_token": (uncond_nll - trained_nll) / tokens if tokens else None,
         "windowed_rows": sum(len(r) > context_length(config) for r in rows),
     }
     likelihood["perplexity_ratio_trained_to_unigram"] = likelihood["trained"]["perplexity"] / likelihood["unigram"]["perplexity"]
@@ -972,6 +977,8 @@ def markdown_report(report: dict) -> str:
         ["perplexity / unigram perplexity", _f(lik["perplexity_ratio_trained_to_unigram"]), _f(lik["random_weights"]["perplexity"] / lik["unigram"]["perplexity"]), "1.000"],
         ["NLL per token (nats)", _f(lik["trained"]["nll_per_token"]), _f(lik["random_weights"]["nll_per_token"]), _f(lik["unigram"]["nll_per_token"])],
         ["NLL per note (nats)", _f(lik["trained"]["nll_per_note"]), _f(lik["random_weights"]["nll_per_note"]), _f(lik["unigram"]["nll_per_note"])],
+        ["NLL per token with COMPOSER_NONE for the composer (nats)", _f(lik["trained_unconditional"]["nll_per_token"]), "–", "–"],
+        ["composer information: NLL per token without the composer minus with it (nats)", _f(lik["composer_information_nats_per_token"], 4), "–", "–"],
         ["syntax error rate of samples (max)", _f(max(p["syntax_error_rate"] for p in samples["trained"])), _f(max(p["syntax_error_rate"] for p in samples["random"])), "–"],
         ["music metrics: mean standardised gap to real (lower is closer)", _f(t_dist["mean_gap"]), _f(r_dist["mean_gap"]), "–"],
         ["music metrics: mean distribution overlap with real (higher is closer)", _f(t_dist["mean_overlap"]), _f(r_dist["mean_overlap"]), "–"],

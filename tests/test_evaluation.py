@@ -91,6 +91,10 @@ def test_report_holds_every_section(report_dir, prepared):
     assert lik["trained"]["perplexity"] < lik["random_weights"]["perplexity"]
     assert lik["perplexity_ratio_trained_to_unigram"] == pytest.approx(lik["trained"]["perplexity"] / lik["unigram"]["perplexity"])
     assert lik["trained"]["nll_per_note"] == pytest.approx(lik["trained"]["total_nll"] / lik["notes"])
+    # the same rows with COMPOSER_NONE: a different likelihood, and composer information is the gap per token
+    assert lik["trained_unconditional"]["total_nll"] != lik["trained"]["total_nll"]
+    assert lik["composer_information_nats_per_token"] == pytest.approx(
+        (lik["trained_unconditional"]["total_nll"] - lik["trained"]["total_nll"]) / lik["scored_tokens"])
     assert set(report["memorization"]) == {"real", "trained", "random"}
     assert report["accompaniment"] is None  # a continuation-only model: no accompaniment section
 
@@ -98,6 +102,7 @@ def test_report_holds_every_section(report_dir, prepared):
     for heading in ("## Headline", "## Composer adherence and the guidance default", "## Music metrics per composer",
                     "## Histogram distances per guidance scale (secondary)", "## Memorization"):
         assert heading in markdown
+    assert "composer information: NLL per token without the composer minus with it" in markdown
     assert "## Accompaniment" not in markdown and "Accompaniment: not evaluated, because the dataset holds no accompaniment rows" in markdown
     assert "no pull" not in markdown  # conditioning is read from the classifier, not from pitch-class histograms
     assert "| perplexity / unigram perplexity |" in markdown and "random weights" in markdown
