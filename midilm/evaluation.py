@@ -65,10 +65,12 @@ from midilm.metrics import (
 )
 from midilm.memorization import ROW_COLUMNS, MemorizationIndex, PitchReader, table_pitch_rows
 from midilm.guard import bounds_from_config
+from midilm.hub import rewrite_model_card
 from midilm.modeling import TASKS_KEY, context_length, load_midilm_dir, model_tasks, sampling_defaults
 from midilm.outputs import replace_dir, staging_dir
 from midilm.sources import InputError
 from midilm.tokenizer import load_tokenizer
+from midilm.training import TRAINING_CONFIG_FILE
 
 HELD_OUT_SPLITS = ("validation", "test")
 # Both sample sets use the grammar, so the syntax error rate is 0 on both sides and only dilutes the
@@ -619,6 +621,8 @@ def write_default_guidance(model_dir: str | Path, scale: float) -> Path:
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     os.replace(partial, path)
+    if (Path(model_dir) / TRAINING_CONFIG_FILE).is_file():  # a folder train.py wrote: its card states the default too
+        rewrite_model_card(model_dir)
     return path
 
 

@@ -95,7 +95,6 @@ def push_model(
     repository's id in its examples); returns the repository id. `repo_id` defaults to the folder's name
     under the token's namespace, as the Trainer does."""
     from huggingface_hub import HfApi
-    from transformers import AutoConfig
 
     model_dir = Path(model_dir)
     files = model_files(model_dir)
@@ -104,16 +103,25 @@ def push_model(
         raise InputError(f"--output_dir {model_dir}: not a complete midilm model folder (missing {', '.join(missing) or 'the weights'}); train it first")
     api = HfApi(token=token)
     repo = api.create_repo(repo_id or model_dir.absolute().name, private=private, exist_ok=True, repo_type="model")
-    config = AutoConfig.from_pretrained(model_dir)
-    metrics_path = model_dir / METRICS_FILE
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    resolved = json.loads((model_dir / TRAINING_CONFIG_FILE).read_text())
-    write_model_card(model_dir, config, ComposerMap.from_config(config), metrics, resolved, repo_id=repo.repo_id)
+    rewrite_model_card(model_dir, repo_id=repo.repo_id)
     api.upload_folder(
         repo_id=repo.repo_id, folder_path=str(model_dir), allow_patterns=files, revision=revision,
         commit_message="midilm model: weights, tokenizer, card",
     )
     return repo.repo_id
+
+
+def rewrite_model_card(model_dir: str | Path, repo_id: str | None = None) -> None:
+    """The card of a finished model folder written anew from what the folder holds (its config, metrics
+    and training configuration): after its guidance default changed, or to name the Hub repository."""
+    from transformers import AutoConfig
+
+    model_dir = Path(model_dir)
+    config = AutoConfig.from_pretrained(model_dir)
+    metrics_path = model_dir / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    resolved = json.loads((model_dir / TRAINING_CONFIG_FILE).read_text())
+    write_model_card(model_dir, config, ComposerMap.from_config(config), metrics, resolved, repo_id=repo_id)
 
 
 def write_model_card(model_dir: Path, config, composer_map, metrics: dict, resolved: dict, repo_id: str | None = None) -> None:

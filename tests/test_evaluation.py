@@ -474,6 +474,7 @@ def test_the_chosen_default_is_written_only_with_the_flag(adherence_run, report_
     assert choice["scale"] in (1.0, 2.0) and choice["written_to"] == str(adherence_run["model"] / "config.json")
     assert sampling_defaults(adherence_run["model"])["guidance_scale"] == choice["scale"]
     assert not list(adherence_run["model"].glob(".*partial"))
+    assert f"scale {choice['scale']:g} by default" in (adherence_run["model"] / "README.md").read_text()  # the card follows
     rows = {r["scale"]: r for r in adherence_run["report"]["adherence"]["rows"]}
     allowed = [s for s, r in rows.items() if r["degenerate_guard_on"]["share"] <= adherence_run["report"]["adherence"]["real"]["degenerate"]["share"]]
     if allowed:  # the highest adherence among the allowed scales, the smaller scale on a tie
