@@ -415,6 +415,38 @@ class RemiGrammar:
         return None
 
 
+class StepTracker:
+    """Per-row state that a logits processor carries across the calls of one `generate()`: the
+    first call parses each row's whole prefix (`model.parse`); a call that continues the previous one
+    by exactly one token only advances it (`model.advance`). A new `generate()` is recognised by the
+    input length and last tokens; `reset()` forces it."""
+
+    def __init__(self, model):
+        self.model = model
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = None
+        self._length = -1
+        self._last: torch.Tensor | None = None
+
+    def update(self, input_ids: torch.LongTensor):
+        batch, length = input_ids.shape
+        continues = (
+            self.state is not None
+            and length == self._length + 1
+            and batch == self._last.shape[0]
+            and length >= 2
+            and torch.equal(input_ids[:, -2], self._last)
+        )
+        if continues:
+            self.model.advance(self.state, input_ids[:, -1])
+        else:
+            self.state = self.model.parse(input_ids)
+        self._length, self._last = length, input_ids[:, -1].clone()
+        return self.state
+
+
 class GrammarLogitsProcessor(LogitsProcessor):
     """Masks (-inf) every vocabulary item that would break the REMI grammar.
 
@@ -429,28 +461,13 @@ class GrammarLogitsProcessor(LogitsProcessor):
         if grammar is None and tokenizer is None:
             raise ValueError("give a tokenizer or a grammar")
         self.grammar = grammar or RemiGrammar.for_tokenizer(tokenizer)
-        self.reset()
+        self._rows = StepTracker(self.grammar)
 
     def reset(self) -> None:
-        self._rows: RowState | None = None
-        self._length = -1
-        self._last: torch.Tensor | None = None
+        self._rows.reset()
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        batch, length = input_ids.shape
-        continues = (
-            self._rows is not None
-            and length == self._length + 1
-            and batch == self._last.shape[0]
-            and length >= 2
-            and torch.equal(input_ids[:, -2], self._last)
-        )
-        if continues:
-            self.grammar.advance(self._rows, input_ids[:, -1])
-        else:
-            self._rows = self.grammar.parse(input_ids)
-        self._length, self._last = length, input_ids[:, -1].clone()
-        mask = self.grammar.allowed(self._rows).to(scores.device)
+        mask = self.grammar.allowed(self._rows.update(input_ids)).to(scores.device)
         if scores.shape[1] > mask.shape[1]:  # a model vocabulary padded past the tokenizer's
             mask = torch.nn.functional.pad(mask, (0, scores.shape[1] - mask.shape[1]), value=False)
         # A row with nothing left (all 88 pitches of a program taken at one position, or a token

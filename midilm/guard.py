@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
-from midilm.grammar import RemiGrammar
+from midilm.grammar import RemiGrammar, StepTracker
 from midilm.tokenizer import vocab_base_tokens
 
 CONFIG_KEY = "midilm_guard"
@@ -191,28 +191,13 @@ class NoteGuardLogitsProcessor(LogitsProcessor):
                 raise ValueError("give a tokenizer and bounds, or a NoteGuard")
             guard = NoteGuard.from_bounds(tokenizer, bounds)
         self.guard = guard
-        self.reset()
+        self._counts = StepTracker(self.guard)
 
     def reset(self) -> None:
-        self._counts: torch.Tensor | None = None
-        self._length = -1
-        self._last: torch.Tensor | None = None
+        self._counts.reset()
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        batch, length = input_ids.shape
-        continues = (
-            self._counts is not None
-            and length == self._length + 1
-            and batch == self._last.shape[0]
-            and length >= 2
-            and torch.equal(input_ids[:, -2], self._last)
-        )
-        if continues:
-            self.guard.advance(self._counts, input_ids[:, -1])
-        else:
-            self._counts = self.guard.parse(input_ids)
-        self._length, self._last = length, input_ids[:, -1].clone()
-        mask = self.guard.allowed(self._counts).to(scores.device)
+        mask = self.guard.allowed(self._counts.update(input_ids)).to(scores.device)
         if scores.shape[1] > mask.shape[1]:  # a model vocabulary padded past the tokenizer's: the grammar's business
             mask = torch.nn.functional.pad(mask, (0, scores.shape[1] - mask.shape[1]), value=True)
         stranded = ~(mask & ~torch.isneginf(scores)).any(dim=-1, keepdim=True)
