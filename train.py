@@ -85,6 +85,7 @@ def main() -> None:
     trainer = MidiTrainer(
         model=model, args=training_args, train_dataset=data.splits["train"], eval_dataset=data.splits["validation"],
         data_collator=collator, unconditional_eval=data_args.unconditional_eval,
+        balance_composers=data.train_composers if data_args.composer_balanced else None,
     )
     tensorboard = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TensorBoardCallback)), None)
     trainer.add_callback(SampleLoggingCallback(

@@ -50,6 +50,7 @@ class DataArguments:
     padding_free: bool = field(default=False, metadata={"help": "Concatenate each batch's rows into one sequence with restarting position ids (transformers' DataCollatorWithFlattening) instead of padding them; attention stays within each row. For attention kernels that take packed rows: with SDPA on CPU it ran 2.2x slower than padding, the mask spanning the whole packed batch (length-grouped batches, config.json's default, leave under 1% padding)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Debug: keep the first N training chunks."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Debug: keep the first N validation chunks."})
+    composer_balanced: bool = field(default=False, metadata={"help": "Draw each epoch's training rows with replacement so that every composer is equally likely (each row weighted 1 / its composer's rows), grouped by length as --train_sampling_strategy group_by_length does; replaces that strategy."})
     unconditional_eval: bool = field(default=True, metadata={"help": "At each evaluation, also score the validation rows with COMPOSER_NONE in place of the composer token (eval_uncond_loss) and log eval_composer_information = eval_uncond_loss - eval_loss, in nats per token (above 0: the model uses the composer token). Doubles evaluation time."})
     early_stopping_patience: int = field(default=0, metadata={"help": "Stop after this many evaluations without a better eval loss (0 = off)."})
     samples_per_composer: int = field(default=1, metadata={"help": "Samples generated per composer at each evaluation and logged to TensorBoard (0 = off)."})
@@ -70,6 +71,7 @@ class TrainingData:
     tasks: list[str]  # tasks of the training rows, in midilm.dataset.TASKS order
     row_len: int  # prepare_dataset.py --max_seq_len: no row is longer
     longest: int  # the longest train or validation row
+    train_composers: list[int]  # composer index of each row of splits["train"]
 
 
 def load_training_data(args: DataArguments, tokenizer, composer_map: ComposerMap) -> TrainingData:
@@ -100,7 +102,7 @@ def load_training_data(args: DataArguments, tokenizer, composer_map: ComposerMap
     if args.max_eval_samples:
         dataset["validation"] = dataset["validation"].select(range(min(args.max_eval_samples, len(dataset["validation"]))))
     splits = DatasetDict({s: dataset[s].select_columns(["input_ids"]) for s in ("train", "validation")})
-    return TrainingData(splits, train_rows, tasks, max(row_len or 0, longest), longest)
+    return TrainingData(splits, train_rows, tasks, max(row_len or 0, longest), longest, list(dataset["train"]["composer"]))
 
 
 def learn_guard_bounds(data: TrainingData, tokenizer, dataset_dir: str) -> dict:
@@ -242,6 +244,33 @@ class MidiCollator:
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+class ComposerBalancedSampler(torch.utils.data.Sampler):
+    """Each epoch, len(rows) row indices drawn with replacement, every composer equally likely (a row
+    weighs 1 / its composer's rows), then grouped by length as the Trainer's LengthGroupedSampler
+    does: mega-batches of 50 batches, each sorted longest first, so batches stay nearly unpadded.
+    Seeded by `seed` and the epoch (`set_epoch`, which the Trainer and accelerate call)."""
+
+    MEGA_BATCHES = 50  # LengthGroupedSampler's mega-batch, in batches
+
+    def __init__(self, composers: list[int], lengths: list[int], batch_size: int, seed: int):
+        counts = torch.bincount(torch.tensor(composers))
+        self.weights = 1.0 / counts[torch.tensor(composers)].double()
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        drawn = torch.multinomial(self.weights, len(self.lengths), replacement=True, generator=generator).tolist()
+        mega = self.batch_size * self.MEGA_BATCHES
+        for start in range(0, len(drawn), mega):
+            yield from sorted(drawn[start : start + mega], key=lambda i: -self.lengths[i])
+
+
 class MidiTrainer(Trainer):
     """The HF Trainer, with eval perplexity in every evaluation log, the padding it trains on, and a
     validation that shows whether the model uses the composer token.
@@ -264,8 +293,9 @@ class MidiTrainer(Trainer):
     DDP the Trainer gathers both from every process.
     """
 
-    def __init__(self, *args, unconditional_eval: bool = True, **kwargs):
+    def __init__(self, *args, unconditional_eval: bool = True, balance_composers: list[int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self._balance_composers = balance_composers  # a composer index per training row: ComposerBalancedSampler
         # [real tokens, input positions] this process fed to training steps: this session, and at the last log
         self._seen = torch.zeros(2, dtype=torch.int64, device=self.args.device)
         self._seen_at_log = torch.zeros(2, dtype=torch.int64)
@@ -277,6 +307,16 @@ class MidiTrainer(Trainer):
         self._eval_pass = "cond"
         self._eval_loaders_by_pass: dict[str, dict] = {}
         self._uncond_metrics: dict[str, dict] = {}  # metric prefix -> the unconditional pass's figures, until logged
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self._balance_composers is None:
+            return super()._get_train_sampler(train_dataset)
+        dataset = self.train_dataset if train_dataset is None else train_dataset  # the Trainer passes a column-pruned copy
+        if len(dataset) != len(self._balance_composers):
+            raise ValueError(f"balance_composers holds {len(self._balance_composers)} composers for {len(dataset)} training rows")
+        lengths = pc.list_value_length(dataset.with_format("arrow")[:]["input_ids"]).to_pylist()  # [:] honours a select()
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return ComposerBalancedSampler(self._balance_composers, lengths, batch, self.args.seed)
 
     def get_eval_dataloader(self, eval_dataset=None):
         if self._eval_collators is None:

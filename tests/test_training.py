@@ -18,7 +18,7 @@ import torch
 from conftest import REPO, assert_refused, load_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from midilm.training import MidiCollator, dataset_tasks_and_row_len, last_complete_checkpoint
+from midilm.training import ComposerBalancedSampler, MidiCollator, MidiTrainer, dataset_tasks_and_row_len, last_complete_checkpoint
 
 # No --max_seq_len: the context comes from the dataset (prepared with --max_seq_len 256).
 TINY = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
@@ -295,6 +295,39 @@ def test_composer_dropout_rate_and_labels():
     assert (replaced["input_ids"][:, 1] == 9).all() and torch.equal(replaced["input_ids"][:, 2:], kept["input_ids"][:, 2:])
     assert torch.equal(replaced["labels"], kept["labels"])
     assert collator.composer_dropout == 0.3, "the training collator is unchanged"
+
+
+def test_composer_balanced_sampler_evens_composers_and_groups_lengths():
+    composers = [0] * 900 + [1] * 100  # 9:1 rows
+    lengths = [(i * 7919) % 500 + 3 for i in range(1000)]
+    sampler = ComposerBalancedSampler(composers, lengths, batch_size=4, seed=0)
+    drawn = list(sampler)
+    assert len(drawn) == len(sampler) == 1000
+    share = sum(composers[i] for i in drawn) / len(drawn)
+    assert abs(share - 0.5) < 0.05, share  # 1,000 draws: 3 standard deviations is about 0.047
+    mega = 4 * ComposerBalancedSampler.MEGA_BATCHES
+    for start in range(0, 1000, mega):
+        block = [lengths[i] for i in drawn[start : start + mega]]
+        assert block == sorted(block, reverse=True), "each mega-batch is sorted longest first"
+    assert list(sampler) == drawn, "one epoch, one draw"
+    sampler.set_epoch(1)
+    assert list(sampler) != drawn, "another epoch, another draw"
+
+
+def test_trainer_uses_the_balanced_sampler_only_when_asked(tmp_path):
+    from datasets import Dataset
+    from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments
+
+    rows = Dataset.from_dict({"input_ids": [[1, 5 + (i % 10 == 0), 20, 2] for i in range(200)]})
+    composers = [int(i % 10 == 0) for i in range(200)]
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2))
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, report_to=[], use_cpu=True, seed=3)
+    collator = MidiCollator(pad_id=0, none_id=9, composer_dropout=0.0, max_seq_len=8)
+    balanced = MidiTrainer(model=model, args=args, train_dataset=rows, data_collator=collator, balance_composers=composers)
+    seen = torch.cat([batch["input_ids"][:, 1] for batch in balanced.get_train_dataloader()])
+    assert len(seen) == 200 and abs((seen == 6).float().mean().item() - 0.5) < 0.15  # 1:9 rows, drawn 1:1
+    plain = MidiTrainer(model=model, args=args, train_dataset=rows, data_collator=collator)
+    assert not isinstance(plain._get_train_sampler(), ComposerBalancedSampler)
 
 
 def test_incomplete_checkpoint_is_skipped(tmp_path):
