@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -47,6 +48,15 @@ EXPERIMENTS = {
     "pieces-240": ("d240", []),
     "pieces-240-balanced": ("d240", ["--composer_balanced"]),
     "pieces-240-plain": ("d240-plain", []),
+    # The steps curve: one longer cosine run whose checkpoints are judged (--curve); a checkpoint's learning
+    # rate has not decayed yet, so each point is a lower bound for a run of that many steps.
+    "long-4500": ("d80", ["--max_steps", "4500", "--eval_steps", "750", "--save_steps", "750", "--save_total_limit", "10"]),
+}
+# Sampling levers: another experiment's trained model, sampled with other generation_config.json values.
+SAMPLING = {
+    "baseline-temperature-0.7": ("baseline", {"temperature": 0.7}),
+    "baseline-temperature-0.5": ("baseline", {"temperature": 0.5}),
+    "baseline-top-p-0.8": ("baseline", {"top_p": 0.8}),
 }
 STEPS = 1500
 SCALES = "1,2,3"
@@ -71,13 +81,25 @@ def prepare(work: Path, variant: str) -> Path:
     return folder
 
 
+def resample(work: Path, name: str, steps: int) -> Path:
+    """A copy of the base experiment's model whose generation_config.json holds the sampling lever."""
+    base, values = SAMPLING[name]
+    experiment(work, base, steps)
+    model = work / name / "model"
+    if not model.exists():
+        shutil.copytree(work / base / "model", model, ignore=shutil.ignore_patterns("checkpoint-*", "runs"))
+        path = model / "generation_config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **values}, indent=2))
+    return model
+
+
 def experiment(work: Path, name: str, steps: int) -> dict:
-    variant, train_flags = EXPERIMENTS[name]
+    variant, train_flags = EXPERIMENTS[SAMPLING[name][0]] if name in SAMPLING else EXPERIMENTS[name]
     data = prepare(work, variant)
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "log.txt"
-    model = folder / "model"
+    model = resample(work, name, steps) if name in SAMPLING else folder / "model"
     train_s = None
     if not (model / "model.safetensors").exists():
         train_s = run([sys.executable, str(ROOT / "train.py"), "--dataset_dir", str(data / "data"), "--tokenizer_dir", str(data / "tokenizer"),
@@ -98,7 +120,11 @@ def summarize(name: str, model: Path, report_path: Path, train_s: float | None) 
     adherence = report["adherence"]
     rows = {row["scale"]: row for row in adherence["rows"]}
     chosen = adherence["choice"]["scale"]
-    variant, flags = EXPERIMENTS[name]
+    if name in SAMPLING:
+        base, values = SAMPLING[name]
+        variant, flags = EXPERIMENTS[base][0], [f"{base}'s model, sampled with {json.dumps(values)}"]
+    else:
+        variant, flags = EXPERIMENTS[name]
     return {
         "name": name, "data": variant, "flags": " ".join(flags) or "(demo defaults)",
         "train_pieces": adherence["classifier"]["training"]["train_pieces"],
@@ -115,12 +141,40 @@ def summarize(name: str, model: Path, report_path: Path, train_s: float | None) 
     }
 
 
+def curve(work: Path, name: str) -> list[dict]:
+    """Adherence of each checkpoint of a finished experiment (the sweep as `experiment` runs it)."""
+    variant = EXPERIMENTS[name][0]
+    data, folder = work / f"data-{variant}", work / name
+    points = []
+    for checkpoint in sorted((folder / "model").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
+        for file in ("tokenizer.json", "composers.json"):
+            shutil.copy2(folder / "model" / file, checkpoint / file)
+        out = folder / f"eval-{checkpoint.name}"
+        if not (out / "report.json").exists():
+            run([sys.executable, str(ROOT / "evaluate_samples.py"), "--model_dir", str(checkpoint), "--dataset_dir", str(data / "data"),
+                 "--output_dir", str(out), "--adherence_scales", SCALES, "--adherence_samples_per_composer", str(SAMPLES),
+                 "--max_new_tokens", str(TOKENS), "--num_samples_per_composer", "2", "--accompaniment_pieces", "0"], folder, folder / "log.txt")
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        evals = [e for e in state["log_history"] if "eval_loss" in e and e["step"] == state["global_step"]]
+        report = json.loads((out / "report.json").read_text())["adherence"]
+        rows = {row["scale"]: row for row in report["rows"]}
+        chosen = report["choice"]["scale"]
+        points.append({
+            "step": state["global_step"], "eval_loss": evals[-1]["eval_loss"] if evals else None,
+            "composer_information": evals[-1].get("eval_composer_information") if evals else None,
+            "s1": rows[1.0]["adherence"], "s1_per_composer": rows[1.0]["per_composer"],
+            "chosen_scale": chosen, "chosen": rows[chosen]["adherence"], "chosen_per_composer": rows[chosen]["per_composer"],
+        })
+    (folder / "curve.json").write_text(json.dumps(points, indent=2))
+    return points
+
+
 def table(work: Path) -> str:
     lines = [
         "| experiment | data | change | val NLL/token (cond / uncond) | composer information (nats/token) | ceiling | adherence s = 1 (per composer) | chosen s: adherence (per composer) | train time (s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in EXPERIMENTS:
+    for name in [*EXPERIMENTS, *SAMPLING]:
         path = work / name / "summary.json"
         if not path.exists():
             continue
@@ -142,18 +196,24 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("conditioning_runs"), help="Folder of the data variants and the runs (reused: a finished stage is not redone).")
     parser.add_argument("--only", default="", help=f"Comma-separated experiments to run: {', '.join(EXPERIMENTS)}.")
     parser.add_argument("--steps", type=int, default=STEPS, help="Training steps (make demo's DEMO_STEPS).")
+    parser.add_argument("--curve", default="", help="Judge every checkpoint of these finished experiments (the steps curve).")
     parser.add_argument("--table", action="store_true", help="Print the Markdown table of the finished experiments.")
     parser.add_argument("--list", action="store_true", help="List the experiments and exit.")
     args = parser.parse_args()
     if args.list:
         for name, (variant, flags) in EXPERIMENTS.items():
             print(f"{name}: data {variant} ({' '.join(DATA[variant])}); train {' '.join(flags) or '(defaults)'}")
+        for name, (base, values) in SAMPLING.items():
+            print(f"{name}: {base}'s model, sampled with {values}")
         return
-    unknown = [n for n in args.only.split(",") if n and n not in EXPERIMENTS]
+    unknown = [n for n in args.only.split(",") if n and n not in EXPERIMENTS and n not in SAMPLING]
     if unknown:
         sys.exit(f"--only: unknown experiment(s) {', '.join(unknown)}; see --list")
     for name in filter(None, args.only.split(",")):
         print(json.dumps(experiment(args.work, name, args.steps)), flush=True)
+    for name in filter(None, args.curve.split(",")):
+        for point in curve(args.work, name):
+            print(json.dumps(point), flush=True)
     if args.table:
         print(table(args.work))
 
