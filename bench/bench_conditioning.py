@@ -50,13 +50,15 @@ EXPERIMENTS = {
     "pieces-240-plain": ("d240-plain", []),
     # The steps curve: one longer cosine run whose checkpoints are judged (--curve); a checkpoint's learning
     # rate has not decayed yet, so each point is a lower bound for a run of that many steps.
-    "long-4500": ("d80", ["--max_steps", "4500", "--eval_steps", "750", "--save_steps", "750", "--save_total_limit", "10"]),
+    "long-3000": ("d80", ["--max_steps", "3000", "--eval_steps", "750", "--save_steps", "750", "--save_total_limit", "10"]),
 }
 # Sampling levers: another experiment's trained model, sampled with other generation_config.json values.
 SAMPLING = {
     "baseline-temperature-0.7": ("baseline", {"temperature": 0.7}),
     "baseline-temperature-0.5": ("baseline", {"temperature": 0.5}),
     "baseline-top-p-0.8": ("baseline", {"top_p": 0.8}),
+    "baseline-no-repetition-penalty": ("baseline", {"repetition_penalty": 1.0}),
+    "baseline-temperature-0.7-no-repetition-penalty": ("baseline", {"temperature": 0.7, "repetition_penalty": 1.0}),
 }
 STEPS = 1500
 SCALES = "1,2,3"
