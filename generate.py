@@ -36,7 +36,7 @@ from midilm.generation import (
     write_accompaniments,
     write_samples,
 )
-from midilm.sources import InputError
+from midilm.errors import InputError
 
 
 def one_line_warning(message, category, filename, lineno, file=None, line=None):

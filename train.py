@@ -23,7 +23,7 @@ from midilm.cli import parse_args, run
 from midilm.guard import bounds_to_config
 from midilm.hub import push_model, write_model_card
 from midilm.modeling import build_config, copy_tokenizer, generation_config
-from midilm.sources import InputError
+from midilm.errors import InputError
 from midilm.tokenizer import load_tokenizer, section_token_ids
 from midilm.training import (
     TRAINING_CONFIG_FILE,

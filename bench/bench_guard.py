@@ -17,18 +17,16 @@ import datetime
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 from transformers import LogitsProcessor
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sampling import SETTINGS, machine, random_model, synthetic_piece  # noqa: E402
+# the sibling script: python puts the script's own folder (bench/) first on sys.path
+from bench_sampling import SETTINGS, machine, random_model, synthetic_piece
 
-from midilm.generation import build_plan  # noqa: E402
-from midilm.guard import NoteGuardLogitsProcessor, count_histograms, histogram_quantile, onset_counts  # noqa: E402
-from midilm.tokenizer import encode_ids  # noqa: E402
+from midilm.generation import build_plan
+from midilm.guard import NoteGuardLogitsProcessor, count_histograms, histogram_quantile, onset_counts
+from midilm.tokenizer import encode_ids
 
 
 class Timed(LogitsProcessor):

@@ -31,7 +31,6 @@ import transformers
 from symusic import Note, Score, Tempo, TimeSignature, Track
 from transformers import AutoModelForCausalLM, GenerationConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from midilm.generation import build_plan, fast_sampling
 from midilm.modeling import PRESETS, build_config, context_length, generation_config, load_midilm_dir
 from midilm.tokenizer import build_tokenizer

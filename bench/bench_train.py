@@ -19,14 +19,10 @@ import platform
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from midilm.modeling import build_config
 from midilm.tokenizer import build_tokenizer

@@ -29,12 +29,12 @@ import torch
 from symusic import Score, Track
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from midilm.cfg import CFGSamplingProcessor
+from midilm.guidance import CFGSamplingProcessor
 from midilm.dataset import empty_bar, split_bars
 from midilm.melody import extract_melody
 from midilm.metrics import DEFAULT_ONSET_TOLERANCE, accompaniment_metrics, onset_pitch_matches
 from midilm.modeling import context_length, load_midilm_dir, model_tasks, sampling_defaults
-from midilm.sources import InputError
+from midilm.errors import InputError
 from midilm.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, section_token_ids, vocab_base_tokens
 
 OVERHEAD = 5  # BOS, COMPOSER, MELODY, FULL, EOS

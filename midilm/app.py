@@ -28,7 +28,7 @@ from midilm.generation import (
     write_samples,
 )
 from midilm.modeling import context_length, load_midilm_dir, sampling_defaults
-from midilm.sources import InputError
+from midilm.errors import InputError
 from midilm.tokenizer import NONE
 
 # Settings shown in the page and repeated, explicitly, on the equivalent command line.

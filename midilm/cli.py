@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from midilm.sources import InputError
+from midilm.errors import InputError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.json"
 

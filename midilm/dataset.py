@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from symusic import Score
 
-from midilm.sources import InputError
+from midilm.errors import InputError
 from midilm.tokenizer import bar_start_table, encode_base_ids, encode_ids, load_tokenizer, section_token_ids, vocab_base_tokens
 
 SPLITS = ("train", "validation", "test")

@@ -68,7 +68,7 @@ from midilm.guard import bounds_from_config
 from midilm.hub import rewrite_model_card
 from midilm.modeling import TASKS_KEY, context_length, load_midilm_dir, model_tasks, sampling_defaults
 from midilm.outputs import replace_dir, staging_dir
-from midilm.sources import InputError
+from midilm.errors import InputError
 from midilm.tokenizer import load_tokenizer
 from midilm.training import TRAINING_CONFIG_FILE
 

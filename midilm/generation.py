@@ -14,7 +14,7 @@
 `midilm_guidance_scale`, which plain transformers never reads; the rest from generation_config.json) and builds
 the rows (B conditional, then B unconditional when guidance is on), the grammar processor, the musical
 guard (midilm.guard: at most as many notes per onset and per bar as the training data hold, on by
-default for a model whose config.json carries the bounds) and our CFG processor (midilm.cfg), which
+default for a model whose config.json carries the bounds) and our CFG processor (midilm.guidance), which
 does the sampling itself: the `generation_config` it returns is
 greedy on purpose, so transformers' own sampling, repetition penalty and CFG stay out of the way.
 Under guidance one forward serves both branches, so the usual speed-ups apply unchanged:
@@ -40,10 +40,10 @@ from miditok import TokSequence
 from symusic import Score
 from transformers import GenerationConfig, LogitsProcessorList
 
-from midilm.cfg import CFGSamplingProcessor
+from midilm.guidance import CFGSamplingProcessor
 from midilm.modeling import context_length, load_midilm_dir, sampling_defaults
 from midilm.outputs import staging_dir
-from midilm.sources import InputError
+from midilm.errors import InputError
 from midilm.tokenizer import (
     NONE,
     ComposerMap,

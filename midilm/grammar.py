@@ -454,7 +454,7 @@ class GrammarLogitsProcessor(LogitsProcessor):
     i and i+B get the same tokens, so the same mask). The first call of a `generate()` reads each
     row's prefix (BOS, composer, prompt music); later calls read only the last token. A new
     `generate()` is recognised by the input length and last tokens; `reset()` forces it.
-    Put it before any processor that samples or mixes rows (e.g. `midilm.cfg.CFGSamplingProcessor`).
+    Put it before any processor that samples or mixes rows (e.g. `midilm.guidance.CFGSamplingProcessor`).
     """
 
     def __init__(self, tokenizer: miditok.REMI | None = None, grammar: RemiGrammar | None = None):

@@ -182,7 +182,7 @@ class NoteGuardLogitsProcessor(LogitsProcessor):
     Like `midilm.grammar.GrammarLogitsProcessor` it works on any batch (left padding, the 2B rows of
     guidance), reads each row's prefix on the first call of a `generate()` and only the last token
     afterwards. Put it after the grammar and before any processor that samples or mixes rows
-    (`midilm.cfg.CFGSamplingProcessor`).
+    (`midilm.guidance.CFGSamplingProcessor`).
     """
 
     def __init__(self, tokenizer: miditok.REMI | None = None, bounds: dict | None = None, guard: NoteGuard | None = None):

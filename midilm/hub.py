@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 
 from midilm.modeling import context_length, model_tasks, sampling_defaults
-from midilm.sources import InputError
+from midilm.errors import InputError
 from midilm.tokenizer import COMPOSERS_FILE, TOKENIZER_FILE, ComposerMap
 from midilm.training import TRAINING_CONFIG_FILE
 

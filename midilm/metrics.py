@@ -52,6 +52,8 @@ HISTOGRAM_METRICS = ("pitch_class_histogram", "duration_histogram")
 # the power of two nearest to it on a log scale (triplet eighths with sixteenths, dotted quarters
 # with halves).
 DURATION_BIN_EDGES = tuple([0.0] + [2.0 ** (k + 0.5) for k in range(-3, 3)] + [math.inf])
+# Pitch-class names, for key names and the piano roll's pitch axis.
+PITCH_CLASS_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
 HARMONIC_MINOR = (0, 2, 3, 5, 7, 8, 11)
 # 24 rows x 12 pitch classes, 1 where the pitch class is in the scale.
@@ -62,13 +64,14 @@ SCALE_MASKS = np.array(
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz
 
 
-def _tick_score(score: Score) -> Score:
+def tick_score(score: Score) -> Score:
+    """`score` with times in ticks (symusic also holds quarter-note and second timelines)."""
     return score if str(score.ttype).endswith("Tick") else score.to("tick")
 
 
 def note_arrays(score: Score) -> dict[str, np.ndarray]:
     """Start, end, pitch and velocity (int64) of every pitched note, in ticks, sorted by (start, pitch)."""
-    score = _tick_score(score)
+    score = tick_score(score)
     parts = [t.notes.numpy() for t in score.tracks if not t.is_drum and len(t.notes)]
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
@@ -92,7 +95,7 @@ def bars(score: Score, end: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     Bars follow the time signatures (4/4 where there is none); a time signature that changes
     mid-bar starts a new bar, as `Score.get_downbeats` does.
     """
-    score = _tick_score(score)
+    score = tick_score(score)
     end = score.end() if end is None else end
     starts = np.asarray(score.get_downbeats(), dtype=np.int64)
     starts = starts[starts < end]
@@ -154,7 +157,7 @@ def piece_metrics(
     `positions_per_quarter` is the onset grid of groove consistency: 12 holds sixteenths and
     eighth/sixteenth triplets alike.
     """
-    score = _tick_score(score)
+    score = tick_score(score)
     tpq = score.ticks_per_quarter
     notes = note_arrays(score)
     start, end, pitch = notes["start"], notes["end"], notes["pitch"]
@@ -403,11 +406,10 @@ def longest_shared_run(sample: Sequence, training_sequences: Sequence[Sequence])
 # melody adherence is 1 by construction.
 
 DEFAULT_ONSET_TOLERANCE = 1 / 16  # quarter notes: half a 32nd, the REMI grid of config.json
-PITCH_CLASS_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
 
 def _notes_in_quarters(score: Score) -> dict[str, np.ndarray]:
-    score = _tick_score(score)
+    score = tick_score(score)
     notes = note_arrays(score)
     tpq = score.ticks_per_quarter
     return {"start": notes["start"] / tpq, "end": notes["end"] / tpq, "pitch": notes["pitch"]}
@@ -454,7 +456,7 @@ def melody_key(melody: Score) -> tuple[str, np.ndarray]:
 
 def _beat_grid(melody: Score, end: float) -> np.ndarray:
     """Beat times of the melody, in quarter notes, continued at the last spacing to `end`."""
-    score = _tick_score(melody)
+    score = tick_score(melody)
     beats = np.asarray(score.get_beats(), dtype=np.float64) / score.ticks_per_quarter
     if len(beats) == 0 or beats[0] > 0:
         beats = np.concatenate([[0.0], beats])

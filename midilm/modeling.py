@@ -16,18 +16,20 @@ from pathlib import Path
 import miditok
 from transformers import AutoConfig, GenerationConfig, GPT2Config, LlamaConfig, PretrainedConfig
 
-from midilm.sources import InputError
+from midilm.errors import InputError
 from midilm.tokenizer import COMPOSERS_FILE, TOKENIZER_FILE, ComposerMap, load_tokenizer
 
 MODEL_TYPES = ("llama", "gpt2")
-# Sizes: tiny trains in minutes on a laptop CPU (tests, demo); small is reference project 000's
-# 8 x 512 model; base is about 85M parameters, the GPT-2 small class.
+# Sizes: tiny trains in minutes on a laptop CPU (tests, demo); small (8 x 512, 8k context) is the
+# largest that trains a long-context model on one GPU in hours; base is about 85M parameters, the GPT-2 small class.
 PRESETS = {
     "tiny": {"num_layers": 4, "num_heads": 4, "hidden": 128, "ffn": 512, "context": 1024},
     "small": {"num_layers": 8, "num_heads": 8, "hidden": 512, "ffn": 2048, "context": 8192},
     "base": {"num_layers": 12, "num_heads": 12, "hidden": 768, "ffn": 2048, "context": 8192},
 }
-# Sampling defaults written to generation_config.json (reference project 000's, which users know).
+# Sampling defaults written to generation_config.json: a temperature a little under 1 and top-k/top-p
+# cut the long tail of unlikely tokens (stray pitches, odd durations) that pure sampling draws now and
+# then, while keeping variety; a slight repetition penalty discourages stuck loops of one bar.
 SAMPLING_DEFAULTS = {"temperature": 0.9, "top_k": 40, "top_p": 0.95, "repetition_penalty": 1.02}
 # midilm's guidance default lives in config.json under a key transformers never reads.
 GUIDANCE_KEY = "midilm_guidance_scale"

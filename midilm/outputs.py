@@ -32,6 +32,12 @@ def replace_dir(tmp: Path, final: Path) -> None:
 
 
 def write_file_atomic(path: Path, data: bytes) -> None:
-    partial = path.parent / f".{path.name}.partial-{os.getpid()}"
-    partial.write_bytes(data)
-    partial.replace(path)
+    """A reader never sees half a file: write beside the target, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

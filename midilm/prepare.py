@@ -21,7 +21,8 @@ from midilm.corpus import music21_corpus_files
 from midilm.dataset import SPLITS, TASKS, assign_splits, build_dataset
 from midilm.outputs import replace_dir, staging_dir
 from midilm.scan import Bounds, Spill, read_spill, scan_files, scan_vocabulary
-from midilm.sources import InputError, SourceFile, find_midi_files, read_metadata, relabel
+from midilm.errors import InputError
+from midilm.sources import SourceFile, find_midi_files, read_metadata, relabel
 from midilm.tokenizer import FULL_TOKEN, OTHER, BarWordsIterator, build_tokenizer, save_tokenizer
 
 REPORT_FILE = "prepare_report.json"

@@ -29,22 +29,18 @@ from matplotlib.figure import Figure
 from matplotlib.image import imsave
 from symusic import Score
 
-from midilm.metrics import bars
+from midilm.metrics import PITCH_CLASS_NAMES, bars, tick_score
+from midilm.outputs import write_file_atomic
 
 SOUNDFONT_ENV = "MIDILM_SOUNDFONT"
 DEBIAN_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 BACKENDS = ("tinysoundfont", "fluidsynth")
-PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 # Controllers TinySoundFont acts on that change what a mono mix sounds like: volume and expression.
 FORWARDED_CONTROLS = (7, 11)
 
 
 class AudioUnavailable(RuntimeError):
     """No synthesizer or no soundfont here: callers log the message and go on without audio."""
-
-
-def _tick_score(score: Score) -> Score:
-    return score if str(score.ttype).endswith("Tick") else score.to("tick")
 
 
 # Piano roll ------------------------------------------------------------------------------------
@@ -58,7 +54,7 @@ def piano_roll_array(
     x is time in beats (quarter notes), y is MIDI pitch; one colour per track, opacity follows
     velocity; grey lines mark bars.
     """
-    score = _tick_score(score)
+    score = tick_score(score)
     tpq = score.ticks_per_quarter
     figure = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
     canvas = FigureCanvasAgg(figure)
@@ -87,7 +83,7 @@ def piano_roll_array(
     axes.set_xlim(0, end)
     axes.set_ylim(low - 1.5, high + 1.5)
     ticks = list(range(12 * ((low + 11) // 12), high + 1, 12)) or sorted({low, high})  # the Cs, else the ends
-    axes.set_yticks(ticks, [f"{PITCH_NAMES[p % 12]}{p // 12 - 1}" for p in ticks])
+    axes.set_yticks(ticks, [f"{PITCH_CLASS_NAMES[p % 12]}{p // 12 - 1}" for p in ticks])
     axes.grid(axis="y", color="0.92", linewidth=0.6, zorder=0)
     axes.set_xlabel("beats (quarter notes)")
     axes.set_ylabel("pitch")
@@ -118,7 +114,7 @@ def piano_roll_png(
     imsave(buffer, piano_roll_array(score, title=title, size=size, dpi=dpi), format="png")
     data = buffer.getvalue()
     if path is not None:
-        _write_atomically(Path(path), data)
+        write_file_atomic(Path(path), data)
     return data
 
 
@@ -193,7 +189,7 @@ def render_audio(
     if backend == "tinysoundfont":
         audio = _render_tinysoundfont(seconds, path, sample_rate, length)
     else:
-        audio = _render_fluidsynth(_tick_score(score), path, sample_rate, length)
+        audio = _render_fluidsynth(tick_score(score), path, sample_rate, length)
     peak = float(np.abs(audio).max(initial=0.0))
     return audio / peak if peak > 1.0 else audio  # many voices at once can sum past full scale
 
@@ -305,7 +301,7 @@ def save_wav(audio: np.ndarray, path: str | os.PathLike, sample_rate: int) -> Pa
         out.setframerate(sample_rate)
         out.writeframes(pcm.tobytes())
     path = Path(path)
-    _write_atomically(path, buffer.getvalue())
+    write_file_atomic(path, buffer.getvalue())
     return path
 
 
@@ -318,15 +314,3 @@ def write_wav(
 ) -> Path:
     """Render `score` (see `render_audio`) and save it as a 16-bit mono WAV at `path`."""
     return save_wav(render_audio(score, soundfont, sample_rate, **render_options), path, sample_rate)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """A reader never sees half a file: write beside the target, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

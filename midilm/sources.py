@@ -8,13 +8,10 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from midilm.errors import InputError
 from midilm.tokenizer import OTHER
 
 MIDI_SUFFIXES = {".mid", ".midi"}
-
-
-class InputError(ValueError):
-    """Bad input the user can fix: the scripts print it as one line and exit with code 2."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from pathlib import Path
 import miditok
 import numpy as np
 
+from midilm.errors import InputError
+
 COMPOSERS_FILE = "composers.json"
 TOKENIZER_FILE = "tokenizer.json"
 COMPOSER_PREFIX = "COMPOSER_"
@@ -39,8 +41,6 @@ def composer_token(name: str) -> str:
 def composer_tokens(names: list[str]) -> list[str]:
     """`composer_token` of every name; two names with one token (letter case aside, as `--composer`
     matches names and tokens case-insensitively), or a name taking the unconditional token, are an InputError."""
-    from midilm.sources import InputError  # sources imports this module
-
     owner: dict[str, str] = {composer_token(NONE).casefold(): f"the unconditional token {composer_token(NONE)}"}
     tokens = []
     for name in names:

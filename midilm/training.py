@@ -17,7 +17,7 @@ from transformers import DataCollatorWithFlattening, ProgressCallback, Trainer, 
 
 from midilm.dataset import TASKS, load_prepared
 from midilm.modeling import MODEL_TYPES, PRESETS
-from midilm.sources import InputError
+from midilm.errors import InputError
 from midilm.tokenizer import ComposerMap
 
 TRAINING_CONFIG_FILE = "training_config.json"

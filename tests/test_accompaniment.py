@@ -146,7 +146,7 @@ def test_chunk_paired_bars_fits_both_sections():
 
 
 def test_bad_tasks_flag():
-    from midilm.sources import InputError
+    from midilm.errors import InputError
 
     with pytest.raises(InputError, match="--tasks 'harmony'"):
         PrepareArguments(tasks="harmony")

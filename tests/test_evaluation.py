@@ -36,7 +36,7 @@ from midilm.evaluation import (
 from midilm.generation import decode_ids
 from midilm.memorization import MemorizationIndex, PitchReader, build_index, interval_codes
 from midilm.metrics import longest_shared_run, pitch_sequence
-from midilm.sources import InputError
+from midilm.errors import InputError
 from midilm.tokenizer import encode_ids, load_tokenizer
 
 torch.set_num_threads(1)  # two threads on two shared cores make generate() up to 100x slower

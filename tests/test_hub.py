@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, load_script, run_cli
 
 from midilm.modeling import DEFAULT_GUIDANCE_SCALE, sampling_defaults
-from midilm.sources import InputError
+from midilm.errors import InputError
 from midilm.tokenizer import load_tokenizer
 
 REPO_ID = "someone/midilm-tiny"

@@ -320,7 +320,7 @@ def test_composer_names_as_people_write_them(named_prepared):
 
 
 def test_names_with_one_token_are_refused(tmp_path):
-    from midilm.sources import InputError
+    from midilm.errors import InputError
 
     root = write_midi_folder(tmp_path / "midi", {"C.P.E. Bach": 2, "C P E Bach": 2}, broken=False)
     args = PrepareArguments(midi_dir=str(root), output_dir=str(tmp_path / "d"), tokenizer_dir=str(tmp_path / "t"), vocab_size=0,

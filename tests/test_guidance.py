@@ -1,4 +1,4 @@
-"""midilm.cfg: the batched CFG processor is exact (formula, transformers' own processor, same draws) and safe."""
+"""midilm.guidance: the batched CFG processor is exact (formula, transformers' own processor, same draws) and safe."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from transformers.generation.logits_process import (
 )
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from midilm.cfg import CFGSamplingProcessor, guided_log_probs
+from midilm.guidance import CFGSamplingProcessor, guided_log_probs
 
 VOCAB, BOS, EOS, PAD, COND, UNCOND = 48, 1, 2, 0, 3, 4
 SETTINGS = {"temperature": 0.9, "top_k": 20, "top_p": 0.95, "repetition_penalty": 1.1}
