@@ -9,15 +9,20 @@ generation_config.json; the page shows the `generate.py` command line that repro
 As a Hugging Face Space, this file runs beside the model folder (GRADIO_SERVER_NAME sets the address).
 """
 
+from pathlib import Path
+
 import signal
 import sys
 
 from midilm.app import AppArguments, build_app
 from midilm.cli import parse_args, run
 
+# Optional overrides of the package defaults, beside this script (may be partial, empty or absent).
+CONFIG_FILE = Path(__file__).with_name("config.json")
+
 
 def main() -> None:
-    args, _ = parse_args((AppArguments,), ("app",), description=__doc__)
+    args, _ = parse_args((AppArguments,), ("app",), description=__doc__, config_file=CONFIG_FILE)
 
     # Load the model once (a missing or broken model folder stops here with one line)
     demo = build_app(args.model_dir, args.soundfont)

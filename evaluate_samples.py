@@ -15,12 +15,17 @@ stays flat in its size apart from the memorization index (bench/bench_eval.py me
 Named evaluate_samples.py because a top-level evaluate.py would shadow the HF `evaluate` package.
 """
 
+from pathlib import Path
+
 from midilm.cli import parse_args, run
 from midilm.evaluation import EvaluateArguments, check_output_dir, evaluate, headline, write_default_guidance, write_report
 
+# Optional overrides of the package defaults, beside this script (may be partial, empty or absent).
+CONFIG_FILE = Path(__file__).with_name("config.json")
+
 
 def main() -> None:
-    args, _ = parse_args((EvaluateArguments,), ("evaluate",), description=__doc__)
+    args, _ = parse_args((EvaluateArguments,), ("evaluate",), description=__doc__, config_file=CONFIG_FILE)
 
     # Refuse to replace a previous report before any work is done
     output_dir = check_output_dir(args)

@@ -20,42 +20,49 @@ generated parts beside it, melody adherence and harmonic fit in the JSON).
 import sys
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from midilm.accompaniment import prepare_accompaniment
 from midilm.cli import parse_args, run
-from midilm.generation import (
-    GenerateArguments,
-    accompaniment_files,
-    check_soundfont,
-    list_composers,
-    load_model,
-    prepare_generation,
-    sample_files,
-    write_accompaniments,
-    write_samples,
-)
 from midilm.errors import InputError
+from midilm.generation import list_composers, load_model, prepare_generation
+from midilm.sample_files import accompaniment_files, check_soundfont, sample_files, write_accompaniments, write_samples
+from midilm.sampling import SamplingSettings
+
+
+@dataclass
+class GenerateArguments:
+    model_dir: str = field(default="model_output", metadata={"help": "Model folder written by train.py."})
+    composer: str | None = field(default=None, metadata={"help": "Composer to imitate (case-insensitive): a name, a comma-separated list, `all`, or `none` (unconditional)."})
+    num_samples: int = field(default=1, metadata={"help": "Samples per composer; all come from one batched generate() call."})
+    output_dir: str = field(default="samples", metadata={"help": "Where <composer>_<i>.mid/.json (and .wav, .png) go."})
+    prompt_midi: str | None = field(default=None, metadata={"help": "MIDI file to continue."})
+    prompt_bars: int | None = field(default=None, metadata={"help": "Continue only the first N bars of --prompt_midi (default: all)."})
+    melody_midi: str | None = field(default=None, metadata={"help": "Accompany this melody (a marked melody track, else the top voice): writes accompaniment_<composer>_<i>.mid with the melody unchanged on its own track plus the generated parts, bar for bar; --composer is optional (default: none), --max_new_tokens does not apply (the melody sets the length)."})
+    wav: bool = field(default=False, metadata={"help": "Also render a WAV with a General MIDI soundfont."})
+    png: bool = field(default=False, metadata={"help": "Also draw a piano-roll PNG."})
+    soundfont: str | None = field(default=None, metadata={"help": "Soundfont for --wav (default: one found locally)."})
+    list_composers: bool = field(default=False, metadata={"help": "Print the model's composers and exit."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace sample files already in --output_dir."})
+
+# Optional overrides of the package defaults, beside this script (may be partial, empty or absent).
+CONFIG_FILE = Path(__file__).with_name("config.json")
 
 
 def one_line_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {message}", file=file or sys.stderr)
 
 
-def accompany(args, device: str) -> None:
-    from midilm.accompaniment import prepare_accompaniment
-
+def accompany(args, settings: SamplingSettings, device: str) -> None:
     # Check every input before the weights are read
     if args.prompt_midi is not None:
         raise InputError("--melody_midi and --prompt_midi: choose one (accompany a melody, or continue a piece)")
-    if args.static_cache or args.compile:
+    if settings.static_cache or settings.compile:
         raise InputError("--static_cache and --compile: --melody_midi does not take them yet; leave them out")
-    job = prepare_accompaniment(
-        args.model_dir, args.melody_midi, args.composer, args.num_samples, seed=args.seed, grammar=not args.no_grammar, guard=not args.no_guard,
-        guidance_scale=args.guidance_scale, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty,
-    )
+    job = prepare_accompaniment(args.model_dir, args.melody_midi, args.composer, args.num_samples, settings)
     files = accompaniment_files(job.composers, Path(args.output_dir), args.wav, args.png, args.overwrite)
     soundfont = check_soundfont(args.soundfont) if args.wav else None
 
@@ -74,7 +81,7 @@ def accompany(args, device: str) -> None:
 
 
 def main() -> None:
-    args, _ = parse_args((GenerateArguments,), ("generate",), description=__doc__)
+    args, settings, _ = parse_args((GenerateArguments, SamplingSettings), ("generate",), description=__doc__, config_file=CONFIG_FILE)
     if args.list_composers:
         print(list_composers(args.model_dir))
         return
@@ -82,15 +89,12 @@ def main() -> None:
     if args.melody_midi is not None:
         with warnings.catch_warnings():
             warnings.showwarning = one_line_warning
-            accompany(args, device)
+            accompany(args, settings, device)
         return
 
     # Check every input before the weights are read
     plan = prepare_generation(
-        args.model_dir, args.composer, args.num_samples, max_new_tokens=args.max_new_tokens, guidance_scale=args.guidance_scale,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-        seed=args.seed, prompt_midi=args.prompt_midi, prompt_bars=args.prompt_bars, grammar=not args.no_grammar, guard=not args.no_guard, device=device,
-        static_cache=args.static_cache, compile=args.compile, compile_backend=args.compile_backend,
+        args.model_dir, args.composer, args.num_samples, settings, prompt_midi=args.prompt_midi, prompt_bars=args.prompt_bars, device=device
     )
     files = sample_files(plan, Path(args.output_dir), args.wav, args.png, args.overwrite)
     soundfont = check_soundfont(args.soundfont) if args.wav else None
@@ -98,10 +102,7 @@ def main() -> None:
     # Sample: every sample from one batched generate() call
     model = load_model(args.model_dir, device)
     start = time.perf_counter()
-    with torch.no_grad():
-        output = model.generate(
-            plan.input_ids, attention_mask=plan.attention_mask, generation_config=plan.generation_config, logits_processor=plan.logits_processor
-        )
+    output = plan.run(model)
     seconds = time.perf_counter() - start
     new_tokens = (output.shape[1] - plan.input_ids.shape[1]) * plan.num_samples
 
@@ -111,7 +112,7 @@ def main() -> None:
     for paths in files:
         print(" ".join(str(p) for p in paths.values()))
     speed = " (static cache)" if plan.settings["static_cache"] else ""
-    speed = f" (static cache, compiled with {args.compile_backend}: the time includes compiling)" if plan.settings["compile"] else speed
+    speed = f" (static cache, compiled with {settings.compile_backend}: the time includes compiling)" if plan.settings["compile"] else speed
     print(f"{plan.num_samples} sample(s), up to {new_tokens} new tokens in {seconds:.1f} s on {device}{speed}")
 
 

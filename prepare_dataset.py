@@ -8,8 +8,14 @@
 Unusable files are skipped, stray notes after a long silence cut, duplicates (the same notes under
 another name) kept once, each with its reason in <output_dir>/prepare_report.json.
 
-Defaults come from the `prepare` and `tokenizer` sections of config.json; any flag overrides them.
+Defaults come from the package (PrepareArguments, midilm.tokenizer.TOKENIZER_DEFAULTS); the `prepare` and
+`tokenizer` sections of config.json override them, and any flag overrides both.
 """
+
+from pathlib import Path
+
+# Optional overrides of the package defaults, beside this script (may be partial, empty or absent).
+CONFIG_FILE = Path(__file__).with_name("config.json")
 
 
 def main() -> None:
@@ -18,7 +24,7 @@ def main() -> None:
     from midilm.cli import parse_args
     from midilm.prepare import PrepareArguments, prepare, summary
 
-    args, config = parse_args((PrepareArguments,), ("prepare",), description=__doc__)
+    args, config = parse_args((PrepareArguments,), ("prepare",), description=__doc__, config_file=CONFIG_FILE)
     report = prepare(args, config.get("tokenizer", {}))
     print(summary(report))
     print(f"wrote {args.tokenizer_dir}/ and {args.output_dir}/ (report: {args.output_dir}/prepare_report.json)")

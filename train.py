@@ -8,7 +8,8 @@
 The context (--max_seq_len) is the dataset's row length (prepare_dataset.py --max_seq_len) unless given;
 a shorter one is refused. Running the same command again on the same --output_dir resumes from its
 newest complete checkpoint.
-Defaults come from the `model`, `data` and `training` sections of config.json; any flag overrides them.
+Defaults come from the package (midilm.training); the `model`, `data` and `training` sections of config.json
+override them, and any flag overrides both.
 """
 
 import json
@@ -27,6 +28,7 @@ from midilm.errors import InputError
 from midilm.tokenizer import load_tokenizer, section_token_ids
 from midilm.training import (
     TRAINING_CONFIG_FILE,
+    TRAINING_DEFAULTS,
     DataArguments,
     MidiCollator,
     MidiTrainer,
@@ -40,12 +42,15 @@ from midilm.training import (
     training_context,
 )
 
+# Optional overrides of the package defaults, beside this script (may be partial, empty or absent).
+CONFIG_FILE = Path(__file__).with_name("config.json")
+
 
 def main() -> None:
     # With no GPU, use_cpu makes `accelerate launch`/torchrun run real CPU DDP (gloo), not N separate runs.
     model_args, data_args, training_args, _ = parse_args(
         (ModelArguments, DataArguments, TrainingArguments), ("model", "data", "training"),
-        machine_defaults={"use_cpu": not torch.cuda.is_available()}, description=__doc__,
+        defaults={**TRAINING_DEFAULTS, "use_cpu": not torch.cuda.is_available()}, description=__doc__, config_file=CONFIG_FILE,
     )
     output_dir = Path(training_args.output_dir)
     # The Trainer's own pushes (at each checkpoint and in save_model) send its generic model card:

@@ -24,7 +24,8 @@ from transformers import LogitsProcessor
 # the sibling script: python puts the script's own folder (bench/) first on sys.path
 from bench_sampling import SETTINGS, machine, random_model, synthetic_piece
 
-from midilm.generation import build_plan
+from midilm.generation import build_plan, model_settings
+from midilm.sampling import SamplingSettings
 from midilm.guard import NoteGuardLogitsProcessor, count_histograms, histogram_quantile, onset_counts
 from midilm.tokenizer import encode_ids
 
@@ -63,9 +64,9 @@ def main() -> None:
     composer = composer_map.names[0]
 
     def run(batch: int, guard: bool) -> tuple[float, float, float, list[list[int]]]:
+        settings = SamplingSettings(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, guidance_scale=args.guidance_scale, **SETTINGS)
         plan = build_plan(
-            tokenizer, composer_map, model.config, model.generation_config, [composer] * batch, seed=0, grammar=True,
-            device=model.device, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, guidance_scale=args.guidance_scale, **SETTINGS,
+            tokenizer, composer_map, model.config, model_settings(model.config, model.generation_config, settings), [composer] * batch, device=model.device
         )
         processors = plan.logits_processor
         processors[0] = grammar = Timed(processors[0])
@@ -73,8 +74,7 @@ def main() -> None:
         if guard:
             processors.insert(1, guard_timer)
         began = time.perf_counter()
-        with torch.no_grad():
-            out = model.generate(plan.input_ids, attention_mask=plan.attention_mask, generation_config=plan.generation_config, logits_processor=processors)
+        out = plan.run(model, logits_processor=processors)
         wall = time.perf_counter() - began
         per_call = lambda t: t.seconds / t.calls * 1e3 if t.calls else float("nan")  # noqa: E731
         return wall, per_call(grammar), per_call(guard_timer), plan.sample_ids(out)

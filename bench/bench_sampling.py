@@ -31,8 +31,9 @@ import transformers
 from symusic import Note, Score, Tempo, TimeSignature, Track
 from transformers import AutoModelForCausalLM, GenerationConfig
 
-from midilm.generation import build_plan, fast_sampling
+from midilm.generation import build_plan, model_settings
 from midilm.modeling import PRESETS, build_config, context_length, generation_config, load_midilm_dir
+from midilm.sampling import SamplingSettings, fast_sampling
 from midilm.tokenizer import build_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -128,14 +129,10 @@ def main() -> None:
         return
 
     def ours(batch: int, scale: float, grammar: bool):
-        plan = build_plan(
-            tokenizer, composer_map, model.config, model.generation_config, [composer] * batch, seed=0, grammar=grammar,
-            device=model.device, max_new_tokens=n, min_new_tokens=n, guidance_scale=scale, **SETTINGS,
-        )
+        settings = SamplingSettings(max_new_tokens=n, min_new_tokens=n, guidance_scale=scale, grammar=grammar, **SETTINGS)
+        plan = build_plan(tokenizer, composer_map, model.config, model_settings(model.config, model.generation_config, settings), [composer] * batch, device=model.device)
         plan.generation_config.update(**cache)
-        return lambda: model.generate(
-            plan.input_ids, attention_mask=plan.attention_mask, generation_config=plan.generation_config, logits_processor=plan.logits_processor
-        )
+        return lambda: plan.run(model)
 
     def transformers_sampling(batch: int, scale: float):
         bos, cond, uncond = model.config.bos_token_id, composer_map.id_of(composer), composer_map.none_id
@@ -225,14 +222,12 @@ def compare_modes(args, model, tokenizer, composer_map, composer: str, model_nam
     methods = {"s = 1": (1.0, False), f"CFG s={args.guidance_scale:g} + grammar": (args.guidance_scale, True)}
 
     def make(mode: str, batch: int, scale: float, grammar: bool):
-        plan = build_plan(
-            tokenizer, composer_map, model.config, model.generation_config, [composer] * batch, seed=0, grammar=grammar,
-            device=model.device, max_new_tokens=n, min_new_tokens=n, guidance_scale=scale, **SETTINGS,
+        settings = SamplingSettings(
+            max_new_tokens=n, min_new_tokens=n, guidance_scale=scale, grammar=grammar, **SETTINGS,
             static_cache=flags[mode][0], compile=flags[mode][1], compile_backend=args.compile_backend,
         )
-        return lambda: model.generate(
-            plan.input_ids, attention_mask=plan.attention_mask, generation_config=plan.generation_config, logits_processor=plan.logits_processor
-        )
+        plan = build_plan(tokenizer, composer_map, model.config, model_settings(model.config, model.generation_config, settings), [composer] * batch, device=model.device)
+        return lambda: plan.run(model)
 
     rows, outputs, seconds, first_call = [], {}, {}, {}
     batches = [int(b) for b in args.batch_sizes.split(",")]

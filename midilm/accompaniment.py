@@ -6,7 +6,7 @@
         result.score.dump_midi(f"harmonized_{i}.mid")  # the melody, unchanged, on its own track + the new parts
 
 A model trained on `prepare_dataset.py --tasks accompaniment` rows has read
-`[BOS, COMPOSER, MELODY, melody bars k..j, FULL, the full piece's bars k..j, EOS]`. Here the prompt is
+`[BOS, COMPOSER, MELODY, melody bars k..j, FULL, the full piece's bars k..j, EOS]` (midilm.rows). Here the prompt is
 that sequence up to FULL, and `generate()` writes the full section under three processors: the REMI
 grammar, `BarLimitLogitsProcessor` (as many bars as the melody, each with the melody's time
 signature; then the next bar line becomes EOS) and our CFG sampler, whose unconditional rows swap
@@ -20,6 +20,7 @@ bars took so far. If the context runs out inside a bar, that bar is written agai
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,17 +28,23 @@ from pathlib import Path
 import numpy as np
 import torch
 from symusic import Score, Track
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList
 
-from midilm.guidance import CFGSamplingProcessor
+from midilm.corpus import default_cache_dir
 from midilm.dataset import empty_bar, split_bars
+from midilm.errors import InputError
+from midilm.generation import composer_ids_of, composer_names, decode_ids, guard_bounds, load_model, model_settings, replace_settings
+from midilm.grammar import GrammarLogitsProcessor, RemiGrammar, count_syntax_errors
+from midilm.guard import guard_processor
 from midilm.melody import extract_melody
+from midilm.midi_checks import require_usable_midi
 from midilm.metrics import DEFAULT_ONSET_TOLERANCE, accompaniment_metrics, onset_pitch_matches
 from midilm.modeling import context_length, load_midilm_dir, model_tasks, sampling_defaults
-from midilm.errors import InputError
-from midilm.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, section_token_ids, vocab_base_tokens
+from midilm.rows import OVERHEAD, RowLayout
+from midilm.sampling import SamplingSettings, greedy_config
+from midilm.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, vocab_base_tokens
 
-OVERHEAD = 5  # BOS, COMPOSER, MELODY, FULL, EOS
+ROW_OVERHEAD = OVERHEAD["accompaniment"]
 PAST_SHARE = 0.5  # of the context, at most, for the bars already written that a window reads again
 FULL_PER_MELODY_TOKEN = 4.0  # first guess of a full bar's tokens per melody token (a four-voice texture)
 
@@ -126,8 +133,6 @@ def melody_prompt(tokenizer, score: Score, warn_on_chords: bool = False, name: s
 
 def load_melody(tokenizer, path: str | Path) -> MelodyPrompt:
     """A melody MIDI file, checked as prompts are; chords give their top voice and one warning."""
-    from midilm.dataset import require_usable_midi
-
     path = Path(path)
     require_usable_midi(path, "--melody_midi")
     return melody_prompt(tokenizer, Score(path), warn_on_chords=True, name=f"--melody_midi {path}")
@@ -204,10 +209,10 @@ def plan_window(melody_lengths: list[int], done_lengths: list[int], context: int
     while a > 0 and past + melody_lengths[a - 1] + done_lengths[a - 1] <= PAST_SHARE * context:
         a -= 1
         past += melody_lengths[a] + done_lengths[a]
-    while a < c and OVERHEAD + past + melody_lengths[c] + 1 > context:  # the next melody bar must fit
+    while a < c and ROW_OVERHEAD + past + melody_lengths[c] + 1 > context:  # the next melody bar must fit
         past -= melody_lengths[a] + done_lengths[a]
         a += 1
-    used = OVERHEAD + past + melody_lengths[c] + full_per_bar
+    used = ROW_OVERHEAD + past + melody_lengths[c] + full_per_bar
     b = c + 1
     while b < n and used + melody_lengths[b] + full_per_bar <= context:
         used += melody_lengths[b] + full_per_bar
@@ -229,155 +234,160 @@ def check_trained_for_accompaniment(config, model_dir) -> None:
 def check_melody_fits(melody: MelodyPrompt, context: int) -> None:
     """InputError, before any sampling, when one bar of melody leaves no room for its full bar."""
     for i, bar in enumerate(melody.bars):
-        if OVERHEAD + 2 * len(bar) > context:
+        if ROW_OVERHEAD + 2 * len(bar) > context:
             raise InputError(
                 f"--melody_midi: bar {i + 1} of the melody takes {len(bar)} tokens; with its full bar it cannot fit "
                 f"the model's context of {context} tokens (windows are whole bars)"
             )
 
 
+@dataclass
+class _Window:
+    """One row's window: melody bars a..b, of which c..b are to be written (a..c are read again)."""
+
+    row: int
+    a: int
+    b: int
+    c: int
+
+
+class _Accompanist:
+    """The state of one `accompany` call: what each row has written so far, and how to write more."""
+
+    def __init__(self, model, tokenizer, composer_map: ComposerMap, melody: MelodyPrompt, composer_ids: list[int], settings: SamplingSettings):
+        self.model, self.tokenizer, self.melody, self.settings = model, tokenizer, melody, settings
+        self.composer_ids, self.none_id = composer_ids, composer_map.none_id
+        self.config, self.context = model.config, context_length(model.config)
+        self.layout = RowLayout.for_tokenizer(tokenizer)
+        self.scale = settings.effective_guidance_scale(composer_ids, composer_map.none_id)
+        self.remi_grammar = RemiGrammar.for_tokenizer(tokenizer) if settings.grammar else None
+        self.note_guard = guard_processor(tokenizer, self.config) if settings.guard else None
+        self.base, self.starts_bar = vocab_base_tokens(tokenizer), np.asarray(bar_start_table(tokenizer))
+        self.melody_lengths = [len(b) for b in melody.bars]
+        self.first_guess = FULL_PER_MELODY_TOKEN * max(1.0, float(np.mean(self.melody_lengths)))
+        self.done: list[list[np.ndarray]] = [[] for _ in composer_ids]
+        self.cut = [0] * len(composer_ids)
+        self.windows = 0
+
+    def plan(self) -> list[_Window]:
+        """The next window of every row that has bars left to write."""
+        plans = []
+        for k in range(len(self.composer_ids)):
+            written = [len(b) for b in self.done[k]]
+            if len(written) < self.melody.num_bars:
+                per_bar = float(np.mean(written)) if written else self.first_guess
+                a, b = plan_window(self.melody_lengths, written, self.context, per_bar)
+                plans.append(_Window(k, a, b, len(written)))
+        return plans
+
+    def prompts(self, plans: list[_Window]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The windows' rows, padded on the left (then their unconditional twins under guidance)."""
+        rows = []
+        for w in plans:
+            written = np.concatenate(self.done[w.row][w.a : w.c]).tolist() if w.c > w.a else []
+            melody = np.concatenate(self.melody.bars[w.a : w.b]).tolist()
+            rows.append((melody, written, self.composer_ids[w.row]))
+        if self.scale != 1.0:
+            rows += [(melody, written, self.none_id) for melody, written, _ in rows]
+        prompts = [self.layout.accompaniment_prompt(composer, melody, written) for melody, written, composer in rows]
+        width = max(len(r) for r in prompts)
+        input_ids = torch.full((len(prompts), width), self.config.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for i, row in enumerate(prompts):
+            input_ids[i, width - len(row) :] = torch.tensor(row)
+            attention_mask[i, width - len(row) :] = 1
+        return input_ids, attention_mask
+
+    def processors(self, plans: list[_Window]) -> LogitsProcessorList:
+        doubled = 2 if self.scale != 1.0 else 1
+        targets = torch.tensor([w.b - w.a for w in plans] * doubled)
+        signatures = torch.full((len(plans), max(w.b - w.a for w in plans)), -1, dtype=torch.long)
+        for i, w in enumerate(plans):
+            signatures[i, : w.b - w.a] = torch.tensor(self.melody.time_signatures[w.a : w.b])
+        signatures = torch.cat([signatures] * doubled)
+        processors = LogitsProcessorList()
+        if self.remi_grammar is not None:
+            processors.append(GrammarLogitsProcessor(grammar=self.remi_grammar))
+        if self.note_guard is not None:
+            self.note_guard.reset()  # a new window: the guard reads every row's prefix afresh
+            processors.append(self.note_guard)
+        processors.append(BarLimitLogitsProcessor(self.tokenizer, self.layout.full, self.layout.eos, targets, signatures))
+        processors.append(self.settings.sampler(self.scale, seed_offset=self.windows))
+        return processors
+
+    def step(self) -> bool:
+        """Write one window of every unfinished row in one generate() call; False when all are done."""
+        plans = self.plan()
+        if not plans:
+            return False
+        input_ids, attention_mask = self.prompts(plans)
+        width = input_ids.shape[1]
+        config = self.config
+        gen_config = greedy_config(self.context - width, config.bos_token_id, config.eos_token_id, config.pad_token_id)
+        device = self.model.device
+        output = self.model.generate(
+            input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=gen_config, logits_processor=self.processors(plans)
+        )
+        self.windows += 1
+        for i, w in enumerate(plans):
+            self.keep(w, output[i, width:].tolist())
+        return True
+
+    def keep(self, w: _Window, new: list[int]) -> None:
+        """The whole bars a window wrote, added to its row."""
+        eos, n = self.layout.eos, self.melody.num_bars
+        ended = eos in new
+        new = new[: new.index(eos)] if ended else new
+        bars = split_bars(np.asarray(new, dtype=np.int64), self.starts_bar)[: n - w.c]
+        if not ended and len(bars) > 1:
+            bars = bars[:-1]  # cut by the context: the next window writes it again
+        elif not ended and bars:
+            self.cut[w.row] += 1  # one bar longer than the room left: keep what is complete of it
+        if self.remi_grammar is not None and bars:  # never hand the next window half a note
+            bars[-1] = bars[-1][: self.remi_grammar.complete_length(bars[-1].tolist())]
+        if not bars or not len(bars[-1]):  # nothing written (every token masked): an empty bar keeps the windows moving
+            bars = bars[:-1] + [empty_bar(self.tokenizer, self.base, self.melody.bars[w.c + max(0, len(bars) - 1)])]
+        self.done[w.row].extend(bars)
+
+    def results(self, composer_map: ComposerMap) -> list[Accompaniment]:
+        record = self.settings.record(self.scale, guard_bounds(self.note_guard))
+        melody_score = self.melody.melody
+        out = []
+        for k, composer_id in enumerate(self.composer_ids):
+            ids = np.concatenate(self.done[k]).tolist()
+            full = decode_ids(self.tokenizer, ids).resample(melody_score.ticks_per_quarter, min_dur=1)
+            full.tempos, full.time_signatures = melody_score.tempos.copy(), melody_score.time_signatures.copy()
+            full.key_signatures = melody_score.key_signatures.copy()
+            out.append(Accompaniment(
+                composer=composer_map.name_of(composer_id), score=merge_with_melody(melody_score, full), melody=melody_score, full=full,
+                ids=ids, bars=len(self.done[k]), windows=self.windows, cut_bars=self.cut[k],
+                syntax_error_rate=count_syntax_errors(self.tokenizer, ids), settings=dict(record),
+            ))
+        return out
+
+
 @torch.no_grad()
 def accompany(
-    model,
-    tokenizer,
-    composer_map: ComposerMap,
-    melody: MelodyPrompt,
-    composers: list[str],
-    *,
-    seed: int = 0,
-    grammar: bool = True,
-    guard: bool = True,
-    defaults: dict | GenerationConfig | None = None,
-    guidance_scale: float | None = None,
-    temperature: float | None = None,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    repetition_penalty: float | None = None,
+    model, tokenizer, composer_map: ComposerMap, melody: MelodyPrompt, composers: list[str], settings: SamplingSettings | None = None,
+    *, defaults: dict | None = None, **overrides,
 ) -> list[Accompaniment]:
     """One accompaniment of `melody` per entry of `composers` (names or `none`), with an in-memory
-    model; all rows of a window go through one batched generate() call. Settings left as None come
-    from `defaults` (`sampling_defaults`; else those of the model's config and generation_config).
-    `guard`: the musical guard (`midilm.guard`) over the full section, when the model carries its bounds."""
-    from midilm.generation import decode_ids, guard_bounds, music_guard, resolve_settings
-    from midilm.grammar import count_syntax_errors
-
+    model; all rows of a window go through one batched generate() call. `settings` (or its fields as
+    keywords): what is left unset comes from `defaults` (`sampling_defaults` of a folder), else from the
+    model's config and generation_config; the melody sets the length. The musical guard (`midilm.guard`)
+    covers the full section when the model carries its bounds."""
     check_trained_for_accompaniment(model.config, getattr(model.config, "_name_or_path", "") or "(in memory)")
-    melody_id, full_id = section_token_ids(tokenizer)
-    try:
-        composer_ids = [composer_map.id_of(c) for c in composers]
-    except KeyError as err:
-        raise InputError(f"--composer: {err.args[0]}") from err
-    config = model.config
-    context = context_length(config)
-    check_melody_fits(melody, context)
-    if not isinstance(defaults, dict):
-        defaults = sampling_defaults(config, defaults or model.generation_config)
-    s = resolve_settings(defaults, context, guidance_scale=guidance_scale, temperature=temperature,
-                         top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
-    s.pop("max_new_tokens")  # the melody sets the length
-    guided = s["guidance_scale"] != 1.0 and any(i != composer_map.none_id for i in composer_ids)
-    s["effective_guidance_scale"] = s["guidance_scale"] if guided else 1.0
-    s["grammar"], s["seed"] = bool(grammar), int(seed)
-    remi_grammar = None
-    if grammar:
-        from midilm.grammar import GrammarLogitsProcessor, RemiGrammar
-
-        remi_grammar = RemiGrammar.for_tokenizer(tokenizer)
-    note_guard = music_guard(tokenizer, config) if guard else None
-    s["guard"], s["guard_bounds"] = note_guard is not None, guard_bounds(note_guard)
-    base = vocab_base_tokens(tokenizer)
-    starts_bar = np.asarray(bar_start_table(tokenizer))
-    bos, eos, pad = config.bos_token_id, config.eos_token_id, config.pad_token_id
-    n = melody.num_bars
-    melody_lengths = [len(b) for b in melody.bars]
-    first_guess = FULL_PER_MELODY_TOKEN * max(1.0, float(np.mean(melody_lengths)))
-    done: list[list[np.ndarray]] = [[] for _ in composer_ids]
-    cut = [0] * len(composer_ids)
-    windows = 0
-    device = model.device
-
-    while active := [k for k in range(len(composer_ids)) if len(done[k]) < n]:
-        rows, plans = [], []
-        for k in active:
-            written = [len(b) for b in done[k]]
-            per_bar = float(np.mean(written)) if written else first_guess
-            a, b = plan_window(melody_lengths, written, context, per_bar)
-            c = len(written)
-            body = [melody_id, *np.concatenate(melody.bars[a:b]).tolist(), full_id]
-            body += np.concatenate(done[k][a:c]).tolist() if c > a else []
-            rows.append(body)
-            plans.append((k, a, b, c))
-        heads = [composer_ids[k] for k in active] + ([composer_map.none_id] * len(active) if guided else [])
-        bodies = rows + (rows if guided else [])
-        width = 2 + max(len(r) for r in bodies)
-        input_ids = torch.full((len(bodies), width), pad, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for i, (head, body) in enumerate(zip(heads, bodies)):
-            input_ids[i, width - 2 - len(body) :] = torch.tensor([bos, head, *body])
-            attention_mask[i, width - 2 - len(body) :] = 1
-        targets = torch.tensor([b - a for _, a, b, _ in plans] * (2 if guided else 1))
-        signatures = torch.full((len(plans), max(b - a for _, a, b, _ in plans)), -1, dtype=torch.long)
-        for i, (_, a, b, _) in enumerate(plans):
-            signatures[i, : b - a] = torch.tensor(melody.time_signatures[a:b])
-        signatures = torch.cat([signatures, signatures]) if guided else signatures
-
-        processors = LogitsProcessorList()
-        if remi_grammar is not None:
-            processors.append(GrammarLogitsProcessor(grammar=remi_grammar))
-        if note_guard is not None:
-            note_guard.reset()  # a new window: the guard reads every row's prefix afresh
-            processors.append(note_guard)
-        processors.append(BarLimitLogitsProcessor(tokenizer, full_id, eos, targets, signatures))
-        processors.append(
-            CFGSamplingProcessor(s["effective_guidance_scale"], s["temperature"], s["top_k"], s["top_p"], s["repetition_penalty"], seed=seed + windows)
-        )
-        gen_config = GenerationConfig(
-            do_sample=False, max_new_tokens=context - width, guidance_scale=1.0, repetition_penalty=1.0, temperature=1.0,
-            top_k=50, top_p=1.0, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
-        )
-        output = model.generate(
-            input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=gen_config, logits_processor=processors
-        )
-        windows += 1
-
-        for i, (k, a, b, c) in enumerate(plans):
-            new = output[i, width:].tolist()
-            ended = eos in new
-            new = new[: new.index(eos)] if ended else new
-            bars = split_bars(np.asarray(new, dtype=np.int64), starts_bar)[: n - c]
-            if not ended and len(bars) > 1:
-                bars = bars[:-1]  # cut by the context: the next window writes it again
-            elif not ended and bars:
-                cut[k] += 1  # one bar longer than the room left: keep what is complete of it
-            if remi_grammar is not None and bars:  # never hand the next window half a note
-                bars[-1] = bars[-1][: remi_grammar.complete_length(bars[-1].tolist())]
-            if not bars or not len(bars[-1]):  # nothing written (every token masked): an empty bar keeps the windows moving
-                bars = bars[:-1] + [empty_bar(tokenizer, base, melody.bars[c + max(0, len(bars) - 1)])]
-            done[k].extend(bars)
-
-    results = []
-    melody_score = melody.melody
-    tpq = melody_score.ticks_per_quarter
-    for k, composer_id in enumerate(composer_ids):
-        ids = np.concatenate(done[k]).tolist()
-        full = decode_ids(tokenizer, ids).resample(tpq, min_dur=1)
-        full.tempos, full.time_signatures = melody_score.tempos.copy(), melody_score.time_signatures.copy()
-        full.key_signatures = melody_score.key_signatures.copy()
-        results.append(
-            Accompaniment(
-                composer=composer_map.name_of(composer_id),
-                score=merge_with_melody(melody_score, full),
-                melody=melody_score,
-                full=full,
-                ids=ids,
-                bars=len(done[k]),
-                windows=windows,
-                cut_bars=cut[k],
-                syntax_error_rate=count_syntax_errors(tokenizer, ids),
-                settings=dict(s),
-            )
-        )
-    return results
+    composer_ids = composer_ids_of(composer_map, composers)
+    check_melody_fits(melody, context_length(model.config))
+    settings = replace_settings(settings, overrides)
+    if defaults is None:
+        settings = model_settings(model.config, model.generation_config, settings, with_length=False)
+    else:
+        settings = settings.resolve(defaults)
+    accompanist = _Accompanist(model, tokenizer, composer_map, melody, composer_ids, settings)
+    while accompanist.step():
+        pass
+    return accompanist.results(composer_map)
 
 
 def merge_with_melody(melody: Score, full: Score, onset_tolerance: float = DEFAULT_ONSET_TOLERANCE) -> Score:
@@ -412,65 +422,38 @@ class AccompanimentJob:
     model_dir: str
     tokenizer: object = field(repr=False)
     composer_map: ComposerMap
-    defaults: dict  # sampling_defaults of the folder
+    settings: SamplingSettings  # resolved against the folder's defaults
     melody: MelodyPrompt
     composers: list[str]
-    seed: int = 0
-    grammar: bool = True
-    settings: dict = field(default_factory=dict)
-    guard: bool = True
 
     def run(self, model) -> list[Accompaniment]:
-        return accompany(
-            model, self.tokenizer, self.composer_map, self.melody, self.composers, seed=self.seed, grammar=self.grammar,
-            guard=self.guard, defaults=self.defaults, **self.settings,
-        )
+        return accompany(model, self.tokenizer, self.composer_map, self.melody, self.composers, self.settings)
 
 
 def prepare_accompaniment(
-    model_dir: str | Path,
-    melody_midi: str | Path,
-    composer: str | None = None,
-    num_samples: int = 1,
-    *,
-    seed: int = 0,
-    grammar: bool = True,
-    guard: bool = True,
-    guidance_scale: float | None = None,
-    temperature: float | None = None,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    repetition_penalty: float | None = None,
+    model_dir: str | Path, melody_midi: str | Path, composer: str | None = None, num_samples: int = 1,
+    settings: SamplingSettings | None = None, **overrides,
 ) -> AccompanimentJob:
-    """Check the model folder, the melody file and the settings; InputError on bad input.
-    `composer` as in generate.py (a name, a list, `all`); without one the model accompanies unconditionally."""
-    from midilm.generation import composer_names, resolve_settings
-
+    """Check the model folder, the melody file and the settings (or their fields as keywords); InputError
+    on bad input. `composer` as in generate.py (a name, a list, `all`); without one the model accompanies
+    unconditionally. The melody sets the length, so max_new_tokens does not apply."""
+    settings = replace_settings(settings, overrides)
     config, tokenizer, composer_map = load_midilm_dir(model_dir)
     check_trained_for_accompaniment(config, model_dir)
-    defaults = sampling_defaults(model_dir)
+    resolved = settings.resolve(sampling_defaults(model_dir))
     if num_samples < 1:
         raise InputError(f"--num_samples {num_samples}: must be at least 1")
     names = composer_names(composer_map, composer or NONE.lower())
-    try:
-        [composer_map.id_of(c) for c in names]
-    except KeyError as err:
-        raise InputError(f"--composer: {err.args[0]}") from err
-    settings = {"guidance_scale": guidance_scale, "temperature": temperature, "top_k": top_k, "top_p": top_p, "repetition_penalty": repetition_penalty}
-    resolve_settings(defaults, context_length(config), **settings)  # their checks, now
+    composer_ids_of(composer_map, names)  # its check, now
     melody = load_melody(tokenizer, melody_midi)
     check_melody_fits(melody, context_length(config))
-    return AccompanimentJob(
-        str(model_dir), tokenizer, composer_map, defaults, melody, [c for c in names for _ in range(num_samples)], seed, grammar, settings, guard
-    )
+    return AccompanimentJob(str(model_dir), tokenizer, composer_map, resolved, melody, [c for c in names for _ in range(num_samples)])
 
 
 def harmonize(
     model_dir: str | Path, melody_midi: str | Path, composer: str | None = None, num_samples: int = 1, *, device: str | None = None, **settings
 ) -> list[Accompaniment]:
     """Load a model folder and accompany a melody file: `prepare_accompaniment` then `run`."""
-    from midilm.generation import load_model
-
     job = prepare_accompaniment(model_dir, melody_midi, composer, num_samples, **settings)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return job.run(load_model(model_dir, device))
@@ -478,10 +461,7 @@ def harmonize(
 
 def source_root(dataset_dir: str | Path) -> Path:
     """The folder a prepared dataset's `source` paths are relative to (--midi_dir, or the corpus cache)."""
-    import json
-
-    from midilm.corpus import default_cache_dir
-    from midilm.prepare import CONFIG_FILE
+    from midilm.prepare import CONFIG_FILE  # here: prepare loads `datasets`, which sampling never needs
 
     prepare_args = json.loads((Path(dataset_dir) / CONFIG_FILE).read_text())["prepare"]
     return Path(prepare_args.get("midi_dir") or prepare_args.get("cache_dir") or default_cache_dir())
@@ -491,7 +471,7 @@ def held_out_piece(dataset_dir: str | Path, split: str = "validation", composer:
     """The MIDI file of the first piece (by source name) of a split of a prepared dataset, e.g. a
     validation-split Bach chorale whose soprano the demo accompanies (`--melody_midi` takes the
     marked melody track of a whole score)."""
-    from datasets import load_from_disk
+    from datasets import load_from_disk  # here: heavy, and sampling never needs it
 
     dataset_dir = Path(dataset_dir)
     rows = load_from_disk(str(dataset_dir))[split].select_columns(["source", "composer"])

@@ -1,7 +1,7 @@
 """The web page (gradio) behind `app.py`: a composer, the sampling settings and an optional MIDI file to
 continue in; audio, piano roll, MIDI download and the equivalent `generate.py` command line out.
 
-The model is loaded once. Each request is one `prepare_generation` + `model.generate` + `write_samples`,
+The model is loaded once. Each request is one `prepare_generation` + `plan.run` + `write_samples`,
 the same calls as generate.py, so a result is reproduced by the command line the page shows.
 """
 
@@ -18,17 +18,13 @@ import gradio as gr
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from midilm.generation import (
-    HEADER_TOKENS,
-    check_soundfont,
-    load_model,
-    prepare_generation,
-    resolve_settings,
-    sample_files,
-    write_samples,
-)
-from midilm.modeling import context_length, load_midilm_dir, sampling_defaults
+from midilm.accompaniment import prepare_accompaniment
 from midilm.errors import InputError
+from midilm.generation import load_model, prepare_generation
+from midilm.modeling import context_length, load_midilm_dir, sampling_defaults
+from midilm.rows import body_room
+from midilm.sample_files import accompaniment_files, check_soundfont, sample_files, write_accompaniments, write_samples
+from midilm.sampling import SamplingSettings
 from midilm.tokenizer import NONE
 
 # Settings shown in the page and repeated, explicitly, on the equivalent command line.
@@ -99,7 +95,7 @@ class LoadedModel:
         self.model_dir = str(model_dir)
         config, _, self.composer_map = load_midilm_dir(model_dir)  # one clear error before the weights are read
         self.context = context_length(config)
-        self.defaults = resolve_settings(sampling_defaults(model_dir), self.context)
+        self.defaults = SamplingSettings().resolve(sampling_defaults(model_dir), self.context)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
             self.soundfont, self.audio_problem = check_soundfont(soundfont), None
@@ -118,19 +114,25 @@ class LoadedModel:
         melody_midi=None, progress=gr.Progress(),  # noqa: B008  (gradio finds the page's progress bar by this default)
     ):
         """One sample: (WAV, piano-roll PNG, MIDI file, settings, command line) for the page."""
-        if melody_midi:
-            return self.accompany(composer, guidance_scale, temperature, top_k, top_p, seed, prompt_midi, melody_midi, progress)
         prompt_bars = int(prompt_bars) if prompt_bars else None  # 0 or empty: the whole upload
         prompt_name = Path(prompt_midi).name if prompt_midi else None
-        seed = int(seed or 0)
+        upload = melody_midi or prompt_midi
+        try:
+            # the page's controls; the repetition penalty is not one: the model's default, on the record
+            settings = SamplingSettings(
+                guidance_scale=float(guidance_scale), temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+                repetition_penalty=self.defaults.repetition_penalty, seed=int(seed or 0),
+                max_new_tokens=None if melody_midi else int(max_new_tokens),
+            )
+        except InputError as err:
+            raise gr.Error(page_message(str(err), upload), print_exception=False) from None
+        if melody_midi:
+            return self.accompany(composer, settings, prompt_midi, melody_midi, progress)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 plan = prepare_generation(
-                    self.model_dir, composer, 1, max_new_tokens=int(max_new_tokens), guidance_scale=float(guidance_scale),
-                    temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-                    repetition_penalty=self.defaults["repetition_penalty"], seed=seed, prompt_midi=prompt_midi,
-                    prompt_bars=prompt_bars if prompt_midi else None, device=self.device,
+                    self.model_dir, composer, 1, settings, prompt_midi=prompt_midi, prompt_bars=prompt_bars if prompt_midi else None, device=self.device,
                 )
             for message in dict.fromkeys(str(w.message).splitlines()[0] for w in caught):
                 gr.Warning(page_message(message, prompt_midi))
@@ -139,11 +141,7 @@ class LoadedModel:
 
             progress((0, plan.settings["max_new_tokens"]), desc="sampling", unit="tokens")
             criteria = StoppingCriteriaList([TokenProgress(progress, plan.input_ids.shape[1], plan.settings["max_new_tokens"])])
-            with torch.no_grad():
-                output = self.model.generate(
-                    plan.input_ids, attention_mask=plan.attention_mask, generation_config=plan.generation_config,
-                    logits_processor=plan.logits_processor, stopping_criteria=criteria,
-                )
+            output = plan.run(self.model, stopping_criteria=criteria)
             progress(1.0, desc="rendering audio and piano roll")
             record = {"model_dir": self.model_dir, "prompt_midi": prompt_name, "prompt_bars": prompt_bars, "device": self.device}
             write_samples(plan, output, [files], record, self.soundfont)
@@ -157,22 +155,15 @@ class LoadedModel:
         wav = str(files[".wav"]) if ".wav" in files else None
         return wav, str(files[".png"]), [str(files[".mid"]), str(files[".json"])], settings, command
 
-    def accompany(self, composer, guidance_scale, temperature, top_k, top_p, seed, prompt_midi, melody_midi, progress):
+    def accompany(self, composer, settings: SamplingSettings, prompt_midi, melody_midi, progress):
         """The full piece around an uploaded melody, through generate.py's own accompaniment path."""
-        from midilm.accompaniment import prepare_accompaniment
-        from midilm.generation import accompaniment_files, write_accompaniments
-
-        melody_name, seed = Path(melody_midi).name, int(seed or 0)
+        melody_name, seed = Path(melody_midi).name, settings.seed
         try:
             if prompt_midi:
                 raise InputError("--melody_midi: accompany a melody or continue a MIDI file, not both; clear one upload")
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                job = prepare_accompaniment(
-                    self.model_dir, melody_midi, composer, 1, seed=seed, guidance_scale=float(guidance_scale),
-                    temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-                    repetition_penalty=self.defaults["repetition_penalty"],
-                )
+                job = prepare_accompaniment(self.model_dir, melody_midi, composer, 1, settings)
             for message in dict.fromkeys(str(w.message).splitlines()[0] for w in caught):
                 gr.Warning(page_message(message, melody_midi))
             folder = Path(tempfile.mkdtemp(dir=self.results))
@@ -189,7 +180,7 @@ class LoadedModel:
         files, result = files[0], results[0]
         settings = {"composer": result.composer, **result.settings, "seed": seed, "melody_midi": melody_name, "bars": result.bars}
         flag = NONE.lower() if result.composer == NONE else result.composer
-        command = command_line(self.model_dir, flag, {**self.defaults, **result.settings, "seed": seed}, None, None, melody_name)
+        command = command_line(self.model_dir, flag, {**vars(self.defaults), **result.settings, "seed": seed}, None, None, melody_name)
         wav = str(files[".wav"]) if ".wav" in files else None
         return wav, str(files[".png"]), [str(files[".mid"]), str(files[".json"])], settings, command
 
@@ -208,8 +199,8 @@ def build_app(model_dir: str | Path, soundfont: str | None = None, device: str |
     """The page for one model folder; `demo.loaded_model` holds the model (loaded once). Raises InputError when
     `model_dir` is not a midilm model folder."""
     loaded = LoadedModel(model_dir, soundfont, device)
-    d = loaded.defaults
-    longest = loaded.context - HEADER_TOKENS
+    d = vars(loaded.defaults)
+    longest = body_room(loaded.context)
     names = ", ".join(loaded.composer_map.names)
     intro = (
         f"# midilm\nModel `{Path(loaded.model_dir).name}`: {len(loaded.composer_map.names)} composers ({names}), "

@@ -11,20 +11,17 @@ import numpy as np
 from symusic import Score
 
 from midilm.errors import InputError
-from midilm.tokenizer import bar_start_table, encode_base_ids, encode_ids, load_tokenizer, section_token_ids, vocab_base_tokens
+from midilm.melody import extract_melody
+from midilm.rows import RowLayout, music_room
+from midilm.scan import Bounds, load_bounded, read_spill, worker_pool
+from midilm.tokenizer import bar_start_table, encode_base_ids, encode_ids, load_tokenizer, vocab_base_tokens
 
 SPLITS = ("train", "validation", "test")
-# continuation: `[BOS, COMPOSER, music…, EOS]`; accompaniment: a melody and the full piece for the
-# same bars, `[BOS, COMPOSER, MELODY, melody…, FULL, full piece…, EOS]` (midilm.accompaniment).
-TASKS = ("continuation", "accompaniment")
-# Resolutions and tempos outside these bounds come from broken writers; such files decode to nonsense.
-MIN_TICKS_PER_QUARTER = 8
 # Files per row-writing task (see build_dataset): each loads the tokenizer (~30 ms), and the parent
 # balances the workers with them.
 SHARD_FILES = 500
 # Rows per Arrow record batch a worker writes: few enough that a batch's arrays stay small.
 BATCH_ROWS = 256
-TEMPO_RANGE_QPM = (5.0, 1000.0)
 
 
 # `datasets` is imported inside the functions that need it: the data step's worker processes import
@@ -68,40 +65,6 @@ def load_prepared(dataset_dir: str | Path, splits: tuple[str, ...], columns: set
         if names != composers:
             raise InputError(f"--dataset_dir {path} has composers {names} but {owner} has {composers}; use the two that prepare_dataset.py and train.py made together")
     return dataset
-
-
-def load_checked(path: Path) -> tuple[Score | None, str | None]:
-    """A file's score, or why it can't be used. Never raises."""
-    try:
-        if path.stat().st_size == 0:
-            return None, "empty file"
-        score = Score(path)
-    except OSError as err:
-        return None, f"unreadable: {err.strerror or err}"
-    except Exception:  # symusic raises plain RuntimeError/ValueError on anything malformed
-        return None, "not a valid MIDI file"
-    if score.ticks_per_quarter < MIN_TICKS_PER_QUARTER:
-        return None, f"absurd resolution ({score.ticks_per_quarter} ticks per quarter)"
-    if any(not TEMPO_RANGE_QPM[0] <= t.qpm <= TEMPO_RANGE_QPM[1] for t in score.tempos):
-        return None, "absurd tempo (outside 5-1000 quarter notes per minute)"
-    if score.note_num() == 0:
-        return None, "no notes"
-    return score, None
-
-
-def check_file(path: Path) -> tuple[str | None, int]:
-    """Why a file can't be used (None if it can), and its note count. Never raises."""
-    score, reason = load_checked(path)
-    return (reason, 0) if reason else (None, score.note_num())
-
-
-def require_usable_midi(path: Path, flag: str) -> None:
-    """A user's MIDI input (a prompt, a melody): `check_file`'s reasons as one InputError naming the flag."""
-    if not path.is_file():
-        raise InputError(f"{flag} {path}: no such file")
-    problem, _ = check_file(path)
-    if problem:
-        raise InputError(f"{flag} {path}: {problem}")
 
 
 def split_of(source: str, validation_ratio: float, test_ratio: float) -> str:
@@ -174,8 +137,6 @@ def paired_bars(
     Both tokenizations start at tick 0 and share the time signatures, so bar i of one is bar i of the
     other; where the melody ends before the piece, it is padded with empty bars.
     """
-    from midilm.melody import extract_melody
-
     full = split_bars(full_ids, starts_bar)
     melody_ids = encode_ids(tokenizer, extract_melody(score).score)
     if not len(melody_ids):
@@ -252,16 +213,13 @@ def generate_rows(
     `scan_vocab`, BPE applied here); the file is parsed again only for what needs the score:
     augmented copies and the melody of accompaniment rows (`bounds`: the scan's, so it is cut the same way).
     """
-    from midilm.scan import Bounds, load_bounded, read_spill
-
     held = _rows_worker.get("tokenizer")
     tokenizer, composer_map = loaded or (held[1] if held and held[0] == tokenizer_dir else load_tokenizer(tokenizer_dir))
     base = vocab_base_tokens(tokenizer)
     starts_bar = np.array(bar_start_table(tokenizer))
     notes_of = np.array([sum(t.startswith("Pitch_") for t in b) for b in base])
     length_of = np.array([len(b) for b in base])
-    bos, eos = tokenizer["BOS_None"], tokenizer["EOS_None"]
-    sections = section_token_ids(tokenizer)
+    layout = RowLayout.for_tokenizer(tokenizer)
     pitch_limits = tokenizer.config.pitch_range
     remap = np.array([tokenizer.vocab[t] for t in scan_vocab], dtype=np.int64) if scan_vocab else None
     bounds = Bounds(**bounds) if bounds else Bounds()
@@ -292,13 +250,12 @@ def generate_rows(
             row = {"composer": file["label"], "source": file["source"], "augmentation": label}
             if "accompaniment" in tasks:
                 melody, full = paired_bars(tokenizer, base, variant, ids, starts_bar)
-                ranges = chunk_paired_bars(melody, full, max_seq_len - 5)  # room for BOS, COMPOSER, MELODY, FULL, EOS
+                ranges = chunk_paired_bars(melody, full, music_room(max_seq_len, "accompaniment"))
                 for k, (first, stop) in enumerate(ranges):
                     melody_part, full_part = np.concatenate(melody[first:stop]), np.concatenate(full[first:stop])
-                    tail = [eos] if stop == len(full) else []
                     yield {
                         **row,
-                        "input_ids": np.concatenate(([bos, composer_id, sections[0]], melody_part, [sections[1]], full_part, tail)).astype(np.int32),
+                        "input_ids": layout.accompaniment(composer_id, melody_part, full_part, last=stop == len(full)),
                         "chunk": k,
                         "n_notes": int(notes_of[full_part].sum()),
                         "n_base_tokens": int(length_of[full_part].sum()),
@@ -306,13 +263,12 @@ def generate_rows(
                     }
             if "continuation" not in tasks:
                 continue
-            chunks = chunk_bars(ids, starts_bar, max_seq_len - 3)  # room for BOS, COMPOSER, EOS
+            chunks = chunk_bars(ids, starts_bar, music_room(max_seq_len, "continuation"))
             for k, chunk in enumerate(chunks):
                 # EOS only on a piece's last chunk: it means "the piece ends here", so a model does not
                 # learn to stop after one context's worth of music.
-                tail = [eos] if k == len(chunks) - 1 else []
                 yield {
-                    "input_ids": np.concatenate(([bos, composer_id], chunk, tail)).astype(np.int32),
+                    "input_ids": layout.continuation(composer_id, chunk, last=k == len(chunks) - 1),
                     "composer": file["label"],
                     "source": file["source"],
                     "chunk": k,
@@ -375,8 +331,6 @@ def build_dataset(
 
     from datasets import Dataset, DatasetDict, concatenate_datasets
     from tqdm.auto import tqdm
-
-    from midilm.scan import worker_pool
 
     feats = features(composers)
     schema = feats.arrow_schema

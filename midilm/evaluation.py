@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 
 from midilm.dataset import load_prepared
-from midilm.generation import HEADER_TOKENS, build_plan, composer_names, decode_ids, load_model, sample_stem
+from midilm.generation import build_plan, composer_names, decode_ids, load_model
 from midilm.grammar import count_syntax_errors
 from midilm.metrics import (
     HISTOGRAM_METRICS,
@@ -69,6 +69,10 @@ from midilm.hub import rewrite_model_card
 from midilm.modeling import TASKS_KEY, context_length, load_midilm_dir, model_tasks, sampling_defaults
 from midilm.outputs import replace_dir, staging_dir
 from midilm.errors import InputError
+from midilm.rows import body, body_mask, body_room, body_predictions, has_header, header, header_problems, with_composer
+from midilm.rows import windows as row_windows
+from midilm.sample_files import sample_stem
+from midilm.sampling import SamplingSettings
 from midilm.tokenizer import load_tokenizer
 from midilm.training import TRAINING_CONFIG_FILE
 
@@ -144,7 +148,7 @@ def token_rows(ds, tokenizer, composer_map, where: str) -> list[dict]:
     rows = [row for row in rows if row["task"] == "continuation"]
     for row in rows:
         ids = row["input_ids"]
-        if len(ids) < HEADER_TOKENS or ids[0] != bos or ids[1] != composer_map.token_ids[row["composer"]] or max(ids) >= vocab:
+        if not has_header(ids, bos, {composer_map.token_ids[row["composer"]]}) or max(ids) >= vocab:
             raise InputError(
                 f"{where}: the row of {row['source']} (chunk {row['chunk']}) does not fit the model's tokenizer "
                 f"({vocab} tokens); evaluate a model on the dataset it was trained on"
@@ -164,12 +168,12 @@ def join_pieces(rows: list[dict], eos_id: int, originals_only: bool = True) -> l
     pieces = []
     for (source, augmentation), chunks in sorted(groups.items()):
         chunks.sort(key=lambda r: r["chunk"])
-        music = [t for r in chunks for t in r["input_ids"][HEADER_TOKENS:] if t != eos_id]
+        music = [t for r in chunks for t in body(r["input_ids"]) if t != eos_id]
         pieces.append({
             "composer": chunks[0]["composer"],
             "source": source,
             "augmentation": augmentation,
-            "ids": chunks[0]["input_ids"][:HEADER_TOKENS] + music + [eos_id],
+            "ids": list(header(chunks[0]["input_ids"])) + music + [eos_id],
             "n_notes": sum(r["n_notes"] for r in chunks),
         })
     return pieces
@@ -213,9 +217,7 @@ def scan_training(ds, tokenizer, composer_map, where: str, batch_size: int = SCA
         values = ids.values.to_numpy()[offsets[0] : offsets[-1]].astype(np.int64)
         starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
         composer = table.column("composer").to_numpy()
-        bad = lengths < HEADER_TOKENS
-        ok = ~bad
-        bad[ok] = (values[starts[ok]] != bos) | (values[starts[ok] + 1] != composer_tokens[composer[ok]])
+        bad = header_problems(values, starts, lengths, bos, composer_tokens[composer])
         if len(values) and values.max() >= vocab:
             bad |= np.maximum.reduceat(values, np.minimum(starts, len(values) - 1)) >= vocab
         if bad.any():
@@ -224,11 +226,8 @@ def scan_training(ds, tokenizer, composer_map, where: str, batch_size: int = SCA
                 f"{where}: the row of {table.column('source')[k].as_py()} (chunk {table.column('chunk')[k].as_py()}) does not "
                 f"fit the model's tokenizer ({vocab} tokens); evaluate a model on the dataset it was trained on"
             )
-        # Scored tokens: every row's ids after BOS and the composer.
-        scored = np.ones(len(values), dtype=bool)
-        scored[starts] = False
-        scored[starts + 1] = False
-        counts += np.bincount(values[scored], minlength=vocab)
+        # Scored tokens: every row's body.
+        counts += np.bincount(values[body_mask(len(values), starts)], minlength=vocab)
         original = table.column("augmentation").to_numpy(zero_copy_only=False) == ""
         pieces += np.bincount(composer[original & (table.column("chunk").to_numpy() == 0)], minlength=len(pieces))
         # Chunks are cut at bar lines, so no onset straddles two rows; transposed copies hold the same counts.
@@ -247,8 +246,8 @@ def scan_training(ds, tokenizer, composer_map, where: str, batch_size: int = SCA
 
 
 def scored_tokens(ids: list[int]) -> list[int]:
-    """The tokens a row's likelihood is measured on: all but BOS and the composer (nothing predicts them)."""
-    return list(ids[HEADER_TOKENS:])
+    """The tokens a row's likelihood is measured on: its body (nothing predicts BOS or the composer)."""
+    return list(body(ids))
 
 
 def fit_unigram(rows: list[list[int]], vocab_size: int) -> np.ndarray:
@@ -271,14 +270,6 @@ def unigram_nll(log_probs: np.ndarray, rows: list[list[int]]) -> tuple[float, in
     return float(-log_probs[tokens].sum()), len(tokens)
 
 
-def windows(ids: list[int], context: int) -> list[list[int]]:
-    """A row cut to the model's context: each window restarts from [BOS, COMPOSER] and scores the next tokens."""
-    if len(ids) <= context:
-        return [list(ids)]
-    header, body, width = list(ids[:HEADER_TOKENS]), ids[HEADER_TOKENS:], context - HEADER_TOKENS
-    return [header + list(body[i : i + width]) for i in range(0, len(body), width)]
-
-
 @torch.no_grad()
 def model_nll(model, rows: list[list[int]], batch_size: int = 8, pad_id: int = 0, desc: str = "likelihood") -> tuple[float, int]:
     """(total NLL in nats, scored tokens) of `rows` under a causal LM, in padded batches.
@@ -286,7 +277,7 @@ def model_nll(model, rows: list[list[int]], batch_size: int = 8, pad_id: int = 0
     Rows longer than the model's context are scored in windows (see `windows`).
     """
     context = context_length(model.config)
-    pieces = sorted((w for ids in rows for w in windows(ids, context)), key=len)
+    pieces = sorted((w for ids in rows for w in row_windows(ids, context)), key=len)
     total, count = 0.0, 0
     for start in tqdm(range(0, len(pieces), batch_size), desc=desc, unit="batch", leave=False):
         batch = pieces[start : start + batch_size]
@@ -298,11 +289,9 @@ def model_nll(model, rows: list[list[int]], batch_size: int = 8, pad_id: int = 0
             mask[i, : len(w)] = 1
         input_ids, mask = input_ids.to(model.device), mask.to(model.device)
         logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
-        # Position t predicts token t + 1; the first scored token (index HEADER_TOKENS) is predicted at t = 1.
-        log_probs = logits[:, HEADER_TOKENS - 1 : -1].log_softmax(dim=-1)
-        targets = input_ids[:, HEADER_TOKENS:]
-        nll = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        keep = mask[:, HEADER_TOKENS:].bool()
+        log_probs = body_predictions(logits).log_softmax(dim=-1)
+        nll = -log_probs.gather(-1, body(input_ids).unsqueeze(-1)).squeeze(-1)
+        keep = body(mask).bool()
         total += float(nll[keep].sum())
         count += int(keep.sum())
     return total, count
@@ -326,7 +315,7 @@ def likelihood_summary(total_nll: float, tokens: int, notes: int) -> dict:
 
 @dataclass
 class Sampler:
-    """Draws sample sets the way generate.py does (`build_plan` + `model.generate`: CFG, the grammar and
+    """Draws sample sets the way generate.py does (`build_plan` + `plan.run`: CFG, the grammar and
     the musical guard), every composer of a set in one batched call of at most `batch_samples` samples."""
 
     tokenizer: object
@@ -337,21 +326,16 @@ class Sampler:
     device: str
     batch_samples: int = 64
 
-    @torch.no_grad()
     def sample(self, model, composers: list[str], guidance_scale: float, seed: int, guard: bool = True) -> list[dict]:
         """One sample per entry of `composers` (names, or `none`). A batch's seed is `seed` plus its first
         sample's index, so the same call with the guard off draws the same tokens until the guard steps in."""
         out, counts = [], {}
         for start in range(0, len(composers), self.batch_samples):
             names = composers[start : start + self.batch_samples]
-            plan = build_plan(
-                self.tokenizer, self.composer_map, self.config, self.defaults, names, seed=seed + start, grammar=True, guard=guard,
-                device=self.device, max_new_tokens=self.max_new_tokens, guidance_scale=guidance_scale,
-            )
-            output = model.generate(
-                plan.input_ids, attention_mask=plan.attention_mask, generation_config=plan.generation_config, logits_processor=plan.logits_processor
-            )
-            for composer, row in zip(names, plan.sample_ids(output)):
+            settings = SamplingSettings(guidance_scale=guidance_scale, max_new_tokens=self.max_new_tokens, seed=seed + start, guard=guard)
+            settings = settings.resolve(self.defaults, context_length(self.config))
+            plan = build_plan(self.tokenizer, self.composer_map, self.config, settings, names, device=self.device)
+            for composer, row in zip(names, plan.sample_ids(plan.run(model))):
                 index = counts[composer] = counts.get(composer, -1) + 1
                 out.append({"composer": composer, "name": sample_stem(composer, index), "ids": row, "score": decode_ids(self.tokenizer, row),
                             "guard": plan.settings["guard"]})
@@ -662,7 +646,7 @@ def evaluate_accompaniment(models: dict, tokenizer, composer_map, pieces: list[d
                  "real": accompaniment_metrics(melody.melody, real)}
         stem = sample_stem(piece["composer"], sum(e["composer"] == piece["composer"] for e in entries))
         for name, model in models.items():
-            result = accompany(model, tokenizer, composer_map, melody, [piece["composer"]], seed=seed, defaults=defaults)[0]
+            result = accompany(model, tokenizer, composer_map, melody, [piece["composer"]], SamplingSettings(seed=seed), defaults=defaults)[0]
             entry[name] = {**result.metrics(), "syntax_error_rate": result.syntax_error_rate, "cut_bars": result.cut_bars, "windows": result.windows}
             midi[f"accompaniment_{name}"].append({"name": stem, "score": result.score})
         entries.append(entry)
@@ -735,7 +719,7 @@ def evaluate(args: EvaluateArguments) -> dict:
         )
     defaults = sampling_defaults(args.model_dir)
     main_scale = float(args.guidance_scale if args.guidance_scale is not None else defaults["guidance_scale"])
-    max_new_tokens = min(args.max_new_tokens, context_length(config) - HEADER_TOKENS)
+    max_new_tokens = min(args.max_new_tokens, body_room(context_length(config)))
     samples_from_dir = read_samples(Path(args.samples_dir), composers, tokenizer) if args.samples_dir else None
     model = load_model(args.model_dir, device)
 
@@ -768,7 +752,7 @@ def evaluate(args: EvaluateArguments) -> dict:
     trained_nll, tokens = model_nll(model, rows, args.batch_size, config.pad_token_id, desc="likelihood (trained)")
     random_nll, _ = model_nll(random_model, rows, args.batch_size, config.pad_token_id, desc="likelihood (random weights)")
     # The same rows with COMPOSER_NONE in the composer's place: what the composer token is worth to the model
-    unconditional_rows = [[ids[0], composer_map.none_id, *ids[HEADER_TOKENS:]] for ids in rows]
+    unconditional_rows = [with_composer(ids, composer_map.none_id) for ids in rows]
     uncond_nll, _ = model_nll(model, unconditional_rows, args.batch_size, config.pad_token_id, desc="likelihood (unconditional)")
     counts = np.zeros(config.vocab_size, dtype=np.int64)  # smoothed over the model's vocabulary, as before
     counts[: min(len(counts), len(training.token_counts))] = training.token_counts[: len(counts)]

@@ -10,26 +10,26 @@
     for i, score in enumerate(plan.decode(output)):
         score.dump_midi(f"bach_{i}.mid")
 
-`prepare_generation` reads the sampling defaults from the model folder (guidance from config.json's
-`midilm_guidance_scale`, which plain transformers never reads; the rest from generation_config.json) and builds
-the rows (B conditional, then B unconditional when guidance is on), the grammar processor, the musical
-guard (midilm.guard: at most as many notes per onset and per bar as the training data hold, on by
-default for a model whose config.json carries the bounds) and our CFG processor (midilm.guidance), which
-does the sampling itself: the `generation_config` it returns is
-greedy on purpose, so transformers' own sampling, repetition penalty and CFG stay out of the way.
-Under guidance one forward serves both branches, so the usual speed-ups apply unchanged:
-`prepare_generation(..., compile=True)` (generate.py --compile) has transformers compile the decoding
-forward over a static KV cache (`fast_sampling`), with the same tokens for the same seed where tested.
+(`plan.run(model)` is that generate() call.) `prepare_generation` takes a `SamplingSettings`
+(midilm.sampling), or its fields as keywords, and resolves it against the model folder's defaults
+(guidance from config.json's `midilm_guidance_scale`, which plain transformers never reads; the rest
+from generation_config.json). It builds the rows (B conditional, then B unconditional when guidance
+is on; midilm.rows), the grammar processor, the musical guard (midilm.guard: at most as many notes
+per onset and per bar as the training data hold, on by default for a model whose config.json
+carries the bounds) and our CFG processor (midilm.guidance), which does the sampling itself: the
+`generation_config` it returns is greedy on purpose, so transformers' own sampling, repetition
+penalty and CFG stay out of the way. Under guidance one forward serves both branches, so the usual
+speed-ups apply unchanged: `compile=True` (generate.py --compile) has transformers compile the
+decoding forward over a static KV cache (`midilm.sampling.fast_sampling`), with the same tokens for
+the same seed where tested.
 
 Accompanying a melody (`generate.py --melody_midi`) takes several generate() calls when the melody is
-long; its API is `midilm.accompaniment` (`harmonize`, `accompany`), its files are written here.
+long; its API is `midilm.accompaniment` (`harmonize`, `accompany`). Sample files are written by
+`midilm.sample_files`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,21 +38,16 @@ import numpy as np
 import torch
 from miditok import TokSequence
 from symusic import Score
-from transformers import GenerationConfig, LogitsProcessorList
+from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList
 
-from midilm.guidance import CFGSamplingProcessor
-from midilm.modeling import context_length, load_midilm_dir, sampling_defaults
-from midilm.outputs import staging_dir
 from midilm.errors import InputError
-from midilm.tokenizer import (
-    NONE,
-    ComposerMap,
-    bar_start_table,
-    encode_ids,
-    load_tokenizer,
-)
-
-HEADER_TOKENS = 2  # BOS, COMPOSER
+from midilm.grammar import GrammarLogitsProcessor
+from midilm.guard import guard_processor
+from midilm.midi_checks import require_usable_midi
+from midilm.modeling import context_length, load_midilm_dir, sampling_defaults
+from midilm.rows import RowLayout, body_room, new_tokens_start
+from midilm.sampling import SamplingSettings, fast_sampling, greedy_config
+from midilm.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, load_tokenizer
 
 
 @dataclass
@@ -66,21 +61,32 @@ class GenerationPlan:
     tokenizer: object = field(repr=False)
     composers: list[str]  # one per sample
     settings: dict  # the resolved sampling settings, for the record
-    prompt_ids: list[int]  # the (possibly cut) prompt, without BOS and composer
+    prompt_ids: list[int]  # the (possibly cut) prompt, without the row's header
 
     @property
     def num_samples(self) -> int:
         return len(self.composers)
 
+    @torch.no_grad()
+    def run(self, model, **generate_kwargs) -> torch.LongTensor:
+        """The plan's one `model.generate()` call; `generate_kwargs` add to it (stopping criteria) or
+        replace its parts (a wrapped `logits_processor`, as the benches time them)."""
+        kwargs = {"attention_mask": self.attention_mask, "generation_config": self.generation_config, "logits_processor": self.logits_processor}
+        return model.generate(self.input_ids, **{**kwargs, **generate_kwargs})
+
     def sample_ids(self, sequences: torch.LongTensor) -> list[list[int]]:
         """Each sample's tokens: BOS, composer, prompt, continuation, up to and including EOS."""
         eos = self.generation_config.eos_token_id
-        start = HEADER_TOKENS + len(self.prompt_ids)
+        start = new_tokens_start(len(self.prompt_ids))
         rows = []
         for row in sequences[: self.num_samples].tolist():
             end = row.index(eos, start) + 1 if eos in row[start:] else len(row)
             rows.append(row[:end])
         return rows
+
+    def new_tokens(self, ids: list[int]) -> int:
+        """How many tokens of one sample (`sample_ids`) were generated."""
+        return len(ids) - new_tokens_start(len(self.prompt_ids))
 
     def decode(self, sequences: torch.LongTensor) -> list[Score]:
         """One symusic Score per sample (prompt followed by continuation); an unfinished last note is
@@ -97,10 +103,8 @@ def decode_ids(tokenizer, ids: list[int]) -> Score:
 
 def load_prompt(tokenizer, path: str | Path, prompt_bars: int | None = None) -> list[int]:
     """Token ids of a MIDI file, or of its first `prompt_bars` bars."""
-    from midilm.dataset import require_usable_midi  # the data pipeline's own checks, so prompts fail the same way
-
     path = Path(path)
-    require_usable_midi(path, "--prompt_midi")
+    require_usable_midi(path, "--prompt_midi")  # the data pipeline's own checks, so prompts fail the same way
     ids = encode_ids(tokenizer, Score(path))
     if len(ids) == 0:
         raise InputError(f"--prompt_midi {path}: nothing the tokenizer can represent")
@@ -129,94 +133,6 @@ def fit_prompt(tokenizer, ids: list[int], room: int) -> list[int]:
     return ids[start:]
 
 
-def resolve_settings(defaults: dict, context: int, **given) -> dict:
-    """The sampling settings: given values over the model's defaults (`midilm.modeling.sampling_defaults`), checked."""
-
-    def pick(name, neutral):
-        value = given.get(name)
-        if value is None:
-            value = defaults.get(name)
-        return neutral if value is None else value
-
-    s = {
-        "guidance_scale": float(pick("guidance_scale", 1.0)),
-        "temperature": float(pick("temperature", 1.0)),
-        "top_k": int(pick("top_k", 0)),
-        "top_p": float(pick("top_p", 1.0)),
-        "repetition_penalty": float(pick("repetition_penalty", 1.0)),
-    }
-    longest = context - HEADER_TOKENS
-    if given.get("max_new_tokens") is None:
-        s["max_new_tokens"] = min(defaults.get("max_new_tokens") or longest, longest)
-    else:
-        s["max_new_tokens"] = int(given["max_new_tokens"])
-        if s["max_new_tokens"] > longest:
-            raise InputError(
-                f"--max_new_tokens {s['max_new_tokens']}: beyond the model's context of {context} tokens "
-                f"({HEADER_TOKENS} go to BOS and the composer); use at most {longest}"
-            )
-    if s["max_new_tokens"] < 1:
-        raise InputError(f"--max_new_tokens {s['max_new_tokens']}: must be at least 1")
-    min_new = given.get("min_new_tokens")
-    if min_new is not None:
-        s["min_new_tokens"] = min(int(min_new), s["max_new_tokens"])
-    if s["guidance_scale"] < 0:
-        raise InputError(f"--guidance_scale {s['guidance_scale']}: must be >= 0 (1 = no guidance)")
-    if s["temperature"] <= 0:
-        raise InputError(f"--temperature {s['temperature']}: must be > 0")
-    if s["top_k"] < 0:
-        raise InputError(f"--top_k {s['top_k']}: must be >= 0 (0 = off)")
-    if not 0 < s["top_p"] <= 1:
-        raise InputError(f"--top_p {s['top_p']}: must be within (0, 1]")
-    if s["repetition_penalty"] <= 0:
-        raise InputError(f"--repetition_penalty {s['repetition_penalty']}: must be > 0 (1 = off)")
-    return s
-
-
-def fast_sampling(
-    gen_config: GenerationConfig, static_cache: bool, compile: bool, backend: str = "inductor", device: str | torch.device = "cpu"
-) -> dict:
-    """Set `gen_config` for transformers' static KV cache and compiled decoding; returns what was set, for the record.
-
-    `compile` implies the static cache: transformers compiles the forward of the decoding steps (the
-    prompt's forward stays eager) only with a cache of fixed shape, and it does so itself
-    (`compile_config`), on CPU too once told to. Our processors run outside the compiled forward,
-    so CFG and the grammar are unchanged. The first call compiles (on the 2-core CPU VM, inductor
-    took 25-50 s for the tiny model); later calls of the same shape in the same process reuse it.
-    A static cache alone turns transformers' automatic compile off, so the flag means what it says.
-    """
-    if not (static_cache or compile):
-        return {"static_cache": False, "compile": False}
-    if compile:
-        from torch._dynamo import list_backends
-        from transformers import CompileConfig
-
-        known = list_backends(exclude_tags=())
-        if backend not in known:
-            raise InputError(f"--compile_backend {backend!r}: not a torch.compile backend here; choose one of: {', '.join(known)}")
-        # CUDA graphs ("reduce-overhead", transformers' default mode) exist for inductor only.
-        config = CompileConfig(backend=backend) if backend == "inductor" else CompileConfig(backend=backend, mode=None)
-        if torch.device(device).type != "cuda":
-            config._compile_all_devices = True  # transformers' own switch: otherwise it compiles on accelerators only
-        gen_config.update(cache_implementation="static", compile_config=config, disable_compile=False)
-        return {"static_cache": True, "compile": True, "compile_backend": backend}
-    gen_config.update(cache_implementation="static", disable_compile=True)
-    return {"static_cache": True, "compile": False}
-
-
-def grammar_processor(tokenizer):
-    from midilm.grammar import GrammarLogitsProcessor  # built once per tokenizer and cached there
-
-    return GrammarLogitsProcessor(tokenizer)
-
-
-def music_guard(tokenizer, config):
-    """The musical guard for a model config with `midilm_guard` bounds; None for a model saved without them."""
-    from midilm.guard import guard_processor
-
-    return guard_processor(tokenizer, config)
-
-
 def guard_bounds(processor) -> dict | None:
     """The bounds a guard processor applies, for a sample's record (None: no guard ran)."""
     if processor is None:
@@ -224,78 +140,48 @@ def guard_bounds(processor) -> dict | None:
     return {"max_notes_per_onset": processor.guard.max_notes_per_onset, "max_notes_per_bar": processor.guard.max_notes_per_bar}
 
 
-def build_plan(
-    tokenizer,
-    composer_map: ComposerMap,
-    config,
-    defaults: dict | GenerationConfig,
-    composers: list[str],
-    *,
-    seed: int = 0,
-    prompt_ids: list[int] | None = None,
-    grammar: bool = True,
-    guard: bool = True,
-    device: str | torch.device = "cpu",
-    static_cache: bool = False,
-    compile: bool = False,
-    compile_backend: str = "inductor",
-    **settings,
-) -> GenerationPlan:
-    """The plan for one batched generate() call: one sample per entry of `composers` (names or `none`).
-    `guard`: the musical guard (`midilm.guard`), applied when `config` carries its bounds; the
-    settings record whether it ran (`guard`) and its bounds. `static_cache` and `compile`: see `fast_sampling`.
-    `defaults`: `sampling_defaults(...)`, or a GenerationConfig read with `config`'s guidance default."""
-    if isinstance(defaults, GenerationConfig):
-        defaults = sampling_defaults(config, defaults)
+def model_settings(config, generation: GenerationConfig | None, settings: SamplingSettings | None = None, with_length: bool = True) -> SamplingSettings:
+    """`settings` (default: all the model's) resolved against an in-memory model's defaults
+    (`sampling_defaults(config, generation)`) and checked; `with_length=False` leaves max_new_tokens unset."""
+    return (settings or SamplingSettings()).resolve(sampling_defaults(config, generation), context_length(config) if with_length else None)
+
+
+def composer_ids_of(composer_map: ComposerMap, composers: list[str]) -> list[int]:
     try:
-        composer_ids = [composer_map.id_of(c) for c in composers]
+        return [composer_map.id_of(c) for c in composers]
     except KeyError as err:
         raise InputError(f"--composer: {err.args[0]}") from err
+
+
+def build_plan(
+    tokenizer, composer_map: ComposerMap, config, settings: SamplingSettings, composers: list[str], *,
+    prompt_ids: list[int] | None = None, device: str | torch.device = "cpu",
+) -> GenerationPlan:
+    """The plan for one batched generate() call: one sample per entry of `composers` (names or `none`).
+    `settings`: resolved (`SamplingSettings.resolve` or `model_settings`). The musical guard
+    (`midilm.guard`) applies when `settings.guard` and `config` carries its bounds; the record says
+    whether it ran (`guard`) and its bounds."""
+    composer_ids = composer_ids_of(composer_map, composers)
     names = [composer_map.name_of(i) for i in composer_ids]
     context = context_length(config)
-    s = resolve_settings(defaults, context, **settings)
-    unconditional = all(i == composer_map.none_id for i in composer_ids)
-    # Guiding COMPOSER_NONE towards itself is plain sampling; skip the second half of the batch.
-    s["effective_guidance_scale"] = 1.0 if unconditional else s["guidance_scale"]
-    s["grammar"], s["seed"] = bool(grammar), int(seed)
-    prompt = fit_prompt(tokenizer, list(prompt_ids or []), context - HEADER_TOKENS - s["max_new_tokens"])
-    s["prompt_tokens"] = len(prompt)
+    scale = settings.effective_guidance_scale(composer_ids, composer_map.none_id)
+    prompt = fit_prompt(tokenizer, list(prompt_ids or []), body_room(context) - settings.max_new_tokens)
 
-    bos = config.bos_token_id
-    rows = [[bos, c, *prompt] for c in composer_ids]
-    if s["effective_guidance_scale"] != 1.0:
-        rows += [[bos, composer_map.none_id, *prompt] for _ in composer_ids]
+    layout = RowLayout.for_tokenizer(tokenizer)
+    rows = [layout.continuation_prompt(c, prompt) for c in composer_ids]
+    if scale != 1.0:
+        rows += [layout.continuation_prompt(composer_map.none_id, prompt) for _ in composer_ids]
     input_ids = torch.tensor(rows, dtype=torch.long, device=device)
 
     processors = LogitsProcessorList()
-    if grammar:
-        processors.append(grammar_processor(tokenizer))
-    note_guard = music_guard(tokenizer, config) if guard else None
-    s["guard"], s["guard_bounds"] = note_guard is not None, guard_bounds(note_guard)
+    if settings.grammar:
+        processors.append(GrammarLogitsProcessor(tokenizer))  # built once per tokenizer and cached there
+    note_guard = guard_processor(tokenizer, config) if settings.guard else None
     if note_guard is not None:
         processors.append(note_guard)  # after the grammar, before the processor that mixes and samples
-    processors.append(
-        CFGSamplingProcessor(
-            s["effective_guidance_scale"], s["temperature"], s["top_k"], s["top_p"], s["repetition_penalty"], seed=seed
-        )
-    )
-    # Greedy over the forced scores our processor returns. Every sampling flag is set to its neutral
-    # value because generate() fills unset ones from the model's generation_config.json (which would
-    # add a second repetition penalty and transformers' own CFG).
-    gen_config = GenerationConfig(
-        do_sample=False,
-        max_new_tokens=s["max_new_tokens"],
-        min_new_tokens=s.get("min_new_tokens"),
-        guidance_scale=1.0,
-        repetition_penalty=1.0,
-        temperature=1.0,
-        top_k=50,  # transformers' neutral value for greedy search; our processor applies top_k
-        top_p=1.0,
-        bos_token_id=bos,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id,
-    )
-    s.update(fast_sampling(gen_config, static_cache, compile, compile_backend, device))
+    processors.append(settings.sampler(scale))
+    gen_config = greedy_config(settings.max_new_tokens, config.bos_token_id, config.eos_token_id, config.pad_token_id, settings.min_new_tokens)
+    speed = fast_sampling(gen_config, settings.static_cache, settings.compile, settings.compile_backend, device)
     return GenerationPlan(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
@@ -303,7 +189,7 @@ def build_plan(
         logits_processor=processors,
         tokenizer=tokenizer,
         composers=names,
-        settings=s,
+        settings=settings.record(scale, guard_bounds(note_guard), prompt_tokens=len(prompt), **speed),
         prompt_ids=prompt,
     )
 
@@ -340,102 +226,55 @@ def prepare_generation(
     model_dir: str | Path,
     composer: str | None,
     num_samples: int = 1,
+    settings: SamplingSettings | None = None,
     *,
-    max_new_tokens: int | None = None,
-    guidance_scale: float | None = None,
-    temperature: float | None = None,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    repetition_penalty: float | None = None,
-    seed: int = 0,
     prompt_midi: str | Path | None = None,
     prompt_bars: int | None = None,
-    grammar: bool = True,
-    guard: bool = True,
-    min_new_tokens: int | None = None,
     device: str | torch.device = "cpu",
-    static_cache: bool = False,
-    compile: bool = False,
-    compile_backend: str = "inductor",
+    **overrides,
 ) -> GenerationPlan:
     """Plan `num_samples` samples of `composer` from a model folder: a name (case-insensitive), a
     comma-separated list, `all` (every composer of the model) or `none` (unconditional).
 
-    Settings left as None come from the folder (`sampling_defaults`: guidance from config.json's
-    `midilm_guidance_scale`, the rest from generation_config.json). `prompt_midi` continues the
-    first `prompt_bars` bars (default: all) of a MIDI file. `guard=False` turns the musical guard off
-    (it is on whenever the model carries its bounds). `static_cache`, `compile`: see
-    `fast_sampling`. Raises InputError on bad input.
+    `settings` (or its fields as keywords, `overrides`: `seed=0, max_new_tokens=64, ...`): what is left
+    unset comes from the folder (`sampling_defaults`). `prompt_midi` continues the first `prompt_bars`
+    bars (default: all) of a MIDI file. Raises InputError on bad input.
     """
+    settings = replace_settings(settings, overrides)
     config, tokenizer, composer_map = load_midilm_dir(model_dir)
     if not composer:
         raise InputError(f"--composer is required; choose one of: {', '.join(composer_map.names + [NONE.lower()])}")
-    defaults = sampling_defaults(model_dir)
+    resolved = settings.resolve(sampling_defaults(model_dir), context_length(config))
     if num_samples < 1:
         raise InputError(f"--num_samples {num_samples}: must be at least 1")
     composers = composer_names(composer_map, composer)
     prompt = load_prompt(tokenizer, prompt_midi, prompt_bars) if prompt_midi is not None else None
-    return build_plan(
-        tokenizer, composer_map, config, defaults, [c for c in composers for _ in range(num_samples)],
-        seed=seed, prompt_ids=prompt, grammar=grammar, guard=guard, device=device, max_new_tokens=max_new_tokens,
-        guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p,
-        repetition_penalty=repetition_penalty, min_new_tokens=min_new_tokens,
-        static_cache=static_cache, compile=compile, compile_backend=compile_backend,
-    )
+    return build_plan(tokenizer, composer_map, config, resolved, [c for c in composers for _ in range(num_samples)], prompt_ids=prompt, device=device)
 
 
-@torch.no_grad()
+def replace_settings(settings: SamplingSettings | None, overrides: dict) -> SamplingSettings:
+    """`settings` with some fields given as keywords; an unknown keyword is a TypeError, as for any function."""
+    unknown = sorted(set(overrides) - set(SamplingSettings.names()))
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments: {', '.join(unknown)}")
+    return SamplingSettings(**{**(vars(settings) if settings else {}), **overrides})
+
+
 def sample_scores(
-    model, tokenizer, composer_map: ComposerMap, composers: list[str], samples_per_composer: int,
-    max_new_tokens: int | None = None, seed: int = 0, grammar: bool = True, guard: bool = True,
+    model, tokenizer, composer_map: ComposerMap, composers: list[str], samples_per_composer: int, settings: SamplingSettings | None = None,
 ) -> list[tuple[str, Score]]:
     """(composer, Score) for `samples_per_composer` samples of each composer, from one generate() call
-    on an in-memory model (train.py's evaluation samples). Defaults come from `model.generation_config`."""
+    on an in-memory model (train.py's evaluation samples). Unset settings come from `model.generation_config`;
+    max_new_tokens is capped to the context."""
     names = [c for c in composers for _ in range(samples_per_composer)]
     if not names:
         return []
-    context = context_length(model.config)
-    plan = build_plan(
-        tokenizer, composer_map, model.config, model.generation_config, names, seed=seed, grammar=grammar, guard=guard,
-        device=model.device, max_new_tokens=None if max_new_tokens is None else min(max_new_tokens, context - HEADER_TOKENS),
-    )
-    output = model.generate(
-        plan.input_ids, attention_mask=plan.attention_mask, generation_config=plan.generation_config, logits_processor=plan.logits_processor
-    )
-    return list(zip(plan.composers, plan.decode(output)))
-
-
-
-# ---------------------------------------------------------------------------------------------
-# generate.py: arguments, file names and writing
-
-
-@dataclass
-class GenerateArguments:
-    model_dir: str = field(default="model_output", metadata={"help": "Model folder written by train.py."})
-    composer: str | None = field(default=None, metadata={"help": "Composer to imitate (case-insensitive): a name, a comma-separated list, `all`, or `none` (unconditional)."})
-    num_samples: int = field(default=1, metadata={"help": "Samples per composer; all come from one batched generate() call."})
-    max_new_tokens: int | None = field(default=None, metadata={"help": "Tokens to generate (default: the model's generation_config.json)."})
-    guidance_scale: float | None = field(default=None, metadata={"help": "Classifier-free guidance scale s; 1 = off, 0 = unconditional."})
-    temperature: float | None = field(default=None, metadata={"help": "Softmax temperature."})
-    top_k: int | None = field(default=None, metadata={"help": "Keep the k most likely tokens (0 = off)."})
-    top_p: float | None = field(default=None, metadata={"help": "Nucleus sampling mass (1 = off)."})
-    repetition_penalty: float | None = field(default=None, metadata={"help": "Penalty on tokens already in the sequence (1 = off)."})
-    seed: int = field(default=0, metadata={"help": "Same seed and settings give byte-identical MIDI files."})
-    output_dir: str = field(default="samples", metadata={"help": "Where <composer>_<i>.mid/.json (and .wav, .png) go."})
-    prompt_midi: str | None = field(default=None, metadata={"help": "MIDI file to continue."})
-    prompt_bars: int | None = field(default=None, metadata={"help": "Continue only the first N bars of --prompt_midi (default: all)."})
-    melody_midi: str | None = field(default=None, metadata={"help": "Accompany this melody (a marked melody track, else the top voice): writes accompaniment_<composer>_<i>.mid with the melody unchanged on its own track plus the generated parts, bar for bar; --composer is optional (default: none), --max_new_tokens does not apply (the melody sets the length)."})
-    wav: bool = field(default=False, metadata={"help": "Also render a WAV with a General MIDI soundfont."})
-    png: bool = field(default=False, metadata={"help": "Also draw a piano-roll PNG."})
-    no_grammar: bool = field(default=False, metadata={"help": "Turn the REMI grammar processor off (for measuring)."})
-    no_guard: bool = field(default=False, metadata={"help": "Turn the musical guard off: it caps the notes starting at one onset and in one bar at the bounds learnt from the training data (config.json's midilm_guard), and is on by default for a model that carries them."})
-    soundfont: str | None = field(default=None, metadata={"help": "Soundfont for --wav (default: one found locally)."})
-    static_cache: bool = field(default=False, metadata={"help": "Preallocated KV cache (transformers' cache_implementation='static'): same seed, same MIDI bytes as without it (tested). Pays off with --compile; alone it is slower on CPU."})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the decoding forward (implies --static_cache). The first call compiles (25-50 s on a 2-core CPU with inductor, for the tiny model), so it pays off for long or many samples, mostly on a GPU. Same seed, same MIDI bytes as without it on CPU (tested with aot_eager; seen with inductor in bench/RESULTS.md), but inductor may reorder float sums, so on another machine or a GPU a draw can change."})
-    compile_backend: str = field(default="inductor", metadata={"help": "torch.compile backend for --compile (inductor; eager or aot_eager only check that the model compiles)."})
-    list_composers: bool = field(default=False, metadata={"help": "Print the model's composers and exit."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace sample files already in --output_dir."})
+    settings = settings or SamplingSettings()
+    longest = body_room(context_length(model.config))
+    if settings.max_new_tokens is not None and settings.max_new_tokens > longest:
+        settings = replace_settings(settings, {"max_new_tokens": longest})
+    plan = build_plan(tokenizer, composer_map, model.config, model_settings(model.config, model.generation_config, settings), names, device=model.device)
+    return list(zip(plan.composers, plan.decode(plan.run(model))))
 
 
 def list_composers(model_dir: str | Path) -> str:
@@ -446,150 +285,10 @@ def list_composers(model_dir: str | Path) -> str:
     return "\n".join(lines + ["none (unconditional)"])
 
 
-def sample_stem(composer: str, index: int) -> str:
-    """`bach_0`, `Bach, Johann Sebastian_0`: the composer's own name, less the characters no file
-    name may hold on some system (path separators, `<>:"|?*`, control characters)."""
-    name = NONE.lower() if composer == NONE else re.sub(r'[\x00-\x1f/\\<>:"|?*]+', "-", composer).strip(" .") or "unnamed"
-    return f"{name}_{index}"
-
-
-def sample_files(plan: GenerationPlan, output_dir: Path, wav: bool, png: bool, overwrite: bool) -> list[dict[str, Path]]:
-    """Every file this call will write, per sample; refuses to replace existing ones without --overwrite."""
-    return output_files(plan.composers, output_dir, wav, png, overwrite)
-
-
-def output_files(composers: list[str], output_dir: Path, wav: bool, png: bool, overwrite: bool, prefix: str = "") -> list[dict[str, Path]]:
-    """`<prefix><composer>_<i>.mid/.json` (+ .wav, .png) per sample; refuses to replace files without --overwrite."""
-    suffixes = [".mid", ".json"] + [".wav"] * wav + [".png"] * png
-    files, counts = [], {}
-    for composer in composers:
-        index = counts[composer] = counts.get(composer, -1) + 1
-        files.append({s: output_dir / f"{prefix}{sample_stem(composer, index)}{s}" for s in suffixes})
-    existing = [p for f in files for p in f.values() if p.exists()]
-    if existing and not overwrite:
-        raise InputError(f"--output_dir {output_dir}: {existing[0].name} already exists ({len(existing)} files would be replaced); pass --overwrite")
-    return files
-
-
-def check_soundfont(soundfont: str | None) -> Path:
-    """Find the soundfont and a synthesizer before any sampling, so --wav fails fast (render.py renders)."""
-    from midilm.render import SOUNDFONT_ENV, available_backends, find_soundfont
-
-    try:
-        path = find_soundfont(soundfont)
-    except FileNotFoundError as err:
-        raise InputError(f"--soundfont: {err}") from err
-    if path is None:
-        raise InputError(f"--wav: no General MIDI soundfont found; pass --soundfont PATH or set ${SOUNDFONT_ENV}")
-    if not available_backends():
-        raise InputError("--wav: no MIDI synthesizer; `pip install --no-deps tinysoundfont` or `apt-get install fluidsynth`")
-    return path
-
-
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu"):
-    from transformers import AutoModelForCausalLM
-
     try:
         model = AutoModelForCausalLM.from_pretrained(model_dir)
     except (OSError, ValueError, RuntimeError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"--model_dir {model_dir}: cannot load the weights ({first_line})") from err
     return model.to(device).eval()
-
-
-def write_samples(
-    plan: GenerationPlan, sequences: torch.LongTensor, files: list[dict[str, Path]], record: dict, soundfont=None
-) -> list[dict[str, Path]]:
-    """Write every sample under temporary names, then move them all into place: a failure leaves no
-    partial file behind. `record` (model_dir, prompt, ...) goes into each sample's JSON."""
-    try:
-        from midilm.grammar import count_syntax_errors
-    except ImportError:
-        count_syntax_errors = None
-    scores, ids = plan.decode(sequences), plan.sample_ids(sequences)
-    start = len(plan.prompt_ids) + HEADER_TOKENS
-    infos = []
-    for index, (score, tokens) in enumerate(zip(scores, ids)):
-        info = {
-            "composer": plan.composers[index],
-            "sample": index,
-            "seed": plan.settings["seed"],
-            **record,
-            "settings": plan.settings,
-            "prompt_tokens": len(plan.prompt_ids),
-            "new_tokens": len(tokens) - start,
-            "ended_with_eos": tokens[-1] == plan.generation_config.eos_token_id and len(tokens) > start,
-            "notes": score.note_num(),
-        }
-        if count_syntax_errors is not None:
-            info["syntax_error_rate"] = count_syntax_errors(plan.tokenizer, tokens)  # miditok's tokens_errors
-        info["tokens"] = tokens
-        infos.append(info)
-    return write_staged(files, scores, infos, soundfont)
-
-
-def write_staged(files: list[dict[str, Path]], scores: list[Score], infos: list[dict], soundfont=None) -> list[dict[str, Path]]:
-    """Each score as .mid (and .wav, .png where `files` names them) with its JSON record, written under
-    temporary names and moved into place once all are complete."""
-    output_dir = files[0][".mid"].parent
-    with staging_dir(output_dir) as tmp:
-        for paths, score, info in zip(files, scores, infos):
-            staged = {s: tmp / p.name for s, p in paths.items()}
-            staged[".mid"].write_bytes(score.dumps_midi())
-            if ".wav" in staged:
-                from midilm.render import AudioUnavailable, write_wav
-
-                try:
-                    write_wav(score, staged[".wav"], soundfont=soundfont)
-                except AudioUnavailable as err:
-                    raise InputError(f"--wav: {err}") from err
-            if ".png" in staged:
-                from midilm.render import piano_roll_png
-
-                piano_roll_png(score, staged[".png"])
-            # Readable settings, and the token list on one line rather than one id per line.
-            info = dict(info)
-            tokens = info.pop("tokens", None)
-            text = json.dumps(info, indent=2)
-            if tokens is not None:
-                text = text[:-2] + f',\n  "tokens": {json.dumps(tokens)}\n}}'
-            staged[".json"].write_text(text + "\n")
-        output_dir.mkdir(parents=True, exist_ok=True)
-        for paths in files:
-            for path in paths.values():
-                os.replace(tmp / path.name, path)
-    return files
-
-
-# ---------------------------------------------------------------------------------------------
-# generate.py --melody_midi: accompaniment files
-
-ACCOMPANIMENT_PREFIX = "accompaniment_"
-
-
-def accompaniment_files(composers: list[str], output_dir: Path, wav: bool, png: bool, overwrite: bool) -> list[dict[str, Path]]:
-    """`accompaniment_<composer>_<i>.mid/.json` (+ .wav, .png) per sample; refuses to replace files without --overwrite."""
-    return output_files(composers, output_dir, wav, png, overwrite, prefix=ACCOMPANIMENT_PREFIX)
-
-
-def write_accompaniments(results: list, files: list[dict[str, Path]], record: dict, soundfont=None) -> list[dict[str, Path]]:
-    """Write `midilm.accompaniment.Accompaniment`s as generate.py writes samples: MIDI (the melody track
-    first, then the new parts), JSON (settings, figures, the full section's tokens), WAV and PNG."""
-    infos, counts = [], {}
-    for result in results:
-        index = counts[result.composer] = counts.get(result.composer, -1) + 1
-        infos.append({
-            "composer": result.composer,
-            "sample": index,
-            "seed": result.settings.get("seed"),
-            **record,
-            "settings": result.settings,
-            "bars": result.bars,
-            "windows": result.windows,
-            "cut_bars": result.cut_bars,
-            "notes": result.score.note_num(),
-            "syntax_error_rate": result.syntax_error_rate,
-            **result.metrics(),
-            "tokens": result.ids,
-        })
-    return write_staged(files, [r.score for r in results], infos, soundfont)

@@ -17,6 +17,7 @@ import miditok
 from transformers import AutoConfig, GenerationConfig, GPT2Config, LlamaConfig, PretrainedConfig
 
 from midilm.errors import InputError
+from midilm.rows import body_room
 from midilm.tokenizer import COMPOSERS_FILE, TOKENIZER_FILE, ComposerMap, load_tokenizer
 
 MODEL_TYPES = ("llama", "gpt2")
@@ -77,7 +78,7 @@ def build_config(
 def generation_config(config: PretrainedConfig) -> GenerationConfig:
     return GenerationConfig(
         do_sample=True,
-        max_new_tokens=min(1024, context_length(config) - 2),  # BOS and the composer token come first
+        max_new_tokens=min(1024, body_room(context_length(config))),
         bos_token_id=config.bos_token_id,
         eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id,

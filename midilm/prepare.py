@@ -18,12 +18,14 @@ from datasets import load_from_disk
 from tqdm.auto import tqdm
 
 from midilm.corpus import music21_corpus_files
-from midilm.dataset import SPLITS, TASKS, assign_splits, build_dataset
+from midilm.dataset import SPLITS, assign_splits, build_dataset
 from midilm.outputs import replace_dir, staging_dir
 from midilm.scan import Bounds, Spill, read_spill, scan_files, scan_vocabulary
 from midilm.errors import InputError
+from midilm.rows import HEADER_TOKENS, TASKS, full_section
 from midilm.sources import SourceFile, find_midi_files, read_metadata, relabel
 from midilm.tokenizer import FULL_TOKEN, OTHER, BarWordsIterator, build_tokenizer, save_tokenizer
+from midilm.tokenizer import tokenizer_settings as resolve_tokenizer_settings
 
 REPORT_FILE = "prepare_report.json"
 CONFIG_FILE = "prepare_config.json"
@@ -177,7 +179,10 @@ def bpe_sample(train: list[Piece], max_files: int, seed: int) -> list[Piece]:
     return sorted(chosen, key=lambda p: p.offset)
 
 
-def prepare(args: PrepareArguments, tokenizer_settings: dict) -> dict:
+def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> dict:
+    """Scan, tokenize and split the files; write the tokenizer and the dataset (with the resolved
+    configuration beside it) whole, or nothing. `tokenizer_overrides`: config.json's `tokenizer` section."""
+    tokenizer_settings = resolve_tokenizer_settings(tokenizer_overrides)
     output_dir, tokenizer_dir = Path(args.output_dir), Path(args.tokenizer_dir)
     for flag, path in (("--output_dir", output_dir), ("--tokenizer_dir", tokenizer_dir)):
         if path.exists() and not args.overwrite:
@@ -259,7 +264,7 @@ def prepare(args: PrepareArguments, tokenizer_settings: dict) -> dict:
         (data_tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         resolved = {"prepare": asdict(args), "tokenizer": tokenizer_settings}
         (data_tmp / CONFIG_FILE).write_text(json.dumps(resolved, indent=2, ensure_ascii=False) + "\n")
-        from midilm.hub import write_dataset_card
+        from midilm.hub import write_dataset_card  # here: hub imports training, which imports this module
 
         write_dataset_card(data_tmp, report, resolved)
         del dataset
@@ -268,7 +273,7 @@ def prepare(args: PrepareArguments, tokenizer_settings: dict) -> dict:
         replace_dir(data_tmp, output_dir)
 
     if args.push_to_hub:
-        from midilm.hub import push_dataset
+        from midilm.hub import push_dataset  # here: hub imports training, which imports this module
 
         push_dataset(output_dir, tokenizer_dir, args.push_to_hub)
     return report
@@ -317,14 +322,14 @@ def make_report(
         notes += int(pc.sum(originals.column("n_notes")).as_py())
         base_tokens += int(pc.sum(originals.column("n_base_tokens")).as_py())
         if measured == "continuation":
-            # every chunk adds BOS and COMPOSER, the last chunk of a piece EOS: count music tokens only
-            tokens += int(pc.sum(originals.column("length")).as_py()) - 2 * len(originals) - int(pc.count_distinct(originals.column("source")).as_py())
+            # every chunk adds the header, the last chunk of a piece EOS: count music tokens only
+            tokens += int(pc.sum(originals.column("length")).as_py()) - HEADER_TOKENS * len(originals) - int(pc.count_distinct(originals.column("source")).as_py())
         else:
             full_id, eos_id = ids_after
             for batch in ds.select_columns(["input_ids", "augmentation", "task"]).iter(batch_size=1000):
                 for ids, aug, task in zip(batch["input_ids"], batch["augmentation"], batch["task"]):
                     if aug == "" and task == measured:
-                        music = ids[ids.index(full_id) + 1 :]  # the full section; the melody section repeats its notes
+                        music = full_section(ids, full_id)  # the melody section repeats its notes
                         tokens += len(music) - (music[-1:] == [eos_id])
     reasons = Counter(skipped.values())
     return {

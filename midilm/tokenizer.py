@@ -113,8 +113,31 @@ class ComposerMap:
         return cls(names=[n for n, _ in rows], token_ids=[i for _, i in rows], none_id=config.composer_none_id)
 
 
+# The REMI tokenizer's settings (miditok.TokenizerConfig keys); config.json's `tokenizer` section overrides any.
+TOKENIZER_DEFAULTS = {
+    "pitch_range": [21, 109],  # the 88 piano keys: General MIDI music outside them is rare and mostly noise
+    "beat_res": {"0_4": 8, "4_12": 4},  # 32nd notes within a bar of 4/4, 16th notes for longer values: the grid of common notation
+    "num_velocities": 16,  # 8 dynamics steps each split in two: finer steps are not heard, and cost vocabulary
+    "use_velocities": True,
+    "use_programs": True,  # instruments matter to a composer's texture (string quartet vs organ)
+    "use_tempos": True,
+    "num_tempos": 32,
+    "tempo_range": [40, 250],  # quarter notes per minute: the span of performance practice
+    "use_time_signatures": True,  # a melody's metre constrains its accompaniment bar by bar
+    "use_rests": False,  # REMI's Position tokens already place notes after a silence
+    "remove_duplicated_notes": True,  # the same pitch twice at one onset on one track sounds once
+    "encode_ids_split": "bar",  # BPE never merges across a bar line, so rows can be cut at bar lines
+}
+
+
+def tokenizer_settings(overrides: dict | None = None) -> dict:
+    """`TOKENIZER_DEFAULTS` with config.json's `tokenizer` section (whole, partial or empty) over it;
+    any other miditok.TokenizerConfig key passes through to miditok, which checks it."""
+    return {**TOKENIZER_DEFAULTS, **(overrides or {})}
+
+
 def make_tokenizer_config(settings: dict, composers: list[str]) -> miditok.TokenizerConfig:
-    """A REMI config from the `tokenizer` section of config.json, with one special token per composer."""
+    """A REMI config from tokenizer settings (`tokenizer_settings`), with one special token per composer."""
     settings = dict(settings)
     beat_res = {tuple(int(x) for x in k.split("_")): v for k, v in settings.pop("beat_res").items()}
     specials = list(BASE_SPECIAL_TOKENS) + composer_tokens(composers) + [composer_token(NONE)] + list(SECTION_TOKENS)

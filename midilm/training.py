@@ -15,12 +15,56 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import DataCollatorWithFlattening, ProgressCallback, Trainer, TrainerCallback
 
-from midilm.dataset import TASKS, load_prepared
+from midilm.dataset import load_prepared
+from midilm.generation import sample_scores
+from midilm.guard import learn_bounds
+from midilm.prepare import CONFIG_FILE as PREPARE_CONFIG_FILE
+from midilm.prepare import REPORT_FILE as PREPARE_REPORT_FILE
+from midilm.render import AudioUnavailable, piano_roll_array, render_audio
 from midilm.modeling import MODEL_TYPES, PRESETS
 from midilm.errors import InputError
+from midilm.rows import (
+    IGNORED_LABEL,
+    TASKS,
+    body,
+    body_room,
+    has_header,
+    header,
+    ignore_composer_label,
+    is_accompaniment,
+    set_composer,
+)
+from midilm.sample_files import sample_stem
+from midilm.sampling import SamplingSettings
 from midilm.tokenizer import ComposerMap
 
 TRAINING_CONFIG_FILE = "training_config.json"
+# midilm's defaults for transformers' TrainingArguments (which midilm does not own); config.json's
+# `training` section and the flags override them.
+TRAINING_DEFAULTS = {
+    "output_dir": "model_output",
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 8,
+    "learning_rate": 1e-3,  # small models on a small vocabulary take a large rate; 5e-5 (transformers') barely moves the tiny preset
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 50,  # a short warm-up keeps the first steps at a high rate from diverging
+    "weight_decay": 0.1,  # the usual decoder-only choice; the corpora are small, so the model can overfit
+    "max_steps": 2000,  # the tiny preset's loss flattens by then on the bundled corpus
+    "eval_strategy": "steps",
+    "eval_steps": 250,
+    "save_strategy": "steps",  # the same steps as evaluation: the best checkpoint can be kept
+    "save_steps": 250,
+    "save_total_limit": 3,
+    "logging_steps": 25,
+    "load_best_model_at_end": True,
+    "metric_for_best_model": "eval_loss",  # the conditional loss (MidiTrainer), a function of the weights alone
+    "greater_is_better": False,
+    "report_to": ["tensorboard"],  # loss, perplexity, piano rolls and audio, offline
+    "include_num_input_tokens_seen": True,  # the throughput figures in each log
+    "train_sampling_strategy": "group_by_length",  # length-grouped batches leave under 1% padding
+    "seed": 0,
+    "dataloader_num_workers": 0,  # rows are tiny and memory-mapped: worker processes cost more than they save
+}
 
 
 @dataclass
@@ -89,8 +133,7 @@ def load_training_data(args: DataArguments, tokenizer, composer_map: ComposerMap
                     f"--dataset_dir {path}: token id {top} is outside the tokenizer's vocabulary ({len(tokenizer)}); "
                     "the dataset was built with another tokenizer"
                 )
-            first = ds[0]["input_ids"][:2]
-            if first[0] != tokenizer["BOS_None"] or first[1] not in composer_map.token_ids:
+            if not has_header(ds[0]["input_ids"], tokenizer["BOS_None"], composer_map.token_ids):
                 raise InputError(f"--dataset_dir {path}: rows do not start with [BOS, COMPOSER]; rebuild it with prepare_dataset.py")
             longest = max(longest, pc.max(pc.list_value_length(ds.data.column("input_ids"))).as_py() or 0)
     if len(dataset["train"]) == 0 or len(dataset["validation"]) == 0:
@@ -110,8 +153,6 @@ def learn_guard_bounds(data: TrainingData, tokenizer, dataset_dir: str) -> dict:
     --max_train_samples keeps: they describe the music, not the steps. The original pieces'
     continuation rows are counted; a dataset of accompaniment rows only is counted whole (its MELODY
     and FULL markers each start a new bar)."""
-    from midilm.guard import learn_bounds
-
     rows = data.train_rows
     if "continuation" not in data.tasks and "task" in rows.column_names:
         rows = rows.remove_columns("task")
@@ -124,9 +165,6 @@ def learn_guard_bounds(data: TrainingData, tokenizer, dataset_dir: str) -> dict:
 def dataset_tasks_and_row_len(path: Path, train) -> tuple[list[str], int | None]:
     """The training rows' tasks (their `task` column, else the prepare report's) and prepare's
     --max_seq_len (None for a dataset without prepare_config.json)."""
-    from midilm.prepare import CONFIG_FILE as PREPARE_CONFIG_FILE
-    from midilm.prepare import REPORT_FILE as PREPARE_REPORT_FILE
-
     recorded = {}
     for name in (PREPARE_CONFIG_FILE, PREPARE_REPORT_FILE):
         try:
@@ -182,7 +220,7 @@ class MidiCollator:
         self.section_ids = section_ids
         self.random_crop = True
         # -100 between rows: the last token of one row never learns to predict the next row's BOS
-        self.flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100) if padding_free else None
+        self.flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORED_LABEL) if padding_free else None
 
     def for_evaluation(self, unconditional: bool = False) -> MidiCollator:
         """A copy for validation batches. Every row keeps its composer token (`unconditional`: every row
@@ -204,7 +242,7 @@ class MidiCollator:
     def crop(self, ids: torch.Tensor) -> torch.Tensor:
         if len(ids) <= self.max_seq_len:
             return ids
-        if self.section_ids is not None and len(ids) > 2 and int(ids[2]) == self.section_ids[0]:
+        if self.section_ids is not None and is_accompaniment(ids, self.section_ids[0]):
             full_at = (ids == self.section_ids[1]).nonzero()
             if not len(full_at) or int(full_at[0]) >= self.max_seq_len - 1:
                 raise ValueError(
@@ -214,9 +252,9 @@ class MidiCollator:
             return ids[: self.max_seq_len]
         if not self.random_crop:
             return ids[: self.max_seq_len]
-        body = len(ids) - 2
-        start = int(torch.randint(0, body - (self.max_seq_len - 2) + 1, (1,), generator=self.generator))
-        return torch.cat([ids[:2], ids[2 + start : 2 + start + self.max_seq_len - 2]])
+        rest, room = body(ids), body_room(self.max_seq_len)
+        start = int(torch.randint(0, len(rest) - room + 1, (1,), generator=self.generator))
+        return torch.cat([header(ids), rest[start : start + room]])
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         seqs = [self.crop(torch.as_tensor(row["input_ids"], dtype=torch.long)) for row in rows]
@@ -226,10 +264,8 @@ class MidiCollator:
             for s, dropped in zip(seqs, drop):
                 s = s.clone()
                 if dropped:
-                    s[1] = self.none_id
-                labels = s.clone()
-                labels[1] = -100
-                packed.append({"input_ids": s, "labels": labels})
+                    set_composer(s, self.none_id)
+                packed.append({"input_ids": s, "labels": ignore_composer_label(s.clone())})
             return self.flatten(packed)
         width = max(len(s) for s in seqs)
         input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
@@ -238,9 +274,8 @@ class MidiCollator:
             input_ids[i, : len(s)] = s
             attention_mask[i, : len(s)] = 1
         drop = self._dropped(len(seqs))
-        input_ids[drop, 1] = self.none_id
-        labels = input_ids.masked_fill(attention_mask == 0, -100)
-        labels[:, 1] = -100
+        set_composer(input_ids, self.none_id, rows=drop)
+        labels = ignore_composer_label(input_ids.masked_fill(attention_mask == 0, IGNORED_LABEL))
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
@@ -392,9 +427,6 @@ class SampleLoggingCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, model=None, **kwargs):
         if not state.is_world_process_zero or self.samples_per_composer <= 0 or model is None:
             return
-        from midilm.generation import sample_scores, sample_stem
-        from midilm.render import AudioUnavailable, piano_roll_array, render_audio
-
         writer = self.writer_source()
         out_dir = Path(args.output_dir) / "samples" / f"step-{state.global_step}"
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -402,7 +434,7 @@ class SampleLoggingCallback(TrainerCallback):
         model.eval()
         samples = sample_scores(
             model, self.tokenizer, self.composer_map, self.composer_map.names, self.samples_per_composer,
-            max_new_tokens=self.max_new_tokens, seed=state.global_step,
+            SamplingSettings(max_new_tokens=self.max_new_tokens, seed=state.global_step),
         )
         model.train(was_training)
         for i, (composer, score) in enumerate(samples):

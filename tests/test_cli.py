@@ -28,3 +28,40 @@ def test_train_help_prints(capsys):
         parse_args((ModelArguments, DataArguments, TrainingArguments), ("model", "data", "training"), ["--help"])
     assert exit_info.value.code == 0
     assert "--padding_free" in capsys.readouterr().out
+
+
+def _effective(config_file, argv=()):
+    """What prepare_dataset.py and train.py would run with (each parses its own sections)."""
+    from midilm.prepare import PrepareArguments
+    from midilm.tokenizer import tokenizer_settings
+    from midilm.training import TRAINING_DEFAULTS
+
+    prepare_args, config = parse_args((PrepareArguments,), ("prepare",), [], config_file=config_file)
+    model_args, data_args, training_args, _ = parse_args(
+        (ModelArguments, DataArguments, TrainingArguments), ("model", "data", "training"), list(argv),
+        defaults={**TRAINING_DEFAULTS, "use_cpu": True}, config_file=config_file,
+    )
+    return {
+        "prepare": vars(prepare_args), "model": vars(model_args), "data": vars(data_args),
+        "training": {k: getattr(training_args, k) for k in TRAINING_DEFAULTS}, "tokenizer": tokenizer_settings(config.get("tokenizer")),
+    }
+
+
+@pytest.mark.parametrize("content", [None, "", "{}", '{"training": {"max_steps": 2000}, "tokenizer": {"num_velocities": 16}}'])
+def test_config_json_may_be_absent_empty_or_partial(content, tmp_path):
+    """The package holds every default: the repository's config.json only repeats them, so without it,
+    empty or partial, every script's effective settings are the same."""
+    from conftest import REPO
+
+    path = tmp_path / "config.json"
+    if content is not None:
+        path.write_text(content)
+    assert _effective(path) == _effective(REPO / "config.json")
+
+
+def test_config_json_and_flags_override_the_defaults(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"training": {"learning_rate": 0.01}, "tokenizer": {"num_velocities": 8}}')
+    effective = _effective(path, ["--max_steps", "7"])
+    assert effective["training"]["learning_rate"] == 0.01 and effective["training"]["max_steps"] == 7
+    assert effective["tokenizer"]["num_velocities"] == 8 and effective["tokenizer"]["pitch_range"] == [21, 109]

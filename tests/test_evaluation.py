@@ -31,7 +31,6 @@ from midilm.evaluation import (
     token_rows,
     unigram_from_counts,
     unigram_nll,
-    windows,
 )
 from midilm.generation import decode_ids
 from midilm.memorization import MemorizationIndex, PitchReader, build_index, interval_codes
@@ -169,14 +168,6 @@ def test_model_nll_matches_the_models_own_loss():
             expected += model(input_ids=ids, labels=labels).loss.item() * (len(row) - 2)
     assert tokens == sum(len(r) - 2 for r in rows)
     assert total == pytest.approx(expected, rel=1e-5)
-
-
-def test_long_rows_are_scored_in_windows_that_keep_the_header():
-    row = [1, 7] + list(range(10, 20))
-    parts = windows(row, context=6)
-    assert [p[:2] for p in parts] == [[1, 7]] * 3
-    assert [t for p in parts for t in p[2:]] == row[2:]
-    assert windows(row, context=12) == [row]
 
 
 def test_pieces_are_joined_in_chunk_order_and_augmented_copies_skipped():

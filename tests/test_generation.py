@@ -17,6 +17,7 @@ from symusic import Score
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from midilm.generation import decode_ids, load_prompt, prepare_generation, sample_scores
+from midilm.sampling import SamplingSettings
 from midilm.modeling import build_config, generation_config
 from midilm.tokenizer import bar_start_table, build_tokenizer, load_tokenizer, save_tokenizer, vocab_base_tokens
 
@@ -199,7 +200,7 @@ def test_compile_really_compiles_the_decoding_forward(model_dir):
 def test_sample_scores_for_training_logs(model, model_dir):
     """train.py's evaluation samples: every composer, one batched call, composer-major order."""
     tokenizer, composer_map = load_tokenizer(model_dir)
-    samples = sample_scores(model, tokenizer, composer_map, composer_map.names, 2, max_new_tokens=24, seed=1)
+    samples = sample_scores(model, tokenizer, composer_map, composer_map.names, 2, SamplingSettings(max_new_tokens=24, seed=1))
     assert [name for name, _ in samples] == ["bach", "bach", "mozart", "mozart"]
     assert all(isinstance(score, Score) for _, score in samples)
 

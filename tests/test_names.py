@@ -8,7 +8,7 @@ import shlex
 import pytest
 
 from conftest import load_script, run_cli
-from midilm.generation import sample_stem
+from midilm.sample_files import sample_stem
 from midilm.tokenizer import composer_token
 
 

@@ -299,7 +299,8 @@ def test_bpe_sample_is_bounded_and_seeded():
 
 
 def test_composer_names_as_people_write_them(named_prepared):
-    from midilm.generation import composer_names, sample_stem
+    from midilm.generation import composer_names
+    from midilm.sample_files import sample_stem
     from midilm.tokenizer import composer_token
 
     names = named_prepared["names"]
