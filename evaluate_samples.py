@@ -10,7 +10,7 @@ of the model's samples and of random-weight samples with the real pieces of each
 guidance scale (composer adherence by an independent classifier, degenerate samples with the musical
 guard on and off, metric gap, memorization) and chooses the guidance default from it: the highest
 adherence whose degenerate samples stay at or below the real pieces' rate. --write_default_guidance
-writes that scale into the model's config.json once the report is written (see midilm/evaluation.py). The training split is streamed from Arrow, never loaded whole: memory
+writes that scale into the model's config.json once the report is written (see midilm/evaluation/). The training split is streamed from Arrow, never loaded whole: memory
 stays flat in its size apart from the memorization index (bench/bench_eval.py measures it).
 Named evaluate_samples.py because a top-level evaluate.py would shadow the HF `evaluate` package.
 """
@@ -18,7 +18,9 @@ Named evaluate_samples.py because a top-level evaluate.py would shadow the HF `e
 from pathlib import Path
 
 from midilm.cli import parse_args, run
-from midilm.evaluation import EvaluateArguments, check_output_dir, evaluate, headline, write_default_guidance, write_report
+from midilm.evaluation.adherence import write_default_guidance
+from midilm.evaluation.report import headline, write_report
+from midilm.evaluation.run import EvaluateArguments, check_output_dir, evaluate
 
 # Optional overrides of the package defaults, beside this script (may be partial, empty or absent).
 CONFIG_FILE = Path(__file__).with_name("config.json")

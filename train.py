@@ -21,13 +21,12 @@ from transformers import AutoModelForCausalLM, EarlyStoppingCallback, TrainingAr
 from transformers.integrations import TensorBoardCallback
 
 from midilm.cli import parse_args, run
+from midilm.errors import InputError
 from midilm.guard import bounds_to_config
 from midilm.hub import push_model, write_model_card
-from midilm.modeling import build_config, copy_tokenizer, generation_config
-from midilm.errors import InputError
+from midilm.modeling import TRAINING_CONFIG_FILE, build_config, copy_tokenizer, generation_config
 from midilm.tokenizer import load_tokenizer, section_token_ids
 from midilm.training import (
-    TRAINING_CONFIG_FILE,
     TRAINING_DEFAULTS,
     DataArguments,
     MidiCollator,

@@ -33,6 +33,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig
 
 from midilm.generation import build_plan, model_settings
 from midilm.modeling import PRESETS, build_config, context_length, generation_config, load_midilm_dir
+from midilm.rows import RowLayout, body_room, new_tokens_start
 from midilm.sampling import SamplingSettings, fast_sampling
 from midilm.tokenizer import build_tokenizer
 
@@ -86,7 +87,7 @@ def machine(device: str) -> str:
     )
 
 
-def main() -> None:
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--preset", default="tiny", help="Model size preset for the random-weight model.")
@@ -107,8 +108,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.static_cache |= args.compile
+    return args
 
-    # Build model
+
+def bench_model(args: argparse.Namespace):
+    """(model, tokenizer, composer map, its name for the report): a trained folder, or random weights."""
     if args.model_dir:
         config, tokenizer, composer_map = load_midilm_dir(args.model_dir)
         model = AutoModelForCausalLM.from_pretrained(args.model_dir).to(args.device).eval()
@@ -116,17 +120,18 @@ def main() -> None:
     else:
         model, tokenizer, composer_map = random_model(args.preset, args.vocab_size, args.device)
         model_name = f"random-weight Llama `{args.preset}` ({model.num_parameters() / 1e6:.2f}M parameters, vocabulary {model.config.vocab_size})"
-    if args.new_tokens > context_length(model.config) - 2:
-        parser.error(f"--new_tokens is over the model's context of {context_length(model.config)}")
+    if args.new_tokens > body_room(context_length(model.config)):
+        raise SystemExit(f"--new_tokens is over the model's context of {context_length(model.config)}")
+    return model, tokenizer, composer_map, model_name
+
+
+def sampling_methods(args: argparse.Namespace, model, tokenizer, composer_map) -> dict:
+    """name → (batch → a call that samples `args.new_tokens` tokens per row)."""
+    composer, n = composer_map.names[0], args.new_tokens
     # generate.py's own settings for the static cache and compile (on CPU too), as generate() kwargs
     speed = GenerationConfig()
     fast_sampling(speed, args.static_cache, args.compile, args.compile_backend, args.device)
     cache = {k: getattr(speed, k) for k in ("cache_implementation", "compile_config", "disable_compile") if getattr(speed, k) is not None}
-    composer = composer_map.names[0]
-    n = args.new_tokens
-    if args.modes:
-        compare_modes(args, model, tokenizer, composer_map, composer, model_name)
-        return
 
     def ours(batch: int, scale: float, grammar: bool):
         settings = SamplingSettings(max_new_tokens=n, min_new_tokens=n, guidance_scale=scale, grammar=grammar, **SETTINGS)
@@ -135,11 +140,11 @@ def main() -> None:
         return lambda: plan.run(model)
 
     def transformers_sampling(batch: int, scale: float):
-        bos, cond, uncond = model.config.bos_token_id, composer_map.id_of(composer), composer_map.none_id
-        ids = torch.tensor([[bos, cond]] * batch, device=model.device)
+        layout = RowLayout.for_tokenizer(tokenizer)
+        ids = torch.tensor([layout.continuation_prompt(composer_map.id_of(composer))] * batch, device=model.device)
         extra = {}
         if scale != 1.0:
-            negative = torch.tensor([[bos, uncond]] * batch, device=model.device)
+            negative = torch.tensor([layout.continuation_prompt(composer_map.none_id)] * batch, device=model.device)
             extra = {"negative_prompt_ids": negative, "negative_prompt_attention_mask": torch.ones_like(negative)}
         return lambda: model.generate(
             ids, attention_mask=torch.ones_like(ids), do_sample=True, max_new_tokens=n, min_new_tokens=n,
@@ -155,9 +160,14 @@ def main() -> None:
     if not args.no_grammar_rows:
         methods["plain (midilm, s = 1) + grammar"] = lambda b: ours(b, 1.0, True)
         methods[f"CFG s={args.guidance_scale:g}: midilm batched + grammar"] = lambda b: ours(b, args.guidance_scale, True)
+    return methods
 
-    # Measure: every method warmed up, then the methods take turns, so load from other processes
-    # spreads over all of them rather than landing on one
+
+def measure(args: argparse.Namespace, methods: dict) -> dict:
+    """(method, batch) → median seconds: every method warmed up, then the methods take turns, so load
+    from other processes spreads over all of them rather than landing on one."""
+    n = args.new_tokens
+
     def timed(run) -> float:
         if args.device == "cuda":
             torch.cuda.synchronize()
@@ -174,16 +184,18 @@ def main() -> None:
         with torch.no_grad():
             for name, run in runs.items():
                 out = run()  # warm-up (and compilation)
-                assert out.shape[1] - 2 == n, f"{name}: {out.shape[1] - 2} new tokens, expected {n}"
+                assert out.shape[1] - new_tokens_start(0) == n, f"{name}: {out.shape[1] - new_tokens_start(0)} new tokens, expected {n}"
             for _ in range(args.repeats):
                 for name, run in runs.items():
                     times[name].append(timed(run))
         for name in runs:
             results[name, batch] = statistics.median(times[name])
             print(f"  {name}, batch {batch}: {batch * n / results[name, batch]:.1f} tokens/s", file=sys.stderr)
+    return results
 
-    # Report
-    names = list(methods)
+
+def report(args: argparse.Namespace, names: list[str], results: dict, model_name: str) -> str:
+    n = args.new_tokens
     plain, ours_cfg, hf_cfg = names[0], names[2], names[3]
     lines = [
         f"### Sampling speed, {datetime.date.today().isoformat()}",
@@ -212,7 +224,18 @@ def main() -> None:
             f"| {batch} | {results[hf_cfg, batch] / results[ours_cfg, batch]:.2f}x | "
             f"{results[ours_cfg, batch] / results[plain, batch]:.2f}x | {grammar_cost} |"
         )
-    print("\n".join(lines))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_arguments()
+    model, tokenizer, composer_map, model_name = bench_model(args)
+    if args.modes:
+        compare_modes(args, model, tokenizer, composer_map, composer_map.names[0], model_name)
+        return
+    methods = sampling_methods(args, model, tokenizer, composer_map)
+    results = measure(args, methods)
+    print(report(args, list(methods), results, model_name))
 
 
 def compare_modes(args, model, tokenizer, composer_map, composer: str, model_name: str) -> None:

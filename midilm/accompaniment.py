@@ -37,8 +37,8 @@ from midilm.generation import composer_ids_of, composer_names, decode_ids, guard
 from midilm.grammar import GrammarLogitsProcessor, RemiGrammar, count_syntax_errors
 from midilm.guard import guard_processor
 from midilm.melody import extract_melody
-from midilm.midi_checks import require_usable_midi
 from midilm.metrics import DEFAULT_ONSET_TOLERANCE, accompaniment_metrics, onset_pitch_matches
+from midilm.midi_checks import require_usable_midi
 from midilm.modeling import context_length, load_midilm_dir, model_tasks, sampling_defaults
 from midilm.rows import OVERHEAD, RowLayout
 from midilm.sampling import SamplingSettings, greedy_config

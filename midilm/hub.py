@@ -7,10 +7,9 @@ import math
 import shlex
 from pathlib import Path
 
-from midilm.modeling import context_length, model_tasks, sampling_defaults
 from midilm.errors import InputError
+from midilm.modeling import TRAINING_CONFIG_FILE, context_length, model_tasks, sampling_defaults
 from midilm.tokenizer import COMPOSERS_FILE, TOKENIZER_FILE, ComposerMap
-from midilm.training import TRAINING_CONFIG_FILE
 
 METRICS_FILE = "all_results.json"  # Trainer.save_metrics("all", ...)
 

@@ -7,7 +7,7 @@ prepare_dataset.py's augmented copies, which are transpositions of it. The run i
 intervals: a shared run of k intervals is a passage of k + 1 notes.
 
 `MemorizationIndex` is built once per evaluation, from the token ids of the training split's
-original pieces, streamed from Arrow in batches (`build_index`, or `midilm.evaluation.scan_training`)
+original pieces, streamed from Arrow in batches (`build_index`, or `midilm.evaluation.data.scan_training`)
 without decoding a Score: `PitchReader`
 reads pitches off the base REMI tokens behind every vocabulary item (`Bar`/`Position` start an
 onset, a `Pitch` followed by its `Duration` is a note). The index is a suffix array over all

@@ -35,6 +35,8 @@ SAMPLING_DEFAULTS = {"temperature": 0.9, "top_k": 40, "top_p": 0.95, "repetition
 # midilm's guidance default lives in config.json under a key transformers never reads.
 GUIDANCE_KEY = "midilm_guidance_scale"
 DEFAULT_GUIDANCE_SCALE = 3.0
+# The resolved configuration train.py saves in the model folder.
+TRAINING_CONFIG_FILE = "training_config.json"
 # train.py records the dataset's tasks here; a model saved before that key existed saw continuation rows only.
 TASKS_KEY = "midilm_tasks"
 

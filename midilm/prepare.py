@@ -19,10 +19,11 @@ from tqdm.auto import tqdm
 
 from midilm.corpus import music21_corpus_files
 from midilm.dataset import SPLITS, assign_splits, build_dataset
-from midilm.outputs import replace_dir, staging_dir
-from midilm.scan import Bounds, Spill, read_spill, scan_files, scan_vocabulary
 from midilm.errors import InputError
+from midilm.hub import push_dataset, write_dataset_card
+from midilm.outputs import replace_dir, staging_dir
 from midilm.rows import HEADER_TOKENS, TASKS, full_section
+from midilm.scan import Bounds, Spill, read_spill, scan_files, scan_vocabulary
 from midilm.sources import SourceFile, find_midi_files, read_metadata, relabel
 from midilm.tokenizer import FULL_TOKEN, OTHER, BarWordsIterator, build_tokenizer, save_tokenizer
 from midilm.tokenizer import tokenizer_settings as resolve_tokenizer_settings
@@ -264,8 +265,6 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
         (data_tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         resolved = {"prepare": asdict(args), "tokenizer": tokenizer_settings}
         (data_tmp / CONFIG_FILE).write_text(json.dumps(resolved, indent=2, ensure_ascii=False) + "\n")
-        from midilm.hub import write_dataset_card  # here: hub imports training, which imports this module
-
         write_dataset_card(data_tmp, report, resolved)
         del dataset
 
@@ -273,8 +272,6 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
         replace_dir(data_tmp, output_dir)
 
     if args.push_to_hub:
-        from midilm.hub import push_dataset  # here: hub imports training, which imports this module
-
         push_dataset(output_dir, tokenizer_dir, args.push_to_hub)
     return report
 

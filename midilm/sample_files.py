@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from symusic import Score
 
+from midilm import render  # the soundfont checks through the module, where a test can stand in for them
 from midilm.errors import InputError
 from midilm.generation import GenerationPlan
 from midilm.grammar import count_syntax_errors
 from midilm.outputs import staging_dir
-from midilm import render  # the soundfont checks through the module, where a test can stand in for them
 from midilm.render import SOUNDFONT_ENV, AudioUnavailable, piano_roll_png, write_wav
 from midilm.tokenizer import NONE
 

@@ -16,13 +16,13 @@ from datasets import Dataset, DatasetDict
 from transformers import DataCollatorWithFlattening, ProgressCallback, Trainer, TrainerCallback
 
 from midilm.dataset import load_prepared
+from midilm.errors import InputError
 from midilm.generation import sample_scores
 from midilm.guard import learn_bounds
+from midilm.modeling import MODEL_TYPES, PRESETS
 from midilm.prepare import CONFIG_FILE as PREPARE_CONFIG_FILE
 from midilm.prepare import REPORT_FILE as PREPARE_REPORT_FILE
 from midilm.render import AudioUnavailable, piano_roll_array, render_audio
-from midilm.modeling import MODEL_TYPES, PRESETS
-from midilm.errors import InputError
 from midilm.rows import (
     IGNORED_LABEL,
     TASKS,
@@ -38,7 +38,6 @@ from midilm.sample_files import sample_stem
 from midilm.sampling import SamplingSettings
 from midilm.tokenizer import ComposerMap
 
-TRAINING_CONFIG_FILE = "training_config.json"
 # midilm's defaults for transformers' TrainingArguments (which midilm does not own); config.json's
 # `training` section and the flags override them.
 TRAINING_DEFAULTS = {

@@ -421,7 +421,8 @@ def test_held_out_piece_is_a_file_of_that_split(both):
 
 def test_evaluation_accompanies_held_out_melodies(both, model_dir, tmp_path):
     """evaluate_samples.py on a paired dataset: trained, random-weight and real figures for the same melodies."""
-    from midilm.evaluation import EvaluateArguments, evaluate, write_report
+    from midilm.evaluation.report import write_report
+    from midilm.evaluation.run import EvaluateArguments, evaluate
 
     args = EvaluateArguments(model_dir=str(model_dir), dataset_dir=str(both["data"]), output_dir=str(tmp_path / "eval"),
                              num_samples_per_composer=1, max_new_tokens=16, guidance_scales="", accompaniment_pieces=1)

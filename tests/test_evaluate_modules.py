@@ -57,7 +57,7 @@ def test_music_metrics_from_midi_files_and_tokens(bach_files, prepared):
 def test_composer_adherence_from_midi_files_and_tokens(bach_files, prepared, tmp_path):
     from datasets import load_from_disk
 
-    from midilm.adherence import adherence, scores_from_midi, train_classifier
+    from midilm.composer_classifier import adherence, scores_from_midi, train_classifier
     from midilm.tokenizer import encode_ids, load_tokenizer
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])

@@ -144,7 +144,7 @@ def test_sampling_with_the_guard_never_passes_its_bounds(tokenizer_and_map):
 def test_learn_bounds_from_a_prepared_dataset(prepared, tmp_path):
     from datasets import load_from_disk
 
-    from midilm.adherence import scores_from_ids
+    from midilm.composer_classifier import scores_from_ids
     from midilm.tokenizer import load_tokenizer
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])

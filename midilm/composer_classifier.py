@@ -55,6 +55,7 @@ import numpy as np
 from symusic import Score
 
 from midilm.metrics import DURATION_BIN_EDGES, bars, note_arrays
+from midilm.rows import RowLayout, full_section
 
 NONE_LABELS = {None, "", "none", "composer_none"}  # intended composer of an unconditional sample (case-insensitive)
 CROP_UNITS = ("notes", "bars")
@@ -235,18 +236,13 @@ def _covered_length(start: np.ndarray, end: np.ndarray) -> float:
 def scores_from_ids(tokenizer, rows: Iterable[Sequence[int]]) -> list[Score]:
     """A Score per token-id row: its music tokens (after the last FULL token of an accompaniment row),
     without BOS, composer, EOS or padding."""
-    from miditok import TokSequence
-
-    from midilm.tokenizer import section_token_ids
+    from miditok import TokSequence  # here: miditok is heavy, and the evaluate modules import this module lazily for it
 
     special = set(tokenizer.special_tokens_ids)
-    sections = section_token_ids(tokenizer)
-    full = sections[1] if sections else None
+    full = RowLayout.for_tokenizer(tokenizer).full
     out = []
     for row in rows:
-        row = [int(i) for i in row]
-        if full is not None and full in row:
-            row = row[len(row) - row[::-1].index(full) :]
+        row = full_section([int(i) for i in row], full)
         music = [i for i in row if i not in special]
         out.append(tokenizer.decode(TokSequence(ids=music, are_ids_encoded=tokenizer.is_trained)) if music else Score(tokenizer.time_division))
     return out

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
-from midilm.adherence import (
+from midilm.composer_classifier import (
     FEATURE_NAMES,
     ComposerClassifier,
     Notes,

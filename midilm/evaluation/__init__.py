@@ -1,0 +1,45 @@
+"""Evaluate a trained model against real held-out pieces: likelihood, music metrics, CFG sweep, copying.
+
+One module per part; `run.evaluate` calls them as a list of steps, each returning one section of the report:
+
+    run.py            EvaluateArguments, evaluate(): load, then one step per report section
+    data.py           held-out rows and pieces; one streamed pass over the training split
+    likelihood.py     NLL per token and per note; the unigram baseline
+    samples.py        sample sets (drawn as generate.py draws them, or read from its files), metrics, distances, memorization
+    adherence.py      the guidance sweep: composer adherence (midilm.composer_classifier), degenerate samples, the default it chooses
+    accompaniment.py  accompaniments of real held-out melodies
+    report.py         report.json, report.md, the evaluated samples as MIDI, the headline
+
+    python evaluate_samples.py --model_dir model_output --dataset_dir data --output_dir eval_report
+
+What it measures (every number is written to report.json, the headline ones to report.md):
+
+- Likelihood on the held-out split: NLL per token, perplexity and NLL per note (the dataset's
+  `n_notes` column: per-token loss is not comparable across BPE vocabularies), beside a unigram model
+  fitted on the training split (add-one smoothing) and the same architecture with random weights.
+- Music metrics (`midilm.metrics.piece_metrics` + miditok's syntax error rate) of the trained
+  model's samples, of random-weight samples, and of the real held-out pieces of each composer;
+  `compare` of each sample set with the real pieces, per composer and pooled.
+- Accompaniment (models trained with `--tasks accompaniment`): melody adherence and harmonic fit of
+  the trained and the random-weight model's accompaniments of real held-out melodies, beside the real
+  pieces' own.
+- A guidance-scale sweep (`--adherence_scales`, 16 samples per composer at each by default, guard on
+  and off, plus unconditional samples): composer adherence judged by an independent classifier
+  (the `composer_adherence` evaluate module: its ceiling on real held-out crops, the unconditional base
+  rate, 95% Wilson intervals, confusion matrices), degenerate samples (more notes at one onset than any
+  training piece of the composer holds) with the musical guard on and off, syntax errors, the music-metric
+  gap (the `music_metrics` evaluate module), notes per sample and memorization at each scale; the guidance
+  default it chooses (highest adherence with no more degenerate samples than the real pieces), written to
+  the model's config.json with `--write_default_guidance`. Histogram distances per scale stay as a
+  secondary table: pitch-class histograms mostly measure key and mode.
+- Memorization: for every piece, the longest run of successive pitch intervals it shares with one
+  training piece at any transposition (`midilm.memorization`), per sample set and guidance scale.
+
+Scale: the training split is never loaded into Python lists nor decoded. One pass over its Arrow
+batches (`scan_training`) checks its rows, counts its tokens for the unigram model and its pieces,
+and builds the memorization index, the one thing here whose size follows the training split.
+
+Samples are drawn with the same API as generate.py (`build_plan` + `plan.run`: CFG and the
+REMI grammar). The random-weight baseline is sampled with the grammar on as well, so its syntax is
+valid too: it shows what the grammar alone gives, and the trained model must beat it on the music.
+"""
