@@ -25,6 +25,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
 from midilm.modeling import build_config
+from midilm.rows import RowLayout, body_room
 from midilm.tokenizer import build_tokenizer
 from midilm.training import MidiCollator
 
@@ -46,10 +47,10 @@ class StepClock(TrainerCallback):
         self.end = time.perf_counter()
 
 
-def random_rows(n: int, seq_len: int, vocab: int, bos: int, composer: int) -> list[list[int]]:
+def random_rows(n: int, seq_len: int, vocab: int, layout: RowLayout, composer: int) -> list[list[int]]:
     g = torch.Generator().manual_seed(0)
-    body = torch.randint(10, vocab, (n, seq_len - 2), generator=g)
-    return [[bos, composer, *row.tolist()] for row in body]
+    body = torch.randint(10, vocab, (n, body_room(seq_len)), generator=g)
+    return [layout.continuation_prompt(composer, row.tolist()) for row in body]
 
 
 def main() -> None:
@@ -71,7 +72,7 @@ def main() -> None:
     config = build_config(args.model_type, args.preset, tokenizer, composer_map, args.seq_len)
     config.vocab_size = args.vocab  # a BPE-sized vocabulary; ids are random, so no tokenizer is needed
     total = args.warmup + args.steps
-    rows = random_rows(total * args.batch, args.seq_len, args.vocab, config.bos_token_id, composer_map.token_ids[0])
+    rows = random_rows(total * args.batch, args.seq_len, args.vocab, RowLayout.for_tokenizer(tokenizer), composer_map.token_ids[0])
     collator = MidiCollator(config.pad_token_id, composer_map.none_id, 0.15, args.seq_len, torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     initial = AutoModelForCausalLM.from_config(config).state_dict()

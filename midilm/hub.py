@@ -9,6 +9,7 @@ from pathlib import Path
 
 from midilm.errors import InputError
 from midilm.modeling import TRAINING_CONFIG_FILE, context_length, model_tasks, sampling_defaults
+from midilm.sampling import SamplingSettings
 from midilm.tokenizer import COMPOSERS_FILE, TOKENIZER_FILE, ComposerMap
 
 METRICS_FILE = "all_results.json"  # Trainer.save_metrics("all", ...)
@@ -127,6 +128,12 @@ def write_model_card(model_dir: Path, config, composer_map, metrics: dict, resol
     """README.md of a model folder: what it was trained on and for, how well, and how to sample from it
     (`repo_id`: the Hub repository its examples load from; else the folder)."""
     model_dir = Path(model_dir)
+    card = _card_data(config, composer_map, resolved) + _card_metrics(metrics, resolved) + _card_generate(model_dir, config, composer_map, repo_id)
+    (model_dir / MODEL_CARD).write_text(card)
+
+
+def _card_data(config, composer_map, resolved: dict) -> str:
+    """The card's header, tasks and data sections."""
     data_dir = Path(resolved["data"]["dataset_dir"])
     report_path, prepare_path = data_dir / "prepare_report.json", data_dir / "prepare_config.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else None
@@ -144,28 +151,9 @@ def write_model_card(model_dir: Path, config, composer_map, metrics: dict, resol
         source = f"the scores bundled in the music21 package ({prepare.get('composers') or 'all composers'}), converted to MIDI"
     else:
         source = "not recorded"
-    tasks = model_tasks(config)
-    task_lines = "\n".join(f"- {TASK_TEXT.get(t, t)}" for t in tasks)
-    eval_loss = metrics.get("eval_loss")
-    uncond_loss, information = metrics.get("eval_uncond_loss"), metrics.get("eval_composer_information")
-    conditioning = ""
-    if uncond_loss is not None and information is not None:
-        conditioning = (
-            f"| eval loss with `COMPOSER_NONE` in place of the composer (unconditional, per token) | {uncond_loss:.4f} |\n"
-            f"| composer information (nats per token: unconditional - conditional loss; above 0, the model uses the composer token) | {information:.4f} |\n"
-        )
-    first = composer_map.names[0]
-    first_arg = shlex.quote(first)  # `Bach, Johann Sebastian` must reach --composer as one shell word
+    task_lines = "\n".join(f"- {TASK_TEXT.get(t, t)}" for t in model_tasks(config))
     model = resolved["model"]
-    guidance = sampling_defaults(config)["guidance_scale"]
-    where = repo_id or model_dir.name
-    folder = f'snapshot_download("{repo_id}")' if repo_id else f'"{model_dir.name}"'
-    fetch = "from huggingface_hub import snapshot_download\n" if repo_id else ""
-    accompany = (
-        f"python generate.py --model_dir {'MODEL_DIR' if repo_id else model_dir.name} --melody_midi melody.mid --composer {first_arg}"
-        "  # a melody harmonized\n" if "accompaniment" in tasks else ""
-    )
-    card = f"""---
+    return f"""---
 library_name: transformers
 pipeline_tag: text-generation
 tags: [midi, symbolic-music, music-generation, midilm, miditok]
@@ -187,7 +175,19 @@ Dataset: `{data_dir}`, built from {source}. Vocabulary {config.vocab_size} token
 |---|---|---|---|
 {composers}
 {splits}
-## Metrics
+"""
+
+
+def _card_metrics(metrics: dict, resolved: dict) -> str:
+    eval_loss = metrics.get("eval_loss")
+    uncond_loss, information = metrics.get("eval_uncond_loss"), metrics.get("eval_composer_information")
+    conditioning = ""
+    if uncond_loss is not None and information is not None:
+        conditioning = (
+            f"| eval loss with `COMPOSER_NONE` in place of the composer (unconditional, per token) | {uncond_loss:.4f} |\n"
+            f"| composer information (nats per token: unconditional - conditional loss; above 0, the model uses the composer token) | {information:.4f} |\n"
+        )
+    return f"""## Metrics
 | metric | value |
 |---|---|
 | eval loss (conditional, per token) | {eval_loss if eval_loss is None else f'{eval_loss:.4f}'} |
@@ -197,7 +197,22 @@ Dataset: `{data_dir}`, built from {source}. Vocabulary {config.vocab_size} token
 Validation batches are scored without composer dropout. Per-token loss is not comparable across
 BPE vocabularies; see midilm's evaluation report for NLL per note.
 
-## Generate
+"""
+
+
+def _card_generate(model_dir: Path, config, composer_map, repo_id: str | None) -> str:
+    """How to sample: with midilm (guided, grammar) and with plain transformers."""
+    first = composer_map.names[0]
+    first_arg = shlex.quote(first)  # `Bach, Johann Sebastian` must reach --composer as one shell word
+    guidance = SamplingSettings().resolve(sampling_defaults(config)).guidance_scale
+    where = repo_id or model_dir.name
+    folder = f'snapshot_download("{repo_id}")' if repo_id else f'"{model_dir.name}"'
+    fetch = "from huggingface_hub import snapshot_download\n" if repo_id else ""
+    accompany = (
+        f"python generate.py --model_dir {'MODEL_DIR' if repo_id else model_dir.name} --melody_midi melody.mid --composer {first_arg}"
+        "  # a melody harmonized\n" if "accompaniment" in model_tasks(config) else ""
+    )
+    return f"""## Generate
 Guided samples come from midilm: its logits processors add classifier-free guidance (the composer's
 row against a `COMPOSER_NONE` row, scale {guidance:g} by default: `midilm_guidance_scale` in config.json)
 and a REMI grammar that masks every token that would make the music invalid, and it decodes to MIDI.
@@ -236,4 +251,3 @@ tokenizer.decode([i for i in ids if i not in tokenizer.special_tokens_ids]).dump
 The composer map is `composer_to_id` in config.json and `composers.json`; the resolved training
 configuration is `training_config.json`.
 """
-    (model_dir / MODEL_CARD).write_text(card)

@@ -48,6 +48,9 @@ SCALAR_METRICS = (
     "syntax_error_rate",
 )
 HISTOGRAM_METRICS = ("pitch_class_histogram", "duration_histogram")
+# Generated sets are sampled with the grammar, so their syntax error rate is 0 and would only dilute a
+# distance to real pieces; it is reported on its own line instead.
+DISTANCE_METRICS = tuple(m for m in SCALAR_METRICS if m != "syntax_error_rate")
 # Bins centred on 1/8 ... 8 quarter notes, one octave of duration wide: a note falls into the bin of
 # the power of two nearest to it on a log scale (triplet eighths with sixteenths, dotted quarters
 # with halves).
@@ -514,3 +517,16 @@ def harmonic_fit(melody: Score, full: Score, onset_tolerance: float = DEFAULT_ON
     """Share of accompaniment note-time in the pitch classes of the melody's beat or key; None when
     there is no melody or no accompaniment. `accompaniment_metrics` gives its two halves too."""
     return accompaniment_metrics(melody, full, onset_tolerance)["harmonic_fit"]
+
+
+def summary_distance(comparison: dict) -> dict[str, float | None]:
+    """One distance per sample set: the mean over metrics of the standardised mean gap, the mean
+    overlap of the value distributions, and the Jensen–Shannon divergences of the histograms."""
+    gaps = [comparison[m]["mean_gap"] for m in DISTANCE_METRICS if m in comparison]
+    overlaps = [comparison[m]["overlap"] for m in DISTANCE_METRICS if m in comparison]
+    return {
+        "mean_gap": float(np.mean(gaps)) if gaps else None,
+        "mean_overlap": float(np.mean(overlaps)) if overlaps else None,
+        "pitch_class_js": comparison.get("pitch_class_histogram", {}).get("js_divergence"),
+        "duration_js": comparison.get("duration_histogram", {}).get("js_divergence"),
+    }

@@ -22,7 +22,7 @@ from midilm.dataset import SPLITS, assign_splits, build_dataset
 from midilm.errors import InputError
 from midilm.hub import push_dataset, write_dataset_card
 from midilm.outputs import replace_dir, staging_dir
-from midilm.rows import HEADER_TOKENS, TASKS, full_section
+from midilm.rows import TASKS, continuation_overhead, full_section
 from midilm.scan import Bounds, Spill, read_spill, scan_files, scan_vocabulary
 from midilm.sources import SourceFile, find_midi_files, read_metadata, relabel
 from midilm.tokenizer import FULL_TOKEN, OTHER, BarWordsIterator, build_tokenizer, save_tokenizer
@@ -320,7 +320,8 @@ def make_report(
         base_tokens += int(pc.sum(originals.column("n_base_tokens")).as_py())
         if measured == "continuation":
             # every chunk adds the header, the last chunk of a piece EOS: count music tokens only
-            tokens += int(pc.sum(originals.column("length")).as_py()) - HEADER_TOKENS * len(originals) - int(pc.count_distinct(originals.column("source")).as_py())
+            pieces = int(pc.count_distinct(originals.column("source")).as_py())
+            tokens += int(pc.sum(originals.column("length")).as_py()) - continuation_overhead(len(originals), pieces)
         else:
             full_id, eos_id = ids_after
             for batch in ds.select_columns(["input_ids", "augmentation", "task"]).iter(batch_size=1000):

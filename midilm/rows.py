@@ -34,6 +34,11 @@ def music_room(max_len: int, task: str) -> int:
     return max_len - OVERHEAD[task]
 
 
+def continuation_overhead(rows: int, pieces: int) -> int:
+    """The non-music tokens of `rows` continuation rows cut from `pieces` pieces: a header on every row, EOS on each piece's last."""
+    return HEADER_TOKENS * rows + pieces
+
+
 def body_room(context: int) -> int:
     """The tokens after the header that fit `context`: prompt plus new tokens, or a window's body."""
     return context - HEADER_TOKENS

@@ -50,6 +50,8 @@ def test_overhead_is_what_a_row_adds_to_its_music():
     assert len(LAYOUT.continuation(COMPOSER, full, last=True)) == rows.OVERHEAD["continuation"] + 3
     assert rows.music_room(24, "continuation") == 21 and rows.music_room(24, "accompaniment") == 19
     assert rows.body_room(24) == 22 and rows.new_tokens_start(3) == 5
+    chunks = [LAYOUT.continuation(COMPOSER, np.arange(20, 20 + k), last=k == 2) for k in (4, 2)]  # one piece, two rows
+    assert sum(map(len, chunks)) - rows.continuation_overhead(rows=2, pieces=1) == 6
 
 
 def test_composer_swaps_and_labels_on_one_row_and_a_batch():

@@ -1,4 +1,5 @@
-"""Accompaniment figures: the trained and the random-weight model accompany real held-out melodies; melody adherence and harmonic fit beside the real piece's."""
+"""Accompaniment figures: the trained and the random-weight model accompany real held-out melodies;
+melody adherence and harmonic fit beside the real piece's."""
 
 from __future__ import annotations
 

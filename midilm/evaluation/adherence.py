@@ -1,4 +1,6 @@
-"""The guidance sweep's verdict: composer adherence by the independent classifier (midilm.composer_classifier, through the `composer_adherence` evaluate module) beside degenerate samples at every scale, and the guidance default it chooses."""
+"""The guidance sweep's verdict: composer adherence by the independent classifier
+(midilm.composer_classifier, through the `composer_adherence` evaluate module) beside degenerate
+samples at every scale, and the guidance default it chooses."""
 
 from __future__ import annotations
 

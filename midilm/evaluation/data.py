@@ -1,4 +1,5 @@
-"""Held-out and training data for the evaluation: the checked rows, the pieces they join into, and one streamed pass over the training split."""
+"""Held-out and training data for the evaluation: the checked rows, the pieces they join into, and one
+streamed pass over the training split."""
 
 from __future__ import annotations
 

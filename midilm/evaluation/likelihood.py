@@ -1,4 +1,5 @@
-"""Likelihood of held-out rows: NLL per token and per note, under the model and under a unigram baseline."""
+"""Likelihood of held-out rows: NLL per token and per note, under the model and under a unigram
+baseline."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The report: report.json, report.md (one section per part of the evaluation) and the evaluated samples as MIDI; a headline for the terminal."""
+"""The report: report.json, report.md (one section per part of the evaluation) and the evaluated
+samples as MIDI; a headline for the terminal."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from midilm.composer_classifier import render_markdown
 from midilm.errors import InputError
 from midilm.evaluation.accompaniment import ACCOMPANIMENT_METRICS
 from midilm.evaluation.adherence import UNCONDITIONAL
-from midilm.evaluation.samples import DISTANCE_METRICS
-from midilm.metrics import HISTOGRAM_METRICS, SCALAR_METRICS
+from midilm.metrics import DISTANCE_METRICS, HISTOGRAM_METRICS, SCALAR_METRICS
 from midilm.outputs import replace_dir, staging_dir
 
 

@@ -1,4 +1,5 @@
-"""None"""
+"""The evaluation as a list of steps: `evaluate(args)` loads the model and the data once (`Evaluation`),
+then each step returns one section of the report (see the package docstring). Writes nothing."""
 
 from __future__ import annotations
 

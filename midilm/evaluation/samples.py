@@ -1,4 +1,5 @@
-"""Sample sets and what is measured on them: drawn as generate.py draws them, or read from its files; music metrics, distances to the real pieces, memorization."""
+"""Sample sets and what is measured on them: drawn as generate.py draws them, or read from its files;
+music metrics, distances to the real pieces, memorization."""
 
 from __future__ import annotations
 
@@ -15,16 +16,11 @@ from midilm.errors import InputError
 from midilm.generation import build_plan, decode_ids
 from midilm.grammar import count_syntax_errors
 from midilm.memorization import MemorizationIndex, PitchReader
-from midilm.metrics import SCALAR_METRICS, compare, js_divergence, piece_metrics
+from midilm.metrics import compare, js_divergence, piece_metrics, summary_distance
 from midilm.modeling import context_length
 from midilm.sample_files import sample_stem
 from midilm.sampling import SamplingSettings
 
-
-
-# Both sample sets use the grammar, so the syntax error rate is 0 on both sides and only dilutes the
-# distance; it is reported on its own line instead.
-DISTANCE_METRICS = tuple(m for m in SCALAR_METRICS if m != "syntax_error_rate")
 
 
 @dataclass
@@ -109,19 +105,6 @@ def measure(pieces: list[dict], tokenizer, index: MemorizationIndex, desc: str) 
             "longest_training_run_source": run.source,
         })
     return rows
-
-
-def summary_distance(comparison: dict) -> dict[str, float | None]:
-    """One distance per sample set: the mean over metrics of the standardised mean gap, the mean
-    overlap of the value distributions, and the Jensen–Shannon divergences of the histograms."""
-    gaps = [comparison[m]["mean_gap"] for m in DISTANCE_METRICS if m in comparison]
-    overlaps = [comparison[m]["overlap"] for m in DISTANCE_METRICS if m in comparison]
-    return {
-        "mean_gap": float(np.mean(gaps)) if gaps else None,
-        "mean_overlap": float(np.mean(overlaps)) if overlaps else None,
-        "pitch_class_js": comparison.get("pitch_class_histogram", {}).get("js_divergence"),
-        "duration_js": comparison.get("duration_histogram", {}).get("js_divergence"),
-    }
 
 
 def mean_histogram(pieces: list[dict], key: str) -> list[float] | None:

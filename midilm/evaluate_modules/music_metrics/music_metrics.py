@@ -8,7 +8,8 @@ import evaluate
 import numpy as np
 
 from midilm.evaluate_modules import load_tokenizer_arg, read_pieces
-from midilm.metrics import SCALAR_METRICS, compare, piece_metrics
+from midilm.grammar import count_syntax_errors
+from midilm.metrics import SCALAR_METRICS, compare, piece_metrics, summary_distance
 
 _DESCRIPTION = """
 Music metrics of symbolic pieces (midilm.metrics.piece_metrics): pitch-class entropy, scale
@@ -43,12 +44,9 @@ _CITATION = """
   volume={32}, pages={4773--4784}, year={2020}
 }
 """
-DISTANCE_METRICS = tuple(m for m in SCALAR_METRICS if m != "syntax_error_rate")
 
 
 def _metrics(items, tokenizer, positions_per_quarter: int) -> list[dict]:
-    from midilm.grammar import count_syntax_errors
-
     scores, ids = read_pieces(items, tokenizer)
     errors = [count_syntax_errors(tokenizer, row) for row in ids] if ids is not None else [None] * len(scores)
     return [piece_metrics(s, syntax_error_rate=e, positions_per_quarter=positions_per_quarter) for s, e in zip(scores, errors)]
@@ -77,13 +75,6 @@ class MusicMetrics(evaluate.Metric):
         result = {"n_pieces": len(pieces), "mean": mean, "per_piece": pieces}
         if real is not None:
             comparison = compare(pieces, _metrics(real, tokenizer, positions_per_quarter))
-            gaps = [comparison[m]["mean_gap"] for m in DISTANCE_METRICS if m in comparison]
-            overlaps = [comparison[m]["overlap"] for m in DISTANCE_METRICS if m in comparison]
             result["comparison"] = comparison
-            result["distance"] = {
-                "mean_gap": float(np.mean(gaps)) if gaps else None,
-                "mean_overlap": float(np.mean(overlaps)) if overlaps else None,
-                "pitch_class_js": comparison.get("pitch_class_histogram", {}).get("js_divergence"),
-                "duration_js": comparison.get("duration_histogram", {}).get("js_divergence"),
-            }
+            result["distance"] = summary_distance(comparison)
         return result
