@@ -3,7 +3,7 @@ an independent classifier, and of the same classifier limited to pitch or to rhy
 
     python bench/crosscheck_adherence.py --model_dir model_output --dataset_dir data --samples_dir samples/eval/samples
 
-The report's classifier (`midilm.adherence`: logistic regression on 79 global statistics of a crop) is
+The report's classifier (`midilm.composer_classifier`: logistic regression on 79 global statistics of a crop) is
 refitted exactly as the report fits it. The independent one shares neither features nor model:
 multinomial naive Bayes over counts of 1- to 3-grams of melodic steps (interval of the top line and of
 the bass between successive onsets, with the log2 ratio of successive inter-onset times) and of
@@ -32,7 +32,7 @@ from datasets import load_from_disk
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.naive_bayes import MultinomialNB
 
-from midilm.adherence import FEATURE_NAMES, Notes, crops, features, fit_classifier, real_pieces, scores_from_midi, typical_length
+from midilm.composer_classifier import FEATURE_NAMES, Notes, crops, features, fit_classifier, real_pieces, scores_from_midi, typical_length
 from midilm.modeling import load_midilm_dir
 
 PITCH_PREFIXES = ("pc_rel", "minor", "key_fit", "harmonic_ic", "top_interval", "bass_interval", "top_up", "bass_up", "pitch_", "top_bass")
