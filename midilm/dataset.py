@@ -215,11 +215,7 @@ def generate_rows(
     """
     held = _rows_worker.get("tokenizer")
     tokenizer, composer_map = loaded or (held[1] if held and held[0] == tokenizer_dir else load_tokenizer(tokenizer_dir))
-    base = vocab_base_tokens(tokenizer)
-    starts_bar = np.array(bar_start_table(tokenizer))
-    notes_of = np.array([sum(t.startswith("Pitch_") for t in b) for b in base])
-    length_of = np.array([len(b) for b in base])
-    layout = RowLayout.for_tokenizer(tokenizer)
+    rows = _RowMaker(tokenizer, max_seq_len)
     pitch_limits = tokenizer.config.pitch_range
     remap = np.array([tokenizer.vocab[t] for t in scan_vocab], dtype=np.int64) if scan_vocab else None
     bounds = Bounds(**bounds) if bounds else Bounds()
@@ -246,37 +242,54 @@ def generate_rows(
             if len(ids) == 0:
                 continue
             label = "" if original else f"pitch{pitch:+d} velocity{velocity:+d} tempo×{tempo:g}"
-            composer_id = composer_map.token_ids[file["label"]]
             row = {"composer": file["label"], "source": file["source"], "augmentation": label}
+            composer_id = composer_map.token_ids[file["label"]]
             if "accompaniment" in tasks:
-                melody, full = paired_bars(tokenizer, base, variant, ids, starts_bar)
-                ranges = chunk_paired_bars(melody, full, music_room(max_seq_len, "accompaniment"))
-                for k, (first, stop) in enumerate(ranges):
-                    melody_part, full_part = np.concatenate(melody[first:stop]), np.concatenate(full[first:stop])
-                    yield {
-                        **row,
-                        "input_ids": layout.accompaniment(composer_id, melody_part, full_part, last=stop == len(full)),
-                        "chunk": k,
-                        "n_notes": int(notes_of[full_part].sum()),
-                        "n_base_tokens": int(length_of[full_part].sum()),
-                        "task": "accompaniment",
-                    }
-            if "continuation" not in tasks:
-                continue
-            chunks = chunk_bars(ids, starts_bar, music_room(max_seq_len, "continuation"))
-            for k, chunk in enumerate(chunks):
-                # EOS only on a piece's last chunk: it means "the piece ends here", so a model does not
-                # learn to stop after one context's worth of music.
-                yield {
-                    "input_ids": layout.continuation(composer_id, chunk, last=k == len(chunks) - 1),
-                    "composer": file["label"],
-                    "source": file["source"],
-                    "chunk": k,
-                    "augmentation": label,
-                    "n_notes": int(notes_of[chunk].sum()),
-                    "n_base_tokens": int(length_of[chunk].sum()),
-                    "task": "continuation",
-                }
+                yield from rows.accompaniment(row, composer_id, variant, ids)
+            if "continuation" in tasks:
+                yield from rows.continuation(row, composer_id, ids)
+
+
+class _RowMaker:
+    """The rows of one piece (one variant of it) for each task, with their note and base-token counts."""
+
+    def __init__(self, tokenizer, max_seq_len: int):
+        self.tokenizer, self.max_seq_len = tokenizer, max_seq_len
+        self.base = vocab_base_tokens(tokenizer)
+        self.starts_bar = np.array(bar_start_table(tokenizer))
+        self.notes_of = np.array([sum(t.startswith("Pitch_") for t in b) for b in self.base])
+        self.length_of = np.array([len(b) for b in self.base])
+        self.layout = RowLayout.for_tokenizer(tokenizer)
+
+    def counts(self, music: np.ndarray) -> dict:
+        return {"n_notes": int(self.notes_of[music].sum()), "n_base_tokens": int(self.length_of[music].sum())}
+
+    def accompaniment(self, row: dict, composer_id: int, score: Score, ids: np.ndarray) -> Iterator[dict]:
+        """Melody bars and the same bars in full, as many as fit a row; counts are the full section's."""
+        melody, full = paired_bars(self.tokenizer, self.base, score, ids, self.starts_bar)
+        ranges = chunk_paired_bars(melody, full, music_room(self.max_seq_len, "accompaniment"))
+        for k, (first, stop) in enumerate(ranges):
+            melody_part, full_part = np.concatenate(melody[first:stop]), np.concatenate(full[first:stop])
+            yield {
+                **row,
+                "input_ids": self.layout.accompaniment(composer_id, melody_part, full_part, last=stop == len(full)),
+                "chunk": k,
+                **self.counts(full_part),
+                "task": "accompaniment",
+            }
+
+    def continuation(self, row: dict, composer_id: int, ids: np.ndarray) -> Iterator[dict]:
+        """The piece cut at bar lines into rows. EOS only on its last chunk: it means "the piece ends
+        here", so a model does not learn to stop after one context's worth of music."""
+        chunks = chunk_bars(ids, self.starts_bar, music_room(self.max_seq_len, "continuation"))
+        for k, chunk in enumerate(chunks):
+            yield {
+                **row,
+                "input_ids": self.layout.continuation(composer_id, chunk, last=k == len(chunks) - 1),
+                "chunk": k,
+                **self.counts(chunk),
+                "task": "continuation",
+            }
 
 
 def rows_batch(rows: list[dict], schema):

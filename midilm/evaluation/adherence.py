@@ -70,6 +70,57 @@ def choose_guidance(rows: list[dict], real_rate: float | None) -> dict:
     return {"scale": best["scale"], "reason": reason}
 
 
+class Judges:
+    """midilm's `evaluate` modules, called as a user would: the first adherence call trains the
+    classifier on the dataset's real pieces (crops as long as `crop` says), which the module keeps for
+    the later calls of this process; the music-metric gap to each composer's real pieces."""
+
+    def __init__(self, dataset_dir: str, tokenizer, composers: list[str], real: list[dict], crop: dict):
+        self.dataset_dir, self.tokenizer, self.composers, self.crop = dataset_dir, tokenizer, composers, crop
+        self.adherence = evaluate.load(path("composer_adherence"), keep_in_memory=True)
+        self.music = evaluate.load(path("music_metrics"), keep_in_memory=True)
+        self.real_ids = {c: [p["ids"] for p in real if p["composer"] == c] for c in composers}
+
+    def judge(self, samples: list[dict]) -> dict:
+        return self.adherence.compute(
+            predictions=[p["ids"] for p in samples], references=[p["composer"] for p in samples],
+            dataset=self.dataset_dir, tokenizer=self.tokenizer, **self.crop,
+        )
+
+    def metric_gap(self, samples: list[dict]) -> float | None:
+        gaps = []
+        for c in self.composers:
+            mine = [p["ids"] for p in samples if p["composer"] == c]
+            if mine and self.real_ids[c]:
+                gaps.append(self.music.compute(predictions=mine, real=self.real_ids[c], tokenizer=self.tokenizer)["distance"]["mean_gap"])
+        return mean_or_none(gaps)
+
+
+def run_summary(measured: list[dict]) -> dict:
+    """The longest shared interval runs of measured pieces: max and median."""
+    runs = [p["longest_training_run"] for p in measured]
+    return {"max": max(runs, default=None), "median": float(np.median(runs)) if runs else None}
+
+
+def scale_row(scale: float, result: dict, guarded: list[dict], unguarded: list[dict], measured: list[dict], gap: float | None,
+              tokenizer, thresholds: dict[str, int]) -> dict:
+    """One row of the adherence table: the classifier's verdict at `scale` beside what the samples are made of."""
+    return {
+        "scale": scale,
+        "adherence": result["adherence"],
+        "interval": result["adherence_interval"],
+        "n": result["overall"]["n"],
+        "mean_probability": result["mean_probability"],
+        "per_composer": {c: v.get("share") if v.get("measurable") else None for c, v in result["per_composer"].items()},
+        "degenerate_guard_on": degenerate(guarded, tokenizer, thresholds),
+        "degenerate_guard_off": degenerate(unguarded, tokenizer, thresholds),
+        "syntax_error_rate_max": max((p["syntax_error_rate"] for p in measured), default=None),
+        "metric_gap": gap,
+        "notes_per_sample": mean_or_none([p["n_notes"] for p in measured]),
+        "memorization": run_summary(measured),
+    }
+
+
 def composer_adherence(
     args, tokenizer, composers: list[str], real: list[dict], real_measured: list[dict], drawn: dict[str, list[dict]],
     sweep_sets: dict[float, list[dict]], thresholds: dict[str, int], guard: dict | None,
@@ -77,55 +128,19 @@ def composer_adherence(
     """The adherence table: the composer classifier's ceiling on real held-out crops, the unconditional
     base rate, and at every sweep scale adherence beside degenerate samples (guard on and off), syntax
     errors, the music-metric gap to the composer's real pieces, notes per sample and memorization.
-
-    Adherence and the metric gap come from midilm's `evaluate` modules (composer_adherence, music_metrics),
-    called as a user would: the first adherence call trains the classifier on --dataset_dir's real pieces
-    (crops as long as the median sample), which the module keeps for the later calls of this process.
-    """
+    Adherence and the metric gap come from midilm's `evaluate` modules (`Judges`); the classifier's
+    crops are as long as the median sample."""
     guided = [p for s in args.scales for p in drawn[sweep_key(s)]]
     crop = {"crop_length": typical_length([p["score"] for p in guided], "notes"), "crop_unit": "notes", "seed": args.seed}
-    adherence_metric = evaluate.load(path("composer_adherence"), keep_in_memory=True)
-    music_metric = evaluate.load(path("music_metrics"), keep_in_memory=True)
-
-    def judge(samples: list[dict]) -> dict:
-        return adherence_metric.compute(
-            predictions=[p["ids"] for p in samples], references=[p["composer"] for p in samples],
-            dataset=args.dataset_dir, tokenizer=tokenizer, **crop,
-        )
-
-    real_ids = {c: [p["ids"] for p in real if p["composer"] == c] for c in composers}
-
-    def metric_gap(samples: list[dict]) -> float | None:
-        gaps = []
-        for c in composers:
-            mine = [p["ids"] for p in samples if p["composer"] == c]
-            if mine and real_ids[c]:
-                gaps.append(music_metric.compute(predictions=mine, real=real_ids[c], tokenizer=tokenizer)["distance"]["mean_gap"])
-        return mean_or_none(gaps)
-
-    groups = {UNCONDITIONAL: judge(drawn[UNCONDITIONAL])}
+    judges = Judges(args.dataset_dir, tokenizer, composers, real, crop)
+    groups = {UNCONDITIONAL: judges.judge(drawn[UNCONDITIONAL])}
     rows = []
     for s in args.scales:
-        result = groups[f"s = {s:g}"] = judge(drawn[sweep_key(s)])
-        runs = [p["longest_training_run"] for p in sweep_sets[s]]
-        rows.append({
-            "scale": s,
-            "adherence": result["adherence"],
-            "interval": result["adherence_interval"],
-            "n": result["overall"]["n"],
-            "mean_probability": result["mean_probability"],
-            "per_composer": {c: v.get("share") if v.get("measurable") else None for c, v in result["per_composer"].items()},
-            "degenerate_guard_on": degenerate(drawn[sweep_key(s)], tokenizer, thresholds),
-            "degenerate_guard_off": degenerate(drawn[sweep_key(s, guard=False)], tokenizer, thresholds),
-            "syntax_error_rate_max": max((p["syntax_error_rate"] for p in sweep_sets[s]), default=None),
-            "metric_gap": metric_gap(drawn[sweep_key(s)]),
-            "notes_per_sample": mean_or_none([p["n_notes"] for p in sweep_sets[s]]),
-            "memorization": {"max": max(runs, default=None), "median": float(np.median(runs)) if runs else None},
-        })
+        result = groups[f"s = {s:g}"] = judges.judge(drawn[sweep_key(s)])
+        gap = judges.metric_gap(drawn[sweep_key(s)])
+        rows.append(scale_row(s, result, drawn[sweep_key(s)], drawn[sweep_key(s, guard=False)], sweep_sets[s], gap, tokenizer, thresholds))
     first = groups[UNCONDITIONAL]
     real_rate = degenerate(real, tokenizer, thresholds)
-    choice = choose_guidance(rows, real_rate["share"])
-    runs = [p["longest_training_run"] for p in real_measured]
     return {
         "settings": {"scales": args.scales, "samples_per_composer": args.adherence_samples_per_composer, **crop},
         "classifier": {**first["classifier"], "chance": 1 / len(first["classifier"]["composers"]) if first["classifier"]["composers"] else None},
@@ -135,12 +150,12 @@ def composer_adherence(
         "real": {
             "degenerate": real_rate,
             "syntax_error_rate_max": max((p["syntax_error_rate"] for p in real_measured), default=None),
-            "memorization": {"max": max(runs, default=None), "median": float(np.median(runs)) if runs else None},
+            "memorization": run_summary(real_measured),
         },
         "unconditional": {"degenerate_guard_on": degenerate(drawn[UNCONDITIONAL], tokenizer, thresholds)},
         "degenerate_threshold": thresholds,
         "guard": guard,
-        "choice": choice,
+        "choice": choose_guidance(rows, real_rate["share"]),
     }
 
 

@@ -292,15 +292,21 @@ def adherence_markdown(section: dict | None, composers: list[str]) -> list[str]:
     lines = ["## Composer adherence and the guidance default", ""]
     if section is None:
         return lines + ["Not measured: no guidance scales were given (--adherence_scales).", ""]
-    info, real, choice = section["classifier"], section["real"], section["choice"]
-    settings = section["settings"]
-    not_measurable = info["not_measurable"]
+    info = section["classifier"]
     if not info["composers"]:
-        reasons = "; ".join(f"{c}: {r}" for c, r in sorted(not_measurable.items()))
+        reasons = "; ".join(f"{c}: {r}" for c, r in sorted(info["not_measurable"].items()))
         lines += [f"Composer adherence is not measurable: {reasons}.", ""]
-    ceiling = section["ceiling"] or {}
-    ceiling_overall = ceiling.get("overall") or {}
-    lines += [
+    lines += adherence_method_markdown(section) + adherence_table_markdown(section, composers) + guidance_choice_markdown(section["choice"])
+    labels = {k: ("unconditional" if k == UNCONDITIONAL else k) for k in section["groups"]}
+    detail = {"classifier": info, "ceiling": section["ceiling"], "groups": {labels[k]: v for k, v in section["groups"].items()}}
+    lines += ["### Per composer, with intervals, and the confusion matrices", "", render_markdown(detail).rstrip(), ""]
+    return lines
+
+
+def adherence_method_markdown(section: dict) -> list[str]:
+    """How adherence and degenerate samples are measured."""
+    info, settings = section["classifier"], section["settings"]
+    return [
         (f"An independent composer classifier (`midilm.composer_classifier`: logistic regression on key-independent symbolic features, "
         f"trained on the training split's real pieces, through the `composer_adherence` evaluate module) judges each sample on "
         f"its first {settings['crop_length']} {settings['crop_unit']} (the median sample's length). Adherence is the share of "
@@ -319,6 +325,14 @@ def adherence_markdown(section: dict | None, composers: list[str]) -> list[str]:
         "piece at any transposition (max / median)."),
         "",
     ]
+
+
+def adherence_table_markdown(section: dict, composers: list[str]) -> list[str]:
+    """The ceiling, the unconditional base rate, then one row per guidance scale."""
+    info, real, choice = section["classifier"], section["real"], section["choice"]
+    not_measurable = info["not_measurable"]
+    ceiling = section["ceiling"] or {}
+    ceiling_overall = ceiling.get("overall") or {}
     header = ["s", "adherence [95% interval]", "mean p(intended)", *composers, "degenerate, guard on", "degenerate, guard off",
               "syntax errors (max)", "metric gap to real", "notes / sample", "shared run (max / median)"]
     per_composer_ceiling = ceiling.get("per_composer", {})
@@ -346,14 +360,13 @@ def adherence_markdown(section: dict | None, composers: list[str]) -> list[str]:
             _rate_cell(r["degenerate_guard_on"]), _rate_cell(r["degenerate_guard_off"]), _f(r["syntax_error_rate_max"]), _f(r["metric_gap"]),
             _f(r["notes_per_sample"], 1), f"{_f(r['memorization']['max'])} / {_f(r['memorization']['median'], 1)}",
         ])
-    lines += _table(header, rows)
+    return _table(header, rows)
+
+
+def guidance_choice_markdown(choice: dict) -> list[str]:
     if choice.get("scale") is None:
-        lines += [f"Guidance default: unchanged, because {choice['reason']}.", ""]
+        return [f"Guidance default: unchanged, because {choice['reason']}.", ""]
     else:
         where = (f"written to `{choice['written_to']}` (`midilm_guidance_scale`), which generate.py now uses by default"
                  if choice.get("written_to") else "not written to the model folder (evaluate_samples.py --write_default_guidance writes it)")
-        lines += [f"Guidance default: **s = {choice['scale']:g}**, {where}. Why: {choice['reason']}.", ""]
-    labels = {k: ("unconditional" if k == UNCONDITIONAL else k) for k in section["groups"]}
-    detail = {"classifier": info, "ceiling": section["ceiling"], "groups": {labels[k]: v for k, v in section["groups"].items()}}
-    lines += ["### Per composer, with intervals, and the confusion matrices", "", render_markdown(detail).rstrip(), ""]
-    return lines
+        return [f"Guidance default: **s = {choice['scale']:g}**, {where}. Why: {choice['reason']}.", ""]
