@@ -180,6 +180,64 @@ def bpe_sample(train: list[Piece], max_files: int, seed: int) -> list[Piece]:
     return sorted(chosen, key=lambda p: p.offset)
 
 
+def train_tokenizer(settings: dict, composers: list[str], pieces_per_composer: list[int], train: list[Piece], args: PrepareArguments, spill: Path):
+    """REMI with the composer tokens, then BPE learnt on a sample of the training pieces (their base
+    tokens read back from the scan's `spill`). Returns the tokenizer, its composer map, the base
+    vocabulary size, the scan's vocabulary and the BPE sample."""
+    tokenizer, composer_map = build_tokenizer(settings, composers)
+    composer_map.pieces = pieces_per_composer
+    base_vocab = len(tokenizer)
+    scan_vocab = scan_vocabulary(settings)
+    remap = np.array([tokenizer.vocab[t] for t in scan_vocab], dtype=np.int64)
+    sample = bpe_sample(train, args.bpe_max_files, args.seed) if args.vocab_size else []
+    if args.vocab_size:
+        if args.vocab_size <= base_vocab:
+            raise InputError(f"--vocab_size {args.vocab_size} must exceed the base REMI vocabulary ({base_vocab}), or be 0 for no BPE")
+        sequences = lambda: (remap[read_spill(spill, p.offset, p.length)] for p in sample)  # noqa: E731
+        tokenizer.train(vocab_size=args.vocab_size, model="BPE", iterator=BarWordsIterator(tokenizer, sequences, len(sample)))
+    return tokenizer, composer_map, base_vocab, scan_vocab, sample
+
+
+def row_files(by_split: dict[str, list[Piece]], composers: list[str], folded: dict[str, str]) -> dict[str, list[dict]]:
+    """What the row writers need of each piece: file names, labels and the scan's spill offsets (no scores)."""
+    label_of = {c: composers.index(f) for c, f in folded.items()}
+    return {
+        split: [
+            {"path": str(p.file.path), "source": p.file.source, "label": label_of[p.file.composer], "offset": p.offset, "length": p.length}
+            for p in chosen
+        ]
+        for split, chosen in by_split.items()
+    }
+
+
+def write_dataset(
+    files_by_split: dict[str, list[dict]], tok_tmp: Path, data_tmp: Path, work: Path, composers: list[str], scan_vocab: list[str],
+    args: PrepareArguments, timings: dict,
+):
+    """The rows as Arrow files, saved to `data_tmp` and read back from there (so the work cache can go)."""
+    clock = time.perf_counter()
+    augment = {k: getattr(args, k) for k in ("augment_pitch_offsets", "augment_velocity_offsets", "augment_tempo_factors")} if args.augment else None
+    scan = {"spill": str(work / "scan.bin"), "scan_vocab": tuple(scan_vocab), "bounds": {"max_silence_beats": args.max_silence_beats}}
+    dataset = build_dataset(files_by_split, tok_tmp, composers, args.max_seq_len, augment, args.num_proc, work, args.task_list(), scan)
+    timings["rows"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    dataset.save_to_disk(str(data_tmp), num_proc=None)
+    timings["write"] = time.perf_counter() - clock
+    del dataset
+    dataset = load_from_disk(str(data_tmp))  # the saved copy, so the cache can go
+    shutil.rmtree(work, ignore_errors=True)
+    return dataset
+
+
+def add_file_lists(report: dict, duplicates: dict, cut: dict, flagged: dict, normal: dict) -> None:
+    """The files the scan set aside or cut, each with its reason, into the report."""
+    report["files"].update(duplicates=len(duplicates), cut=len(cut), flagged=len(flagged))
+    report["duplicate_files"] = dict(sorted(duplicates.items()))
+    report["cut_files"] = dict(sorted(cut.items()))
+    report["flagged_files"] = dict(sorted(flagged.items()))
+    report["normal_range"] = normal
+
+
 def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> dict:
     """Scan, tokenize and split the files; write the tokenizer and the dataset (with the resolved
     configuration beside it) whole, or nothing. `tokenizer_overrides`: config.json's `tokenizer` section."""
@@ -214,52 +272,23 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
 
         # Tokenizer: REMI, then BPE learnt on a sample of the training pieces
         clock = time.perf_counter()
-        tokenizer, composer_map = build_tokenizer(tokenizer_settings, composers)
-        composer_map.pieces = [sum(counts[c] for c, f in folded.items() if f == name) for name in composers]
-        base_vocab = len(tokenizer)
-        scan_vocab = scan_vocabulary(tokenizer_settings)
-        remap = np.array([tokenizer.vocab[t] for t in scan_vocab], dtype=np.int64)
-        sample = bpe_sample(by_split["train"], args.bpe_max_files, args.seed) if args.vocab_size else []
-        if args.vocab_size:
-            if args.vocab_size <= base_vocab:
-                raise InputError(f"--vocab_size {args.vocab_size} must exceed the base REMI vocabulary ({base_vocab}), or be 0 for no BPE")
-            spill = work / "scan.bin"
-            sequences = lambda: (remap[read_spill(spill, p.offset, p.length)] for p in sample)  # noqa: E731
-            tokenizer.train(vocab_size=args.vocab_size, model="BPE", iterator=BarWordsIterator(tokenizer, sequences, len(sample)))
+        pieces_per_composer = [sum(counts[c] for c, f in folded.items() if f == name) for name in composers]
+        tokenizer, composer_map, base_vocab, scan_vocab, sample = train_tokenizer(
+            tokenizer_settings, composers, pieces_per_composer, by_split["train"], args, work / "scan.bin"
+        )
         save_tokenizer(tokenizer, composer_map, tok_tmp)
         timings["bpe"] = time.perf_counter() - clock
 
         # Dataset rows, then Arrow files
-        clock = time.perf_counter()
-        label_of = {c: composers.index(f) for c, f in folded.items()}
-        files_by_split = {
-            split: [
-                {"path": str(p.file.path), "source": p.file.source, "label": label_of[p.file.composer], "offset": p.offset, "length": p.length}
-                for p in chosen
-            ]
-            for split, chosen in by_split.items()
-        }
+        files_by_split = row_files(by_split, composers, folded)
         del by_split
-        augment = {k: getattr(args, k) for k in ("augment_pitch_offsets", "augment_velocity_offsets", "augment_tempo_factors")} if args.augment else None
-        scan = {"spill": str(work / "scan.bin"), "scan_vocab": tuple(scan_vocab), "bounds": {"max_silence_beats": args.max_silence_beats}}
-        dataset = build_dataset(files_by_split, tok_tmp, composers, args.max_seq_len, augment, args.num_proc, work, args.task_list(), scan)
-        timings["rows"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        dataset.save_to_disk(str(data_tmp), num_proc=None)
-        timings["write"] = time.perf_counter() - clock
-        del dataset
-        dataset = load_from_disk(str(data_tmp))  # the saved copy, so the cache can go
-        shutil.rmtree(work, ignore_errors=True)
+        dataset = write_dataset(files_by_split, tok_tmp, data_tmp, work, composers, scan_vocab, args, timings)
 
         report = make_report(
             seen, len(pieces), skipped, dataset, composers, composer_map.to_json(), base_vocab, len(tokenizer), args.task_list(),
             (tokenizer[FULL_TOKEN], tokenizer["EOS_None"]),
         )
-        report["files"].update(duplicates=len(duplicates), cut=len(cut), flagged=len(flagged))
-        report["duplicate_files"] = dict(sorted(duplicates.items()))
-        report["cut_files"] = dict(sorted(cut.items()))
-        report["flagged_files"] = dict(sorted(flagged.items()))
-        report["normal_range"] = normal
+        add_file_lists(report, duplicates, cut, flagged, normal)
         report["bpe"] = {"training_files": len(sample), "max_files": args.bpe_max_files, "seed": args.seed}
         report["seconds"] = {k: round(v, 2) for k, v in timings.items()}
         (data_tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
