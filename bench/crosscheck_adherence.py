@@ -30,7 +30,9 @@ from pathlib import Path
 import numpy as np
 from datasets import load_from_disk
 from sklearn.feature_extraction import DictVectorizer
+from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import MultinomialNB
+from sklearn.preprocessing import StandardScaler
 
 from midilm.composer_classifier import FEATURE_NAMES, Notes, crops, features, fit_classifier, real_pieces, scores_from_midi, typical_length
 from midilm.modeling import load_midilm_dir
@@ -64,20 +66,26 @@ def ngrams(notes: Notes) -> Counter:
     return Counter("|".join(s[i : i + n]) for n in (1, 2, 3) for i in range(len(s) - n + 1))
 
 
+def training_crops(train: dict[str, list], length: int, per_piece: int, seed: int) -> tuple[list[Notes], list[int]]:
+    """Crops of every training piece (at most `per_piece` each, seeded) and their composer's index in sorted order."""
+    rng = random.Random(seed)
+    cs, labels = [], []
+    for k, name in enumerate(sorted(train)):
+        for piece in train[name]:
+            for crop in crops(Notes.of(piece), length, "notes", per_piece, rng):
+                cs.append(crop)
+                labels.append(k)
+    return cs, labels
+
+
 class NgramBayes:
     """Multinomial naive Bayes over the n-gram counts of `steps`."""
 
     def __init__(self, train: dict[str, list], length: int, per_piece: int, seed: int):
-        rng = random.Random(seed)
-        self.composers, self.length = sorted(train), length
-        rows, labels = [], []
-        for k, name in enumerate(self.composers):
-            for piece in train[name]:
-                for crop in crops(Notes.of(piece), length, "notes", per_piece, rng):
-                    rows.append(ngrams(crop))
-                    labels.append(k)
+        self.composers = sorted(train)
+        cs, labels = training_crops(train, length, per_piece, seed)
         self.vectorizer = DictVectorizer()
-        self.model = MultinomialNB(alpha=0.5).fit(self.vectorizer.fit_transform(rows), labels)
+        self.model = MultinomialNB(alpha=0.5).fit(self.vectorizer.fit_transform([ngrams(c) for c in cs]), labels)
 
     def predict(self, crops_: list[Notes]) -> list[str]:
         return [self.composers[k] for k in self.model.predict(self.vectorizer.transform([ngrams(c) for c in crops_]))]
@@ -87,17 +95,9 @@ class FeatureSubset:
     """The report's classifier (logistic regression, standardised) fitted on some of its features."""
 
     def __init__(self, train: dict[str, list], length: int, per_piece: int, seed: int, keep: np.ndarray):
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.preprocessing import StandardScaler
-
-        rng = random.Random(seed)
         self.composers, self.keep = sorted(train), keep
-        x, y = [], []
-        for k, name in enumerate(self.composers):
-            for piece in train[name]:
-                for crop in crops(Notes.of(piece), length, "notes", per_piece, rng):
-                    x.append(features(crop)[keep])
-                    y.append(k)
+        cs, y = training_crops(train, length, per_piece, seed)
+        x = [features(c)[keep] for c in cs]
         self.scaler = StandardScaler().fit(x)
         self.model = LogisticRegression(max_iter=5000, class_weight="balanced").fit(self.scaler.transform(x), y)
 
