@@ -188,7 +188,7 @@ def table(work: Path) -> str:
             f"{s['train_runtime_s']:.0f} |"
         )
     composers = "bach / monteverdi / palestrina"
-    lines.append(f"\nPer composer: {composers}. {SAMPLES} samples per composer per scale, {TOKENS} tokens; {STEPS} steps. "
+    lines.append(f"\nPer composer: {composers}. {SAMPLES} samples per composer per scale, {TOKENS} tokens; {STEPS} steps unless the change says otherwise. "
                  f"{platform.machine()}, {os.cpu_count()} cores, {datetime.date.today()}.")
     return "\n".join(lines)
 
