@@ -107,21 +107,33 @@ def experiment(work: Path, name: str, steps: int) -> dict:
         train_s = run([sys.executable, str(ROOT / "train.py"), "--dataset_dir", str(data / "data"), "--tokenizer_dir", str(data / "tokenizer"),
                        "--output_dir", str(model), "--max_steps", str(steps), "--eval_steps", "500", "--save_steps", "500",
                        "--samples_per_composer", "0", *train_flags], folder, log)
-    if not (folder / "eval" / "report.json").exists():
-        run([sys.executable, str(ROOT / "evaluate_samples.py"), "--model_dir", str(model), "--dataset_dir", str(data / "data"),
-             "--output_dir", str(folder / "eval"), "--adherence_scales", SCALES, "--adherence_samples_per_composer", str(SAMPLES),
-             "--max_new_tokens", str(TOKENS), "--num_samples_per_composer", "2", "--accompaniment_pieces", "0"], folder, log)
-    summary = summarize(name, model, folder / "eval" / "report.json", train_s)
+    summary = summarize(name, model, sweep(model, data, folder / "eval", log), train_s)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def summarize(name: str, model: Path, report_path: Path, train_s: float | None) -> dict:
-    results = json.loads((model / "all_results.json").read_text())
-    report = json.loads(report_path.read_text())
-    adherence = report["adherence"]
+def sweep(model: Path, data: Path, out: Path, log: Path) -> dict:
+    """evaluate_samples.py's guidance sweep on `model` into `out` (a finished report is reused): its adherence section."""
+    if not (out / "report.json").exists():
+        run([sys.executable, str(ROOT / "evaluate_samples.py"), "--model_dir", str(model), "--dataset_dir", str(data / "data"),
+             "--output_dir", str(out), "--adherence_scales", SCALES, "--adherence_samples_per_composer", str(SAMPLES),
+             "--max_new_tokens", str(TOKENS), "--num_samples_per_composer", "2", "--accompaniment_pieces", "0"], out.parent, log)
+    return json.loads((out / "report.json").read_text())["adherence"]
+
+
+def adherence_figures(adherence: dict) -> dict:
+    """Adherence at s = 1 and at the scale the sweep chose, overall and per composer."""
     rows = {row["scale"]: row for row in adherence["rows"]}
     chosen = adherence["choice"]["scale"]
+    return {
+        "s1": rows[1.0]["adherence"], "s1_per_composer": rows[1.0]["per_composer"],
+        "chosen_scale": chosen, "chosen": rows[chosen]["adherence"], "chosen_per_composer": rows[chosen]["per_composer"],
+    }
+
+
+def summarize(name: str, model: Path, adherence: dict, train_s: float | None) -> dict:
+    results = json.loads((model / "all_results.json").read_text())
+    rows = {row["scale"]: row for row in adherence["rows"]}
     if name in SAMPLING:
         base, values = SAMPLING[name]
         variant, flags = EXPERIMENTS[base][0], [f"{base}'s model, sampled with {json.dumps(values)}"]
@@ -135,8 +147,7 @@ def summarize(name: str, model: Path, report_path: Path, train_s: float | None) 
         "train_runtime_s": results.get("train_runtime", train_s),
         "ceiling": adherence["ceiling"]["overall"]["share"],
         "ceiling_per_composer": {c: v["share"] for c, v in adherence["ceiling"]["per_composer"].items()},
-        "s1": rows[1.0]["adherence"], "s1_per_composer": rows[1.0]["per_composer"],
-        "chosen_scale": chosen, "chosen": rows[chosen]["adherence"], "chosen_per_composer": rows[chosen]["per_composer"],
+        **adherence_figures(adherence),
         "degenerate_guard_on": {s: r["degenerate_guard_on"]["count"] for s, r in rows.items()},
         "degenerate_guard_off": {s: r["degenerate_guard_off"]["count"] for s, r in rows.items()},
         "n_per_composer": SAMPLES,
@@ -151,21 +162,13 @@ def curve(work: Path, name: str) -> list[dict]:
     for checkpoint in sorted((folder / "model").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
         for file in ("tokenizer.json", "composers.json"):
             shutil.copy2(folder / "model" / file, checkpoint / file)
-        out = folder / f"eval-{checkpoint.name}"
-        if not (out / "report.json").exists():
-            run([sys.executable, str(ROOT / "evaluate_samples.py"), "--model_dir", str(checkpoint), "--dataset_dir", str(data / "data"),
-                 "--output_dir", str(out), "--adherence_scales", SCALES, "--adherence_samples_per_composer", str(SAMPLES),
-                 "--max_new_tokens", str(TOKENS), "--num_samples_per_composer", "2", "--accompaniment_pieces", "0"], folder, folder / "log.txt")
+        adherence = sweep(checkpoint, data, folder / f"eval-{checkpoint.name}", folder / "log.txt")
         state = json.loads((checkpoint / "trainer_state.json").read_text())
         evals = [e for e in state["log_history"] if "eval_loss" in e and e["step"] == state["global_step"]]
-        report = json.loads((out / "report.json").read_text())["adherence"]
-        rows = {row["scale"]: row for row in report["rows"]}
-        chosen = report["choice"]["scale"]
         points.append({
             "step": state["global_step"], "eval_loss": evals[-1]["eval_loss"] if evals else None,
             "composer_information": evals[-1].get("eval_composer_information") if evals else None,
-            "s1": rows[1.0]["adherence"], "s1_per_composer": rows[1.0]["per_composer"],
-            "chosen_scale": chosen, "chosen": rows[chosen]["adherence"], "chosen_per_composer": rows[chosen]["per_composer"],
+            **adherence_figures(adherence),
         })
     (folder / "curve.json").write_text(json.dumps(points, indent=2))
     return points
