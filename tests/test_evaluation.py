@@ -178,6 +178,9 @@ def test_arguments_are_checked():
         EvaluateArguments(guidance_scales="1,two")
     with pytest.raises(InputError, match="--accompaniment_pieces -1"):
         EvaluateArguments(accompaniment_pieces=-1)
+    for name in ("num_samples_per_composer", "max_new_tokens", "batch_size", "adherence_samples_per_composer", "sample_batch_size"):
+        with pytest.raises(InputError, match=f"^--{name} 0: must be at least 1$"):
+            EvaluateArguments(**{name: 0})
 
 
 # Memorization and the training split at scale ---------------------------------------------------

@@ -56,18 +56,11 @@ class EvaluateArguments:
     def __post_init__(self):
         if self.split not in HELD_OUT_SPLITS:
             raise InputError(f"--split {self.split!r}: choose a held-out split ({' or '.join(HELD_OUT_SPLITS)})")
-        if self.num_samples_per_composer < 1:
-            raise InputError(f"--num_samples_per_composer {self.num_samples_per_composer}: must be at least 1")
-        if self.max_new_tokens < 1:
-            raise InputError(f"--max_new_tokens {self.max_new_tokens}: must be at least 1")
+        for name in ("num_samples_per_composer", "max_new_tokens", "batch_size", "adherence_samples_per_composer", "sample_batch_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name} {getattr(self, name)}: must be at least 1")
         if self.accompaniment_pieces < 0:
             raise InputError(f"--accompaniment_pieces {self.accompaniment_pieces}: must be 0 or more")
-        if self.batch_size < 1:
-            raise InputError(f"--batch_size {self.batch_size}: must be at least 1")
-        if self.adherence_samples_per_composer < 1:
-            raise InputError(f"--adherence_samples_per_composer {self.adherence_samples_per_composer}: must be at least 1")
-        if self.sample_batch_size < 1:
-            raise InputError(f"--sample_batch_size {self.sample_batch_size}: must be at least 1")
         flag, text = ("--guidance_scales", self.guidance_scales) if self.guidance_scales is not None else ("--adherence_scales", self.adherence_scales)
         try:
             # sorted and unique: the table reads top to bottom, and one scale is sampled once
