@@ -44,6 +44,9 @@ EXPERIMENTS = {
     "balanced": ("d80", ["--composer_balanced"]),
     "lr-2e-3": ("d80", ["--learning_rate", "0.002"]),
     "lr-5e-4": ("d80", ["--learning_rate", "0.0005"]),
+    # The schedule: hold the peak rate and decay over the last 20% of steps (warmup-stable-decay), instead of a
+    # cosine that spends the last third of the run below a quarter of its peak.
+    "schedule-wsd": ("d80", ["--lr_scheduler_type", "warmup_stable_decay", "--lr_scheduler_kwargs", '{"num_decay_steps": 300}']),
     "wide": ("d80", ["--model_overrides", '{"hidden_size": 192, "intermediate_size": 768}']),
     "pieces-240": ("d240", []),
     "pieces-240-balanced": ("d240", ["--composer_balanced"]),

@@ -34,3 +34,14 @@ def test_demo_pipeline_on_a_tiny_subset(tmp_path):
     # a second run finds every stage done and changes nothing
     again = subprocess.run(["make", "-f", str(REPO / "Makefile"), "pipeline", *tiny], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "prepare_dataset.py" not in again.stdout
+
+
+def test_demo_full_runs_the_same_pipeline_in_its_own_folder_with_the_longer_budget(tmp_path):
+    # -n prints the stages without running them (the sub-make line runs, itself with -n)
+    result = subprocess.run(["make", "-n", "-f", str(REPO / "Makefile"), "pipeline-full", "FULL_STEPS=7", "FULL_EVAL_SAMPLES=5"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"Entering directory '{tmp_path / 'demo-full'}'" in result.stdout
+    assert "train.py --max_steps 7 " in result.stdout and "--adherence_samples_per_composer 5" in result.stdout
+    assert "prepare_dataset.py" in result.stdout and "generate.py" in result.stdout
+    assert not (tmp_path / "data").exists()  # the quick demo's folders are left alone

@@ -18,7 +18,7 @@ import torch
 from conftest import REPO, assert_refused, load_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from midilm.training import ComposerBalancedSampler, MidiCollator, MidiTrainer, dataset_tasks_and_row_len, last_complete_checkpoint
+from midilm.training import ComposerBalancedSampler, MidiCollator, MidiTrainer, TRAINING_DEFAULTS, dataset_tasks_and_row_len, last_complete_checkpoint
 
 # No --max_seq_len: the context comes from the dataset (prepared with --max_seq_len 256).
 TINY = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
@@ -328,6 +328,24 @@ def test_trainer_uses_the_balanced_sampler_only_when_asked(tmp_path):
     assert len(seen) == 200 and abs((seen == 6).float().mean().item() - 0.5) < 0.15  # 1:9 rows, drawn 1:1
     plain = MidiTrainer(model=model, args=args, train_dataset=rows, data_collator=collator)
     assert not isinstance(plain._get_train_sampler(), ComposerBalancedSampler)
+
+
+def test_warmup_stable_decay_decays_over_the_last_fifth_unless_told(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2))
+
+    def rates(**kwargs) -> list[float]:
+        args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, learning_rate=1.0, warmup_steps=2,
+                                 lr_scheduler_type=TRAINING_DEFAULTS["lr_scheduler_type"], **kwargs)
+        trainer = MidiTrainer(model=model, args=args)
+        trainer.create_optimizer_and_scheduler(num_training_steps=50)
+        return [trainer.lr_scheduler.lr_lambdas[0](step) for step in range(51)]
+
+    default = rates()
+    assert default[2:40] == [1.0] * 38 and default[40] == 1.0 > default[41] > default[45] > default[50] == 0.0  # decays over 10 of 50
+    told = rates(lr_scheduler_kwargs={"num_decay_steps": 25})
+    assert told[24] == 1.0 > told[26]
 
 
 def test_incomplete_checkpoint_is_skipped(tmp_path):
