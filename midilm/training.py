@@ -38,9 +38,10 @@ from midilm.sample_files import sample_stem
 from midilm.sampling import SamplingSettings
 from midilm.tokenizer import ComposerMap
 
+# The share of the steps over which the warmup_stable_decay schedule decays, unless num_decay_steps is given.
+WSD_DECAY_SHARE = 0.2
 # midilm's defaults for transformers' TrainingArguments (which midilm does not own); config.json's
 # `training` section and the flags override them.
-WSD_DECAY_SHARE = 0.2
 TRAINING_DEFAULTS = {
     "output_dir": "model_output",
     "per_device_train_batch_size": 8,
