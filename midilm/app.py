@@ -88,6 +88,11 @@ def page_message(message: str, upload: str | None) -> str:
     return f"{CONTROL_LABELS[flag]}: {rest}" if flag in CONTROL_LABELS else message
 
 
+def page_error(err: InputError, upload: str | None) -> gr.Error:
+    """The page's error for bad input: it stays until closed (a 10-second toast is easy to miss), no stack trace."""
+    return gr.Error(page_message(str(err), upload), duration=None, print_exception=False)
+
+
 class LoadedModel:
     """The loaded model and its defaults; `generate` serves one request."""
 
@@ -125,7 +130,7 @@ class LoadedModel:
                 max_new_tokens=None if melody_midi else int(max_new_tokens),
             )
         except InputError as err:
-            raise gr.Error(page_message(str(err), upload), print_exception=False) from None
+            raise page_error(err, upload) from None
         if melody_midi:
             return self.accompany(composer, settings, prompt_midi, melody_midi, progress)
         try:
@@ -146,7 +151,7 @@ class LoadedModel:
             record = {"model_dir": self.model_dir, "prompt_midi": prompt_name, "prompt_bars": prompt_bars, "device": self.device}
             write_samples(plan, output, [files], record, self.soundfont)
         except InputError as err:
-            raise gr.Error(page_message(str(err), prompt_midi), print_exception=False) from None
+            raise page_error(err, prompt_midi) from None
         self._prune()
 
         settings = {"composer": plan.composers[0], **plan.settings, "prompt_midi": prompt_name, "prompt_bars": prompt_bars}
@@ -175,7 +180,7 @@ class LoadedModel:
             record = {"model_dir": self.model_dir, "melody_midi": melody_name, "device": self.device}
             write_accompaniments(results, files, record, self.soundfont)
         except InputError as err:
-            raise gr.Error(page_message(str(err), melody_midi), print_exception=False) from None
+            raise page_error(err, melody_midi) from None
         self._prune()
         files, result = files[0], results[0]
         settings = {"composer": result.composer, **result.settings, "seed": seed, "melody_midi": melody_name, "bars": result.bars}

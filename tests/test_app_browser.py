@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -107,6 +108,8 @@ def test_page_generates_in_a_real_browser(browser, app_url, tmp_path):  # noqa: 
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#prompt-midi input[type=file]"))[0].send_keys(str(bad))
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#prompt-midi a[href$='/notes.mid']"))
     browser.find_element(By.ID, "generate").click()
-    wait.until(lambda d: "not a valid MIDI file" in d.find_element(By.TAG_NAME, "body").text)
-    page = browser.find_element(By.TAG_NAME, "body").text
-    assert "MIDI to continue: notes.mid: not a valid MIDI file" in page and "Traceback" not in page
+    message = "MIDI to continue: notes.mid: not a valid MIDI file"
+    page = wait.until(lambda d: message in (text := d.find_element(By.TAG_NAME, "body").text) and text)
+    assert "Traceback" not in page
+    time.sleep(11)  # gradio's default toast is gone after 10 s; an error stays until the user closes it
+    assert message in browser.find_element(By.TAG_NAME, "body").text
