@@ -347,11 +347,16 @@ class MidiTrainer(Trainer):
         self._uncond_metrics: dict[str, dict] = {}  # metric prefix -> the unconditional pass's figures, until logged
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
-        # warmup_stable_decay needs its decay length in steps; unless given, the last WSD_DECAY_SHARE of the run
-        if self.args.lr_scheduler_type == "warmup_stable_decay" and "num_decay_steps" not in (self.args.lr_scheduler_kwargs or {}):
-            decay = max(1, round(WSD_DECAY_SHARE * num_training_steps))
-            self.args.lr_scheduler_kwargs = {**(self.args.lr_scheduler_kwargs or {}), "num_decay_steps": decay}
-        return super().create_scheduler(num_training_steps, optimizer)
+        # warmup_stable_decay needs its decay length in steps; unless given, the last WSD_DECAY_SHARE of this run
+        # (lent to the Trainer for this call only, so a later train() with another length derives its own)
+        given = self.args.lr_scheduler_kwargs
+        if self.args.lr_scheduler_type != "warmup_stable_decay" or "num_decay_steps" in (given or {}):
+            return super().create_scheduler(num_training_steps, optimizer)
+        self.args.lr_scheduler_kwargs = {**(given or {}), "num_decay_steps": max(1, round(WSD_DECAY_SHARE * num_training_steps))}
+        try:
+            return super().create_scheduler(num_training_steps, optimizer)
+        finally:
+            self.args.lr_scheduler_kwargs = given
 
     def _get_train_sampler(self, train_dataset=None):
         if self._balance_composers is None:

@@ -335,16 +335,22 @@ def test_warmup_stable_decay_decays_over_the_last_fifth_unless_told(tmp_path):
 
     model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2))
 
-    def rates(**kwargs) -> list[float]:
+    def rates(trainer: MidiTrainer, steps: int) -> list[float]:
+        trainer.lr_scheduler = None
+        trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+        return [trainer.lr_scheduler.lr_lambdas[0](step) for step in range(steps + 1)]
+
+    def trainer_with(**kwargs) -> MidiTrainer:
         args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, learning_rate=1.0, warmup_steps=2,
                                  lr_scheduler_type=TRAINING_DEFAULTS["lr_scheduler_type"], **kwargs)
-        trainer = MidiTrainer(model=model, args=args)
-        trainer.create_optimizer_and_scheduler(num_training_steps=50)
-        return [trainer.lr_scheduler.lr_lambdas[0](step) for step in range(51)]
+        return MidiTrainer(model=model, args=args)
 
-    default = rates()
+    trainer = trainer_with()
+    default = rates(trainer, 50)
     assert default[2:40] == [1.0] * 38 and default[40] == 1.0 > default[41] > default[45] > default[50] == 0.0  # decays over 10 of 50
-    told = rates(lr_scheduler_kwargs={"num_decay_steps": 25})
+    longer = rates(trainer, 100)  # a second run on the same arguments derives its own decay length
+    assert longer[80] == 1.0 > longer[81] and not trainer.args.lr_scheduler_kwargs
+    told = rates(trainer_with(lr_scheduler_kwargs={"num_decay_steps": 25}), 50)
     assert told[24] == 1.0 > told[26]
 
 
