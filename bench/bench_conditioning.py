@@ -128,18 +128,19 @@ def sweep(model: Path, data: Path, out: Path, log: Path) -> dict:
 
 
 def adherence_figures(adherence: dict) -> dict:
-    """Adherence at s = 1 and at the scale the sweep chose, overall and per composer."""
+    """Adherence at s = 1 and at the scale the sweep chose, overall and per composer; degenerate samples per scale."""
     rows = {row["scale"]: row for row in adherence["rows"]}
     chosen = adherence["choice"]["scale"]
     return {
         "s1": rows[1.0]["adherence"], "s1_per_composer": rows[1.0]["per_composer"],
         "chosen_scale": chosen, "chosen": rows[chosen]["adherence"], "chosen_per_composer": rows[chosen]["per_composer"],
+        "degenerate_guard_on": {s: r["degenerate_guard_on"]["count"] for s, r in rows.items()},
+        "degenerate_guard_off": {s: r["degenerate_guard_off"]["count"] for s, r in rows.items()},
     }
 
 
 def summarize(name: str, model: Path, adherence: dict, train_s: float | None) -> dict:
     results = json.loads((model / "all_results.json").read_text())
-    rows = {row["scale"]: row for row in adherence["rows"]}
     if name in SAMPLING:
         base, values = SAMPLING[name]
         variant, flags = EXPERIMENTS[base][0], [f"{base}'s model, sampled with {json.dumps(values)}"]
@@ -154,8 +155,6 @@ def summarize(name: str, model: Path, adherence: dict, train_s: float | None) ->
         "ceiling": adherence["ceiling"]["overall"]["share"],
         "ceiling_per_composer": {c: v["share"] for c, v in adherence["ceiling"]["per_composer"].items()},
         **adherence_figures(adherence),
-        "degenerate_guard_on": {s: r["degenerate_guard_on"]["count"] for s, r in rows.items()},
-        "degenerate_guard_off": {s: r["degenerate_guard_off"]["count"] for s, r in rows.items()},
         "n_per_composer": SAMPLES,
     }
 
