@@ -27,6 +27,11 @@ Sets (`compare`): for every scalar metric, the mean and std of each set, ``mean_
 mean_real| / std_real, and the overlapping area and KL divergence of the two value distributions
 smoothed by a Gaussian kernel (Yang & Lerch 2018); for the histograms, the Jensen–Shannon divergence
 between the sets' mean histograms. The reference is always a set of real pieces, never a constant.
+
+Real pieces are much longer than samples, and pitch range, pitch-class entropy and the like grow with
+length; a composer may also have only a couple of held-out pieces, whose std is no unit at all. So the
+report compares samples with real passages as long as they are: `bar_windows` cuts each real piece
+into windows of the samples' median bar count (`median_bars`).
 """
 
 from __future__ import annotations
@@ -190,6 +195,28 @@ def piece_metrics(
     result["pitch_class_histogram"] = pc_hist.tolist()
     result["duration_histogram"] = duration_hist.tolist()
     return result
+
+
+def bar_windows(score: Score, n_bars: int) -> list[Score]:
+    """`score` cut into windows of `n_bars` bars laid end to end from its first bar, each moved to start
+    at 0 under the time signature in force (a last, shorter remainder is dropped; so are windows
+    without notes). A piece of at most `n_bars` bars is one window: itself."""
+    if n_bars < 1:
+        raise ValueError(f"a window holds at least 1 bar, got {n_bars}")
+    score = tick_score(score)
+    starts, lengths = bars(score)
+    if len(starts) <= n_bars:
+        return [score]
+    edges = np.append(starts, starts[-1] + lengths[-1])
+    windows = [score.clip(int(edges[i]), int(edges[i + n_bars]), clip_end=False).shift_time(-int(edges[i]))
+               for i in range(0, len(starts) - n_bars + 1, n_bars)]
+    return [w for w in windows if w.note_num()] or [score]
+
+
+def median_bars(pieces: Sequence[dict]) -> int:
+    """The median bar count of measured pieces (`piece_metrics` dicts): the window length to cut real pieces to."""
+    counts = [p["n_bars"] for p in pieces if p.get("n_bars")]
+    return max(1, int(np.median(counts))) if counts else 1
 
 
 # Set level -------------------------------------------------------------------------------------

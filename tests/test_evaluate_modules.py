@@ -31,7 +31,7 @@ def test_path_names_each_module():
 
 
 def test_music_metrics_from_midi_files_and_tokens(bach_files, prepared):
-    from midilm.metrics import compare, piece_metrics
+    from midilm.metrics import bar_windows, compare, median_bars, piece_metrics
     from midilm.tokenizer import encode_ids, load_tokenizer, vocab_base_tokens
 
     files = [str(f.path) for f in bach_files]
@@ -42,6 +42,14 @@ def test_music_metrics_from_midi_files_and_tokens(bach_files, prepared):
     expected = compare([piece_metrics(Score(f)) for f in files[:2]], [piece_metrics(Score(f)) for f in files[2:5]])
     assert result["comparison"]["polyphony"] == pytest.approx(expected["polyphony"])
     assert result["distance"]["mean_gap"] > 0 and 0 <= result["distance"]["mean_overlap"] <= 1
+    # against the real pieces cut into passages as long as the predictions
+    auto = metric.compute(predictions=files[:2], real=files[2:5], real_windows="auto")
+    assert auto["real_window_bars"] == median_bars(result["per_piece"]) and "real_window_bars" not in result
+    windows = metric.compute(predictions=files[:2], real=files[2:5], real_windows=4)
+    passages = [piece_metrics(w) for f in files[2:5] for w in bar_windows(Score(f), 4)]
+    assert len(passages) > 3 and windows["comparison"]["pitch_range"] == pytest.approx(compare(result["per_piece"], passages)["pitch_range"])
+    with pytest.raises(ValueError, match="real_windows"):
+        metric.compute(predictions=files[:2], real=files[2:5], real_windows=0)
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
     rows = [[tokenizer["BOS_None"], composer_map.token_ids[0], *encode_ids(tokenizer, Score(f)).tolist(), tokenizer["EOS_None"]] for f in files[:2]]

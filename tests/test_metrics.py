@@ -11,10 +11,12 @@ from symusic import Note, Score, TimeSignature, Track
 from midilm.metrics import (
     DURATION_BIN_EDGES,
     SCALAR_METRICS,
+    bar_windows,
     compare,
     distribution_distance,
     js_divergence,
     longest_shared_run,
+    median_bars,
     piece_metrics,
     pitch_sequence,
     summary_scalars,
@@ -138,6 +140,32 @@ def test_compare_identical_and_different_sets():
         [{**m, "syntax_error_rate": 0.1} for m in real], [{**m, "syntax_error_rate": 0.0} for m in real]
     )
     assert with_errors["syntax_error_rate"]["generated_mean"] == pytest.approx(0.1)
+
+
+def test_bar_windows_cut_a_piece_into_passages_that_start_at_zero_under_its_time_signature():
+    piece = make_score([(i, 1, 60 + i) for i in range(30)], time_signature=(3, 4))  # 10 bars of 3/4, rising
+    windows = bar_windows(piece, 3)
+    assert len(windows) == 3  # the tenth bar is a remainder, dropped
+    assert [(w.start(), w.end()) for w in windows] == [(0, 9 * TPQ)] * 3
+    assert [[n.pitch for n in w.tracks[0].notes] for w in windows] == [list(range(60 + 9 * k, 69 + 9 * k)) for k in range(3)]
+    assert all((w.time_signatures[0].numerator, w.time_signatures[0].time) == (3, 0) for w in windows)
+    assert [piece_metrics(w)["n_bars"] for w in windows] == [3, 3, 3]
+    assert bar_windows(piece, 10) == [piece] and len(bar_windows(piece, 1)) == 10
+    with pytest.raises(ValueError, match="at least 1 bar"):
+        bar_windows(piece, 0)
+    assert median_bars([{"n_bars": 2}, {"n_bars": 4}, {"n_bars": 9}, {"n_bars": 0}]) == 4 and median_bars([]) == 1
+
+
+def test_passages_as_long_as_the_samples_remove_the_length_bias():
+    """Samples that are passages of the real pieces themselves: against whole pieces their pitch range
+    looks far off (a whole piece spans more); against passages of their own length there is no gap."""
+    real = [make_score([(i, 1, 48 + (i * 7 + k) % 36) for i in range(64)]) for k in range(3)]  # 16 bars each
+    samples = [w for piece in real for w in bar_windows(piece, 4)]
+    measured = [piece_metrics(w) for w in samples]
+    whole = compare(measured, [piece_metrics(p) for p in real])
+    passages = compare(measured, [piece_metrics(w) for p in real for w in bar_windows(p, median_bars(measured))])
+    assert whole["pitch_range"]["generated_mean"] < whole["pitch_range"]["real_mean"] and whole["pitch_range"]["mean_gap"] > 1
+    assert passages["pitch_range"]["mean_gap"] == 0.0 and passages["pitch_class_entropy"]["mean_gap"] == 0.0
 
 
 def test_distances():

@@ -16,6 +16,7 @@ from midilm.evaluate_modules import path
 from midilm.evaluation.samples import mean_or_none
 from midilm.guard import onset_counts
 from midilm.hub import rewrite_model_card
+from midilm.metrics import median_bars
 from midilm.modeling import GUIDANCE_KEY, TRAINING_CONFIG_FILE
 
 
@@ -87,12 +88,14 @@ class Judges:
             dataset=self.dataset_dir, tokenizer=self.tokenizer, **self.crop,
         )
 
-    def metric_gap(self, samples: list[dict]) -> float | None:
+    def metric_gap(self, samples: list[dict], window_bars: int) -> float | None:
+        """The mean over composers of the standardised gap to the composer's real passages of `window_bars` bars."""
         gaps = []
         for c in self.composers:
             mine = [p["ids"] for p in samples if p["composer"] == c]
             if mine and self.real_ids[c]:
-                gaps.append(self.music.compute(predictions=mine, real=self.real_ids[c], tokenizer=self.tokenizer)["distance"]["mean_gap"])
+                result = self.music.compute(predictions=mine, real=self.real_ids[c], tokenizer=self.tokenizer, real_windows=window_bars)
+                gaps.append(result["distance"]["mean_gap"])
         return mean_or_none(gaps)
 
 
@@ -127,22 +130,24 @@ def composer_adherence(
 ) -> dict:
     """The adherence table: the composer classifier's ceiling on real held-out crops, the unconditional
     base rate, and at every sweep scale adherence beside degenerate samples (guard on and off), syntax
-    errors, the music-metric gap to the composer's real pieces, notes per sample and memorization.
+    errors, the music-metric gap to the composer's real passages as long as the samples, notes per
+    sample and memorization.
     Adherence and the metric gap come from midilm's `evaluate` modules (`Judges`); the classifier's
     crops are as long as the median sample."""
     guided = [p for s in args.scales for p in drawn[sweep_key(s)]]
     crop = {"crop_length": typical_length([p["score"] for p in guided], "notes"), "crop_unit": "notes", "seed": args.seed}
+    window_bars = median_bars([p for s in args.scales for p in sweep_sets[s]])  # the metric gap's real passages
     judges = Judges(args.dataset_dir, tokenizer, composers, real, crop)
     groups = {UNCONDITIONAL: judges.judge(drawn[UNCONDITIONAL])}
     rows = []
     for s in args.scales:
         result = groups[f"s = {s:g}"] = judges.judge(drawn[sweep_key(s)])
-        gap = judges.metric_gap(drawn[sweep_key(s)])
+        gap = judges.metric_gap(drawn[sweep_key(s)], window_bars)
         rows.append(scale_row(s, result, drawn[sweep_key(s)], drawn[sweep_key(s, guard=False)], sweep_sets[s], gap, tokenizer, thresholds))
     first = groups[UNCONDITIONAL]
     real_rate = degenerate(real, tokenizer, thresholds)
     return {
-        "settings": {"scales": args.scales, "samples_per_composer": args.adherence_samples_per_composer, **crop},
+        "settings": {"scales": args.scales, "samples_per_composer": args.adherence_samples_per_composer, **crop, "real_window_bars": window_bars},
         "classifier": {**first["classifier"], "chance": 1 / len(first["classifier"]["composers"]) if first["classifier"]["composers"] else None},
         "ceiling": first["ceiling"],
         "groups": {k: {key: v[key] for key in ("per_composer", "overall", "unconditional", "confusion", "predicted")} for k, v in groups.items()},

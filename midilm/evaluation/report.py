@@ -146,7 +146,9 @@ def per_composer_markdown(report: dict) -> list[str]:
     lines = [
         "## Music metrics per composer",
         "",
-        "Mean ± std over pieces; for the sample sets, the standardised gap |mean − real mean| / real std in brackets.",
+        (f"Mean ± std. Real: the held-out pieces cut into passages of {comp['real_window_bars']} bars, the trained samples' "
+         "median length (`midilm.metrics.bar_windows`), since pitch range and the like grow with length; for the sample "
+         "sets, the standardised gap |mean − real mean| / real std in brackets."),
         "",
     ]
     for c in composers:
@@ -156,9 +158,13 @@ def per_composer_markdown(report: dict) -> list[str]:
         for metric in SCALAR_METRICS:
             cells = [metric]
             for k in SETS:
+                if k == "real":
+                    ref = comp["trained"]["per_composer"][c].get(metric)
+                    cells.append(f"{ref['real_mean']:.3f} ± {ref['real_std']:.3f}" if ref else "–")
+                    continue
                 values = [p[metric] for p in by_set[k] if p[metric] is not None]
                 cell = f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "–"
-                gap = comp[k]["per_composer"][c].get(metric, {}).get("mean_gap") if k != "real" else None
+                gap = comp[k]["per_composer"][c].get(metric, {}).get("mean_gap")
                 cells.append(cell + (f" ({gap:.2f})" if gap is not None else ""))
             rows.append(cells)
         for hist in HISTOGRAM_METRICS:
@@ -167,7 +173,8 @@ def per_composer_markdown(report: dict) -> list[str]:
                 js = comp[k]["per_composer"][c].get(hist, {}).get("js_divergence") if k != "real" else None
                 cells.append("–" if k == "real" else _f(js))
             rows.append(cells)
-        rows.append(["pieces"] + [str(len(by_set[k])) for k in SETS])
+        passages = comp["trained"]["per_composer"][c].get("notes_per_bar", {}).get("real_n", 0)
+        rows.append(["pieces"] + [f"{passages} passages ({len(by_set['real'])} pieces)" if k == "real" else str(len(by_set[k])) for k in SETS])
         lines += _table(["metric", *SETS.values()], rows)
     return lines
 
@@ -179,7 +186,7 @@ def sweep_markdown(report: dict) -> list[str]:
         "",
         ("The composer-adherence sweep's samples (guard on), per composer, against that composer's real pieces: "
         "Jensen–Shannon divergence (bits) of the mean pitch-class and duration histograms, the mean standardised "
-        "metric gap, and the pitch-class JS to the other composers' real pieces. Pitch-class histograms mostly encode "
+        "metric gap (the real pieces as passages as long as the samples), and the pitch-class JS to the other composers' real pieces. Pitch-class histograms mostly encode "
         "key and mode, which the transposition augmentation scrambles, so these distances are not a test of "
         "conditioning: whether samples sound like their composer is read from the composer-adherence table above."),
         "",
@@ -240,7 +247,8 @@ def method_markdown(report: dict) -> list[str]:
         "The unigram model is fitted on the training split's tokens (augmented copies included, as the model saw them) "
         "with add-one smoothing over the whole vocabulary."),
         ("- Music metrics: `midilm.metrics.piece_metrics`; distances: `midilm.metrics.compare` per composer, averaged over "
-        f"composers (metrics: {', '.join(DISTANCE_METRICS)})."),
+        f"composers (metrics: {', '.join(DISTANCE_METRICS)}), against the real held-out pieces cut into passages as long as "
+        "the samples (`midilm.metrics.bar_windows`)."),
         "- Timings (s): " + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in report["timings"].items()) + f", on {s['device']}.",
         "",
     ]
@@ -320,8 +328,9 @@ def adherence_method_markdown(section: dict) -> list[str]:
         + (f"The guard's bounds (config.json's `midilm_guard`, learnt from the training split): {section['guard']['max_notes_per_onset']} "
            f"notes per onset, {section['guard']['max_notes_per_bar']} per bar. " if section.get("guard") else
            "This model carries no guard bounds (`midilm_guard`), so the guard never ran: retrain it with this train.py to get them. ")
-        + "Metric gap: the music metrics' mean standardised gap to the composer's real held-out pieces (`music_metrics` "
-        "evaluate module), averaged over composers. Shared run: the longest run of pitch intervals shared with one training "
+        + f"Metric gap: the music metrics' mean standardised gap to the composer's real held-out pieces cut into passages of "
+        f"{settings['real_window_bars']} bars, the samples' median length (`music_metrics` evaluate module, `real_windows`), "
+        "averaged over composers. Shared run: the longest run of pitch intervals shared with one training "
         "piece at any transposition (max / median)."),
         "",
     ]

@@ -20,9 +20,10 @@ from midilm.evaluation.accompaniment import accompaniment_pieces, evaluate_accom
 from midilm.evaluation.adherence import UNCONDITIONAL, composer_adherence, sweep_key
 from midilm.evaluation.data import TrainingScan, join_pieces, load_eval_dataset, scan_training, token_rows
 from midilm.evaluation.likelihood import likelihood_summary, model_nll, unigram_from_counts, unigram_nll
-from midilm.evaluation.samples import Sampler, measure, memorization, read_samples, set_comparison, sweep_row
+from midilm.evaluation.samples import Sampler, measure, memorization, read_samples, real_passages, set_comparison, sweep_row
 from midilm.generation import composer_names, decode_ids, load_model
 from midilm.guard import bounds_from_config
+from midilm.metrics import median_bars
 from midilm.modeling import TASKS_KEY, context_length, load_midilm_dir, model_tasks, sampling_defaults
 from midilm.rows import body_room, with_composer
 from midilm.sampling import SamplingSettings
@@ -131,6 +132,13 @@ class Evaluation:
     sweep_sets: dict[float, list[dict]] = field(default_factory=dict)  # metrics of the guarded sweep set per scale
     main_scale: float | None = None
     trained_scale: float | None = None
+    passages: dict[int, list[dict]] = field(default_factory=dict)  # real_passages by length in bars
+
+    def real_passages(self, n_bars: int) -> list[dict]:
+        """The real pieces as passages of `n_bars` bars, measured once per length."""
+        if n_bars not in self.passages:
+            self.passages[n_bars] = real_passages(self.real, n_bars)
+        return self.passages[n_bars]
 
     @contextmanager
     def timed(self, name: str):
@@ -284,7 +292,10 @@ def sample_sets_section(run: Evaluation, adherence: dict | None) -> dict:
         run.measured["random"] = measure(run.drawn["random"], tokenizer, index, "measuring random-weight samples")
     if max(p["syntax_error_rate"] for p in run.measured["real"]) > 0:
         print(f"warning: real {args.split} pieces read back with syntax errors; was the dataset built with this model's tokenizer?")
-    return {k: set_comparison(run.measured[k], run.measured["real"], run.composers) for k in ("trained", "random")}
+    # both sets against real passages as long as the trained samples, so the report's real column is one reference
+    n_bars = median_bars(run.measured["trained"])
+    comparison = {k: set_comparison(run.measured[k], run.real_passages(n_bars), run.composers) for k in ("trained", "random")}
+    return {**comparison, "real_window_bars": n_bars}
 
 
 def accompaniment_section(run: Evaluation) -> dict:
@@ -311,7 +322,7 @@ def accompaniment_section(run: Evaluation) -> dict:
 
 def sweep_section(run: Evaluation) -> dict:
     """Histogram distances of each guarded sweep set, per composer (the report's secondary table)."""
-    real = run.measured["real"]
+    real = run.real_passages(median_bars([p for s in run.args.scales for p in run.sweep_sets[s]]))  # the adherence table's reference
     return {f"{s:g}": {c: sweep_row(run.sweep_sets[s], real, c, run.composers) for c in run.composers} for s in run.args.scales}
 
 

@@ -16,7 +16,7 @@ from midilm.errors import InputError
 from midilm.generation import build_plan, decode_ids
 from midilm.grammar import count_syntax_errors
 from midilm.memorization import MemorizationIndex, PitchReader
-from midilm.metrics import compare, js_divergence, piece_metrics, summary_distance
+from midilm.metrics import bar_windows, compare, js_divergence, piece_metrics, summary_distance
 from midilm.modeling import context_length
 from midilm.sample_files import sample_stem
 from midilm.sampling import SamplingSettings
@@ -107,13 +107,24 @@ def measure(pieces: list[dict], tokenizer, index: MemorizationIndex, desc: str) 
     return rows
 
 
+def real_passages(real: list[dict], n_bars: int) -> list[dict]:
+    """The music metrics of real pieces cut into passages of `n_bars` bars (`midilm.metrics.bar_windows`),
+    each with its piece's composer and name: the reference a set of samples that long is compared with."""
+    return [
+        {"composer": p["composer"], "name": p["name"], **piece_metrics(w)}
+        for p in tqdm(real, desc=f"measuring real passages of {n_bars} bars", unit="piece", leave=False)
+        for w in bar_windows(p["score"], n_bars)
+    ]
+
+
 def mean_histogram(pieces: list[dict], key: str) -> list[float] | None:
     hists = [p[key] for p in pieces if p.get(key) and sum(p[key]) > 0]
     return np.mean(hists, axis=0).tolist() if hists else None
 
 
 def set_comparison(generated: list[dict], real: list[dict], composers: list[str]) -> dict:
-    """`compare` per composer and pooled, with `summary_distance` of each, and its mean over composers."""
+    """`compare` per composer and pooled, with `summary_distance` of each, and its mean over composers;
+    `real` is the reference (`real_passages` as long as the generated pieces)."""
     per_composer = {c: compare([p for p in generated if p["composer"] == c], [p for p in real if p["composer"] == c]) for c in composers}
     distances = {c: summary_distance(v) for c, v in per_composer.items()}
     mean = {k: mean_or_none([d[k] for d in distances.values()]) for k in ("mean_gap", "mean_overlap", "pitch_class_js", "duration_js")}

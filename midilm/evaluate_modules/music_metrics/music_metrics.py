@@ -9,7 +9,7 @@ import numpy as np
 
 from midilm.evaluate_modules import load_tokenizer_arg, read_pieces
 from midilm.grammar import count_syntax_errors
-from midilm.metrics import SCALAR_METRICS, compare, piece_metrics, summary_distance
+from midilm.metrics import SCALAR_METRICS, bar_windows, compare, median_bars, piece_metrics, summary_distance
 
 _DESCRIPTION = """
 Music metrics of symbolic pieces (midilm.metrics.piece_metrics): pitch-class entropy, scale
@@ -23,17 +23,23 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions: MIDI file paths, or token-id lists (then give `tokenizer`).
     real: optional reference pieces (MIDI paths or token-id lists) to compare the predictions with.
+    real_windows: compare with whole real pieces (None, the default), or with the real pieces cut into
+        windows of that many bars (midilm.metrics.bar_windows), or "auto": windows as long as the
+        predictions' median bar count. Real pieces are far longer than samples, and a few pieces give
+        no spread to measure a gap in; windows of the samples' length give both.
     tokenizer: a midilm tokenizer (or model) folder, or a miditok tokenizer: needed for token ids.
     positions_per_quarter: the onset grid of groove consistency (default 12).
 Returns:
     n_pieces; mean: the mean of every scalar metric over the pieces that define it; per_piece: every
     piece's metrics; with `real`: comparison (midilm.metrics.compare) and distance: mean_gap and
-    mean_overlap over the scalar metrics but the syntax error rate, pitch_class_js, duration_js.
+    mean_overlap over the scalar metrics but the syntax error rate, pitch_class_js, duration_js; with
+    `real_windows`, real_window_bars: the window length used.
 Examples:
     >>> import evaluate
     >>> from midilm.evaluate_modules import path
     >>> metric = evaluate.load(path("music_metrics"))
     >>> metric.compute(predictions=["sample.mid"], real=["chorale.mid"])
+    >>> metric.compute(predictions=["sample.mid"], real=["chorale.mid"], real_windows="auto")
 """
 
 _CITATION = """
@@ -52,6 +58,11 @@ def _metrics(items, tokenizer, positions_per_quarter: int) -> list[dict]:
     return [piece_metrics(s, syntax_error_rate=e, positions_per_quarter=positions_per_quarter) for s, e in zip(scores, errors)]
 
 
+def _window_metrics(items, tokenizer, n_bars: int, positions_per_quarter: int) -> list[dict]:
+    scores, _ = read_pieces(items, tokenizer)
+    return [piece_metrics(w, positions_per_quarter=positions_per_quarter) for s in scores for w in bar_windows(s, n_bars)]
+
+
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MusicMetrics(evaluate.Metric):
     def _info(self):
@@ -65,7 +76,9 @@ class MusicMetrics(evaluate.Metric):
             ],
         )
 
-    def _compute(self, predictions, real=None, tokenizer=None, positions_per_quarter: int = 12):
+    def _compute(self, predictions, real=None, tokenizer=None, positions_per_quarter: int = 12, real_windows: int | str | None = None):
+        if not (real_windows is None or real_windows == "auto" or (isinstance(real_windows, int) and real_windows >= 1)):
+            raise ValueError(f"real_windows must be None, 'auto' or a number of bars (1 or more), got {real_windows!r}")
         tokenizer = load_tokenizer_arg(tokenizer)
         pieces = _metrics(predictions, tokenizer, positions_per_quarter)
         mean = {}
@@ -74,7 +87,12 @@ class MusicMetrics(evaluate.Metric):
             mean[key] = float(np.mean(values)) if values else None
         result = {"n_pieces": len(pieces), "mean": mean, "per_piece": pieces}
         if real is not None:
-            comparison = compare(pieces, _metrics(real, tokenizer, positions_per_quarter))
+            if real_windows is None:
+                reference = _metrics(real, tokenizer, positions_per_quarter)
+            else:
+                result["real_window_bars"] = median_bars(pieces) if real_windows == "auto" else real_windows
+                reference = _window_metrics(real, tokenizer, result["real_window_bars"], positions_per_quarter)
+            comparison = compare(pieces, reference)
             result["comparison"] = comparison
             result["distance"] = summary_distance(comparison)
         return result
