@@ -16,7 +16,6 @@ from midilm.evaluate_modules import path
 from midilm.evaluation.samples import mean_or_none
 from midilm.guard import onset_counts
 from midilm.hub import rewrite_model_card
-from midilm.metrics import median_bars
 from midilm.modeling import GUIDANCE_KEY, TRAINING_CONFIG_FILE
 
 
@@ -126,17 +125,16 @@ def scale_row(scale: float, result: dict, guarded: list[dict], unguarded: list[d
 
 def composer_adherence(
     args, tokenizer, composers: list[str], real: list[dict], real_measured: list[dict], drawn: dict[str, list[dict]],
-    sweep_sets: dict[float, list[dict]], thresholds: dict[str, int], guard: dict | None,
+    sweep_sets: dict[float, list[dict]], thresholds: dict[str, int], guard: dict | None, window_bars: int,
 ) -> dict:
     """The adherence table: the composer classifier's ceiling on real held-out crops, the unconditional
     base rate, and at every sweep scale adherence beside degenerate samples (guard on and off), syntax
-    errors, the music-metric gap to the composer's real passages as long as the samples, notes per
-    sample and memorization.
+    errors, the music-metric gap to the composer's real passages of `window_bars` bars (the samples'
+    median length), notes per sample and memorization.
     Adherence and the metric gap come from midilm's `evaluate` modules (`Judges`); the classifier's
     crops are as long as the median sample."""
     guided = [p for s in args.scales for p in drawn[sweep_key(s)]]
     crop = {"crop_length": typical_length([p["score"] for p in guided], "notes"), "crop_unit": "notes", "seed": args.seed}
-    window_bars = median_bars([p for s in args.scales for p in sweep_sets[s]])  # the metric gap's real passages
     judges = Judges(args.dataset_dir, tokenizer, composers, real, crop)
     groups = {UNCONDITIONAL: judges.judge(drawn[UNCONDITIONAL])}
     rows = []

@@ -146,9 +146,9 @@ def per_composer_markdown(report: dict) -> list[str]:
     lines = [
         "## Music metrics per composer",
         "",
-        (f"Mean ± std. Real: the held-out pieces cut into passages of {comp['real_window_bars']} bars, the trained samples' "
-         "median length (`midilm.metrics.bar_windows`), since pitch range and the like grow with length; for the sample "
-         "sets, the standardised gap |mean − real mean| / real std in brackets."),
+        (f"Mean ± std. Real: the held-out pieces cut into passages of {comp['real_window_bars']} bars, the samples' "
+         "median length (`midilm.metrics.bar_windows`; the guidance sweep's when there is one), since pitch range and the "
+         "like grow with length; for the sample sets, the standardised gap |mean − real mean| / real std in brackets."),
         "",
     ]
     for c in composers:

@@ -132,6 +132,7 @@ class Evaluation:
     sweep_sets: dict[float, list[dict]] = field(default_factory=dict)  # metrics of the guarded sweep set per scale
     main_scale: float | None = None
     trained_scale: float | None = None
+    window_bars: int | None = None  # the length of the real passages samples are compared with: the sweep's median
     passages: dict[int, list[dict]] = field(default_factory=dict)  # real_passages by length in bars
 
     def real_passages(self, n_bars: int) -> list[dict]:
@@ -254,12 +255,14 @@ def adherence_section(run: Evaluation) -> dict | None:
             run.sweep_sets[s] = measure(run.drawn[sweep_key(s)], run.tokenizer, run.training.index, f"measuring s={s:g}")
     if not args.scales:
         return None
+    run.window_bars = median_bars([p for s in args.scales for p in run.sweep_sets[s]])
     with run.timed("adherence_s"):
         # A composer with no original training piece borrows the largest onset of all.
         onset_max = run.training.max_notes_per_onset
         thresholds = {c: int(onset_max[run.composer_map.names.index(c)]) or int(onset_max.max()) for c in run.composers}
         adherence = composer_adherence(
-            args, run.tokenizer, run.composers, run.real, run.measured["real"], run.drawn, run.sweep_sets, thresholds, bounds_from_config(run.config)
+            args, run.tokenizer, run.composers, run.real, run.measured["real"], run.drawn, run.sweep_sets, thresholds, bounds_from_config(run.config),
+            run.window_bars,
         )
         adherence["choice"]["written_to"] = None
         if args.write_default_guidance and adherence["choice"]["scale"] is not None:
@@ -292,10 +295,10 @@ def sample_sets_section(run: Evaluation, adherence: dict | None) -> dict:
         run.measured["random"] = measure(run.drawn["random"], tokenizer, index, "measuring random-weight samples")
     if max(p["syntax_error_rate"] for p in run.measured["real"]) > 0:
         print(f"warning: real {args.split} pieces read back with syntax errors; was the dataset built with this model's tokenizer?")
-    # both sets against real passages as long as the trained samples, so the report's real column is one reference
-    n_bars = median_bars(run.measured["trained"])
-    comparison = {k: set_comparison(run.measured[k], run.real_passages(n_bars), run.composers) for k in ("trained", "random")}
-    return {**comparison, "real_window_bars": n_bars}
+    # both sets against the same real passages: as long as the sweep's samples (one reference in the whole report), else the trained samples
+    run.window_bars = run.window_bars or median_bars(run.measured["trained"])
+    comparison = {k: set_comparison(run.measured[k], run.real_passages(run.window_bars), run.composers) for k in ("trained", "random")}
+    return {**comparison, "real_window_bars": run.window_bars}
 
 
 def accompaniment_section(run: Evaluation) -> dict:
@@ -322,7 +325,7 @@ def accompaniment_section(run: Evaluation) -> dict:
 
 def sweep_section(run: Evaluation) -> dict:
     """Histogram distances of each guarded sweep set, per composer (the report's secondary table)."""
-    real = run.real_passages(median_bars([p for s in run.args.scales for p in run.sweep_sets[s]]))  # the adherence table's reference
+    real = run.real_passages(run.window_bars)
     return {f"{s:g}": {c: sweep_row(run.sweep_sets[s], real, c, run.composers) for c in run.composers} for s in run.args.scales}
 
 
