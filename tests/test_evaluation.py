@@ -19,7 +19,7 @@ from symusic import Note, Score, Tempo, TimeSignature, Track
 from midilm.evaluation.data import scan_training, token_rows
 from midilm.evaluation.likelihood import fit_unigram, unigram_from_counts
 from midilm.evaluation.run import EvaluateArguments, check_output_dir, evaluate
-from midilm.evaluation.samples import read_samples
+from midilm.evaluation.samples import passage_runs, read_samples
 from midilm.generation import decode_ids
 from midilm.memorization import MemorizationIndex, PitchReader, build_index, interval_codes
 from midilm.metrics import longest_shared_run, pitch_sequence
@@ -83,12 +83,18 @@ def test_report_holds_every_section(report_dir, prepared):
     assert lik["composer_information_nats_per_token"] == pytest.approx(
         (lik["trained_unconditional"]["total_nll"] - lik["trained"]["total_nll"]) / lik["scored_tokens"])
     assert set(report["memorization"]) == {"real", "trained", "random"}
+    # the real pieces also as passages as long as the median sample: more of them, and no longer run than their whole piece's
+    passages = report["memorization_real_passages"]
+    guided = [*report["pieces"]["sweep"]["1"], *report["pieces"]["trained"]]  # the sweep's s = 3 set is the main one
+    assert passages["notes"] == int(np.median([p["n_notes"] for p in guided]))
+    assert passages["runs"]["all"]["n"] >= len(held_out) and passages["runs"]["all"]["max"] <= report["memorization"]["real"]["all"]["max"]
     assert report["accompaniment"] is None  # a continuation-only model: no accompaniment section
 
     markdown = (report_dir / "report.md").read_text()
     for heading in ("## Headline", "## Composer adherence and the guidance default", "## Music metrics per composer",
                     "## Histogram distances per guidance scale (secondary)", "## Memorization"):
         assert heading in markdown
+    assert f"| real held-out, passages of {passages['notes']} notes | all |" in markdown
     assert "composer information: NLL per token without the composer minus with it" in markdown
     assert "## Accompaniment" not in markdown and "Accompaniment: not evaluated, because the dataset holds no accompaniment rows" in markdown
     assert "no pull" not in markdown  # conditioning is read from the classifier, not from pitch-class histograms
@@ -213,6 +219,11 @@ def test_memorization_finds_a_transposed_copy(prepared):
     found = index.longest_run(copy)
     assert found.length == len(copy) - 1 and found.source == source  # the whole piece, every interval
     assert longest_shared_run(copy, [pitch_sequence(original)]) < found.length / 4  # absolute pitches miss it
+    # cut into passages of 10 notes (a remainder dropped), each is found whole; a piece shorter than a passage stays whole
+    piece = [{"composer": "c", "name": "copy", "ids": encode_ids(tokenizer, _transposed(original, 3))}]
+    runs = passage_runs(piece, tokenizer, index, 10)
+    assert [(r["n_notes"], r["longest_training_run"]) for r in runs] == [(10, 9)] * (len(copy) // 10)
+    assert [(r["n_notes"], r["longest_training_run"]) for r in passage_runs(piece, tokenizer, index, len(copy) + 5)] == [(len(copy), len(copy) - 1)]
 
     rng = np.random.default_rng(0)  # leaps the pieces of conftest.make_piece never make
     unrelated = Score(480)

@@ -33,7 +33,8 @@ What it measures (every number is written to report.json, the headline ones to r
   the model's config.json with `--write_default_guidance`. Histogram distances per scale stay as a
   secondary table: pitch-class histograms mostly measure key and mode.
 - Memorization: for every piece, the longest run of successive pitch intervals it shares with one
-  training piece at any transposition (`midilm.memorization`), per sample set and guidance scale.
+  training piece at any transposition (`midilm.memorization`), per sample set and guidance scale; the
+  real held-out pieces also as passages as long as the median sample, the level samples are read against.
 
 Scale: the training split is never loaded into Python lists nor decoded. One pass over its Arrow
 batches (`scan_training`) checks its rows, counts its tokens for the unigram model and its pieces,

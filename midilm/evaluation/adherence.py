@@ -125,12 +125,12 @@ def scale_row(scale: float, result: dict, guarded: list[dict], unguarded: list[d
 
 def composer_adherence(
     args, tokenizer, composers: list[str], real: list[dict], real_measured: list[dict], drawn: dict[str, list[dict]],
-    sweep_sets: dict[float, list[dict]], thresholds: dict[str, int], guard: dict | None, window_bars: int,
+    sweep_sets: dict[float, list[dict]], thresholds: dict[str, int], guard: dict | None, window_bars: int, real_runs: list[dict],
 ) -> dict:
     """The adherence table: the composer classifier's ceiling on real held-out crops, the unconditional
     base rate, and at every sweep scale adherence beside degenerate samples (guard on and off), syntax
     errors, the music-metric gap to the composer's real passages of `window_bars` bars (the samples'
-    median length), notes per sample and memorization.
+    median length), notes per sample and memorization (the real pieces' as `real_runs`: passages as long as the samples).
     Adherence and the metric gap come from midilm's `evaluate` modules (`Judges`); the classifier's
     crops are as long as the median sample."""
     guided = [p for s in args.scales for p in drawn[sweep_key(s)]]
@@ -153,7 +153,7 @@ def composer_adherence(
         "real": {
             "degenerate": real_rate,
             "syntax_error_rate_max": max((p["syntax_error_rate"] for p in real_measured), default=None),
-            "memorization": run_summary(real_measured),
+            "memorization": run_summary(real_runs),
         },
         "unconditional": {"degenerate_guard_on": degenerate(drawn[UNCONDITIONAL], tokenizer, thresholds)},
         "degenerate_threshold": thresholds,

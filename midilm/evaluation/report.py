@@ -213,7 +213,7 @@ def accompaniment_section_markdown(report: dict) -> list[str]:
 
 def memorization_markdown(report: dict) -> list[str]:
     """Shared interval runs with the training pieces, per set and scale, and per trained sample."""
-    mem = report["memorization"]
+    mem, passages = report["memorization"], report["memorization_real_passages"]
     samples = {k: report["pieces"][k] for k in ("trained", "random")}
     lines = [
         "## Memorization",
@@ -221,13 +221,19 @@ def memorization_markdown(report: dict) -> list[str]:
         ("Longest run of successive pitch intervals (notes in onset order, lowest first within an onset) that a piece "
         "shares with one training piece at any transposition, so the augmented (transposed) copies count as their "
         "original does; a run of k intervals is a passage of k + 1 notes. Real held-out pieces give the level that "
-        f"shared idioms (scales, cadences) reach by themselves. Index: {report['data']['memorization_index']['pieces']} "
+        f"shared idioms (scales, cadences) reach by themselves. A whole piece has more chances to share a long run than "
+        f"a sample as long as a passage, so the real pieces are also cut into passages of {passages['notes']} notes, the samples' "
+        f"median length: that is the level to read the samples against. Index: {report['data']['memorization_index']['pieces']} "
         f"original training pieces, {report['data']['memorization_index']['intervals']} intervals."),
         "",
     ]
-    rows = [[SETS[k], c, str(v["n"]), str(v["max"]), _f(v["median"], 1), _f(v["median_notes"], 1)] for k in SETS for c, v in mem[k].items()]
-    rows += [[f"trained, s = {scale}", c, str(v["n"]), str(v["max"]), _f(v["median"], 1), _f(v["median_notes"], 1)]
-             for scale, by_composer in report.get("memorization_by_scale", {}).items() for c, v in by_composer.items() if c == "all"]
+    def row(name: str, composer: str, v: dict) -> list[str]:
+        return [name, composer, str(v["n"]), str(v["max"]), _f(v["median"], 1), _f(v["median_notes"], 1)]
+
+    rows = [row(SETS["real"], c, v) for c, v in mem["real"].items()]
+    rows += [row(f"real held-out, passages of {passages['notes']} notes", c, v) for c, v in passages["runs"].items()]
+    rows += [row(SETS[k], c, v) for k in ("trained", "random") for c, v in mem[k].items()]
+    rows += [row(f"trained, s = {scale}", "all", by_composer["all"]) for scale, by_composer in report.get("memorization_by_scale", {}).items()]
     lines += _table(["set", "composer", "pieces", "max run", "median run", "median notes"], rows)
     rows = [[p["name"], str(p["n_notes"]), str(p["longest_training_run"]), _f(p["longest_training_run_share"], 2), p.get("longest_training_run_source") or "–",
              _f(p["syntax_error_rate"])] for p in samples["trained"]]
@@ -331,7 +337,8 @@ def adherence_method_markdown(section: dict) -> list[str]:
         + f"Metric gap: the music metrics' mean standardised gap to the composer's real held-out pieces cut into passages of "
         f"{settings['real_window_bars']} bars, the samples' median length (`music_metrics` evaluate module, `real_windows`), "
         "averaged over composers. Shared run: the longest run of pitch intervals shared with one training "
-        "piece at any transposition (max / median)."),
+        "piece at any transposition (max / median); the real pieces' is measured on passages as long as the median sample "
+        "(see Memorization)."),
         "",
     ]
 

@@ -20,7 +20,7 @@ from midilm.evaluation.accompaniment import accompaniment_pieces, evaluate_accom
 from midilm.evaluation.adherence import UNCONDITIONAL, composer_adherence, sweep_key
 from midilm.evaluation.data import TrainingScan, join_pieces, load_eval_dataset, scan_training, token_rows
 from midilm.evaluation.likelihood import likelihood_summary, model_nll, unigram_from_counts, unigram_nll
-from midilm.evaluation.samples import Sampler, measure, memorization, read_samples, real_passages, set_comparison, sweep_row
+from midilm.evaluation.samples import Sampler, measure, median_notes, memorization, passage_runs, read_samples, real_passages, set_comparison, sweep_row
 from midilm.generation import composer_names, decode_ids, load_model
 from midilm.guard import bounds_from_config
 from midilm.metrics import median_bars
@@ -99,6 +99,7 @@ def evaluate(args: EvaluateArguments) -> dict:
         "cfg_sweep": sweep_section(run),
         **accompaniment,
         "memorization": {k: memorization(v, run.composers) for k, v in run.measured.items()},
+        "memorization_real_passages": {"notes": run.window_notes, "runs": memorization(run.real_passage_runs(), run.composers)},
         "memorization_by_scale": {f"{s:g}": memorization(run.sweep_sets[s], run.composers) for s in args.scales},
         "checks": checks_section(run),
         "timings": run.timings,
@@ -134,12 +135,20 @@ class Evaluation:
     trained_scale: float | None = None
     window_bars: int | None = None  # the length of the real passages samples are compared with: the sweep's median
     passages: dict[int, list[dict]] = field(default_factory=dict)  # real_passages by length in bars
+    window_notes: int | None = None  # the length of the real passages memorization is measured on: the sweep's median
+    real_runs: list[dict] | None = None  # their shared runs (`real_passage_runs`)
 
     def real_passages(self, n_bars: int) -> list[dict]:
         """The real pieces as passages of `n_bars` bars, measured once per length."""
         if n_bars not in self.passages:
             self.passages[n_bars] = real_passages(self.real, n_bars)
         return self.passages[n_bars]
+
+    def real_passage_runs(self) -> list[dict]:
+        """The real pieces' shared interval runs as passages of `window_notes` notes, measured once."""
+        if self.real_runs is None:
+            self.real_runs = passage_runs(self.real, self.tokenizer, self.training.index, self.window_notes)
+        return self.real_runs
 
     @contextmanager
     def timed(self, name: str):
@@ -255,14 +264,15 @@ def adherence_section(run: Evaluation) -> dict | None:
             run.sweep_sets[s] = measure(run.drawn[sweep_key(s)], run.tokenizer, run.training.index, f"measuring s={s:g}")
     if not args.scales:
         return None
-    run.window_bars = median_bars([p for s in args.scales for p in run.sweep_sets[s]])
+    guided = [p for s in args.scales for p in run.sweep_sets[s]]
+    run.window_bars, run.window_notes = median_bars(guided), median_notes(guided)
     with run.timed("adherence_s"):
         # A composer with no original training piece borrows the largest onset of all.
         onset_max = run.training.max_notes_per_onset
         thresholds = {c: int(onset_max[run.composer_map.names.index(c)]) or int(onset_max.max()) for c in run.composers}
         adherence = composer_adherence(
             args, run.tokenizer, run.composers, run.real, run.measured["real"], run.drawn, run.sweep_sets, thresholds, bounds_from_config(run.config),
-            run.window_bars,
+            run.window_bars, run.real_passage_runs(),
         )
         adherence["choice"]["written_to"] = None
         if args.write_default_guidance and adherence["choice"]["scale"] is not None:
@@ -297,6 +307,7 @@ def sample_sets_section(run: Evaluation, adherence: dict | None) -> dict:
         print(f"warning: real {args.split} pieces read back with syntax errors; was the dataset built with this model's tokenizer?")
     # both sets against the same real passages: as long as the sweep's samples (one reference in the whole report), else the trained samples
     run.window_bars = run.window_bars or median_bars(run.measured["trained"])
+    run.window_notes = run.window_notes or median_notes(run.measured["trained"])
     comparison = {k: set_comparison(run.measured[k], run.real_passages(run.window_bars), run.composers) for k in ("trained", "random")}
     return {**comparison, "real_window_bars": run.window_bars}
 

@@ -107,6 +107,25 @@ def measure(pieces: list[dict], tokenizer, index: MemorizationIndex, desc: str) 
     return rows
 
 
+def passage_runs(pieces: list[dict], tokenizer, index: MemorizationIndex, n_notes: int) -> list[dict]:
+    """`measure`'s longest shared interval run of `pieces` cut into successive passages of `n_notes` notes
+    (a shorter remainder dropped, a shorter piece whole): real pieces measured at the samples' length, since a
+    whole piece holds more chances to share a long run than a sample does."""
+    reader = PitchReader.for_tokenizer(tokenizer)
+    rows = []
+    for piece in pieces:
+        pitches = reader.pitches(piece["ids"])
+        for start in range(0, max(len(pitches) - n_notes, 0) + 1, n_notes):
+            window = pitches[start:start + n_notes]
+            rows.append({"composer": piece["composer"], "name": piece["name"], "n_notes": len(window), "longest_training_run": index.longest_run(window).length})
+    return rows
+
+
+def median_notes(pieces: list[dict]) -> int:
+    """The median note count of measured pieces: the passage length real pieces are cut to for memorization."""
+    return max(2, int(np.median([p["n_notes"] for p in pieces]))) if pieces else 2
+
+
 def real_passages(real: list[dict], n_bars: int) -> list[dict]:
     """The music metrics of real pieces cut into passages of `n_bars` bars (`midilm.metrics.bar_windows`),
     each with its piece's composer and name: the reference a set of samples that long is compared with."""
