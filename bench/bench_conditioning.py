@@ -51,6 +51,7 @@ EXPERIMENTS = {
     # cosine that spends the last third of the run below a quarter of its peak.
     "schedule-wsd": ("d80", ["--lr_scheduler_type", "warmup_stable_decay", "--lr_scheduler_kwargs", '{"num_decay_steps": 300}']),
     "wide": ("d80", ["--model_overrides", '{"hidden_size": 192, "intermediate_size": 768}']),
+    "deep": ("d80", ["--model_overrides", '{"num_hidden_layers": 8}']),
     "pieces-240": ("d240", []),
     "pieces-240-balanced": ("d240", ["--composer_balanced"]),
     "pieces-240-plain": ("d240-plain", []),
