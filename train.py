@@ -4,11 +4,15 @@
     python train.py --model_preset small --max_seq_len 2048 --bf16 true
     accelerate launch --multi_gpu --num_processes 2 train.py --model_preset small
     python train.py my_config.json --output_dir runs/bach --max_steps 2000
+    python train.py --init_from model_output --dataset_dir data_ft --tokenizer_dir tokenizer_ft --output_dir model_ft --max_steps 500
+    python train.py --init_from model_output --dataset_dir data_ft --tokenizer_dir tokenizer_ft --output_dir model_lora --lora_r 16
 
 The context (--max_seq_len) is the dataset's row length (prepare_dataset.py --max_seq_len) unless given;
 a shorter one is refused. Running the same command again on the same --output_dir resumes from its
-newest complete checkpoint.
-Defaults come from the package (midilm.training); the `model`, `data` and `training` sections of config.json
+newest complete checkpoint. With --init_from, training starts from a trained midilm model (its
+architecture and weights; the data prepared with prepare_dataset.py --base_model), fully or with LoRA
+adapters (--lora_r), which the saved folder holds merged.
+Defaults come from the package (midilm.training); the `model`, `data`, `finetune` and `training` sections of config.json
 override them, and any flag overrides both.
 """
 
@@ -17,14 +21,28 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from datasets import concatenate_datasets
 from transformers import AutoModelForCausalLM, EarlyStoppingCallback, TrainingArguments
 from transformers.integrations import TensorBoardCallback
 
 from midilm.cli import parse_args, run
 from midilm.errors import InputError
+from midilm.finetune import (
+    BASE_KEY,
+    FinetuneArguments,
+    check_context,
+    check_extends,
+    grow_embeddings,
+    lineage,
+    replay_rows,
+    resolve_base,
+    save_merged,
+    trainable_parameters,
+    wrap_lora,
+)
 from midilm.guard import bounds_to_config
 from midilm.hub import push_model, write_model_card
-from midilm.modeling import TRAINING_CONFIG_FILE, build_config, copy_tokenizer, generation_config
+from midilm.modeling import TRAINING_CONFIG_FILE, build_config, copy_tokenizer, generation_config, load_midilm_dir
 from midilm.tokenizer import load_tokenizer, section_token_ids
 from midilm.training import (
     TRAINING_DEFAULTS,
@@ -47,8 +65,8 @@ CONFIG_FILE = Path(__file__).with_name("config.json")
 
 def main() -> None:
     # With no GPU, use_cpu makes `accelerate launch`/torchrun run real CPU DDP (gloo), not N separate runs.
-    model_args, data_args, training_args, _ = parse_args(
-        (ModelArguments, DataArguments, TrainingArguments), ("model", "data", "training"),
+    model_args, data_args, finetune_args, training_args, _ = parse_args(
+        (ModelArguments, DataArguments, FinetuneArguments, TrainingArguments), ("model", "data", "finetune", "training"),
         defaults={**TRAINING_DEFAULTS, "use_cpu": not torch.cuda.is_available()}, description=__doc__, config_file=CONFIG_FILE,
     )
     output_dir = Path(training_args.output_dir)
@@ -61,20 +79,49 @@ def main() -> None:
         tokenizer, composer_map = load_tokenizer(data_args.tokenizer_dir)
     except FileNotFoundError as err:
         raise InputError(f"--tokenizer_dir: {err}") from err
+    base = resolve_base(finetune_args.init_from, "--init_from") if finetune_args.init_from else None
+    if base is not None:
+        base_config, base_tokenizer, base_map = load_midilm_dir(base.path, "--init_from")
+        new_composers = check_extends(
+            base_tokenizer, base_map, tokenizer, composer_map, f"--dataset_dir {data_args.dataset_dir} (--tokenizer_dir {data_args.tokenizer_dir})", base.source,
+        )
+        if model_args.model_overrides:
+            raise InputError("--model_overrides does not apply with --init_from: the base model's architecture is kept")
     data = load_training_data(data_args, tokenizer, composer_map)
     data_args.max_seq_len = training_context(data_args, data)
+    if base is not None:
+        check_context(base_config, data_args.max_seq_len, base.source)
+    if finetune_args.replay_dataset:
+        rows, composers = replay_rows(
+            finetune_args.replay_dataset, composer_map, len(base_tokenizer), len(data.splits["train"]), finetune_args.replay_share, training_args.seed,
+        )
+        data.splits["train"] = concatenate_datasets([data.splits["train"], rows])
+        data.train_composers += composers
+        print(f"replay: {len(rows)} rows of {finetune_args.replay_dataset} mixed into {len(data.splits['train'])} training rows")
 
-    # Build model
-    config = build_config(model_args.model_type, model_args.model_preset, tokenizer, composer_map, data_args.max_seq_len, model_args.overrides())
+    # Build model: random weights, or the base's with rows for the new composers
+    if base is None:
+        model = AutoModelForCausalLM.from_config(build_config(
+            model_args.model_type, model_args.model_preset, tokenizer, composer_map, data_args.max_seq_len, model_args.overrides(),
+        ))
+        described = f"{model_args.model_type} {model_args.model_preset}"
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base.path)
+        new_ids = grow_embeddings(model, base_map, composer_map, finetune_args.new_composer_init)
+        model.config.update(composer_map.to_config())
+        model.config.update({BASE_KEY: lineage(base, finetune_args, new_composers, data_args.dataset_dir, data_args.tokenizer_dir, training_args.max_steps)})
+        described = f"{model.config.model_type} from {base.source} (+{len(new_ids)} composers: {', '.join(new_composers) or 'none'})"
+    config = model.config
     # What the model was trained for: generate.py refuses an accompaniment from a continuation-only model.
     config.update({"midilm_tasks": data.tasks, "midilm_max_seq_len": data.row_len})
     # The musical guard's bounds travel in config.json, so every checkpoint and the final folder carry them.
     bounds = learn_guard_bounds(data, tokenizer, data_args.dataset_dir)
     bounds_to_config(config, bounds)
-    model = AutoModelForCausalLM.from_config(config)
     model.generation_config = generation_config(config)
+    if finetune_args.lora_r:
+        model = wrap_lora(model, finetune_args, new_ids)
     print(
-        f"{model_args.model_type} {model_args.model_preset}: {model.num_parameters() / 1e6:.2f}M parameters, "
+        f"{described}: {model.num_parameters() / 1e6:.2f}M parameters ({trainable_parameters(model) / 1e6:.3f}M trained, {finetune_args.method()}), "
         f"vocabulary {config.vocab_size}, context {data_args.max_seq_len}, tasks {'+'.join(data.tasks)}, {training_args.world_size} process(es); "
         f"musical guard: at most {bounds['max_notes_per_onset']} notes per onset, {bounds['max_notes_per_bar']} per bar"
     )
@@ -105,11 +152,21 @@ def main() -> None:
 
     # Save: a Hub-ready folder that AutoModelForCausalLM.from_pretrained loads without midilm
     metrics = {**train_result.metrics, **trainer.evaluate()}
-    trainer.model.config.use_cache = True  # the Trainer turns the KV cache off for training; sampling needs it
-    save_full_model(trainer)
+    config.use_cache = True  # the Trainer turns the KV cache off for training; sampling needs it
+    if base is not None:
+        config.update({BASE_KEY: {**getattr(config, BASE_KEY), "steps": trainer.state.global_step}})
+    if not finetune_args.lora_r:
+        save_full_model(trainer)
+    elif trainer.is_world_process_zero():
+        save_merged(trainer.model, output_dir, finetune_args.save_adapter)
     if trainer.is_world_process_zero():
         copy_tokenizer(Path(data_args.tokenizer_dir), output_dir)
-        resolved = {"model": asdict(model_args), "data": asdict(data_args), "training": {**training_args.to_dict(), "push_to_hub": push_to_hub}}
+        resolved = {
+            "model": asdict(model_args), "data": asdict(data_args), "finetune": asdict(finetune_args),
+            "training": {**training_args.to_dict(), "push_to_hub": push_to_hub},
+        }
+        if base is not None:
+            resolved["base_model"] = getattr(config, BASE_KEY)
         (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(resolved, indent=2, default=str) + "\n")
         trainer.save_metrics("all", metrics)
         write_model_card(output_dir, config, composer_map, metrics, resolved)

@@ -128,7 +128,7 @@ def write_model_card(model_dir: Path, config, composer_map, metrics: dict, resol
     """README.md of a model folder: what it was trained on and for, how well, and how to sample from it
     (`repo_id`: the Hub repository its examples load from; else the folder)."""
     model_dir = Path(model_dir)
-    card = _card_data(config, composer_map, resolved) + _card_metrics(metrics, resolved) + _card_generate(model_dir, config, composer_map, repo_id)
+    card = _card_data(config, composer_map, resolved) + _card_lineage(config) + _card_metrics(metrics, resolved) + _card_generate(model_dir, config, composer_map, repo_id)
     (model_dir / MODEL_CARD).write_text(card)
 
 
@@ -152,13 +152,14 @@ def _card_data(config, composer_map, resolved: dict) -> str:
     else:
         source = "not recorded"
     task_lines = "\n".join(f"- {TASK_TEXT.get(t, t)}" for t in model_tasks(config))
-    model = resolved["model"]
+    model, base = resolved["model"], getattr(config, "midilm_base_model", None)
+    title = f"{config.model_type}, fine-tuned from `{base['model']}`" if base else f"{model['model_type']} `{model['model_preset']}`"
     return f"""---
 library_name: transformers
 pipeline_tag: text-generation
 tags: [midi, symbolic-music, music-generation, midilm, miditok]
 ---
-# midilm model: {model['model_type']} `{model['model_preset']}`
+# midilm model: {title}
 
 A composer-conditioned REMI language model trained with midilm on MIDI files.
 `COMPOSER_NONE` is the unconditional token used for classifier-free guidance (composer dropout
@@ -176,6 +177,22 @@ Dataset: `{data_dir}`, built from {source}. Vocabulary {config.vocab_size} token
 {composers}
 {splits}
 """
+
+
+def _card_lineage(config) -> str:
+    """What a model built on another was built on (config.json's midilm_base_model); nothing for one trained from scratch."""
+    base = getattr(config, "midilm_base_model", None)
+    if not base:
+        return ""
+    replay = base.get("replay")
+    lines = [
+        f"| base model | `{base['model']}` (revision `{base['revision']}`) |",
+        f"| method | {base['method']} |",
+        f"| new composers | {', '.join(base['new_composers']) or 'none'} (embedding rows initialised from {'COMPOSER_NONE' if base['new_composer_init'] == 'none' else 'the mean of the known composers'}) |",
+        f"| data | `{base['dataset']}` (tokenizer `{base['tokenizer']}`, the base's extended) |",
+        f"| steps | {base['steps']} |",
+    ] + ([f"| replay of the base's data | `{replay['dataset']}`, {replay['share']:.0%} of the rows |"] if replay else [])
+    return "## Built on\nFine-tuned from another midilm model (config.json `midilm_base_model`):\n\n| | |\n|---|---|\n" + "\n".join(lines) + "\n\n"
 
 
 def _card_metrics(metrics: dict, resolved: dict) -> str:

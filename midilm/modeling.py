@@ -129,20 +129,23 @@ def copy_tokenizer(tokenizer_dir: Path, model_dir: Path) -> None:
         shutil.copy2(Path(tokenizer_dir) / name, Path(model_dir) / name)
 
 
-def load_midilm_dir(model_dir: str | Path):
-    """Check a model folder and return (config, tokenizer, composer map); one clear error if it is not one."""
+def load_midilm_dir(model_dir: str | Path, flag: str = "--model_dir"):
+    """Check a model folder and return (config, tokenizer, composer map); one clear error naming `flag` if it is not one."""
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
-        raise InputError(f"--model_dir {model_dir}: no config.json; train a model with train.py first")
-    config = AutoConfig.from_pretrained(model_dir)
+        raise InputError(f"{flag} {model_dir}: no config.json; train a model with train.py first")
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(f"{flag} {model_dir}: not a transformers model folder ({str(err).strip().splitlines()[0][:200]})") from err
     try:
         composer_map = ComposerMap.from_config(config)
         tokenizer, tokenizer_map = load_tokenizer(model_dir)
     except (ValueError, FileNotFoundError) as err:
-        raise InputError(f"--model_dir {model_dir}: not a midilm model ({err})") from err
+        raise InputError(f"{flag} {model_dir}: not a midilm model ({err})") from err
     if len(tokenizer) != config.vocab_size or tokenizer_map.to_config() != composer_map.to_config():
         raise InputError(
-            f"--model_dir {model_dir}: the tokenizer ({len(tokenizer)} tokens) does not match the model "
+            f"{flag} {model_dir}: the tokenizer ({len(tokenizer)} tokens) does not match the model "
             f"({config.vocab_size} tokens) or its composer map"
         )
     return config, tokenizer, composer_map

@@ -20,12 +20,14 @@ from tqdm.auto import tqdm
 from midilm.corpus import music21_corpus_files
 from midilm.dataset import SPLITS, assign_splits, build_dataset
 from midilm.errors import InputError
+from midilm.finetune import composer_vocabulary as base_composer_vocabulary
+from midilm.finetune import extend_tokenizer, resolve_base, tokenizer_settings_of, write_base_file
 from midilm.hub import push_dataset, write_dataset_card
 from midilm.outputs import replace_dir, staging_dir
 from midilm.rows import TASKS, continuation_overhead, full_section
 from midilm.scan import Bounds, Spill, read_spill, scan_files, scan_vocabulary
 from midilm.sources import SourceFile, find_midi_files, read_metadata, relabel
-from midilm.tokenizer import FULL_TOKEN, OTHER, BarWordsIterator, build_tokenizer, save_tokenizer
+from midilm.tokenizer import FULL_TOKEN, OTHER, BarWordsIterator, build_tokenizer, load_tokenizer, save_tokenizer
 from midilm.tokenizer import tokenizer_settings as resolve_tokenizer_settings
 
 REPORT_FILE = "prepare_report.json"
@@ -41,6 +43,7 @@ class PrepareArguments:
     composers: str | None = field(default=None, metadata={"help": "Comma-separated composers to keep, e.g. bach,mozart (music21 corpus folder names or your labels)."})
     max_files_per_composer: int | None = field(default=None, metadata={"help": "Keep at most this many files per composer (quick runs)."})
     min_pieces_per_composer: int = field(default=10, metadata={"help": "Composers with fewer valid pieces are folded into OTHER."})
+    base_model: str | None = field(default=None, metadata={"help": "Encode the files with this trained midilm model's tokenizer (a model folder or a Hub repo id), to fine-tune it with train.py --init_from: its BPE vocabulary and settings are kept byte for byte (--vocab_size and config.json's tokenizer section do not apply), composers it knows keep their ids, new ones get tokens after its last id."})
     vocab_size: int = field(default=1000, metadata={"help": "BPE vocabulary size; 0 = no BPE (base REMI vocabulary)."})
     # BPE's cost grows with the files it reads (word counts held in memory; MidiTok #217: a crash at
     # 298k files, fine at 10k) while its merges settle long before. Measured (bench/RESULTS.md,
@@ -247,6 +250,10 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
         if path.exists() and not args.overwrite:
             raise InputError(f"{flag} {path} already exists; pass --overwrite to replace it, or choose another folder")
 
+    base = resolve_base(args.base_model, "--base_model") if args.base_model else None
+    if base is not None:
+        base_tokenizer, base_map = load_tokenizer(base.path)
+        tokenizer_settings = tokenizer_settings_of(base_tokenizer)
     files, skipped = collect_files(args)
     seen = len(files) + len(skipped)
     timings = {}
@@ -262,20 +269,34 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
             raise InputError(f"no usable MIDI files ({len(files)} found, {len(skipped)} skipped); check --midi_dir / --metadata / --composers")
         flagged, normal = flag_outliers(pieces)
 
-        # Composer vocabulary, and splits by content, so a duplicate under another name can't cross them
+        # Composer vocabulary (the base's first, when building on one), and splits by content, so a
+        # duplicate under another name can't cross them
         counts = Counter(p.file.composer for p in pieces)
-        composers, folded = composer_vocabulary(counts, args.min_pieces_per_composer)
+        if base is None:
+            composers, folded = composer_vocabulary(counts, args.min_pieces_per_composer)
+        else:
+            composers, folded = base_composer_vocabulary(base_map, counts, args.min_pieces_per_composer)
         splits = assign_splits([p.digest for p in pieces], args.validation_ratio, args.test_ratio)
         by_split: dict[str, list[Piece]] = {s: [] for s in SPLITS}
         for piece in pieces:
             by_split[splits[piece.digest]].append(piece)
 
-        # Tokenizer: REMI, then BPE learnt on a sample of the training pieces
+        # Tokenizer: REMI, then BPE learnt on a sample of the training pieces; or the base's, extended
         clock = time.perf_counter()
         pieces_per_composer = [sum(counts[c] for c, f in folded.items() if f == name) for name in composers]
-        tokenizer, composer_map, base_vocab, scan_vocab, sample = train_tokenizer(
-            tokenizer_settings, composers, pieces_per_composer, by_split["train"], args, work / "scan.bin"
-        )
+        if base is None:
+            tokenizer, composer_map, base_vocab, scan_vocab, sample = train_tokenizer(
+                tokenizer_settings, composers, pieces_per_composer, by_split["train"], args, work / "scan.bin"
+            )
+        else:
+            tokenizer, scan_vocab, sample = base_tokenizer, scan_vocabulary(tokenizer_settings), []
+            composer_map = extend_tokenizer(tokenizer, base_map, composers)
+            composer_map.pieces = pieces_per_composer
+            base_vocab = len(tokenizer.vocab)
+            if missing := [t for t in scan_vocab if t not in tokenizer.vocab]:
+                raise InputError(f"--base_model {base.source}: its tokenizer lacks tokens the scan encodes ({', '.join(missing[:5])}); was it made by prepare_dataset.py?")
+            write_base_file(tok_tmp, base, base_map.names, composers[len(base_map.names) :])
+            write_base_file(data_tmp, base, base_map.names, composers[len(base_map.names) :])
         save_tokenizer(tokenizer, composer_map, tok_tmp)
         timings["bpe"] = time.perf_counter() - clock
 
@@ -290,9 +311,12 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
         )
         add_file_lists(report, duplicates, cut, flagged, normal)
         report["bpe"] = {"training_files": len(sample), "max_files": args.bpe_max_files, "seed": args.seed}
+        if base is not None:
+            report["bpe"] = {"from_base_model": base.source}
+            report["base_model"] = {**base.record(), "new_composers": composers[len(base_map.names) :]}
         report["seconds"] = {k: round(v, 2) for k, v in timings.items()}
         (data_tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-        resolved = {"prepare": asdict(args), "tokenizer": tokenizer_settings}
+        resolved = {"prepare": asdict(args), "tokenizer": tokenizer_settings, **({"base_model": base.record()} if base else {})}
         (data_tmp / CONFIG_FILE).write_text(json.dumps(resolved, indent=2, ensure_ascii=False) + "\n")
         write_dataset_card(data_tmp, report, resolved)
         del dataset

@@ -225,7 +225,10 @@ def bar_words(tokenizer: miditok.REMI, base_ids: np.ndarray) -> list[str]:
     character (miditok's byte) per base token. Equal to what `tokenizer.encode` builds from a score."""
     is_bar = getattr(tokenizer, "_midilm_base_bars", None)
     if is_bar is None:
-        is_bar = tokenizer._midilm_base_bars = np.array([tokenizer[i].startswith("Bar_") for i in range(len(tokenizer.vocab))])
+        # by id, not by position: composers appended to a trained tokenizer (midilm.finetune) sit after its BPE ids
+        is_bar = np.zeros(max(tokenizer.vocab.values()) + 1, dtype=bool)
+        is_bar[[i for token, i in tokenizer.vocab.items() if token.startswith("Bar_")]] = True
+        tokenizer._midilm_base_bars = is_bar
     cuts = np.flatnonzero(is_bar[base_ids])
     byte_of = tokenizer._vocab_base_id_to_byte
     return ["".join(byte_of[i] for i in bar.tolist()) for bar in np.split(base_ids, cuts[cuts > 0]) if len(bar)]
