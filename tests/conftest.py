@@ -127,6 +127,25 @@ def prepared(midi_dir, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def tiny_model(prepared, tmp_path_factory) -> Path:
+    """train.py run once on `prepared` (40 steps, no evaluation): the model the evaluation tests judge
+    and the fine-tuning tests build on."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("tiny_train") / "model_output"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--dataset_dir", str(prepared["data"]), "--tokenizer_dir", str(prepared["tokenizer"]),
+         "--output_dir", str(out), "--max_seq_len", "256", "--per_device_train_batch_size", "4", "--learning_rate", "3e-3",
+         "--warmup_steps", "0", "--dataloader_num_workers", "0", "--max_steps", "40", "--samples_per_composer", "0",
+         "--eval_strategy", "no", "--load_best_model_at_end", "false"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
 def bach_files(tmp_path_factory):
     """Six Bach chorales from the music21 corpus, converted to MIDI in a test cache."""
     from midilm.corpus import music21_corpus_files

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from datasets import load_from_disk
 from conftest import REPO, TOKENIZER_SETTINGS, assert_refused, load_script, run_cli, write_midi_folder
 from transformers import AutoModelForCausalLM
 
@@ -32,13 +33,9 @@ def run_train(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def base_dir(prepared, tmp_path_factory) -> Path:
-    """A tiny model trained from scratch on alpha, beta and OTHER: the base everything here builds on."""
-    out = tmp_path_factory.mktemp("ft_base") / "base"
-    result = run_train("--dataset_dir", str(prepared["data"]), "--tokenizer_dir", str(prepared["tokenizer"]), "--output_dir", str(out),
-                       "--max_steps", "20", *QUICK, *NO_EVAL)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+def base_dir(tiny_model) -> Path:
+    """A tiny model trained from scratch on alpha, beta and OTHER (conftest): the base everything here builds on."""
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -168,12 +165,15 @@ def test_lora_trains_adapters_and_new_rows_only(base_dir, ft_prepared):
     assert lora == layers * 4 * (4 * (hidden + hidden) + 3 * (hidden + ffn))
 
 
-def test_lora_run_saves_a_merged_folder_with_the_adapters_logits(base_dir, ft_prepared, tmp_path):
+def test_lora_run_saves_a_merged_folder_with_the_adapters_logits(base_dir, ft_prepared, prepared, tmp_path):
     from peft import PeftModel
 
     out = tmp_path / "model_lora"
-    result = run_train(*ft_args(ft_prepared, base_dir, out, "--max_steps", "10", "--lora_r", "4", "--learning_rate", "2e-2", "--save_adapter", *NO_EVAL))
+    result = run_train(*ft_args(ft_prepared, base_dir, out, "--max_steps", "10", "--lora_r", "4", "--learning_rate", "2e-2", "--save_adapter",
+                                "--replay_dataset", str(prepared["data"]), "--replay_share", "0.25", *NO_EVAL))
     assert result.returncode == 0, result.stderr[-3000:]
+    new_rows = len(load_from_disk(str(ft_prepared["data"]))["train"])
+    assert f"replay: {round(new_rows / 3)} rows of {prepared['data']} mixed into {new_rows + round(new_rows / 3)} training rows" in result.stdout
     assert not (out / "adapter_config.json").exists()  # a plain model folder: transformers would look for a base model
     assert (out / "adapter" / "adapter_model.safetensors").stat().st_size < (out / "model.safetensors").stat().st_size
     merged = AutoModelForCausalLM.from_pretrained(out).eval()
@@ -190,6 +190,24 @@ def test_lora_run_saves_a_merged_folder_with_the_adapters_logits(base_dir, ft_pr
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, adapted(ids).logits, atol=1e-4)
         assert not torch.allclose(merged(old).logits[..., : len(base_tok)], plain(old).logits, atol=1e-3)  # the adapters changed it
+
+
+def test_evaluation_judges_old_and_new_composers_and_names_the_new(full_ft, ft_prepared, prepared, tmp_path):
+    out = tmp_path / "eval"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "evaluate_samples.py"), "--model_dir", str(full_ft["dir"]), "--dataset_dir", str(ft_prepared["data"]),
+         "--base_dataset_dir", str(prepared["data"]), "--output_dir", str(out), "--num_samples_per_composer", "1", "--max_new_tokens", "32",
+         "--adherence_scales", "2", "--adherence_samples_per_composer", "2", "--accompaniment_pieces", "0"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    evaluated = report["settings"]["composers_evaluated"]
+    assert set(NEW) <= set(evaluated) and {"alpha", "beta"} <= set(evaluated)  # the base's composers too, from --base_dataset_dir
+    assert report["settings"]["new_composers"] == [c for c in evaluated if c in NEW]
+    classifier = report["adherence"]["classifier"]
+    assert set(evaluated) <= set(classifier["composers"]) | set(classifier["not_measurable"])
+    assert "Dvořák (new)" in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize(

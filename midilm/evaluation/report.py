@@ -80,7 +80,9 @@ def headline(report: dict) -> str:
 
 def markdown_report(report: dict) -> str:
     """report.md: one section after another."""
-    sections = [intro_markdown(report), headline_markdown(report), adherence_markdown(report.get("adherence"), report["settings"]["composers_evaluated"]),
+    new = set(report["settings"].get("new_composers", []))
+    named = [f"{c} (new)" if c in new else c for c in report["settings"]["composers_evaluated"]]
+    sections = [intro_markdown(report), headline_markdown(report), adherence_markdown(report.get("adherence"), report["settings"]["composers_evaluated"], named),
                 per_composer_markdown(report), sweep_markdown(report), accompaniment_section_markdown(report), memorization_markdown(report),
                 method_markdown(report)]
     return "\n".join(line for section in sections for line in section)
@@ -96,6 +98,7 @@ def intro_markdown(report: dict) -> list[str]:
         f"Model `{s['model_dir']}`, dataset `{s['dataset_dir']}` ({s['split']} split: "
         + ", ".join(f"{c} {n}" for c, n in report["data"]["held_out_pieces"].items())
         + " held-out pieces). "
+        + (f"The model is fine-tuned from another; composers new to it: {', '.join(s['new_composers'])}. " if s.get("new_composers") else "")
         + f"Trained-model samples: {'read from `' + s['samples_dir'] + '`' if s['samples_dir'] else 'sampled here'}"
         + (f" (guidance scale {s['trained_samples_guidance_scale']:g})" if s["trained_samples_guidance_scale"] is not None else "")
         + f", {len(samples['trained'])} in all; random-weight samples: the same architecture, initialised with seed {s['seed']}, "
@@ -299,10 +302,11 @@ def _share_cell(share: float | None, interval=None) -> str:
     return f"{share:.2f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
 
 
-def adherence_markdown(section: dict | None, composers: list[str]) -> list[str]:
+def adherence_markdown(section: dict | None, composers: list[str], labels: list[str] | None = None) -> list[str]:
     """The composer-adherence table (one row per guidance scale, between the classifier's ceiling and
     the unconditional base rate), the guidance default and why, then per-composer intervals and the
-    confusion matrices (`midilm.composer_classifier.render_markdown`)."""
+    confusion matrices (`midilm.composer_classifier.render_markdown`). `labels`: the composers' column
+    headers (a fine-tuned model's new composers marked), default their names."""
     lines = ["## Composer adherence and the guidance default", ""]
     if section is None:
         return lines + ["Not measured: no guidance scales were given (--adherence_scales).", ""]
@@ -310,7 +314,7 @@ def adherence_markdown(section: dict | None, composers: list[str]) -> list[str]:
     if not info["composers"]:
         reasons = "; ".join(f"{c}: {r}" for c, r in sorted(info["not_measurable"].items()))
         lines += [f"Composer adherence is not measurable: {reasons}.", ""]
-    lines += adherence_method_markdown(section) + adherence_table_markdown(section, composers) + guidance_choice_markdown(section["choice"])
+    lines += adherence_method_markdown(section) + adherence_table_markdown(section, composers, labels or composers) + guidance_choice_markdown(section["choice"])
     labels = {k: ("unconditional" if k == UNCONDITIONAL else k) for k in section["groups"]}
     detail = {"classifier": info, "ceiling": section["ceiling"], "groups": {labels[k]: v for k, v in section["groups"].items()}}
     lines += ["### Per composer, with intervals, and the confusion matrices", "", render_markdown(detail).rstrip(), ""]
@@ -343,13 +347,13 @@ def adherence_method_markdown(section: dict) -> list[str]:
     ]
 
 
-def adherence_table_markdown(section: dict, composers: list[str]) -> list[str]:
+def adherence_table_markdown(section: dict, composers: list[str], labels: list[str]) -> list[str]:
     """The ceiling, the unconditional base rate, then one row per guidance scale."""
     info, real, choice = section["classifier"], section["real"], section["choice"]
     not_measurable = info["not_measurable"]
     ceiling = section["ceiling"] or {}
     ceiling_overall = ceiling.get("overall") or {}
-    header = ["s", "adherence [95% interval]", "mean p(intended)", *composers, "degenerate, guard on", "degenerate, guard off",
+    header = ["s", "adherence [95% interval]", "mean p(intended)", *labels, "degenerate, guard on", "degenerate, guard off",
               "syntax errors (max)", "metric gap to real", "notes / sample", "shared run (max / median)"]
     per_composer_ceiling = ceiling.get("per_composer", {})
 

@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM
 
 from midilm.accompaniment import source_root
 from midilm.errors import InputError
+from midilm.finetune import new_composers_of, with_base_data
 from midilm.evaluation.accompaniment import accompaniment_pieces, evaluate_accompaniment
 from midilm.evaluation.adherence import UNCONDITIONAL, composer_adherence, sweep_key
 from midilm.evaluation.data import TrainingScan, join_pieces, load_eval_dataset, scan_training, token_rows
@@ -37,6 +38,7 @@ HELD_OUT_SPLITS = ("validation", "test")
 class EvaluateArguments:
     model_dir: str = field(default="model_output", metadata={"help": "Model folder written by train.py."})
     dataset_dir: str = field(default="data", metadata={"help": "DatasetDict written by prepare_dataset.py (the model's own)."})
+    base_dataset_dir: str | None = field(default=None, metadata={"help": "For a model fine-tuned from another (train.py --init_from): the base model's dataset, whose pieces of the base's composers join --dataset_dir's, so that every composer, old and new, is judged against real pieces (the classifier is trained on both)."})
     output_dir: str = field(default="eval_report", metadata={"help": "Where report.json, report.md and the evaluated samples go."})
     samples_dir: str | None = field(default=None, metadata={"help": "Evaluate the <composer>_<i>.mid files generate.py wrote here instead of sampling anew (the sweep and the random baseline are always sampled)."})
     num_samples_per_composer: int = field(default=8, metadata={"help": "Samples per composer for each sample set and guidance scale."})
@@ -186,6 +188,8 @@ def load_evaluation(args: EvaluateArguments) -> Evaluation:
     # composers.json keeps the dataset's ClassLabel order (config.json's composer map is sorted by name).
     _, composer_map = load_tokenizer(args.model_dir)
     dataset = load_eval_dataset(args.dataset_dir, args.split, tokenizer, composer_map)
+    if args.base_dataset_dir:
+        dataset = with_base_data(dataset, args.base_dataset_dir, composer_map, ("train", args.split))
     held_rows = token_rows(dataset[args.split], tokenizer, composer_map, f"--dataset_dir {args.dataset_dir} ({args.split})")
     pieces = join_pieces(held_rows, config.eos_token_id)
     composers = evaluated_composers(args, composer_map, pieces)
@@ -353,6 +357,7 @@ def settings_section(run: Evaluation) -> dict:
         "guard": bool(bounds_from_config(run.config)),
         "device": run.device,
         "composers_evaluated": run.composers,
+        "new_composers": [c for c in new_composers_of(run.config) if c in run.composers],
     })
     return settings
 
