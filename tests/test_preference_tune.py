@@ -62,6 +62,13 @@ def test_one_round_gives_a_plain_model_folder_that_records_the_tuning(tuned, mod
     assert "## Preference tuning" in card and "| 1 | " in card and "independent classifier" in card
     assert "OTHER was left untuned" in card and "OTHER is left untuned" in tuned["stdout"] + tuned["stderr"]
     assert not (out.parent / "model_tuned.tuning").exists()
+    # a card written anew (evaluate_samples.py --write_default_guidance, a Hub push) keeps the tuning section
+    from midilm.evaluation.adherence import write_default_guidance
+
+    again = out.parent / "model_tuned_again"
+    shutil.copytree(out, again)
+    write_default_guidance(again, 1.5)
+    assert "## Preference tuning" in (again / "README.md").read_text() and "guidance 1.5" not in card
     # plain transformers loads it; the weights moved; midilm samples from it
     model = AutoModelForCausalLM.from_pretrained(out)
     base = AutoModelForCausalLM.from_pretrained(model_dir)

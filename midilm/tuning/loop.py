@@ -24,6 +24,7 @@ from midilm.errors import InputError
 from midilm.evaluation.samples import Sampler
 from midilm.generation import load_model
 from midilm.guard import onset_counts
+from midilm.hub import TUNING_CARD, rewrite_model_card
 from midilm.memorization import PitchReader
 from midilm.metrics import piece_metrics, pooled_vertical_seconds
 from midilm.modeling import TRAINING_CONFIG_FILE, context_length, load_midilm_dir, sampling_defaults
@@ -308,8 +309,12 @@ def write_tuned_folder(policy, args: TuneArguments, tuning: dict, work: Path) ->
         if (work / "runs").is_dir():
             shutil.copytree(work / "runs", tmp / "runs" / "tuning")
         (tmp / TUNING_REPORT).write_text(json.dumps(tuning, indent=2) + "\n")
-        card = tmp / "README.md"
-        card.write_text((card.read_text() if card.is_file() else "") + tuning_card(tuning))
+        # the card's tuning section also stands alone, so a card written anew (a new guidance default, a Hub push) keeps it
+        (tmp / TUNING_CARD).write_text(tuning_card(tuning))
+        if (tmp / TRAINING_CONFIG_FILE).is_file():
+            rewrite_model_card(tmp)
+        else:
+            (tmp / "README.md").write_text(tuning_card(tuning))
         replace_dir(tmp, final)
         tmp.mkdir()  # staging_dir removes it
     shutil.rmtree(work, ignore_errors=True)
