@@ -23,8 +23,6 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
-
 from midilm.evaluation.samples import Sampler, real_passages, set_comparison
 from midilm.generation import load_model
 from midilm.metrics import median_bars, piece_metrics

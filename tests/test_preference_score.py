@@ -57,12 +57,12 @@ def test_a_copy_of_a_training_piece_scores_below_a_fresh_piece(reference, prepar
 
 
 def test_short_samples_and_weights(reference):
-    ref, tokenizer, composer_map = reference["ref"], reference["tokenizer"], reference["composer_map"]
+    ref, tokenizer = reference["ref"], reference["tokenizer"]
     composer = ref.measurable[0]
     piece = ref.heldout[composer][0]
     sample = {"composer": composer, "ids": piece["ids"], "score": piece["score"]}
     music = len(piece["ids"]) - 3
-    long_enough, short = score_samples([sample, sample], ref, tokenizer, ScoreWeights(), asked_tokens=music)[0], None
+    long_enough = score_samples([sample], ref, tokenizer, ScoreWeights(), asked_tokens=music)[0]
     short = score_samples([sample], ref, tokenizer, ScoreWeights(), asked_tokens=music * 4)[0]
     assert long_enough["parts"]["short"] == 0 and short["parts"]["short"] == pytest.approx(0.5)
     assert short["total"] == pytest.approx(long_enough["total"] - 0.5)
