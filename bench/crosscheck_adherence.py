@@ -36,34 +36,10 @@ from sklearn.preprocessing import StandardScaler
 
 from midilm.composer_classifier import FEATURE_NAMES, Notes, crops, features, fit_classifier, real_pieces, scores_from_midi, typical_length
 from midilm.modeling import load_midilm_dir
+from midilm.ngram_classifier import ngrams  # the independent classifier's features, now in the package
 
 PITCH_PREFIXES = ("pc_rel", "minor", "key_fit", "harmonic_ic", "top_interval", "bass_interval", "top_up", "bass_up", "pitch_", "top_bass")
 SKIP_SETS = ("random", "accompaniment")
-
-
-def steps(notes: Notes) -> list[str]:
-    """The crop as a sequence of symbols: per onset, the top line's and the bass's steps from the previous
-    onset (semitones, clipped to an octave) with the log2 ratio of inter-onset times, then the chord size
-    and its log2 duration."""
-    onsets, first = np.unique(notes.start, return_index=True)
-    symbols, previous, previous_ioi = [], None, None
-    for k, onset in enumerate(onsets):
-        chord = notes.pitch[notes.start == onset]
-        duration = float(np.max(notes.end[notes.start == onset] - onset))
-        top, bass = int(chord.max()), int(chord.min())
-        symbols.append(f"v{min(len(chord), 6)}d{round(np.log2(max(duration, 1 / 16)))}")
-        if previous is not None:
-            ioi = onset - onsets[k - 1]
-            ratio = 0 if previous_ioi is None else round(np.log2(ioi / previous_ioi))
-            symbols.append(f"t{np.clip(top - previous[0], -12, 12)}b{np.clip(bass - previous[1], -12, 12)}r{ratio}")
-            previous_ioi = ioi
-        previous = (top, bass)
-    return symbols
-
-
-def ngrams(notes: Notes) -> Counter:
-    s = steps(notes)
-    return Counter("|".join(s[i : i + n]) for n in (1, 2, 3) for i in range(len(s) - n + 1))
 
 
 def training_crops(train: dict[str, list], length: int, per_piece: int, seed: int) -> tuple[list[Notes], list[int]]:

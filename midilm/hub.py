@@ -71,6 +71,8 @@ def push_dataset(data_dir: Path, tokenizer_dir: Path, repo_id: str) -> None:
 
 
 MODEL_CARD = "README.md"
+# A tuned folder's card section (tune.py writes it): kept when the card is written anew.
+TUNING_CARD = "tuning_card.md"
 TASK_TEXT = {
     "continuation": "continuation: `[BOS, COMPOSER_x, tokens..., EOS]`, music in the composer's style, from nothing or from a MIDI prompt",
     "accompaniment": "accompaniment: `[BOS, COMPOSER_x, MELODY, melody bars, FULL, the full piece's bars, EOS]`, a melody harmonized",
@@ -122,6 +124,8 @@ def rewrite_model_card(model_dir: str | Path, repo_id: str | None = None) -> Non
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     resolved = json.loads((model_dir / TRAINING_CONFIG_FILE).read_text())
     write_model_card(model_dir, config, ComposerMap.from_config(config), metrics, resolved, repo_id=repo_id)
+    if (model_dir / TUNING_CARD).is_file():
+        (model_dir / MODEL_CARD).write_text((model_dir / MODEL_CARD).read_text() + (model_dir / TUNING_CARD).read_text())
 
 
 def write_model_card(model_dir: Path, config, composer_map, metrics: dict, resolved: dict, repo_id: str | None = None) -> None:

@@ -17,6 +17,12 @@ Per piece (`piece_metrics`, a `symusic.Score` in ticks; drum tracks are left out
   ``[start, end)``; notes starting at that time count). 1.0 for a monophonic line.
 - ``pitch_range``: highest minus lowest MIDI pitch, in semitones.
 - ``notes_per_bar``: notes over bars, bars being those that start before the last note ends.
+- ``vertical_seconds``: share of the pairs of notes that start together (every pair at one onset,
+  any tracks) whose interval class is 1 or 2 (a minor or major second, a seventh or ninth apart);
+  ``vertical_pairs`` counts those pairs, so a set's share is pooled over pairs
+  (`pooled_vertical_seconds`). None for a piece where no two notes start together. Kept out of the
+  mean gap (`DISTANCE_METRICS`), which it would change; the report gives it on its own, samples
+  against real pieces.
 - ``pitch_class_histogram`` (12 shares) and ``duration_histogram`` (shares over
   `DURATION_BIN_EDGES`, in beats = quarter notes) feed the histogram distances of `compare`.
 - ``syntax_error_rate``: filled by the caller (midilm.grammar owns miditok's ``tokens_errors``).
@@ -157,6 +163,36 @@ def _polyphony(start: np.ndarray, end: np.ndarray) -> float:
     return float(sounding.mean())
 
 
+SECOND_INTERVAL_CLASSES = (1, 2)  # minor and major seconds (and their inversions and compounds)
+
+
+def vertical_intervals(start: np.ndarray, pitch: np.ndarray) -> np.ndarray:
+    """Interval classes (0-6) of every pair of notes that start together; notes sorted by (start, pitch)."""
+    out, d = [], 1
+    while d < len(start):
+        same = start[d:] == start[:-d]  # in (start, pitch) order, notes d apart at one onset
+        if not same.any():
+            break  # no onset holds more than d notes
+        ic = (pitch[d:][same] - pitch[:-d][same]) % 12
+        out.append(np.minimum(ic, 12 - ic))
+        d += 1
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def vertical_seconds(score: Score) -> tuple[int, int]:
+    """(pairs of notes that start together a second apart, all pairs of notes that start together)."""
+    notes = note_arrays(score)
+    ics = vertical_intervals(notes["start"], notes["pitch"])
+    return int(np.isin(ics, SECOND_INTERVAL_CLASSES).sum()), len(ics)
+
+
+def pooled_vertical_seconds(pieces: Sequence[dict]) -> float | None:
+    """The share of vertical seconds over all pairs of a set of `piece_metrics` dicts (None: no pairs)."""
+    pairs = sum(p.get("vertical_pairs") or 0 for p in pieces)
+    seconds = sum((p.get("vertical_seconds") or 0.0) * (p.get("vertical_pairs") or 0) for p in pieces)
+    return float(seconds / pairs) if pairs else None
+
+
 def piece_metrics(
     score: Score, *, syntax_error_rate: float | None = None, positions_per_quarter: int = 12
 ) -> dict[str, float | int | list[float] | None]:
@@ -174,6 +210,9 @@ def piece_metrics(
     result["n_notes"] = len(pitch)
     result["pitch_class_histogram"] = [0.0] * 12
     result["duration_histogram"] = [0.0] * (len(DURATION_BIN_EDGES) - 1)
+    ics = vertical_intervals(start, pitch)
+    result["vertical_pairs"] = len(ics)
+    result["vertical_seconds"] = float(np.isin(ics, SECOND_INTERVAL_CLASSES).mean()) if len(ics) else None
     if len(pitch) == 0:
         result["n_bars"] = 0
         return result

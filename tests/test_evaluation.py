@@ -369,6 +369,14 @@ def test_adherence_rows_are_computed_from_the_samples(adherence_run, model_dir, 
         cell = f"{row['adherence']:.2f} [{row['interval'][0]:.2f}, {row['interval'][1]:.2f}]"
         assert cell in markdown
         assert f"{row['degenerate_guard_off']['count']}/{row['degenerate_guard_off']['n']}" in markdown
+        # vertical seconds: pooled over each composer's samples, beside the real pieces'
+        from midilm.metrics import piece_metrics, pooled_vertical_seconds
+
+        samples = midi["trained"] if row["scale"] == trained_scale else midi[f"sweep {row['scale']:g}"]
+        for c, share in row["vertical_seconds"].items():
+            assert share == pooled_vertical_seconds([piece_metrics(p["score"]) for p in samples if p["composer"] == c])
+    assert set(section["real"]["vertical_seconds"]) == set(report["settings"]["composers_evaluated"])
+    assert "| vertical seconds (" in markdown
 
 
 def test_guided_samples_at_the_default_stay_within_the_guard(adherence_run, model_dir):

@@ -16,6 +16,7 @@ from midilm.evaluate_modules import path
 from midilm.evaluation.samples import mean_or_none
 from midilm.guard import onset_counts
 from midilm.hub import rewrite_model_card
+from midilm.metrics import pooled_vertical_seconds
 from midilm.modeling import GUIDANCE_KEY, TRAINING_CONFIG_FILE
 
 
@@ -98,6 +99,11 @@ class Judges:
         return mean_or_none(gaps)
 
 
+def seconds_by_composer(measured: list[dict], composers: list[str]) -> dict:
+    """The share of vertical seconds (pairs of notes that start together a second apart) per composer, pooled over pairs."""
+    return {c: pooled_vertical_seconds([p for p in measured if p["composer"] == c]) for c in composers}
+
+
 def run_summary(measured: list[dict]) -> dict:
     """The longest shared interval runs of measured pieces: max and median."""
     runs = [p["longest_training_run"] for p in measured]
@@ -120,6 +126,7 @@ def scale_row(scale: float, result: dict, guarded: list[dict], unguarded: list[d
         "metric_gap": gap,
         "notes_per_sample": mean_or_none([p["n_notes"] for p in measured]),
         "memorization": run_summary(measured),
+        "vertical_seconds": seconds_by_composer(measured, list(result["per_composer"])),
     }
 
 
@@ -154,6 +161,7 @@ def composer_adherence(
             "degenerate": real_rate,
             "syntax_error_rate_max": max((p["syntax_error_rate"] for p in real_measured), default=None),
             "memorization": run_summary(real_runs),
+            "vertical_seconds": seconds_by_composer(real_measured, composers),
         },
         "unconditional": {"degenerate_guard_on": degenerate(drawn[UNCONDITIONAL], tokenizer, thresholds)},
         "degenerate_threshold": thresholds,

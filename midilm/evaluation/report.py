@@ -342,7 +342,8 @@ def adherence_method_markdown(section: dict) -> list[str]:
         f"{settings['real_window_bars']} bars, the samples' median length (`music_metrics` evaluate module, `real_windows`), "
         "averaged over composers. Shared run: the longest run of pitch intervals shared with one training "
         "piece at any transposition (max / median); the real pieces' is measured on passages as long as the median sample "
-        "(see Memorization)."),
+        "(see Memorization). Vertical seconds: the share of pairs of notes that start together a minor or major second "
+        "apart (interval class 1 or 2), pooled over each composer's pieces; the ceiling's row gives the real held-out pieces'."),
         "",
     ]
 
@@ -354,7 +355,8 @@ def adherence_table_markdown(section: dict, composers: list[str], labels: list[s
     ceiling = section["ceiling"] or {}
     ceiling_overall = ceiling.get("overall") or {}
     header = ["s", "adherence [95% interval]", "mean p(intended)", *labels, "degenerate, guard on", "degenerate, guard off",
-              "syntax errors (max)", "metric gap to real", "notes / sample", "shared run (max / median)"]
+              "syntax errors (max)", "metric gap to real", "notes / sample", "shared run (max / median)",
+              f"vertical seconds ({' / '.join(labels)})"]
     per_composer_ceiling = ceiling.get("per_composer", {})
 
     def composer_cells(shares: dict) -> list[str]:
@@ -365,13 +367,13 @@ def adherence_table_markdown(section: dict, composers: list[str], labels: list[s
         _f(ceiling_overall.get("mean_probability"), 2),
         *composer_cells({c: v.get("share") for c, v in per_composer_ceiling.items()}),
         _rate_cell(real["degenerate"]) + " of real pieces", "–", _f(real["syntax_error_rate_max"]), "–", "–",
-        f"{_f(real['memorization']['max'])} / {_f(real['memorization']['median'], 1)}",
+        f"{_f(real['memorization']['max'])} / {_f(real['memorization']['median'], 1)}", _seconds_cell(real.get("vertical_seconds"), composers),
     ]]
     base = section["groups"].get(UNCONDITIONAL, {}).get("unconditional") or {}
     rows.append([
         "unconditional (share heard as each composer)", f"{_f(info['chance'], 2)} by construction", "–",
         *composer_cells({c: v.get("share") for c, v in base.items()}),
-        _rate_cell(section["unconditional"]["degenerate_guard_on"]), "–", "–", "–", "–", "–",
+        _rate_cell(section["unconditional"]["degenerate_guard_on"]), "–", "–", "–", "–", "–", "–",
     ])
     for r in section["rows"]:
         mark = " (default)" if choice.get("scale") == r["scale"] else ""
@@ -379,8 +381,14 @@ def adherence_table_markdown(section: dict, composers: list[str], labels: list[s
             f"{r['scale']:g}{mark}", _share_cell(r["adherence"], r["interval"]), _f(r["mean_probability"], 2), *composer_cells(r["per_composer"]),
             _rate_cell(r["degenerate_guard_on"]), _rate_cell(r["degenerate_guard_off"]), _f(r["syntax_error_rate_max"]), _f(r["metric_gap"]),
             _f(r["notes_per_sample"], 1), f"{_f(r['memorization']['max'])} / {_f(r['memorization']['median'], 1)}",
+            _seconds_cell(r.get("vertical_seconds"), composers),
         ])
     return _table(header, rows)
+
+
+def _seconds_cell(shares: dict | None, composers: list[str]) -> str:
+    """Vertical seconds per composer (a report written before the measure existed has none)."""
+    return " / ".join(_f((shares or {}).get(c), 3) for c in composers) if shares else "–"
 
 
 def guidance_choice_markdown(choice: dict) -> list[str]:

@@ -9,12 +9,13 @@ import numpy as np
 
 from midilm.evaluate_modules import load_tokenizer_arg, read_pieces
 from midilm.grammar import count_syntax_errors
-from midilm.metrics import SCALAR_METRICS, bar_windows, compare, median_bars, piece_metrics, summary_distance
+from midilm.metrics import SCALAR_METRICS, bar_windows, compare, median_bars, piece_metrics, pooled_vertical_seconds, summary_distance
 
 _DESCRIPTION = """
 Music metrics of symbolic pieces (midilm.metrics.piece_metrics): pitch-class entropy, scale
 consistency, groove consistency, empty-beat rate, polyphony, pitch range, notes per bar, the
-pitch-class and duration histograms, and miditok's syntax error rate for token-id input. Given
+pitch-class and duration histograms, vertical seconds (the share of pairs of notes that start together
+a minor or major second apart, pooled over the pieces' pairs), and miditok's syntax error rate for token-id input. Given
 `real` pieces, the set comparison of midilm.metrics.compare (standardised mean gap, distribution
 overlap and KL divergence per metric, Jensen-Shannon divergence of the histograms) and its summary.
 """
@@ -31,7 +32,8 @@ Args:
     positions_per_quarter: the onset grid of groove consistency (default 12).
 Returns:
     n_pieces; mean: the mean of every scalar metric over the pieces that define it; per_piece: every
-    piece's metrics; with `real`: comparison (midilm.metrics.compare) and distance: mean_gap and
+    piece's metrics; vertical_seconds: {"predictions": share over all their pairs, "real": the same
+    for `real` (its windows), or None without it}; with `real`: comparison (midilm.metrics.compare) and distance: mean_gap and
     mean_overlap over the scalar metrics but the syntax error rate, pitch_class_js, duration_js; with
     `real_windows`, real_window_bars: the window length used.
 Examples:
@@ -85,13 +87,15 @@ class MusicMetrics(evaluate.Metric):
         for key in SCALAR_METRICS + ("n_notes", "n_bars"):
             values = [p[key] for p in pieces if p.get(key) is not None]
             mean[key] = float(np.mean(values)) if values else None
-        result = {"n_pieces": len(pieces), "mean": mean, "per_piece": pieces}
+        result = {"n_pieces": len(pieces), "mean": mean, "per_piece": pieces,
+                  "vertical_seconds": {"predictions": pooled_vertical_seconds(pieces), "real": None}}
         if real is not None:
             if real_windows is None:
                 reference = _metrics(real, tokenizer, positions_per_quarter)
             else:
                 result["real_window_bars"] = median_bars(pieces) if real_windows == "auto" else real_windows
                 reference = _window_metrics(real, tokenizer, result["real_window_bars"], positions_per_quarter)
+            result["vertical_seconds"]["real"] = pooled_vertical_seconds(reference)
             comparison = compare(pieces, reference)
             result["comparison"] = comparison
             result["distance"] = summary_distance(comparison)

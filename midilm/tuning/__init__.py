@@ -1,0 +1,1 @@
+"""Preference tuning (DPO with TRL) of a trained midilm model: the score (`score`), the rounds (`loop`)."""

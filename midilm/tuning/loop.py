@@ -1,0 +1,365 @@
+"""Rounds of sample → score → pair → DPO, each a checkpoint; the tuned model is a normal midilm folder.
+
+    tune(TuneArguments(model_dir="model_output", dataset_dir="data", output_dir="model_tuned"), ScoreWeights())
+
+Work happens in `<output_dir>.tuning/` (one folder per finished round, TensorBoard logs); a killed run,
+started again with the same flags, resumes after its last finished round. The finished folder is built
+under a temporary name and renamed to `output_dir` at the end, so `output_dir` either holds a whole tuned
+model or does not exist.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from midilm.composer_classifier import typical_length, wilson_interval
+from midilm.errors import InputError
+from midilm.evaluation.samples import Sampler
+from midilm.generation import load_model
+from midilm.guard import onset_counts
+from midilm.hub import TUNING_CARD, rewrite_model_card
+from midilm.memorization import PitchReader
+from midilm.metrics import piece_metrics, pooled_vertical_seconds
+from midilm.modeling import TRAINING_CONFIG_FILE, context_length, load_midilm_dir, sampling_defaults
+from midilm.ngram_classifier import fit_ngram_classifier
+from midilm.outputs import replace_dir, staging_dir, write_file_atomic
+from midilm.tokenizer import load_tokenizer
+from midilm.tuning.score import PAIR_RULES, Reference, ScoreWeights, build_pairs, build_reference, load_dataset_for, score_samples
+
+TUNING_KEY = "midilm_tuning"  # config.json: what the tuning did (transformers never reads it)
+ROUND_FILE = "round.json"  # written last in a round's folder: the round is finished
+TUNING_REPORT = "tuning_report.json"
+TUNING_CONFIG = "tuning_config.json"
+
+
+@dataclass
+class TuneArguments:
+    model_dir: str = field(default="model_output", metadata={"help": "The trained model folder to tune (train.py's output); it is never written."})
+    dataset_dir: str | None = field(default=None, metadata={"help": "The model's own dataset (prepare_dataset.py's output); default: the one its training_config.json names."})
+    output_dir: str = field(default="model_tuned", metadata={"help": "Where the tuned model folder goes (work in progress: <output_dir>.tuning/, kept for resuming)."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output_dir."})
+    rounds: int = field(default=2, metadata={"help": "Rounds of sample -> score -> DPO (NotaGen's CLaMP-DPO used 2); fewer when every composer reaches its target or adherence stops rising."})
+    samples_per_composer: int = field(default=32, metadata={"help": "Samples per composer per round (K): pairs come from within one composer's K."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Tokens per sample: the evaluation's demo length (about 65 notes)."})
+    guidance_scale: float | None = field(default=None, metadata={"help": "Guidance scale of the round's samples (default: the model's midilm_guidance_scale)."})
+    pair_rule: str = field(default="extremes", metadata={"help": f"How pairs are built per composer: {' or '.join(PAIR_RULES)} (see midilm.tuning.score.build_pairs)."})
+    pair_fraction: float = field(default=0.25, metadata={"help": "extremes: the top and bottom share of each composer's samples that are paired (best with worst)."})
+    min_margin: float = field(default=0.05, metadata={"help": "A pair whose scores differ by less carries no preference and is dropped."})
+    beta: float = field(default=0.1, metadata={"help": "DPO's beta: how far the policy may move from the reference (TRL's default)."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "DPO learning rate (AdamW, constant): the tiny models of the demo barely move at TRL's 1e-6."})
+    dpo_epochs: float = field(default=2.0, metadata={"help": "Passes over a round's pairs."})
+    batch_size: int = field(default=8, metadata={"help": "Pairs per DPO step."})
+    stop_early: bool = field(default=True, metadata={"help": "Stop before --rounds once every composer reaches its target or adherence stops rising (--stop_early false runs every round)."})
+    target_ratio: float = field(default=0.9, metadata={"help": "A composer's adherence target: this share of the classifier's ceiling on real held-out crops."})
+    sample_batch_size: int = field(default=64, metadata={"help": "Samples per generate() call."})
+    seed: int = field(default=0, metadata={"help": "Seeds the samples (round r draws with seed + 1000 r) and DPO."})
+
+    def __post_init__(self):
+        if self.rounds < 1:
+            raise InputError(f"--rounds {self.rounds}: must be at least 1")
+        for name in ("samples_per_composer", "max_new_tokens", "batch_size", "sample_batch_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name} {getattr(self, name)}: must be at least 1")
+        if self.samples_per_composer < 2:
+            raise InputError(f"--samples_per_composer {self.samples_per_composer}: a pair needs at least 2")
+        if self.pair_rule not in PAIR_RULES:
+            raise InputError(f"--pair_rule {self.pair_rule!r}: choose one of {', '.join(PAIR_RULES)}")
+        if not 0 < self.pair_fraction <= 0.5:
+            raise InputError(f"--pair_fraction {self.pair_fraction}: must be within (0, 0.5]")
+        if self.beta <= 0 or self.learning_rate <= 0 or self.dpo_epochs <= 0:
+            raise InputError("--beta, --learning_rate and --dpo_epochs must be > 0")
+
+
+def work_dir(args: TuneArguments) -> Path:
+    out = Path(args.output_dir)
+    return out.parent / f"{out.name}.tuning"
+
+
+def check_inputs(args: TuneArguments):
+    """Every refusal before anything is written: the output folder, the model folder, its dataset."""
+    output = Path(args.output_dir)
+    if output.exists() and not args.overwrite:
+        raise InputError(f"--output_dir {output} already exists; pass --overwrite to replace it, or choose another folder")
+    config, tokenizer, _ = load_midilm_dir(args.model_dir)
+    _, composer_map = load_tokenizer(args.model_dir)  # composers.json: the dataset's ClassLabel order
+    dataset_dir = args.dataset_dir
+    if dataset_dir is None:
+        recorded = Path(args.model_dir) / TRAINING_CONFIG_FILE
+        dataset_dir = json.loads(recorded.read_text())["data"]["dataset_dir"] if recorded.is_file() else None
+        if dataset_dir is None or not Path(dataset_dir).exists():
+            raise InputError(f"--model_dir {args.model_dir}: its dataset ({dataset_dir or 'not recorded'}) is not there; pass --dataset_dir, the folder prepare_dataset.py wrote for it")
+    if not Path(dataset_dir).exists():
+        raise InputError(f"--dataset_dir {dataset_dir}: no such folder; tuning needs the model's own dataset (prepare_dataset.py's output)")
+    load_dataset_for(dataset_dir, tokenizer, composer_map)  # composers and splits
+    return config, tokenizer, composer_map, dataset_dir
+
+
+def finished_rounds(work: Path) -> list[dict]:
+    """The records of the rounds finished in `work`, in order (a round without its round.json is unfinished)."""
+    out = []
+    while (work / f"round_{len(out) + 1}" / ROUND_FILE).is_file():
+        out.append(json.loads((work / f"round_{len(out) + 1}" / ROUND_FILE).read_text()))
+    return out
+
+
+def adherence_of(scored: list[dict], samples: list[dict], reference: Reference) -> dict:
+    """Share of each measurable composer's samples the reward classifier hears as it (argmax), with intervals."""
+    classes = reference.measurable
+    out = {}
+    for c in classes:
+        mine = [s for s, x in zip(scored, samples) if x["composer"] == c]
+        hits = sum(s["parts"]["argmax"] == c for s in mine)
+        out[c] = {"share": hits / len(mine) if mine else None, "n": len(mine), "interval": list(wilson_interval(hits, len(mine)) or [])}
+    return out
+
+
+def describe_samples(samples: list[dict], reference: Reference, tokenizer, independent, composers: list[str]) -> dict:
+    """Before/after figures of a sample set, per composer: adherence by the reward classifier and by the
+    independent n-gram classifier, vertical seconds (real beside), notes per sample, memorization, clusters."""
+    reader = PitchReader.for_tokenizer(tokenizer)
+    reward = reference.classifier
+    p_reward = reward.probabilities([s["score"] for s in samples])
+    p_indep = independent.probabilities([s["score"] for s in samples])
+    out = {}
+    for c in composers:
+        idx = [i for i, s in enumerate(samples) if s["composer"] == c]
+        if not idx:
+            continue
+        metrics = [piece_metrics(samples[i]["score"]) for i in idx]
+        runs = [reference.index.longest_run(reader.pitches(samples[i]["ids"])).length for i in idx]
+        row = {"n": len(idx)}
+        for name, clf, p in (("reward_classifier", reward, p_reward), ("independent_classifier", independent, p_indep)):
+            if c in clf.composers:
+                hits = int(sum(clf.composers[int(np.argmax(p[i]))] == c for i in idx))
+                row[name] = {"share": hits / len(idx), "interval": list(wilson_interval(hits, len(idx))),
+                             "ceiling": (clf.ceiling.get("per_composer", {}).get(c) or {}).get("share")}
+            else:
+                row[name] = None
+        row["vertical_seconds"] = pooled_vertical_seconds(metrics)
+        row["vertical_seconds_real"] = reference.real_seconds.get(c)
+        row["notes_per_sample"] = float(np.mean([m["n_notes"] for m in metrics]))
+        row["memorization"] = {"max": max(runs), "median": float(np.median(runs)), "real_passages_max": reference.copy_limit}
+        row["degenerate"] = int(sum(onset_counts(tokenizer, samples[i]["ids"])[0] > reference.max_notes_per_onset.get(c, 10**6) for i in idx))
+        out[c] = row
+    return out
+
+
+def tune(args: TuneArguments, weights: ScoreWeights, log=print) -> dict:
+    """Run (or resume) the rounds and write the tuned model folder; returns the tuning record."""
+    started = time.perf_counter()
+    config, tokenizer, composer_map, dataset_dir = check_inputs(args)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    work = work_dir(args)
+    settings = {"args": asdict(args), "weights": asdict(weights), "dataset_dir": dataset_dir}
+    done = finished_rounds(work) if work.is_dir() else []
+    if work.is_dir() and (work / TUNING_CONFIG).is_file():
+        before = json.loads((work / TUNING_CONFIG).read_text())
+        if {**before["args"], "rounds": None, "overwrite": None} != {**settings["args"], "rounds": None, "overwrite": None} or before["weights"] != settings["weights"]:
+            raise InputError(f"{work} holds an unfinished tuning with other settings; start it again with those, or delete {work}")
+    if done:
+        log(f"resuming: {len(done)} round(s) of {work} finished")
+    work.mkdir(parents=True, exist_ok=True)
+    write_file_atomic(work / TUNING_CONFIG, json.dumps(settings, indent=2).encode())
+
+    # Reference: the model before tuning, frozen; the score's reference data, read once
+    base = load_model(args.model_dir, device)
+    defaults = sampling_defaults(args.model_dir)
+    scale = defaults["guidance_scale"] if args.guidance_scale is None else args.guidance_scale
+    max_new = min(args.max_new_tokens, context_length(config) - 2)
+    sampler = Sampler(tokenizer, composer_map, config, defaults, max_new, device, args.sample_batch_size)
+    composers = composer_map.names
+    probe = sampler.sample(base, [c for c in composers for _ in range(2)], scale, args.seed + 999)  # sets the classifier's crop length
+    crop = typical_length([s["score"] for s in probe], "notes")
+    # copies are judged against real held-out passages as long as the samples (in notes), as the report judges them
+    reference = build_reference(dataset_dir, tokenizer, composer_map, crop, crop, seed=args.seed)
+    independent = fit_ngram_classifier(reference.train_pieces, reference.heldout_scores, crop_length=crop, seed=args.seed)
+    tuned = [c for c in composers if c in reference.measurable]
+    for c, reason in sorted(reference.not_measurable.items()):
+        log(f"warning: {c} is left untuned: the classifier cannot measure it ({reason})")
+    if not tuned:
+        raise InputError(f"--dataset_dir {dataset_dir}: no composer is measurable by the classifier, so nothing can be tuned")
+    targets = {c: args.target_ratio * (reference.classifier.ceiling["per_composer"][c]["share"] or 0) for c in tuned}
+
+    from torch.utils.tensorboard import SummaryWriter  # TensorBoard: loaded only when tuning
+    from transformers.integrations import TensorBoardCallback
+
+    writer = SummaryWriter(str(work / "runs" / "tune"))
+    policy_dir = work / f"round_{len(done)}" if done else Path(args.model_dir)
+    policy = load_model(policy_dir, device)
+    history = list(done)
+    stop_reason = None
+    for r in range(len(done) + 1, args.rounds + 1):
+        tick = time.perf_counter()
+        # Sample K per composer from the current model, with midilm's processors
+        samples = sampler.sample(policy, [c for c in tuned for _ in range(args.samples_per_composer)], scale, args.seed + 1000 * r)
+        scored = score_samples(samples, reference, tokenizer, weights, max_new)
+        probabilities = reference.classifier.probabilities([s["score"] for s in samples])
+        for s, p in zip(scored, probabilities):
+            s["parts"]["argmax"] = reference.classifier.composers[int(np.argmax(p))]
+        adherence = adherence_of(scored, samples, reference)
+        last_samples = samples
+        for c in tuned:
+            writer.add_scalar(f"adherence/{c}", adherence[c]["share"], r - 1)
+        writer.add_scalar("score/mean", float(np.mean([s["total"] for s in scored])), r - 1)
+        # Stop once every composer reaches its target, or adherence stopped rising
+        if args.stop_early and all(adherence[c]["share"] >= targets[c] for c in tuned):
+            stop_reason = f"before round {r}: every tuned composer at or above {args.target_ratio:g} x the classifier's ceiling"
+            break
+        if args.stop_early and history and np.mean([adherence[c]["share"] for c in tuned]) <= np.mean([history[-1]["adherence"][c]["share"] for c in tuned]):
+            stop_reason = f"before round {r}: adherence stopped rising ({np.mean([adherence[c]['share'] for c in tuned]):.2f} after {np.mean([history[-1]['adherence'][c]['share'] for c in tuned]):.2f})"
+            break
+        pairs = build_pairs(samples, scored, args.pair_rule, args.pair_fraction, args.min_margin)
+        if not pairs:
+            stop_reason = f"before round {r}: no pair with a score margin of {args.min_margin} or more"
+            break
+        # DPO against the model before tuning
+        from midilm.tuning.dpo import preference_rows, run_dpo  # TRL: loaded only when tuning
+        from trl import DPOConfig
+
+        dpo_args = DPOConfig(
+            output_dir=str(work / f".round_{r}.trainer"), per_device_train_batch_size=args.batch_size, num_train_epochs=args.dpo_epochs,
+            learning_rate=args.learning_rate, lr_scheduler_type="constant", beta=args.beta, max_length=context_length(config),
+            gradient_checkpointing=False, bf16=False, logging_steps=1, save_strategy="no", report_to="none",
+            seed=args.seed + r, disable_tqdm=True, use_cpu=device == "cpu",
+        )
+        # TRL logs rewards/chosen, rewards/rejected, rewards/margins and rewards/accuracies per step, one run per round
+        board = TensorBoardCallback(SummaryWriter(str(work / "runs" / f"dpo_round_{r}")))
+        dpo = run_dpo(policy, base, config, preference_rows(samples, pairs), dpo_args, callbacks=[board])
+        for k, v in dpo.items():
+            writer.add_scalar(f"dpo/{k}", v, r)
+        writer.flush()
+        record = {
+            "round": r, "samples": len(samples), "pairs": len(pairs), "pairs_per_composer": {c: sum(p["composer"] == c for p in pairs) for c in tuned},
+            "adherence": adherence, "mean_score": float(np.mean([s["total"] for s in scored])),
+            "mean_margin": float(np.mean([p["margin"] for p in pairs])), "dpo": dpo, "seconds": time.perf_counter() - tick,
+        }
+        if r == 1:  # the round's samples are the model before tuning's: the "before" of the table
+            record["before"] = describe_samples(samples, reference, tokenizer, independent, tuned)
+        # Checkpoint: the round's model folder, then its record (written last: the round is finished)
+        round_dir = work / f"round_{r}"
+        shutil.rmtree(round_dir, ignore_errors=True)
+        save_model_folder(policy, args.model_dir, round_dir)
+        shutil.rmtree(work / f".round_{r}.trainer", ignore_errors=True)
+        write_file_atomic(round_dir / ROUND_FILE, json.dumps(record, indent=2).encode())
+        history.append(record)
+        log(f"round {r}: {len(pairs)} pairs, adherence before it " + ", ".join(f"{c} {adherence[c]['share']:.2f}" for c in tuned)
+            + f", DPO margin {dpo['rewards/margins']:.3f}, {record['seconds']:.0f} s")
+    # After: the tuned model's own samples (those the loop stopped on, else fresh ones, seeded after the last round's)
+    if stop_reason is None:
+        last_samples = sampler.sample(policy, [c for c in tuned for _ in range(args.samples_per_composer)], scale, args.seed + 1000 * (args.rounds + 1))
+    before = history[0]["before"] if history else describe_samples(last_samples, reference, tokenizer, independent, tuned)
+    after = describe_samples(last_samples, reference, tokenizer, independent, tuned)
+    for c in tuned:
+        for name in ("reward_classifier", "independent_classifier"):
+            if after[c].get(name):
+                writer.add_scalar(f"after/{name}/{c}", after[c][name]["share"], len(history))
+    writer.close()
+    tuning = {
+        "base_model": str(Path(args.model_dir).resolve()), "dataset_dir": str(dataset_dir), "rounds": len(history),
+        "rounds_asked": args.rounds, "stopped": stop_reason or f"after {len(history)} round(s) (--rounds {args.rounds})",
+        "samples_per_composer": args.samples_per_composer, "pairs_per_round": [h["pairs"] for h in history],
+        "guidance_scale": scale, "tuned_composers": tuned, "untuned_composers": reference.not_measurable,
+        "targets": targets, "weights": asdict(weights), "settings": asdict(args), "reference": reference.summary(),
+        "before_after": {"before": before, "after": after, "verdict": verdict(before, after, tuned)},
+        "wall_seconds": time.perf_counter() - started, "round_history": history,
+    }
+    write_tuned_folder(policy, args, tuning, work)
+    return tuning
+
+
+def verdict(before: dict, after: dict, composers: list[str]) -> str:
+    """Did both classifiers hear the tuned model's samples as their composer more often? A disagreement is said, never called a success."""
+    def mean(side: dict, name: str) -> float | None:
+        shares = [side[c][name]["share"] for c in composers if side[c].get(name)]
+        return float(np.mean(shares)) if shares else None
+
+    changes = {name: (mean(before, name), mean(after, name)) for name in ("reward_classifier", "independent_classifier")}
+    text = "; ".join(f"{name.replace('_', ' ')} {b:.2f} -> {a:.2f}" for name, (b, a) in changes.items() if b is not None and a is not None)
+    ups = [a > b for b, a in changes.values() if b is not None and a is not None]
+    if len(ups) == 2 and ups[0] != ups[1]:
+        return f"the two classifiers disagree ({text}): not a success, the tuning may have learnt the reward classifier, not the music"
+    if ups and all(ups):
+        return f"both classifiers hear the composers more often ({text})"
+    return f"adherence did not rise ({text})"
+
+
+def save_model_folder(model, base_dir: str | Path, target: Path, tuning: dict | None = None) -> None:
+    """`model` as a midilm folder: the base folder's files (tokenizer, composers, training config, card,
+    generation config) with the model's weights and config.json written by `save_pretrained`."""
+    shutil.copytree(base_dir, target, ignore=shutil.ignore_patterns("checkpoint-*", "runs", "*.safetensors", "*.bin"))
+    if tuning is not None:
+        setattr(model.config, TUNING_KEY, {k: v for k, v in tuning.items() if k not in ("round_history", "settings", "reference")})
+    model.save_pretrained(target)
+
+
+def write_tuned_folder(policy, args: TuneArguments, tuning: dict, work: Path) -> None:
+    """The finished folder, whole or not at all: staged, then renamed to --output_dir; the work folder goes."""
+    final = Path(args.output_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with staging_dir(final) as tmp:
+        shutil.rmtree(tmp)
+        save_model_folder(policy, args.model_dir, tmp, tuning)
+        if (work / "runs").is_dir():
+            shutil.copytree(work / "runs", tmp / "runs" / "tuning")
+        (tmp / TUNING_REPORT).write_text(json.dumps(tuning, indent=2) + "\n")
+        # the card's tuning section also stands alone, so a card written anew (a new guidance default, a Hub push) keeps it
+        (tmp / TUNING_CARD).write_text(tuning_card(tuning))
+        if (tmp / TRAINING_CONFIG_FILE).is_file():
+            rewrite_model_card(tmp)
+        else:
+            (tmp / "README.md").write_text(tuning_card(tuning))
+        replace_dir(tmp, final)
+        tmp.mkdir()  # staging_dir removes it
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def tuning_card(tuning: dict) -> str:
+    """The card's section on the preference tuning."""
+    weights = ", ".join(f"{k} {v:g}" for k, v in tuning["weights"].items())
+    rows = "\n".join(
+        f"| {h['round']} | {h['samples']} | {h['pairs']} | " + " / ".join(f"{c} {v['share']:.2f}" for c, v in h["adherence"].items())
+        + f" | {h['dpo']['rewards/margins']:.3f} | {h['dpo']['rewards/accuracies']:.2f} |" for h in tuning["round_history"])
+    untuned = "".join(f"\n- {c} was left untuned: {reason}." for c, reason in tuning["untuned_composers"].items())
+    return f"""
+## Preference tuning
+Tuned from `{tuning['base_model']}` with DPO (TRL, the base model as the reference) in {tuning['rounds']} round(s) of
+{tuning['samples_per_composer']} samples per composer at guidance {tuning['guidance_scale']:g}, scored by the composer
+classifier, vertical seconds over the composer's real rate, copying, clusters, syntax and length (weights: {weights});
+stopped {tuning['stopped']}. config.json's `{TUNING_KEY}` holds the record, `{TUNING_REPORT}` the rounds.{untuned}
+
+| round | samples | pairs | reward classifier's adherence of the samples it tuned on | DPO reward margin | DPO reward accuracy |
+|---|---|---|---|---|---|
+{rows}
+
+Before and after ({tuning['samples_per_composer']} samples per composer each; the independent classifier is the n-gram
+naive Bayes of `midilm.ngram_classifier`, which was not the reward): {tuning['before_after']['verdict']}.
+
+{before_after_markdown(tuning['before_after'])}
+Tuning moves what classifier-free guidance mixes: run `evaluate_samples.py --write_default_guidance` on this folder
+to choose the guidance default again.
+"""
+
+
+def before_after_markdown(table: dict) -> str:
+    """One row per composer and side: both classifiers' adherence with intervals, vertical seconds against real, notes, memorization."""
+    def share(cell: dict | None) -> str:
+        return "–" if not cell else f"{cell['share']:.2f} [{cell['interval'][0]:.2f}, {cell['interval'][1]:.2f}]"
+
+    lines = ["| composer | model | reward classifier | independent classifier | vertical seconds (real) | notes / sample | copied run max / median (real passages max) | clusters |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in table["before"]:
+        for side in ("before", "after"):
+            row = table[side].get(c)
+            if row:
+                lines.append(
+                    f"| {c} | {side} | {share(row['reward_classifier'])} | {share(row['independent_classifier'])} | "
+                    f"{row['vertical_seconds'] or 0:.3f} ({row['vertical_seconds_real'] or 0:.3f}) | {row['notes_per_sample']:.1f} | "
+                    f"{row['memorization']['max']} / {row['memorization']['median']:g} ({row['memorization']['real_passages_max']}) | {row['degenerate']}/{row['n']} |")
+    return "\n".join(lines) + "\n"
