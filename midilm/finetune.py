@@ -282,8 +282,8 @@ def write_base_file(folder: Path, base: BaseModel, base_names: list[str], new: l
     (folder / BASE_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
 
 
-def with_base_data(dataset, base_dataset_dir: str, composer_map: ComposerMap, splits: tuple[str, ...]):
-    """A fine-tuning dataset with the base's dataset joined to it (`splits` of each), so that every
+def with_base_data(dataset, base_dataset_dir: str, composer_map: ComposerMap):
+    """A fine-tuning dataset with the base's dataset joined to it (every split of the two), so that every
     composer, old and new, has real pieces to be judged against. The base's composers are the first of
     `composer_map.names` with the same label indices, so its rows keep their labels under the wider ClassLabel."""
     from datasets import ClassLabel, DatasetDict, concatenate_datasets, load_from_disk
@@ -293,10 +293,11 @@ def with_base_data(dataset, base_dataset_dir: str, composer_map: ComposerMap, sp
         base = load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as err:
         raise InputError(f"--base_dataset_dir {path}: not a dataset written by prepare_dataset.py ({err})") from err
-    names = base[splits[0]].features["composer"].names if splits[0] in base else None
-    if names is None or names != composer_map.names[: len(names)] or not all(s in base for s in splits):
+    splits = [s for s in dataset if s in base]
+    names = base["train"].features["composer"].names if "train" in base else None
+    if names is None or names != composer_map.names[: len(names)] or set(splits) != set(dataset):
         raise InputError(
-            f"--base_dataset_dir {path}: needs {' and '.join(splits)} splits whose composers are the base's, the first of the model's "
+            f"--base_dataset_dir {path}: needs {', '.join(dataset)} splits whose composers are the base's, the first of the model's "
             f"({', '.join(composer_map.names)}); give the dataset the base model was trained on"
         )
     label = ClassLabel(names=composer_map.names)

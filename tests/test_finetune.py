@@ -207,6 +207,7 @@ def test_evaluation_judges_old_and_new_composers_and_names_the_new(full_ft, ft_p
     assert report["settings"]["new_composers"] == [c for c in evaluated if c in NEW]
     classifier = report["adherence"]["classifier"]
     assert set(evaluated) <= set(classifier["composers"]) | set(classifier["not_measurable"])
+    assert {"alpha", "beta"} <= set(classifier["composers"])  # the classifier learnt the base's composers from its data
     assert "Dvořák (new)" in (out / "report.md").read_text()
 
 

@@ -76,7 +76,7 @@ class Judges:
     classifier on the dataset's real pieces (crops as long as `crop` says), which the module keeps for
     the later calls of this process; the music-metric gap to each composer's real pieces."""
 
-    def __init__(self, dataset_dir: str, tokenizer, composers: list[str], real: list[dict], crop: dict):
+    def __init__(self, dataset_dir, tokenizer, composers: list[str], real: list[dict], crop: dict):
         self.dataset_dir, self.tokenizer, self.composers, self.crop = dataset_dir, tokenizer, composers, crop
         self.adherence = evaluate.load(path("composer_adherence"), keep_in_memory=True)
         self.music = evaluate.load(path("music_metrics"), keep_in_memory=True)
@@ -133,16 +133,18 @@ def scale_row(scale: float, result: dict, guarded: list[dict], unguarded: list[d
 def composer_adherence(
     args, tokenizer, composers: list[str], real: list[dict], real_measured: list[dict], drawn: dict[str, list[dict]],
     sweep_sets: dict[float, list[dict]], thresholds: dict[str, int], guard: dict | None, window_bars: int, real_runs: list[dict],
+    dataset=None,
 ) -> dict:
     """The adherence table: the composer classifier's ceiling on real held-out crops, the unconditional
     base rate, and at every sweep scale adherence beside degenerate samples (guard on and off), syntax
     errors, the music-metric gap to the composer's real passages of `window_bars` bars (the samples'
     median length), notes per sample and memorization (the real pieces' as `real_runs`: passages as long as the samples).
     Adherence and the metric gap come from midilm's `evaluate` modules (`Judges`); the classifier's
-    crops are as long as the median sample."""
+    crops are as long as the median sample. The classifier learns from `dataset` (a DatasetDict: a
+    fine-tuning dataset joined with its base's), else from --dataset_dir."""
     guided = [p for s in args.scales for p in drawn[sweep_key(s)]]
     crop = {"crop_length": typical_length([p["score"] for p in guided], "notes"), "crop_unit": "notes", "seed": args.seed}
-    judges = Judges(args.dataset_dir, tokenizer, composers, real, crop)
+    judges = Judges(args.dataset_dir if dataset is None else dataset, tokenizer, composers, real, crop)
     groups = {UNCONDITIONAL: judges.judge(drawn[UNCONDITIONAL])}
     rows = []
     for s in args.scales:

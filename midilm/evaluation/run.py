@@ -189,7 +189,7 @@ def load_evaluation(args: EvaluateArguments) -> Evaluation:
     _, composer_map = load_tokenizer(args.model_dir)
     dataset = load_eval_dataset(args.dataset_dir, args.split, tokenizer, composer_map)
     if args.base_dataset_dir:
-        dataset = with_base_data(dataset, args.base_dataset_dir, composer_map, ("train", args.split))
+        dataset = with_base_data(dataset, args.base_dataset_dir, composer_map)
     held_rows = token_rows(dataset[args.split], tokenizer, composer_map, f"--dataset_dir {args.dataset_dir} ({args.split})")
     pieces = join_pieces(held_rows, config.eos_token_id)
     composers = evaluated_composers(args, composer_map, pieces)
@@ -276,7 +276,7 @@ def adherence_section(run: Evaluation) -> dict | None:
         thresholds = {c: int(onset_max[run.composer_map.names.index(c)]) or int(onset_max.max()) for c in run.composers}
         adherence = composer_adherence(
             args, run.tokenizer, run.composers, run.real, run.measured["real"], run.drawn, run.sweep_sets, thresholds, bounds_from_config(run.config),
-            run.window_bars, run.real_passage_runs(),
+            run.window_bars, run.real_passage_runs(), dataset=run.dataset if args.base_dataset_dir else None,
         )
         adherence["choice"]["written_to"] = None
         if args.write_default_guidance and adherence["choice"]["scale"] is not None:
