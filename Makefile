@@ -110,3 +110,37 @@ samples/eval_tuned/report.md: model_tuned/model.safetensors
 
 clean-demo-tuned:
 	rm -rf model_tuned model_tuned.tuning samples/eval_tuned
+
+# Building on a trained model: `make demo-finetune` (after `make demo`, whose model and data it starts from) adds
+# composers of the bundled corpus that the demo model never saw, prepared with its tokenizer (new composer tokens
+# appended after its ids), fine-tunes it on them (train.py --init_from), judges every composer, old and new, with
+# the base's data joined (evaluate_samples.py --base_dataset_dir), and samples each. Outputs: data_ft/,
+# tokenizer_ft/, model_ft/, samples_ft/ (samples_ft/eval/report.md).
+FT_COMPOSERS ?= mozart,trecento
+FT_STEPS ?= 600
+FT_METHOD ?=
+FT_EVAL ?= --adherence_scales 1,2,3
+.PHONY: demo-finetune pipeline-finetune clean-demo-finetune
+demo-finetune: install pipeline-finetune
+
+pipeline-finetune: samples_ft/.generated
+	@echo "done: model_ft/ (the demo model fine-tuned on $(FT_COMPOSERS)), samples_ft/ and samples_ft/eval/report.md"
+
+data_ft/dataset_dict.json: model_output/model.safetensors
+	$(PYTHON) $(ROOT)prepare_dataset.py --composers $(FT_COMPOSERS) --base_model model_output --output_dir data_ft --tokenizer_dir tokenizer_ft \
+		--min_pieces_per_composer $(DEMO_MIN_PIECES) --max_seq_len 512 --tasks continuation $(DEMO_AUGMENT)
+
+model_ft/model.safetensors: data_ft/dataset_dict.json
+	$(PYTHON) $(ROOT)train.py --init_from model_output --dataset_dir data_ft --tokenizer_dir tokenizer_ft --output_dir model_ft \
+		--max_steps $(FT_STEPS) --eval_steps $(FT_STEPS) --save_steps $(FT_STEPS) $(FT_METHOD)
+
+samples_ft/eval/report.md: model_ft/model.safetensors
+	$(PYTHON) $(ROOT)evaluate_samples.py --model_dir model_ft --dataset_dir data_ft --base_dataset_dir data --output_dir samples_ft/eval \
+		--write_default_guidance --max_new_tokens $(DEMO_EVAL_TOKENS) $(FT_EVAL)
+
+samples_ft/.generated: samples_ft/eval/report.md
+	$(PYTHON) $(ROOT)generate.py --model_dir model_ft --composer all --num_samples $(DEMO_SAMPLES) --max_new_tokens $(DEMO_TOKENS) --output_dir samples_ft --wav --png
+	touch $@
+
+clean-demo-finetune:
+	rm -rf data_ft tokenizer_ft model_ft samples_ft

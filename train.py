@@ -28,7 +28,6 @@ from transformers.integrations import TensorBoardCallback
 from midilm.cli import parse_args, run
 from midilm.errors import InputError
 from midilm.finetune import (
-    BASE_KEY,
     FinetuneArguments,
     check_context,
     check_extends,
@@ -42,7 +41,7 @@ from midilm.finetune import (
 )
 from midilm.guard import bounds_to_config
 from midilm.hub import push_model, write_model_card
-from midilm.modeling import TRAINING_CONFIG_FILE, build_config, copy_tokenizer, generation_config, load_midilm_dir
+from midilm.modeling import BASE_KEY, TRAINING_CONFIG_FILE, build_config, copy_tokenizer, generation_config, load_midilm_dir
 from midilm.tokenizer import load_tokenizer, section_token_ids
 from midilm.training import (
     TRAINING_DEFAULTS,

@@ -1,7 +1,6 @@
 """Building on a trained model against training from scratch, on a small collection of new composers.
 
     python bench/bench_finetune.py --base_model model_output --base_dataset data --work /tmp/ft   # after make demo
-    python bench/bench_finetune.py --work /tmp/ft --table                                         # the record so far
 
 The base is make demo's model (Bach, Monteverdi, Palestrina; 1,500 steps). The new composers are
 music21's Mozart and Trecento pieces (--composers), prepared twice from the same files, so the same
@@ -192,16 +191,22 @@ def judge(work: Path, name: str, model: Path, data: Path, base_data: str | None)
         extra = ["--base_dataset_dir", base_data] if base_data else []
         run([sys.executable, "evaluate_samples.py", "--model_dir", str(model), "--dataset_dir", str(data / "data"), *extra,
              "--output_dir", str(out), "--overwrite", *SWEEP], work / f"eval_{name}.log")
+    from midilm.evaluation.adherence import UNCONDITIONAL
+
     report = json.loads((out / "report.json").read_text())
     adherence = report["adherence"]
     chosen = adherence["choice"]["scale"]
-    row = next(r for r in adherence["rows"] if r["scale"] == chosen) if chosen is not None else None
+    row = next((r for r in adherence["rows"] if r["scale"] == chosen), None)
+    at_chosen = adherence["groups"].get(f"s = {chosen:g}", {}).get("per_composer", {}) if chosen is not None else {}
+    ceiling = (adherence["ceiling"] or {}).get("per_composer", {})
     return {
         "chosen_scale": chosen,
-        "ceiling": adherence["ceiling"]["per_composer"] if adherence["ceiling"] else None,
-        "per_composer_at_chosen": row["per_composer"] if row else None,
-        "base_rate": adherence.get("base_rate"),
+        "overall_at_chosen": row["adherence"] if row else None,
+        "per_composer_at_chosen": {c: {"share": v.get("share"), "interval": v.get("interval"), "n": v.get("n")} for c, v in at_chosen.items()},
+        "ceiling": {c: v.get("share") for c, v in ceiling.items()},
+        "unconditional_share_heard_as": adherence["groups"][UNCONDITIONAL].get("unconditional"),
         "new_composers": report["settings"].get("new_composers", []),
+        "vertical_seconds_at_chosen": row.get("vertical_seconds") if row else None,
     }
 
 

@@ -18,11 +18,10 @@ import numpy as np
 import torch
 
 from midilm.errors import InputError
-from midilm.modeling import context_length, load_midilm_dir
+from midilm.modeling import BASE_KEY, context_length, load_midilm_dir
 from midilm.tokenizer import NONE, OTHER, TOKENIZER_DEFAULTS, ComposerMap, composer_tokens
 
-# config.json of a model built on another, and the tokenizer and dataset folders prepared for one
-BASE_KEY = "midilm_base_model"
+# the tokenizer and dataset folders prepared for a model built on another record its base here
 BASE_FILE = "base_model.json"
 NEW_COMPOSER_INITS = ("none", "mean")
 # peft's "all-linear": every linear layer of the transformer blocks (the output layer excluded), which fits

@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 
 from midilm.errors import InputError
-from midilm.modeling import TRAINING_CONFIG_FILE, context_length, model_tasks, sampling_defaults
+from midilm.modeling import BASE_KEY, TRAINING_CONFIG_FILE, context_length, model_tasks, sampling_defaults
 from midilm.sampling import SamplingSettings
 from midilm.tokenizer import COMPOSERS_FILE, TOKENIZER_FILE, ComposerMap
 
@@ -156,7 +156,7 @@ def _card_data(config, composer_map, resolved: dict) -> str:
     else:
         source = "not recorded"
     task_lines = "\n".join(f"- {TASK_TEXT.get(t, t)}" for t in model_tasks(config))
-    model, base = resolved["model"], getattr(config, "midilm_base_model", None)
+    model, base = resolved["model"], getattr(config, BASE_KEY, None)
     title = f"{config.model_type}, fine-tuned from `{base['model']}`" if base else f"{model['model_type']} `{model['model_preset']}`"
     return f"""---
 library_name: transformers
@@ -185,7 +185,7 @@ Dataset: `{data_dir}`, built from {source}. Vocabulary {config.vocab_size} token
 
 def _card_lineage(config) -> str:
     """What a model built on another was built on (config.json's midilm_base_model); nothing for one trained from scratch."""
-    base = getattr(config, "midilm_base_model", None)
+    base = getattr(config, BASE_KEY, None)
     if not base:
         return ""
     replay = base.get("replay")

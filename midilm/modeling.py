@@ -39,6 +39,8 @@ DEFAULT_GUIDANCE_SCALE = 3.0
 TRAINING_CONFIG_FILE = "training_config.json"
 # train.py records the dataset's tasks here; a model saved before that key existed saw continuation rows only.
 TASKS_KEY = "midilm_tasks"
+# A model fine-tuned from another records what it was built on here (midilm.finetune.lineage).
+BASE_KEY = "midilm_base_model"
 
 
 def build_config(

@@ -18,7 +18,8 @@ from datasets import load_from_disk
 from conftest import REPO, TOKENIZER_SETTINGS, assert_refused, load_script, run_cli, write_midi_folder
 from transformers import AutoModelForCausalLM
 
-from midilm.finetune import BASE_FILE, BASE_KEY, FinetuneArguments, grow_embeddings, trainable_parameters, wrap_lora
+from midilm.finetune import BASE_FILE, FinetuneArguments, grow_embeddings, trainable_parameters, wrap_lora
+from midilm.modeling import BASE_KEY
 from midilm.tokenizer import load_tokenizer
 from midilm.training import last_complete_checkpoint
 
