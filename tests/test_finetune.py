@@ -254,3 +254,22 @@ def test_prepare_refusals(case, message, midi_dir, tmp_path):
     assert result.returncode == 2 and err and err[-1].startswith("error: ") and message in err[-1], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_cached_hub_model_is_a_base_offline(base_dir, midi_dir, tmp_path):
+    """--base_model with a Hub repo id resolves through the Hub cache (offline: the cache alone) and records the commit."""
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--midilm-tests--tiny"
+    shutil.copytree(base_dir, repo / "snapshots" / commit, ignore=shutil.ignore_patterns("checkpoint-*", "runs"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "prepare_dataset.py"), "--midi_dir", str(midi_dir), "--base_model", "midilm-tests/tiny",
+         "--output_dir", str(tmp_path / "data"), "--tokenizer_dir", str(tmp_path / "tok"), "--max_seq_len", "256", "--num_proc", "2"],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "tok" / BASE_FILE).read_text())["revision"] == commit
+    assert json.loads((tmp_path / "data" / "prepare_report.json").read_text())["base_model"]["model"] == "midilm-tests/tiny"
