@@ -201,6 +201,19 @@ def train_tokenizer(settings: dict, composers: list[str], pieces_per_composer: l
     return tokenizer, composer_map, base_vocab, scan_vocab, sample
 
 
+def extend_base_tokenizer(base, tokenizer, base_map, composers: list[str], pieces_per_composer: list[int], settings: dict, folders: tuple[Path, ...]):
+    """The base model's tokenizer with the new composers appended (midilm.finetune.extend_tokenizer),
+    its base recorded in each of `folders`. Returns what `train_tokenizer` returns (no BPE sample)."""
+    scan_vocab = scan_vocabulary(settings)
+    if missing := [t for t in scan_vocab if t not in tokenizer.vocab]:
+        raise InputError(f"--base_model {base.source}: its tokenizer lacks tokens the scan encodes ({', '.join(missing[:5])}); was it made by prepare_dataset.py?")
+    composer_map = extend_tokenizer(tokenizer, base_map, composers)
+    composer_map.pieces = pieces_per_composer
+    for folder in folders:
+        write_base_file(folder, base, base_map.names, composers[len(base_map.names) :])
+    return tokenizer, composer_map, len(tokenizer.vocab), scan_vocab, []
+
+
 def row_files(by_split: dict[str, list[Piece]], composers: list[str], folded: dict[str, str]) -> dict[str, list[dict]]:
     """What the row writers need of each piece: file names, labels and the scan's spill offsets (no scores)."""
     label_of = {c: composers.index(f) for c, f in folded.items()}
@@ -289,14 +302,9 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
                 tokenizer_settings, composers, pieces_per_composer, by_split["train"], args, work / "scan.bin"
             )
         else:
-            tokenizer, scan_vocab, sample = base_tokenizer, scan_vocabulary(tokenizer_settings), []
-            composer_map = extend_tokenizer(tokenizer, base_map, composers)
-            composer_map.pieces = pieces_per_composer
-            base_vocab = len(tokenizer.vocab)
-            if missing := [t for t in scan_vocab if t not in tokenizer.vocab]:
-                raise InputError(f"--base_model {base.source}: its tokenizer lacks tokens the scan encodes ({', '.join(missing[:5])}); was it made by prepare_dataset.py?")
-            write_base_file(tok_tmp, base, base_map.names, composers[len(base_map.names) :])
-            write_base_file(data_tmp, base, base_map.names, composers[len(base_map.names) :])
+            tokenizer, composer_map, base_vocab, scan_vocab, sample = extend_base_tokenizer(
+                base, base_tokenizer, base_map, composers, pieces_per_composer, tokenizer_settings, (tok_tmp, data_tmp),
+            )
         save_tokenizer(tokenizer, composer_map, tok_tmp)
         timings["bpe"] = time.perf_counter() - clock
 

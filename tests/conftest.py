@@ -58,6 +58,23 @@ def assert_refused(script, monkeypatch, capsys, root: Path, argv: list[str], mes
     assert sorted(root.rglob("*")) == before  # no sample, no partial file, no staging folder
 
 
+def train_until_killed(args: list[str], out: Path, checkpoint: str = "checkpoint-10", timeout: float = 240) -> None:
+    """Start train.py with `args` and SIGKILL it once `out/checkpoint` is complete (trainer_state.json written)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (out / checkpoint / "trainer_state.json").exists():
+        assert process.poll() is None, "training ended before its first checkpoints"
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def make_piece(seed: int, bars: int = 8, tracks: int = 2, tpq: int = 480) -> Score:
     """A small multi-voice piece: a melody on a random walk over a scale, plus block chords."""
     rng = random.Random(seed)

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from datasets import load_from_disk
-from conftest import REPO, TOKENIZER_SETTINGS, assert_refused, load_script, run_cli, write_midi_folder
+from conftest import REPO, TOKENIZER_SETTINGS, assert_refused, load_script, run_cli, train_until_killed, write_midi_folder
 from transformers import AutoModelForCausalLM
 
 from midilm.finetune import BASE_FILE, FinetuneArguments, grow_embeddings, trainable_parameters, wrap_lora
@@ -65,14 +63,7 @@ def full_ft(ft_prepared, base_dir, tmp_path_factory) -> dict:
     """Full fine-tuning killed with SIGKILL after its first checkpoints, then run again to the end."""
     out = tmp_path_factory.mktemp("ft_full") / "model_ft"
     args = ft_args(ft_prepared, base_dir, out, "--eval_steps", "5", "--save_steps", "5")
-    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args, "--max_steps", "400"], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and not (out / "checkpoint-10" / "trainer_state.json").exists():
-        assert process.poll() is None, "fine-tuning ended before its first checkpoints"
-        time.sleep(0.2)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    train_until_killed([*args, "--max_steps", "400"], out)
     killed_at = int(last_complete_checkpoint(out).name.split("-")[1])
     resumed = run_train(*args, "--max_steps", str(killed_at + 5))
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, assert_refused, load_script
+from conftest import REPO, assert_refused, load_script, train_until_killed
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from midilm.training import ComposerBalancedSampler, MidiCollator, MidiTrainer, TRAINING_DEFAULTS, dataset_tasks_and_row_len, last_complete_checkpoint
@@ -115,7 +113,7 @@ def test_composer_information_is_logged_and_on_the_card(trained):
     assert {"eval/uncond_loss", "eval/composer_information"} <= scalars
     card = (trained / "README.md").read_text()
     assert f"| {summary['eval_uncond_loss']:.4f} |" in card
-    assert f"| composer information (nats per token" in card and f"| {summary['eval_composer_information']:.4f} |" in card
+    assert "| composer information (nats per token" in card and f"| {summary['eval_composer_information']:.4f} |" in card
 
 
 def test_model_carries_the_guard_bounds(trained, prepared):
@@ -254,13 +252,7 @@ def test_sigkill_then_resume_continues_from_last_checkpoint(prepared, tmp_path):
     out = tmp_path / "run"
     no_eval = ["--eval_strategy", "no", "--load_best_model_at_end", "false", "--samples_per_composer", "0"]
     args = train_args(prepared, out, "--max_steps", "400", "--save_steps", "5", *no_eval)
-    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and not (out / "checkpoint-10" / "trainer_state.json").exists():
-        assert process.poll() is None, "training ended before its first checkpoints"
-        time.sleep(0.2)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    train_until_killed(args, out)
     checkpoint = last_complete_checkpoint(out)
     assert checkpoint is not None and int(checkpoint.name.split("-")[1]) >= 10
     (out / "checkpoint-100000").mkdir()  # what a kill during a save leaves: no trainer_state.json
