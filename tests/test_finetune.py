@@ -17,6 +17,7 @@ from conftest import REPO, TOKENIZER_SETTINGS, assert_refused, load_script, run_
 from transformers import AutoModelForCausalLM
 
 from midilm.finetune import BASE_FILE, FinetuneArguments, grow_embeddings, trainable_parameters, wrap_lora
+from midilm.hub import model_files
 from midilm.modeling import BASE_KEY
 from midilm.tokenizer import load_tokenizer
 from midilm.training import last_complete_checkpoint
@@ -125,6 +126,9 @@ def test_fine_tuned_folder_grows_ties_and_records_its_base(full_ft, base_dir, ft
     card = (out / "README.md").read_text()
     assert "## Built on" in card and str(base_dir) in card and "Dvořák" in card
     assert "eval_composer_information" in json.loads((out / "all_results.json").read_text())  # evaluation ran as for any run
+    assert list((out / "runs").glob("*/events.out.tfevents.*"))  # TensorBoard
+    pushed = model_files(out)  # what push_model would upload
+    assert {"README.md", "config.json", "model.safetensors", "tokenizer.json", "composers.json", "training_config.json"} <= set(pushed)
 
     prompt = torch.tensor([[model.config.bos_token_id, model.config.composer_to_id[NEW[0]]]])
     assert model.generate(prompt, max_new_tokens=8, do_sample=True).shape[1] > 2
