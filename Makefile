@@ -93,8 +93,9 @@ clean-demo-full:
 
 # Preference tuning (issue 22): `make demo-tuned` runs the demo, then tune.py (DPO with TRL against the composer
 # classifier, vertical seconds, copying; README "Preference tuning") on its model, and evaluates the tuned model in
-# samples/eval_tuned/ (whose guidance sweep chooses the tuned model's default again). Not part of `make demo`:
-# its time on the 2-core VM is not yet measured on the demo's model (see the README).
+# samples/eval_tuned/ (whose guidance sweep chooses the tuned model's default again). Not part of `make demo`: on the
+# 1500-step demo model it took 2 min 20 s on one core of the 2-core VM (tuning 50 s, evaluation 89 s), and its gain is
+# not established (README section 6, bench/RESULTS.md "Preference tuning": the two classifiers disagreed).
 DEMO_TUNE ?=
 .PHONY: demo-tuned pipeline-tuned clean-demo-tuned
 demo-tuned: install pipeline-tuned

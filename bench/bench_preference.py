@@ -3,7 +3,8 @@
     python bench/bench_preference.py --model_dir model_output --dataset_dir data --work_dir /tmp/bench_preference
     python bench/bench_preference.py --model_dir model_output --dataset_dir data --work_dir /tmp/bp --variants "rounds=1;rounds=2;rounds=2,pair_rule=best_worst"
 
-Each variant (`;`-separated, each a comma-separated list of TuneArguments overrides) runs tune.py's `tune()`
+Each variant (`;`-separated, each a comma-separated list of TuneArguments or ScoreWeights overrides,
+e.g. "rounds=2,seconds_weight=20") runs tune.py's `tune()`
 on the model from scratch (timed: the tuning wall time), then the model before tuning and each tuned model
 draw --eval_samples per composer at the guidance the tuning used (same seeds for all), judged by the report's
 classifier (the reward) and the independent n-gram classifier, with 95% Wilson intervals, vertical seconds
@@ -33,14 +34,16 @@ from midilm.tuning.loop import TuneArguments, describe_samples, tune
 from midilm.tuning.score import ScoreWeights, build_reference
 
 
-def parse_variant(text: str) -> dict:
-    types = {f.name: f.type for f in fields(TuneArguments)}
-    out = {}
+def parse_variant(text: str) -> tuple[dict, dict]:
+    """`key=value,...` -> (TuneArguments overrides, ScoreWeights overrides)."""
+    types = {f.name: (f.type, "args") for f in fields(TuneArguments)} | {f.name: (f.type, "weights") for f in fields(ScoreWeights)}
+    out: dict[str, dict] = {"args": {}, "weights": {}}
     for item in filter(None, (t.strip() for t in text.split(","))):
         key, value = item.split("=")
-        kind = str(types[key])
-        out[key] = int(value) if "int" in kind else float(value) if "float" in kind else (value.lower() == "true") if "bool" in kind else value
-    return out
+        kind, target = types[key]
+        kind = str(kind)
+        out[target][key] = int(value) if "int" in kind else float(value) if "float" in kind else (value.lower() == "true") if "bool" in kind else value
+    return out["args"], out["weights"]
 
 
 def main() -> None:
@@ -93,12 +96,12 @@ def main() -> None:
                            "independent_classifier": {c: independent.ceiling["per_composer"][c]["share"] for c in measurable if c in independent.composers}},
                "copy_limit": reference.copy_limit, "before": judge(before), "variants": {}}
     for text in filter(None, (v.strip() for v in args.variants.split(";"))):
-        overrides = parse_variant(text)
+        overrides, weight_overrides = parse_variant(text)
         out = work / text.replace(",", "_").replace("=", "")
         tune_args = TuneArguments(model_dir=args.model_dir, dataset_dir=args.dataset_dir, output_dir=str(out), overwrite=True,
                                   max_new_tokens=args.max_new_tokens, seed=args.seed, **overrides)
         tick = time.perf_counter()
-        record = tune(tune_args, ScoreWeights())
+        record = tune(tune_args, ScoreWeights(**weight_overrides))
         seconds = time.perf_counter() - tick
         results["variants"][text] = {"tune_seconds": seconds, "rounds": record["rounds"], "stopped": record["stopped"],
                                      "pairs_per_round": record["pairs_per_round"], "after": judge(draw(out))}
