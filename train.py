@@ -21,7 +21,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from datasets import concatenate_datasets
 from transformers import AutoModelForCausalLM, EarlyStoppingCallback, TrainingArguments
 from transformers.integrations import TensorBoardCallback
 
@@ -31,9 +30,9 @@ from midilm.finetune import (
     FinetuneArguments,
     check_context,
     check_extends,
-    grow_embeddings,
     lineage,
-    replay_rows,
+    load_base_model,
+    mix_replay,
     resolve_base,
     save_merged,
     trainable_parameters,
@@ -91,12 +90,7 @@ def main() -> None:
     if base is not None:
         check_context(base_config, data_args.max_seq_len, base.source)
     if finetune_args.replay_dataset:
-        rows, composers = replay_rows(
-            finetune_args.replay_dataset, composer_map, len(base_tokenizer), len(data.splits["train"]), finetune_args.replay_share, training_args.seed,
-        )
-        data.splits["train"] = concatenate_datasets([data.splits["train"], rows])
-        data.train_composers += composers
-        print(f"replay: {len(rows)} rows of {finetune_args.replay_dataset} mixed into {len(data.splits['train'])} training rows")
+        mix_replay(data, finetune_args, composer_map, len(base_tokenizer), training_args.seed)
 
     # Build model: random weights, or the base's with rows for the new composers
     if base is None:
@@ -105,10 +99,9 @@ def main() -> None:
         ))
         described = f"{model_args.model_type} {model_args.model_preset}"
     else:
-        model = AutoModelForCausalLM.from_pretrained(base.path)
-        new_ids = grow_embeddings(model, base_map, composer_map, finetune_args.new_composer_init)
-        model.config.update(composer_map.to_config())
-        model.config.update({BASE_KEY: lineage(base, finetune_args, new_composers, data_args.dataset_dir, data_args.tokenizer_dir, training_args.max_steps)})
+        model, new_ids = load_base_model(base, base_map, composer_map, finetune_args, lineage(
+            base, finetune_args, new_composers, data_args.dataset_dir, data_args.tokenizer_dir, training_args.max_steps,
+        ))
         described = f"{model.config.model_type} from {base.source} (+{len(new_ids)} composers: {', '.join(new_composers) or 'none'})"
     config = model.config
     # What the model was trained for: generate.py refuses an accompaniment from a continuation-only model.

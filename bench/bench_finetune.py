@@ -11,6 +11,7 @@ keeping a checkpoint every --steps / 6:
   full      train.py --init_from the base, every weight
   lora      the same with --lora_r 16 (adapters and the new composers' rows)
   replay    full fine-tuning with --replay_dataset (the base's data, 20% of the rows)
+  (and two levers tried after them: replay-0.5, lora-lr-5e-3; run them side by side with --variants)
 Measured: validation NLL per note of the new composers' held-out pieces at every checkpoint (per note,
 since the vocabularies differ), the steps each needs to reach scratch's final value, trainable
 parameters, peak memory (the training process tree's resident set) and wall time; then
@@ -41,6 +42,9 @@ VARIANTS = {
     "full": ["--init_from", "{base}"],
     "lora": ["--init_from", "{base}", "--lora_r", "16"],
     "replay": ["--init_from", "{base}", "--replay_dataset", "{base_data}", "--replay_share", "0.2"],
+    # the levers tried after the first four: more replay against forgetting, a higher rate for LoRA's few parameters
+    "replay-0.5": ["--init_from", "{base}", "--replay_dataset", "{base_data}", "--replay_share", "0.5"],
+    "lora-lr-5e-3": ["--init_from", "{base}", "--lora_r", "16", "--learning_rate", "5e-3"],
 }
 DATA = ["--max_seq_len", "512", "--min_pieces_per_composer", "10", "--augment", "--tasks", "continuation"]
 SWEEP = ["--adherence_scales", "1,2,3", "--adherence_samples_per_composer", "16", "--max_new_tokens", "256", "--num_samples_per_composer", "4",
@@ -230,7 +234,7 @@ def main() -> None:
         data = own if name == "scratch" else based
         summary[name] = train(args.work, name, args, data)
         summary[name]["adherence"] = judge(args.work, name, args.work / name, data, None if name == "scratch" else args.base_dataset)
-        (args.work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (args.work / f"summary-{args.variants}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 

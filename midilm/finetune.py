@@ -203,6 +203,18 @@ def grow_embeddings(model, base_map: ComposerMap, composer_map: ComposerMap, ini
     return new_ids
 
 
+def load_base_model(base: BaseModel, base_map: ComposerMap, composer_map: ComposerMap, args: FinetuneArguments, record: dict):
+    """The base's model with rows for the new composers (`grow_embeddings`), its config carrying the new
+    composer map and `record` (`lineage`). Returns it and the new rows' ids."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base.path)
+    new_ids = grow_embeddings(model, base_map, composer_map, args.new_composer_init)
+    model.config.update(composer_map.to_config())
+    model.config.update({BASE_KEY: record})
+    return model, new_ids
+
+
 def wrap_lora(model, args: FinetuneArguments, new_ids: list[int]):
     """The model with LoRA adapters (peft) on `args.lora_target_modules`, plus the new composers' rows of
     the embedding as peft's trainable tokens (the tied output follows them); everything else frozen."""
@@ -258,6 +270,16 @@ def replay_rows(replay_dir: str, composer_map: ComposerMap, base_vocab: int, new
     chosen = rng.choice(len(train), size=wanted, replace=wanted > len(train))
     picked = train.select(sorted(chosen.tolist()))
     return picked.select_columns(["input_ids"]), list(picked["composer"])
+
+
+def mix_replay(data, args: FinetuneArguments, composer_map: ComposerMap, base_vocab: int, seed: int) -> None:
+    """Add `replay_rows` of --replay_dataset to the training split of `data` (midilm.training.TrainingData)."""
+    from datasets import concatenate_datasets
+
+    rows, composers = replay_rows(args.replay_dataset, composer_map, base_vocab, len(data.splits["train"]), args.replay_share, seed)
+    data.splits["train"] = concatenate_datasets([data.splits["train"], rows])
+    data.train_composers += composers
+    print(f"replay: {len(rows)} rows of {args.replay_dataset} mixed into {len(data.splits['train'])} training rows")
 
 
 def lineage(base: BaseModel, args: FinetuneArguments, new_composers: list[str], dataset_dir: str, tokenizer_dir: str, steps: int) -> dict:
