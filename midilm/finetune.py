@@ -247,9 +247,10 @@ def save_merged(peft_model, output_dir: Path, save_adapter: bool) -> None:
     return merged
 
 
-def replay_rows(replay_dir: str, composer_map: ComposerMap, base_vocab: int, new_rows: int, share: float, seed: int):
-    """Training rows of the base's dataset to mix in: as many as make `share` of the mixed rows, drawn
-    with `seed` (with replacement only if the base has fewer). Returns (input_ids dataset, composer indices)."""
+def replay_rows(replay_dir: str, composer_map: ComposerMap, base_vocab: int, new_rows: int, share: float, seed: int, tasks: list[str]):
+    """Training rows of the base's dataset to mix in, of the new data's `tasks` only (the model records
+    those): as many as make `share` of the mixed rows, drawn with `seed` (with replacement only if the
+    base has fewer). Returns (input_ids dataset, composer indices)."""
     from datasets import load_from_disk
 
     path = Path(replay_dir)
@@ -262,6 +263,10 @@ def replay_rows(replay_dir: str, composer_map: ComposerMap, base_vocab: int, new
         raise InputError(
             f"--replay_dataset {path} has composers {names}, which are not the base's ({composer_map.names}); give the base model's own dataset"
         )
+    if "task" in train.column_names:
+        train = train.filter(lambda task: task in tasks, input_columns="task")
+    if not len(train):
+        raise InputError(f"--replay_dataset {path}: no training rows of the tasks {', '.join(tasks)}")
     top = max((max(ids) for ids in train.select_columns(["input_ids"])["input_ids"]), default=0)
     if top >= base_vocab:
         raise InputError(f"--replay_dataset {path}: token id {top} is outside the base's vocabulary ({base_vocab}); give the base model's own dataset")
@@ -276,7 +281,7 @@ def mix_replay(data, args: FinetuneArguments, composer_map: ComposerMap, base_vo
     """Add `replay_rows` of --replay_dataset to the training split of `data` (midilm.training.TrainingData)."""
     from datasets import concatenate_datasets
 
-    rows, composers = replay_rows(args.replay_dataset, composer_map, base_vocab, len(data.splits["train"]), args.replay_share, seed)
+    rows, composers = replay_rows(args.replay_dataset, composer_map, base_vocab, len(data.splits["train"]), args.replay_share, seed, data.tasks)
     data.splits["train"] = concatenate_datasets([data.splits["train"], rows])
     data.train_composers += composers
     print(f"replay: {len(rows)} rows of {args.replay_dataset} mixed into {len(data.splits['train'])} training rows")
