@@ -99,10 +99,10 @@ def main() -> None:
     files = sample_files(plan, Path(args.output_dir), args.wav, args.png, args.overwrite)
     soundfont = check_soundfont(args.soundfont) if args.wav else None
 
-    # Sample: every sample from one batched generate() call
+    # Sample: every sample from one batched generate() call, or one per window beyond the context
     model = load_model(args.model_dir, device)
     start = time.perf_counter()
-    output = plan.run(model)
+    output = plan.run(model, progress=True)
     seconds = time.perf_counter() - start
     new_tokens = (output.shape[1] - plan.input_ids.shape[1]) * plan.num_samples
 
@@ -113,7 +113,8 @@ def main() -> None:
         print(" ".join(str(p) for p in paths.values()))
     speed = " (static cache)" if plan.settings["static_cache"] else ""
     speed = f" (static cache, compiled with {settings.compile_backend}: the time includes compiling)" if plan.settings["compile"] else speed
-    print(f"{plan.num_samples} sample(s), up to {new_tokens} new tokens in {seconds:.1f} s on {device}{speed}")
+    windows = f" in {plan.windows} windows" if plan.windows > 1 else ""
+    print(f"{plan.num_samples} sample(s), up to {new_tokens} new tokens{windows} in {seconds:.1f} s on {device}{speed}")
 
 
 if __name__ == "__main__":
