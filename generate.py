@@ -4,6 +4,7 @@ REMI grammar processor, optionally continuing a MIDI file or accompanying a melo
     python generate.py --model_dir model_output --composer bach --num_samples 4 --seed 0 --output_dir samples
     python generate.py --model_dir model_output --composer mozart --prompt_midi theme.mid --prompt_bars 4 --wav --png
     python generate.py --model_dir model_output --melody_midi tune.mid --composer bach --wav --png
+    python generate.py --model_dir model_output --composer palestrina --max_new_tokens 4000   # beyond the context: in windows
     python generate.py --model_dir model_output --list_composers
     python generate.py --model_dir model_output --composer all --num_samples 16 --compile   # compiled decoding (static cache)
 
@@ -13,7 +14,7 @@ from generation_config.json); any flag overrides them. The musical guard (at mos
 onset and in one bar as the training data hold) is on for a model that carries its bounds; --no_guard
 turns it off. Writes
 <composer>_<i>.mid and <composer>_<i>.json (tokens, settings, seed), plus .wav and .png on request;
-with --melody_midi, accompaniment_<composer>_<i>.* (the melody unchanged on its own track, the
+a --max_new_tokens beyond the model's context is written in windows (the JSON's `windows`); with --melody_midi, accompaniment_<composer>_<i>.* (the melody unchanged on its own track, the
 generated parts beside it, melody adherence and harmonic fit in the JSON).
 """
 

@@ -23,6 +23,11 @@ speed-ups apply unchanged: `compile=True` (generate.py --compile) has transforme
 decoding forward over a static KV cache (`midilm.sampling.fast_sampling`), with the same tokens for
 the same seed where tested.
 
+A plan longer than the context (`max_new_tokens` beyond `body_room(context)`) is written by
+`plan.run(model)` in windows, one generate() call each (`run_windows`): the header and the latest
+whole bars, at most WINDOW_PAST_SHARE of the context, then new tokens; `plan.windows` counts them.
+Its `input_ids` hold the whole prompt and may exceed the context: call `run`, not generate() yourself.
+
 Accompanying a melody (`generate.py --melody_midi`) takes several generate() calls when the melody is
 long; its API is `midilm.accompaniment` (`harmonize`, `accompany`). Sample files are written by
 `midilm.sample_files`.
