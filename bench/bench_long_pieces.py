@@ -34,6 +34,10 @@ def whole_bars(ids: list[int], starts_bar: np.ndarray, from_start: bool) -> list
     return ids[lines[0] :] if not from_start else ids[: lines[-1]]
 
 
+def mean_gap(a: list[dict], b: list[dict]) -> float | None:
+    return summary_distance(compare(a, b))["mean_gap"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_dir", required=True)
@@ -71,15 +75,14 @@ def main() -> None:
             if composer_map.names[p["composer"]] == plan.composers[0]]
     bars = median_bars(first + last)
     passages = [piece_metrics(w) for s in real for w in bar_windows(s, bars)]
-    gap = lambda a, b: summary_distance(compare(a, b))["mean_gap"]  # noqa: E731
     print(json.dumps({
         "composer": plan.composers[0], "samples": args.num_samples, "max_new_tokens": total, "context": context,
         "new_tokens": new, "windows": plan.windows, "syntax_error_rates": errors, "seconds": round(seconds, 1),
         "guidance_scale": plan.settings["effective_guidance_scale"], "bars_per_context": bars,
         "held_out_pieces": len(real), "real_passages": len(passages),
-        "drift_gap_last_vs_first": gap(last, first),
-        "gap_first_vs_real": gap(first, passages), "gap_last_vs_real": gap(last, passages),
-        "gap_real_half_vs_half": gap(passages[0::2], passages[1::2]),
+        "drift_gap_last_vs_first": mean_gap(last, first),
+        "gap_first_vs_real": mean_gap(first, passages), "gap_last_vs_real": mean_gap(last, passages),
+        "gap_real_half_vs_half": mean_gap(passages[0::2], passages[1::2]),
     }, indent=1))
 
 

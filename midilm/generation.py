@@ -43,7 +43,8 @@ import numpy as np
 import torch
 from miditok import TokSequence
 from symusic import Score
-from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList
+from transformers.generation import StoppingCriteria, StoppingCriteriaList
 
 from midilm.errors import InputError
 from midilm.grammar import GrammarLogitsProcessor

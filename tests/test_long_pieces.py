@@ -112,3 +112,12 @@ def test_within_the_context_is_still_one_call(model_dir, model):
     assert plan.windowed is None
     plan.run(model)
     assert plan.windows == 1
+
+
+def test_static_cache_gives_the_same_long_sample(model_dir, model):
+    samples = []
+    for static_cache in (False, True):
+        plan = prepare_generation(model_dir, "bach", 1, max_new_tokens=2 * CONTEXT, min_new_tokens=2 * CONTEXT, seed=7, static_cache=static_cache)
+        samples.append(plan.sample_ids(plan.run(model)))
+        assert plan.windows >= 2
+    assert samples[0] == samples[1]
