@@ -4,6 +4,7 @@ REMI grammar processor, optionally continuing a MIDI file or accompanying a melo
     python generate.py --model_dir model_output --composer bach --num_samples 4 --seed 0 --output_dir samples
     python generate.py --model_dir model_output --composer mozart --prompt_midi theme.mid --prompt_bars 4 --wav --png
     python generate.py --model_dir model_output --melody_midi tune.mid --composer bach --wav --png
+    python generate.py --model_dir model_output --composer palestrina --max_new_tokens 4000   # beyond the context: in windows
     python generate.py --model_dir model_output --list_composers
     python generate.py --model_dir model_output --composer all --num_samples 16 --compile   # compiled decoding (static cache)
 
@@ -13,7 +14,7 @@ from generation_config.json); any flag overrides them. The musical guard (at mos
 onset and in one bar as the training data hold) is on for a model that carries its bounds; --no_guard
 turns it off. Writes
 <composer>_<i>.mid and <composer>_<i>.json (tokens, settings, seed), plus .wav and .png on request;
-with --melody_midi, accompaniment_<composer>_<i>.* (the melody unchanged on its own track, the
+a --max_new_tokens beyond the model's context is written in windows (the JSON's `windows`); with --melody_midi, accompaniment_<composer>_<i>.* (the melody unchanged on its own track, the
 generated parts beside it, melody adherence and harmonic fit in the JSON).
 """
 
@@ -99,10 +100,10 @@ def main() -> None:
     files = sample_files(plan, Path(args.output_dir), args.wav, args.png, args.overwrite)
     soundfont = check_soundfont(args.soundfont) if args.wav else None
 
-    # Sample: every sample from one batched generate() call
+    # Sample: every sample from one batched generate() call, or one per window beyond the context
     model = load_model(args.model_dir, device)
     start = time.perf_counter()
-    output = plan.run(model)
+    output = plan.run(model, progress=True)
     seconds = time.perf_counter() - start
     new_tokens = (output.shape[1] - plan.input_ids.shape[1]) * plan.num_samples
 
@@ -113,7 +114,8 @@ def main() -> None:
         print(" ".join(str(p) for p in paths.values()))
     speed = " (static cache)" if plan.settings["static_cache"] else ""
     speed = f" (static cache, compiled with {settings.compile_backend}: the time includes compiling)" if plan.settings["compile"] else speed
-    print(f"{plan.num_samples} sample(s), up to {new_tokens} new tokens in {seconds:.1f} s on {device}{speed}")
+    windows = f" in {plan.windows} windows" if plan.windows > 1 else ""
+    print(f"{plan.num_samples} sample(s), up to {new_tokens} new tokens{windows} in {seconds:.1f} s on {device}{speed}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,11 @@ speed-ups apply unchanged: `compile=True` (generate.py --compile) has transforme
 decoding forward over a static KV cache (`midilm.sampling.fast_sampling`), with the same tokens for
 the same seed where tested.
 
+A plan longer than the context (`max_new_tokens` beyond `body_room(context)`) is written by
+`plan.run(model)` in windows, one generate() call each (`run_windows`): the header and the latest
+whole bars, at most WINDOW_PAST_SHARE of the context, then new tokens; `plan.windows` counts them.
+Its `input_ids` hold the whole prompt and may exceed the context: call `run`, not generate() yourself.
+
 Accompanying a melody (`generate.py --melody_midi`) takes several generate() calls when the melody is
 long; its API is `midilm.accompaniment` (`harmonize`, `accompany`). Sample files are written by
 `midilm.sample_files`.
@@ -39,15 +44,18 @@ import torch
 from miditok import TokSequence
 from symusic import Score
 from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList
+from transformers.generation import StoppingCriteria, StoppingCriteriaList
 
 from midilm.errors import InputError
 from midilm.grammar import GrammarLogitsProcessor
 from midilm.guard import guard_processor
 from midilm.midi_checks import require_usable_midi
 from midilm.modeling import context_length, load_midilm_dir, sampling_defaults
-from midilm.rows import RowLayout, body_room, new_tokens_start
+from midilm.rows import HEADER_TOKENS, RowLayout, body_room, new_tokens_start
 from midilm.sampling import SamplingSettings, fast_sampling, greedy_config
 from midilm.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, load_tokenizer
+
+WINDOW_PAST_SHARE = 0.5  # of the context, at most, for the latest bars a window reads again (as accompaniment's windows)
 
 
 @dataclass
@@ -61,26 +69,42 @@ class GenerationPlan:
     tokenizer: object = field(repr=False)
     composers: list[str]  # one per sample
     settings: dict  # the resolved sampling settings, for the record
-    prompt_ids: list[int]  # the (possibly cut) prompt, without the row's header
+    prompt_ids: list[int]  # the (possibly cut) prompt, without the row's header; whole when windowed
+    windowed: Windowed | None = None  # set when max_new_tokens is beyond the context: `run` writes in windows
+    windows: int = 0  # generate() calls the last `run` took
 
     @property
     def num_samples(self) -> int:
         return len(self.composers)
 
     @torch.no_grad()
-    def run(self, model, **generate_kwargs) -> torch.LongTensor:
-        """The plan's one `model.generate()` call; `generate_kwargs` add to it (stopping criteria) or
-        replace its parts (a wrapped `logits_processor`, as the benches time them)."""
+    def run(self, model, progress: bool = False, **generate_kwargs) -> torch.LongTensor:
+        """The plan's `model.generate()` call, or one per window when the plan is longer than the
+        context (`windowed`; `generate_kwargs` then go to every window); `generate_kwargs` add to it
+        (stopping criteria) or replace its parts (a wrapped `logits_processor`, as the benches time
+        them). `progress`: a tqdm bar over the new tokens of the whole piece."""
+        if self.windowed is not None:
+            return run_windows(self, model, progress, **generate_kwargs)
         kwargs = {"attention_mask": self.attention_mask, "generation_config": self.generation_config, "logits_processor": self.logits_processor}
-        return model.generate(self.input_ids, **{**kwargs, **generate_kwargs})
+        meter = TokenProgress(self.generation_config.max_new_tokens) if progress else None
+        if meter is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([meter])
+        output = model.generate(self.input_ids, **{**kwargs, **generate_kwargs})
+        self.windows = 1
+        if meter is not None:
+            meter.close()
+        return output
 
     def sample_ids(self, sequences: torch.LongTensor) -> list[list[int]]:
         """Each sample's tokens: BOS, composer, prompt, continuation, up to and including EOS."""
         eos = self.generation_config.eos_token_id
         start = new_tokens_start(len(self.prompt_ids))
+        pad = self.generation_config.pad_token_id
         rows = []
         for row in sequences[: self.num_samples].tolist():
             end = row.index(eos, start) + 1 if eos in row[start:] else len(row)
+            while end > start and row[end - 1] == pad:  # a windowed row that stopped before the others
+                end -= 1
             rows.append(row[:end])
         return rows
 
@@ -92,6 +116,118 @@ class GenerationPlan:
         """One symusic Score per sample (prompt followed by continuation); an unfinished last note is
         dropped (miditok only makes a note of Pitch followed by Velocity and Duration)."""
         return [decode_ids(self.tokenizer, ids) for ids in self.sample_ids(sequences)]
+
+
+@dataclass
+class Windowed:
+    """What writing a plan in windows needs beyond the plan itself (`build_plan` sets it)."""
+
+    context: int
+    sampling: SamplingSettings  # resolved: lengths, seed, and the sampler each window gets anew
+    guidance_scale: float  # the effective one
+    composer_ids: list[int]  # one per sample
+    none_id: int
+
+
+class TokenProgress(StoppingCriteria):
+    """A tqdm bar over a piece's new tokens, moved once per decoding step; it never stops generation."""
+
+    def __init__(self, total: int):
+        from tqdm.auto import tqdm  # only when a bar is asked for
+
+        self.bar = tqdm(total=total, desc="sampling", unit="token")
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        self.bar.update(1)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def window_start(ids: list[int], starts_bar: np.ndarray, past: int) -> int | None:
+    """Where a window over `ids` (a row's music so far) starts: at the first bar line within its last
+    `past` tokens, else at its last bar line (one bar longer than `past`), None when it has none."""
+    if len(ids) <= past:
+        return 0
+    bar_lines = np.flatnonzero(starts_bar[np.asarray(ids, dtype=np.int64)])
+    if not len(bar_lines):
+        return None
+    inside = bar_lines[bar_lines >= len(ids) - past]
+    return int(inside[0]) if len(inside) else int(bar_lines[-1])
+
+
+def run_windows(plan: GenerationPlan, model, progress: bool = False, **generate_kwargs) -> torch.LongTensor:
+    """Write a plan longer than the context, one batched generate() call per window.
+
+    Each window is `[BOS, COMPOSER]` then the row's latest whole bars (at most WINDOW_PAST_SHARE of the
+    context, or the current bar when it alone is longer), left-padded to the batch's longest; under
+    guidance each row has its COMPOSER_NONE twin, as in one call. The grammar and the guard read every
+    window's prefix afresh: a bar line resets all their state (bar length, position, notes played, counts),
+    so what they derive from a window that starts at one is what they would derive from the whole row.
+    Window k samples with seed + k. A row ends at EOS; one whose current bar alone fills the context
+    stops there, with a warning. Returns the conditional rows, `[BOS, COMPOSER, prompt, new tokens…]`,
+    right-padded.
+    """
+    w, config = plan.windowed, plan.generation_config
+    starts_bar = np.asarray(bar_start_table(plan.tokenizer))
+    layout = RowLayout.for_tokenizer(plan.tokenizer)
+    room, past = body_room(w.context), int(body_room(w.context) * WINDOW_PAST_SHARE)
+    total, least = w.sampling.max_new_tokens, w.sampling.min_new_tokens or 0
+    music = [list(plan.prompt_ids) for _ in w.composer_ids]
+    active, written, plan.windows = list(range(len(w.composer_ids))), 0, 0
+    meter = TokenProgress(total) if progress else None
+    device = model.device
+    while active and written < total:
+        # Each unfinished row's window: the header and its latest bars
+        starts = {}
+        for k in list(active):
+            start = window_start(music[k], starts_bar, past)
+            if start is None or len(music[k]) - start >= room:
+                warnings.warn(f"sample {k}: its current bar fills the model's context; it ends after {written} new tokens", stacklevel=3)
+                active.remove(k)
+            else:
+                starts[k] = start
+        if not active:
+            break
+        rows = [layout.continuation_prompt(w.composer_ids[k], music[k][starts[k] :]) for k in active]
+        if w.guidance_scale != 1.0:
+            rows += [layout.continuation_prompt(w.none_id, row[HEADER_TOKENS:]) for row in rows]
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), config.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for i, row in enumerate(rows):
+            input_ids[i, width - len(row) :] = torch.tensor(row)
+            attention_mask[i, width - len(row) :] = 1
+
+        # One generate() call: the plan's grammar and guard, read afresh, and this window's sampler
+        new = min(w.context - width, total - written)
+        gen_config = greedy_config(new, config.bos_token_id, config.eos_token_id, config.pad_token_id, min(least - written, new) if least > written else None)
+        fast_sampling(gen_config, w.sampling.static_cache, w.sampling.compile, w.sampling.compile_backend, device)
+        processors = LogitsProcessorList(plan.logits_processor[:-1])
+        for processor in processors:
+            processor.reset()
+        processors.append(w.sampling.sampler(w.guidance_scale, seed_offset=plan.windows))
+        kwargs = {"attention_mask": attention_mask.to(device), "generation_config": gen_config, "logits_processor": processors}
+        if meter is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([meter])
+        output = model.generate(input_ids.to(device), **{**kwargs, **generate_kwargs})
+        plan.windows += 1
+
+        # Keep what each row wrote; a row that wrote EOS is finished
+        for i, k in enumerate(list(active)):
+            tokens = output[i, width:].tolist()
+            if config.eos_token_id in tokens:
+                music[k] += tokens[: tokens.index(config.eos_token_id) + 1]
+                active.remove(k)
+            else:
+                music[k] += tokens
+        written += output.shape[1] - width
+    if meter is not None:
+        meter.close()
+    rows = [layout.continuation_prompt(c, ids) for c, ids in zip(w.composer_ids, music)]
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [config.pad_token_id] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
 
 
 def decode_ids(tokenizer, ids: list[int]) -> Score:
@@ -165,7 +301,12 @@ def build_plan(
     names = [composer_map.name_of(i) for i in composer_ids]
     context = context_length(config)
     scale = settings.effective_guidance_scale(composer_ids, composer_map.none_id)
-    prompt = fit_prompt(tokenizer, list(prompt_ids or []), body_room(context) - settings.max_new_tokens)
+    windowed = None
+    if settings.max_new_tokens > body_room(context):  # beyond the context: the whole prompt is kept, each window reads its end
+        windowed = Windowed(context, settings, scale, composer_ids, composer_map.none_id)
+        prompt = list(prompt_ids or [])
+    else:
+        prompt = fit_prompt(tokenizer, list(prompt_ids or []), body_room(context) - settings.max_new_tokens)
 
     layout = RowLayout.for_tokenizer(tokenizer)
     rows = [layout.continuation_prompt(c, prompt) for c in composer_ids]
@@ -191,6 +332,7 @@ def build_plan(
         composers=names,
         settings=settings.record(scale, guard_bounds(note_guard), prompt_tokens=len(prompt), **speed),
         prompt_ids=prompt,
+        windowed=windowed,
     )
 
 

@@ -81,6 +81,7 @@ def write_samples(
             "settings": plan.settings,
             "prompt_tokens": len(plan.prompt_ids),
             "new_tokens": plan.new_tokens(tokens),
+            "windows": plan.windows or 1,  # generate() calls: more than one for a piece longer than the context
             "ended_with_eos": tokens[-1] == plan.generation_config.eos_token_id and plan.new_tokens(tokens) > 0,
             "notes": score.note_num(),
         }

@@ -38,7 +38,7 @@ class SamplingSettings:
     top_k: int | None = field(default=None, metadata={"help": "Keep the k most likely tokens (0 = off)."})
     top_p: float | None = field(default=None, metadata={"help": "Nucleus sampling mass (1 = off)."})
     repetition_penalty: float | None = field(default=None, metadata={"help": "Penalty on tokens already in the sequence (1 = off)."})
-    max_new_tokens: int | None = field(default=None, metadata={"help": "Tokens to generate (default: the model's generation_config.json)."})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "Tokens to generate (default: the model's generation_config.json, at most the context). More than the context holds are written in windows: each rereads the header and the latest whole bars (up to half the context) and writes on."})
     min_new_tokens: int | None = field(default=None, metadata={"help": "Generate at least this many tokens (no EOS before); capped to --max_new_tokens."})
     seed: int = field(default=0, metadata={"help": "Same seed and settings give byte-identical MIDI files."})
     grammar: bool = field(default=True, metadata={"help": "The REMI grammar processor (--no_grammar turns it off, for measuring)."})
@@ -71,8 +71,9 @@ class SamplingSettings:
 
     def resolve(self, defaults: dict, context: int | None = None) -> SamplingSettings:
         """Every value set: the given ones over `defaults` (`midilm.modeling.sampling_defaults`), else
-        neutral; checked. `context`: the model's, which bounds max_new_tokens; None when the length is
-        not the caller's to choose (an accompaniment's is the melody's): then max_new_tokens stays unset."""
+        neutral; checked. `context`: the model's, which bounds the default max_new_tokens (a length asked
+        beyond it is written in windows); None when the length is not the caller's to choose (an
+        accompaniment's is the melody's): then max_new_tokens stays unset."""
         longest = None if context is None else body_room(context)
         chosen = {}
         for name, neutral in NEUTRAL.items():
@@ -85,12 +86,7 @@ class SamplingSettings:
         elif self.max_new_tokens is None:
             chosen["max_new_tokens"] = min(defaults.get("max_new_tokens") or longest, longest)
         else:
-            chosen["max_new_tokens"] = int(self.max_new_tokens)
-            if chosen["max_new_tokens"] > longest:
-                raise InputError(
-                    f"--max_new_tokens {chosen['max_new_tokens']}: beyond the model's context of {context} tokens "
-                    f"({context - longest} go to BOS and the composer); use at most {longest}"
-                )
+            chosen["max_new_tokens"] = int(self.max_new_tokens)  # beyond the context: written in windows (midilm.generation)
         if longest is not None and self.min_new_tokens is not None:
             chosen["min_new_tokens"] = min(int(self.min_new_tokens), chosen["max_new_tokens"])
         resolved = replace(self, **chosen)

@@ -250,7 +250,6 @@ BAD_INPUTS = {
     "silent prompt": (["--composer", "bach", "--prompt_midi", "{tmp}/silent.mid"], "no notes"),
     "zero prompt bars": (["--composer", "bach", "--prompt_midi", "{tmp}/good.mid", "--prompt_bars", "0"], "--prompt_bars 0"),
     "no samples": (["--composer", "bach", "--num_samples", "0"], "--num_samples 0: must be at least 1"),
-    "beyond the context": (["--composer", "bach", "--max_new_tokens", "1000"], f"beyond the model's context of {CONTEXT} tokens"),
     "existing samples": (["--composer", "bach"], "bach_0.mid already exists"),
     "missing soundfont": (["--composer", "bach", "--wav", "--soundfont", "{tmp}/absent.sf2"], "absent.sf2 does not exist"),
     "unknown compile backend": (["--composer", "bach", "--compile", "--compile_backend", "nosuch"], "--compile_backend 'nosuch'"),
