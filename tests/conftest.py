@@ -58,6 +58,28 @@ def assert_refused(script, monkeypatch, capsys, root: Path, argv: list[str], mes
     assert sorted(root.rglob("*")) == before  # no sample, no partial file, no staging folder
 
 
+def save_random_model(out: Path, tokenizer, composer_map, context: int, max_new_tokens: int | None = None, **config_keys) -> Path:
+    """A tiny Llama with random weights (seed 0) on `tokenizer`, saved as train.py saves a model folder;
+    `config_keys` are set on its config (e.g. midilm_tasks), `max_new_tokens` on its generation defaults."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from midilm.modeling import build_config, generation_config
+    from midilm.tokenizer import save_tokenizer
+
+    config = build_config("llama", "tiny", tokenizer, composer_map, context)
+    for key, value in config_keys.items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    defaults = generation_config(config)
+    if max_new_tokens is not None:
+        defaults.max_new_tokens = max_new_tokens
+    defaults.save_pretrained(out)
+    save_tokenizer(tokenizer, composer_map, out)
+    return out
+
+
 def train_until_killed(args: list[str], out: Path, checkpoint: str = "checkpoint-10", timeout: float = 240) -> None:
     """Start train.py with `args` and SIGKILL it once `out/checkpoint` is complete (trainer_state.json written)."""
     import os

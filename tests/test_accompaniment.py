@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TOKENIZER_SETTINGS, assert_refused, load_script, make_piece, run_cli
+from conftest import REPO, TOKENIZER_SETTINGS, assert_refused, load_script, make_piece, run_cli, save_random_model
 from datasets import load_from_disk
 from symusic import Note, Score, TimeSignature, Track
 from transformers import AutoModelForCausalLM
@@ -23,7 +23,6 @@ from midilm.generation import decode_ids
 from midilm.grammar import RemiGrammar, count_syntax_errors
 from midilm.melody import extract_melody
 from midilm.metrics import accompaniment_metrics, harmonic_fit, melody_adherence
-from midilm.modeling import build_config, generation_config
 from midilm.prepare import PrepareArguments, prepare
 from midilm.tokenizer import (
     MELODY_TOKEN,
@@ -53,13 +52,8 @@ def model_dir(both, tmp_path_factory) -> Path:
     """A random-weight tiny Llama on that tokenizer, saved as train.py saves one."""
     out = tmp_path_factory.mktemp("acc_model") / "model_output"
     tokenizer, composer_map = load_tokenizer(both["tokenizer"])
-    config = build_config("llama", "tiny", tokenizer, composer_map, CONTEXT)
-    config.midilm_tasks = ["continuation", "accompaniment"]  # as train.py records the dataset's tasks
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(out)
-    generation_config(config).save_pretrained(out)
-    save_tokenizer(tokenizer, composer_map, out)
-    return out
+    # midilm_tasks as train.py records the dataset's tasks
+    return save_random_model(out, tokenizer, composer_map, CONTEXT, midilm_tasks=["continuation", "accompaniment"])
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TOKENIZER_SETTINGS, assert_refused, load_script, make_piece, run_cli
+from conftest import REPO, TOKENIZER_SETTINGS, assert_refused, load_script, make_piece, run_cli, save_random_model
 from symusic import Score
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from midilm.generation import decode_ids, load_prompt, prepare_generation, sample_scores
 from midilm.sampling import SamplingSettings
-from midilm.modeling import build_config, generation_config
 from midilm.tokenizer import bar_start_table, build_tokenizer, load_tokenizer, save_tokenizer, vocab_base_tokens
 
 CONTEXT = 256
@@ -53,14 +52,7 @@ def model_dir(tmp_path_factory, midi_files) -> Path:
     out = tmp_path_factory.mktemp("gen_model") / "model_output"
     tokenizer, composer_map = build_tokenizer(TOKENIZER_SETTINGS, ["bach", "mozart"])
     tokenizer.train(vocab_size=len(tokenizer) + 80, files_paths=midi_files)
-    config = build_config("llama", "tiny", tokenizer, composer_map, CONTEXT)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(out)
-    defaults = generation_config(config)
-    defaults.max_new_tokens = 48  # keeps the README example quick
-    defaults.save_pretrained(out)
-    save_tokenizer(tokenizer, composer_map, out)
-    return out
+    return save_random_model(out, tokenizer, composer_map, CONTEXT, max_new_tokens=48)  # 48 keeps the README example quick
 
 
 @pytest.fixture(scope="module")

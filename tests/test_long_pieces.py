@@ -8,15 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TOKENIZER_SETTINGS, load_script, make_piece, run_cli
+from conftest import TOKENIZER_SETTINGS, load_script, make_piece, run_cli, save_random_model
 from transformers import AutoModelForCausalLM
 
 from midilm.generation import load_prompt, prepare_generation, window_start
 from midilm.grammar import RemiGrammar, count_syntax_errors
 from midilm.guard import CONFIG_KEY, NoteGuard
-from midilm.modeling import build_config, generation_config
 from midilm.rows import HEADER_TOKENS
-from midilm.tokenizer import bar_start_table, build_tokenizer, load_tokenizer, save_tokenizer
+from midilm.tokenizer import bar_start_table, build_tokenizer, load_tokenizer
 
 CONTEXT = 128
 LONG = 4 * CONTEXT  # new tokens asked: four contexts' worth
@@ -33,13 +32,8 @@ def model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("long_model") / "model_output"
     tokenizer, composer_map = build_tokenizer(TOKENIZER_SETTINGS, ["bach", "mozart"])
     tokenizer.train(vocab_size=len(tokenizer) + 60, files_paths=paths)
-    config = build_config("llama", "tiny", tokenizer, composer_map, CONTEXT)
-    setattr(config, CONFIG_KEY, {"max_notes_per_onset": 3, "max_notes_per_bar": 12, "quantile": 0.999})
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(out)
-    generation_config(config).save_pretrained(out)
-    save_tokenizer(tokenizer, composer_map, out)
-    return out
+    guard = {"max_notes_per_onset": 3, "max_notes_per_bar": 12, "quantile": 0.999}
+    return save_random_model(out, tokenizer, composer_map, CONTEXT, **{CONFIG_KEY: guard})
 
 
 @pytest.fixture(scope="module")
