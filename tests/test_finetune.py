@@ -214,6 +214,7 @@ def test_evaluation_judges_old_and_new_composers_and_names_the_new(full_ft, ft_p
         ("long_context", "is longer than --init_from"),
         ("not_midilm", "not a midilm model"),
         ("hub_offline", "not loadable from the Hub"),
+        ("overrides", "--model_overrides does not apply with --init_from"),
     ],
 )
 def test_train_refusals(case, message, base_dir, ft_prepared, named_prepared, tmp_path, monkeypatch, capsys):
@@ -223,6 +224,8 @@ def test_train_refusals(case, message, base_dir, ft_prepared, named_prepared, tm
         data = named_prepared
     elif case == "long_context":
         extra = ["--max_seq_len", "300"]
+    elif case == "overrides":
+        extra = ["--model_overrides", '{"num_hidden_layers": 2}']
     elif case == "not_midilm":
         init = str(tmp_path / "plain")
         AutoModelForCausalLM.from_pretrained(base_dir).save_pretrained(init)  # weights and config, no tokenizer
@@ -268,3 +271,20 @@ def test_a_cached_hub_model_is_a_base_offline(base_dir, midi_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "tok" / BASE_FILE).read_text())["revision"] == commit
     assert json.loads((tmp_path / "data" / "prepare_report.json").read_text())["base_model"]["model"] == "midilm-tests/tiny"
+
+
+def test_new_composers_need_a_bpe_base(midi_dir, tmp_path):
+    """miditok rebuilds a vocabulary without BPE from its settings, so appended composers would not keep their ids."""
+    from conftest import save_random_model
+
+    from midilm.errors import InputError
+    from midilm.prepare import PrepareArguments, prepare
+    from midilm.tokenizer import build_tokenizer
+
+    tokenizer, composer_map = build_tokenizer(TOKENIZER_SETTINGS, ["zeta"])
+    base = save_random_model(tmp_path / "no_bpe", tokenizer, composer_map, 256)
+    args = PrepareArguments(midi_dir=str(midi_dir), base_model=str(base), output_dir=str(tmp_path / "data"),
+                            tokenizer_dir=str(tmp_path / "tok"), max_seq_len=256, num_proc=2)
+    with pytest.raises(InputError, match="has no BPE vocabulary"):
+        prepare(args)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "tok").exists()
