@@ -6,7 +6,8 @@ A thin wrapper around `midilm prepare` (midilm/commands/prepare.py: the flags, t
 
 from pathlib import Path
 
-from midilm.commands import prepare  # light: the heavy imports wait inside main() (the step's workers import this script)
+# Light: the heavy imports wait inside main() (the step's spawned workers import this script first)
+from midilm.commands import prepare
 
 # Optional overrides of the package defaults, beside this script (may be partial, empty or absent).
 CONFIG_FILE = Path(__file__).with_name("config.json")

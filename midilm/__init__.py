@@ -44,7 +44,7 @@ _API = {
     "InputError": ("midilm.errors", "InputError"),
 }
 
-__all__ = sorted(_API)
+__all__ = [*_API]  # noqa: PLE0604 (built from _API, so the list and the table cannot drift apart)
 
 
 def __getattr__(name: str):

@@ -84,7 +84,7 @@ def test_import_midilm_is_light_and_names_the_public_api():
     assert midilm.prepare_generation is prepare_generation and midilm.SamplingSettings is SamplingSettings and midilm.evaluate_module_path is path
     assert all(getattr(midilm, name) is not None for name in midilm.__all__)
     with pytest.raises(AttributeError):
-        midilm.no_such_name
+        _ = midilm.no_such_name
 
 
 @pytest.mark.parametrize("argv, code, stream, expected", [

@@ -12,6 +12,7 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import pytest
 from conftest import REPO, write_midi_folder
 
 # What `pip wheel` reads to build: the project's metadata files and the package (no tests, no outputs).
@@ -27,11 +28,17 @@ def build_wheel(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "midilm", source / "midilm", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     # --no-build-isolation: setuptools comes from this environment, so the build needs no index (offline CI)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index", "--no-build-isolation",
+         "-w", str(tmp_path / "dist"), str(source)],
         check=True, capture_output=True, text=True,
     )
     (wheel,) = (tmp_path / "dist").glob("midilm-*.whl")
     return wheel
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def fresh_venv(root: Path, wheel: Path) -> tuple[Path, dict]:
@@ -63,8 +70,7 @@ def fresh_venv(root: Path, wheel: Path) -> tuple[Path, dict]:
     return venv, env
 
 
-def test_wheel_holds_every_subpackage_and_data_file(tmp_path):
-    wheel = build_wheel(tmp_path)
+def test_wheel_holds_every_subpackage_and_data_file(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     packages = sorted(str(p.parent.relative_to(REPO)) for p in (REPO / "midilm").rglob("__init__.py"))
     assert {"midilm", "midilm/commands", "midilm/evaluation", "midilm/evaluate_modules", "midilm/tuning"} <= set(packages)
@@ -74,14 +80,14 @@ def test_wheel_holds_every_subpackage_and_data_file(tmp_path):
     assert "midilm = midilm.commands:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
-def test_pipeline_through_the_midilm_command_of_an_installed_wheel(tmp_path):
+def test_pipeline_through_the_midilm_command_of_an_installed_wheel(wheel, tmp_path):
     """prepare -> train (2 steps) -> generate -> evaluate, each `midilm <command>` from the wheel's venv."""
-    venv, env = fresh_venv(tmp_path, build_wheel(tmp_path))
+    venv, env = fresh_venv(tmp_path, wheel)
     work = tmp_path / "work"
     write_midi_folder(work / "midi", {"alpha": 12, "beta": 12}, broken=False)
 
     def midilm(*args: str) -> str:
-        result = subprocess.run([str(venv / "bin" / "midilm"), *args], cwd=work, env=env, capture_output=True, text=True, timeout=240)
+        result = subprocess.run([str(venv / "bin" / "midilm"), *args], check=False, cwd=work, env=env, capture_output=True, text=True, timeout=240)
         assert result.returncode == 0, f"midilm {' '.join(args)}:\n{result.stderr[-3000:]}"
         return result.stdout
 

@@ -38,7 +38,8 @@ COMMANDS = {
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {summary}" for name, summary in COMMANDS.items()]
-    return "usage: midilm {" + ",".join(COMMANDS) + "} [config.json] [--flags]\n\n" + "\n".join(lines) + "\n\n`midilm <command> --help` lists a command's flags."
+    head = "usage: midilm {" + ",".join(COMMANDS) + "} [config.json] [--flags]"
+    return "\n".join([head, "", *lines, "", "`midilm <command> --help` lists a command's flags."])
 
 
 def main(argv: list[str] | None = None) -> None:

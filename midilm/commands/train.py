@@ -43,7 +43,14 @@ from midilm.finetune import (
 )
 from midilm.guard import bounds_to_config
 from midilm.hub import push_model, write_model_card
-from midilm.modeling import BASE_KEY, TRAINING_CONFIG_FILE, build_config, copy_tokenizer, generation_config, load_midilm_dir
+from midilm.modeling import (
+    BASE_KEY,
+    TRAINING_CONFIG_FILE,
+    build_config,
+    copy_tokenizer,
+    generation_config,
+    load_midilm_dir,
+)
 from midilm.tokenizer import load_tokenizer, section_token_ids
 from midilm.training import (
     TRAINING_DEFAULTS,
