@@ -1,51 +1,21 @@
-"""Evaluate a trained midilm model against real held-out pieces and write report.md / report.json.
+"""Evaluate a trained model against held-out pieces: `python evaluate_samples.py [config.json] [--flags]`.
 
-    python evaluate_samples.py --model_dir model_output --dataset_dir data --output_dir eval_report
-    python evaluate_samples.py --model_dir model_output --dataset_dir data --samples_dir samples --output_dir samples/eval
-    python evaluate_samples.py --model_dir model_output --dataset_dir data --write_default_guidance   # and set the model's guidance default
-    python evaluate_samples.py --adherence_scales 1,2,3 --adherence_samples_per_composer 32 --split test --overwrite
-
-Measures the held-out perplexity and NLL per note beside a unigram baseline, compares the music metrics
-of the model's samples and of random-weight samples with the real pieces of each composer, sweeps the
-guidance scale (composer adherence by an independent classifier, degenerate samples with the musical
-guard on and off, metric gap, memorization) and chooses the guidance default from it: the highest
-adherence whose degenerate samples stay at or below the real pieces' rate. --write_default_guidance
-writes that scale into the model's config.json once the report is written (see midilm/evaluation/). The training split is streamed from Arrow, never loaded whole: memory
-stays flat in its size apart from the memorization index (bench/bench_eval.py measures it).
-Named evaluate_samples.py because a top-level evaluate.py would shadow the HF `evaluate` package.
+A thin wrapper around `midilm evaluate` (midilm/commands/evaluate.py: the flags, the examples and the
+--help text), reading the config.json beside this script. Named evaluate_samples.py because a top-level
+evaluate.py would shadow the HF `evaluate` package.
 """
 
 from pathlib import Path
 
-from midilm.cli import parse_args, run
-from midilm.evaluation.adherence import write_default_guidance
-from midilm.evaluation.report import headline, write_report
-from midilm.evaluation.run import EvaluateArguments, check_output_dir, evaluate
+from midilm.cli import run
+from midilm.commands import evaluate
 
 # Optional overrides of the package defaults, beside this script (may be partial, empty or absent).
 CONFIG_FILE = Path(__file__).with_name("config.json")
 
 
 def main() -> None:
-    args, _ = parse_args((EvaluateArguments,), ("evaluate",), description=__doc__, config_file=CONFIG_FILE)
-
-    # Refuse to replace a previous report before any work is done
-    output_dir = check_output_dir(args)
-
-    # Evaluate: likelihood, samples, metrics, the guidance sweep with composer adherence, memorization
-    report = evaluate(args)
-
-    # Write report.json, report.md and the evaluated samples (built aside, moved into place whole)
-    write_report(report, output_dir, args.overwrite)
-
-    # The guidance default the sweep chose, into the model folder (only once the report that says why exists)
-    choice = (report.get("adherence") or {}).get("choice", {})
-    if args.write_default_guidance and choice.get("written_to"):
-        write_default_guidance(args.model_dir, choice["scale"])
-    elif args.write_default_guidance:
-        print(f"warning: --write_default_guidance: no scale chosen ({choice.get('reason', 'no --adherence_scales')}); config.json is unchanged")
-    print(headline(report))
-    print(f"report: {output_dir / 'report.md'}")
+    evaluate.main(config_file=CONFIG_FILE)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,60 @@
+"""midilm: composer-conditioned symbolic-music language models on the Hugging Face stack.
+
+    from midilm import SamplingSettings, load_model, prepare_generation
+
+    plan = prepare_generation("model_output", composer="bach", num_samples=2, settings=SamplingSettings(seed=0))
+    for i, score in enumerate(plan.decode(plan.run(load_model("model_output")))):
+        score.dump_midi(f"bach_{i}.mid")
+
+The public API, by what it is for (each name lives in the module beside it):
+
+    generation      prepare_generation, GenerationPlan, load_model, list_composers (midilm.generation);
+                    prepare_accompaniment (midilm.accompaniment)
+    sampling        SamplingSettings (midilm.sampling)
+    loading         load_tokenizer, ComposerMap (midilm.tokenizer); load_midilm_dir (midilm.modeling)
+    evaluation      evaluate_module_path, EVALUATE_MODULES (midilm.evaluate_modules: `evaluate.load(evaluate_module_path("music_metrics"))`);
+                    EvaluateArguments, evaluate_model (midilm.evaluation.run: the whole report)
+    errors          InputError (midilm.errors)
+
+The commands (`midilm prepare | train | generate | evaluate | app | tune`) live in midilm.commands.
+
+Each name is imported on first use (PEP 562), so `import midilm` stays light: the data step's spawned
+workers import midilm.scan and must not pay for torch or transformers until they need them.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# name -> (module, attribute in it)
+_API = {
+    "prepare_generation": ("midilm.generation", "prepare_generation"),
+    "GenerationPlan": ("midilm.generation", "GenerationPlan"),
+    "load_model": ("midilm.generation", "load_model"),
+    "list_composers": ("midilm.generation", "list_composers"),
+    "prepare_accompaniment": ("midilm.accompaniment", "prepare_accompaniment"),
+    "SamplingSettings": ("midilm.sampling", "SamplingSettings"),
+    "load_tokenizer": ("midilm.tokenizer", "load_tokenizer"),
+    "ComposerMap": ("midilm.tokenizer", "ComposerMap"),
+    "load_midilm_dir": ("midilm.modeling", "load_midilm_dir"),
+    "evaluate_module_path": ("midilm.evaluate_modules", "path"),
+    "EVALUATE_MODULES": ("midilm.evaluate_modules", "MODULES"),
+    "EvaluateArguments": ("midilm.evaluation.run", "EvaluateArguments"),
+    "evaluate_model": ("midilm.evaluation.run", "evaluate"),
+    "InputError": ("midilm.errors", "InputError"),
+}
+
+__all__ = [*_API]  # noqa: PLE0604 (built from _API, so the list and the table cannot drift apart)
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'midilm' has no attribute {name!r}")
+    module, attribute = _API[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

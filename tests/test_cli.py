@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import pytest
@@ -65,3 +66,38 @@ def test_config_json_and_flags_override_the_defaults(tmp_path):
     effective = _effective(path, ["--max_steps", "7"])
     assert effective["training"]["learning_rate"] == 0.01 and effective["training"]["max_steps"] == 7
     assert effective["tokenizer"]["num_velocities"] == 8 and effective["tokenizer"]["pitch_range"] == [21, 109]
+
+
+def test_import_midilm_is_light_and_names_the_public_api():
+    """`import midilm` (and the `midilm` command's module, which the data step's spawned workers import
+    first) loads no torch, transformers or datasets; each public name then resolves to its module's."""
+    import subprocess
+    import sys
+
+    code = "import sys, midilm, midilm.commands; print(sorted(m for m in ('torch', 'transformers', 'datasets', 'miditok') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip() == "[]"
+    import midilm
+    from midilm.evaluate_modules import path
+    from midilm.generation import prepare_generation
+    from midilm.sampling import SamplingSettings
+
+    assert midilm.prepare_generation is prepare_generation and midilm.SamplingSettings is SamplingSettings and midilm.evaluate_module_path is path
+    assert all(getattr(midilm, name) is not None for name in midilm.__all__)
+    with pytest.raises(AttributeError):
+        _ = midilm.no_such_name
+
+
+@pytest.mark.parametrize("argv, code, stream, expected", [
+    ([], 2, "err", "usage: midilm {prepare,train,generate,evaluate,app,tune}"),
+    (["--help"], 0, "out", "usage: midilm {prepare,train,generate,evaluate,app,tune}"),
+    (["trian"], 2, "err", "error: midilm: no command 'trian'; choose one of prepare, train, generate, evaluate, app, tune"),
+    (["generate", "--model_dir", "/nonexistent/model"], 2, "err", "error: --model_dir /nonexistent/model"),
+])
+def test_midilm_command_picks_a_step_or_says_why_not(argv, code, stream, expected, capsys, monkeypatch):
+    from midilm.commands import main
+
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # main() names the program in sys.argv[0]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == code
+    assert getattr(capsys.readouterr(), stream).startswith(expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -322,7 +323,7 @@ def adherence_run(model_dir, prepared, tmp_path_factory):
             "--num_samples_per_composer", "1", "--max_new_tokens", "48", "--adherence_scales", "1,2", "--adherence_samples_per_composer", "3",
             "--accompaniment_pieces", "0", "--write_default_guidance"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(script, "evaluate", keep)
+        patch.setattr(importlib.import_module("midilm.commands.evaluate"), "evaluate", keep)  # the script's main() runs that module's
         patch.setattr(sys, "argv", argv)
         script.main()
     return {**captured, "model": model, "out": root / "eval"}

@@ -32,8 +32,9 @@ def train_args(prepared, output_dir: Path, *extra: str) -> list[str]:
     return ["--dataset_dir", str(prepared["data"]), "--tokenizer_dir", str(prepared["tokenizer"]), "--output_dir", str(output_dir), *TINY, *extra]
 
 
-def run_train(args: list[str], launcher: list[str] | None = None, **kwargs) -> subprocess.CompletedProcess:
-    command = (launcher or [sys.executable]) + [str(REPO / "train.py"), *args]
+def run_train(args: list[str], launcher: list[str] | None = None, target: list[str] | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """train.py (or `target`: e.g. the packaged trainer, `-m midilm.commands.train`) under `launcher`."""
+    command = (launcher or [sys.executable]) + (target or [str(REPO / "train.py")]) + args
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, **kwargs)
 
 
@@ -382,11 +383,13 @@ def test_bad_input_fails_before_training(extra, message, prepared, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_accelerate_two_cpu_processes(prepared, tmp_path):
+@pytest.mark.parametrize("target", [None, ["-m", "midilm.commands.train"]], ids=["train.py", "module"])
+def test_accelerate_two_cpu_processes(prepared, tmp_path, target):
+    """`accelerate launch train.py` in a clone, `accelerate launch -m midilm.commands.train` from an installed package."""
     result = run_train(
         train_args(prepared, tmp_path / "ddp", "--max_steps", "4", "--eval_steps", "1000", "--save_steps", "1000", "--samples_per_composer", "0"),
         launcher=[*ACCELERATE_LAUNCH, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
-        timeout=300,
+        target=target, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
