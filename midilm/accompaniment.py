@@ -33,7 +33,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from midilm.corpus import default_cache_dir
 from midilm.dataset import empty_bar, split_bars
 from midilm.errors import InputError
-from midilm.generation import composer_ids_of, composer_names, decode_ids, guard_bounds, load_model, model_settings, replace_settings
+from midilm.generation import composer_ids_of, composer_names, decode_ids, guard_bounds, left_padded, load_model, model_settings, replace_settings
 from midilm.grammar import GrammarLogitsProcessor, RemiGrammar, count_syntax_errors
 from midilm.guard import guard_processor
 from midilm.melody import extract_melody
@@ -290,13 +290,7 @@ class _Accompanist:
         if self.scale != 1.0:
             rows += [(melody, written, self.none_id) for melody, written, _ in rows]
         prompts = [self.layout.accompaniment_prompt(composer, melody, written) for melody, written, composer in rows]
-        width = max(len(r) for r in prompts)
-        input_ids = torch.full((len(prompts), width), self.config.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for i, row in enumerate(prompts):
-            input_ids[i, width - len(row) :] = torch.tensor(row)
-            attention_mask[i, width - len(row) :] = 1
-        return input_ids, attention_mask
+        return left_padded(prompts, self.config.pad_token_id)
 
     def processors(self, plans: list[_Window]) -> LogitsProcessorList:
         doubled = 2 if self.scale != 1.0 else 1

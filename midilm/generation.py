@@ -145,6 +145,18 @@ class TokenProgress(StoppingCriteria):
         self.bar.close()
 
 
+def left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.LongTensor, torch.LongTensor]:
+    """Prompts of different lengths as one batch, padded on the left so every row's next token comes
+    last: (input_ids, attention_mask)."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for i, row in enumerate(rows):
+        input_ids[i, width - len(row) :] = torch.tensor(row)
+        attention_mask[i, width - len(row) :] = 1
+    return input_ids, attention_mask
+
+
 def window_start(ids: list[int], starts_bar: np.ndarray, past: int) -> int | None:
     """Where a window over `ids` (a row's music so far) starts: at the first bar line within its last
     `past` tokens, else at its last bar line (one bar longer than `past`), None when it has none."""
@@ -193,12 +205,8 @@ def run_windows(plan: GenerationPlan, model, progress: bool = False, **generate_
         rows = [layout.continuation_prompt(w.composer_ids[k], music[k][starts[k] :]) for k in active]
         if w.guidance_scale != 1.0:
             rows += [layout.continuation_prompt(w.none_id, row[HEADER_TOKENS:]) for row in rows]
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), config.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for i, row in enumerate(rows):
-            input_ids[i, width - len(row) :] = torch.tensor(row)
-            attention_mask[i, width - len(row) :] = 1
+        input_ids, attention_mask = left_padded(rows, config.pad_token_id)
+        width = input_ids.shape[1]
 
         # One generate() call: the plan's grammar and guard, read afresh, and this window's sampler
         new = min(w.context - width, total - written)
