@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 
 from midilm.errors import InputError
@@ -64,11 +65,15 @@ class FinetuneArguments:
 
 @dataclass
 class BaseModel:
-    """A trained midilm model to build on: what the user named, where it lies, and which version it is."""
+    """A trained midilm model to build on: what the user named, where it lies, which version it is, and
+    what `load_midilm_dir` read there (its config, tokenizer and composer map)."""
 
     source: str  # the folder or Hub repo id as given
     path: Path
     revision: str  # the Hub commit, or the sha256 of a local folder's weights
+    config: object
+    tokenizer: object
+    composer_map: ComposerMap
 
     def record(self) -> dict:
         return {"model": self.source, "revision": self.revision}
@@ -88,8 +93,7 @@ def resolve_base(source: str, flag: str) -> BaseModel:
     one InputError naming `flag` otherwise."""
     path = Path(source)
     if path.exists():
-        load_midilm_dir(path, flag)
-        return BaseModel(source, path, weights_digest(path))
+        return BaseModel(source, path, weights_digest(path), *load_midilm_dir(path, flag))
     from huggingface_hub import snapshot_download
 
     try:
@@ -100,8 +104,7 @@ def resolve_base(source: str, flag: str) -> BaseModel:
             f"{flag} {source}: no such folder, and not loadable from the Hub ({type(err).__name__}: {reason[:200]}); "
             "give a model folder, or a Hub repo id while online (offline, only repos already in the cache load)"
         ) from err
-    load_midilm_dir(local, flag)
-    return BaseModel(source, local, local.name)
+    return BaseModel(source, local, local.name, *load_midilm_dir(local, flag))
 
 
 def tokenizer_settings_of(tokenizer) -> dict:
@@ -159,8 +162,9 @@ def _bpe_model(tokenizer) -> dict | None:
     return json.loads(tokenizer._model.to_str())["model"] if tokenizer.is_trained else None
 
 
-def check_extends(base_tokenizer, base_map: ComposerMap, tokenizer, composer_map: ComposerMap, where: str, base_source: str) -> list[str]:
+def check_extends(base: BaseModel, tokenizer, composer_map: ComposerMap, where: str) -> list[str]:
     """That `tokenizer` is the base's with composers appended (as `extend_tokenizer` makes it); the new composers."""
+    base_tokenizer, base_map, base_source = base.tokenizer, base.composer_map, base.source
     base_vocab, vocab = base_tokenizer.vocab, tokenizer.vocab
     same = (
         _bpe_model(base_tokenizer) == _bpe_model(tokenizer)
@@ -178,11 +182,11 @@ def check_extends(base_tokenizer, base_map: ComposerMap, tokenizer, composer_map
     return composer_map.names[len(base_map.names) :]
 
 
-def check_context(base_config, max_seq_len: int, base_source: str) -> None:
-    if max_seq_len > context_length(base_config):
+def check_context(base: BaseModel, max_seq_len: int) -> None:
+    if max_seq_len > context_length(base.config):
         raise InputError(
-            f"--max_seq_len {max_seq_len} is longer than --init_from {base_source} can position ({context_length(base_config)} tokens); "
-            f"prepare the data with prepare_dataset.py --max_seq_len {context_length(base_config)} or less"
+            f"--max_seq_len {max_seq_len} is longer than --init_from {base.source} can position ({context_length(base.config)} tokens); "
+            f"prepare the data with prepare_dataset.py --max_seq_len {context_length(base.config)} or less"
         )
 
 
@@ -195,23 +199,22 @@ def grow_embeddings(model, base_map: ComposerMap, composer_map: ComposerMap, ini
     if not new_ids:
         return []
     model.resize_token_embeddings(max(new_ids) + 1, mean_resizing=False)
+    layers = [m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None]
     with torch.no_grad():
-        for layer in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}.values():
-            weight = layer.weight
+        for weight in {id(m.weight): m.weight for m in layers}.values():  # a tied output layer shares the input's weight: once
             if weight.shape[0] <= old_size:
                 continue
-            source = weight[base_map.none_id] if init == "none" else weight[base_map.token_ids].mean(0)
-            weight[old_size:] = source
+            weight[old_size:] = weight[base_map.none_id] if init == "none" else weight[base_map.token_ids].mean(0)
     return new_ids
 
 
-def load_base_model(base: BaseModel, base_map: ComposerMap, composer_map: ComposerMap, args: FinetuneArguments, record: dict):
+def load_base_model(base: BaseModel, composer_map: ComposerMap, args: FinetuneArguments, record: dict):
     """The base's model with rows for the new composers (`grow_embeddings`), its config carrying the new
     composer map and `record` (`lineage`). Returns it and the new rows' ids."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base.path)
-    new_ids = grow_embeddings(model, base_map, composer_map, args.new_composer_init)
+    new_ids = grow_embeddings(model, base.composer_map, composer_map, args.new_composer_init)
     model.config.update(composer_map.to_config())
     model.config.update({BASE_KEY: record})
     return model, new_ids
@@ -244,9 +247,7 @@ def save_merged(peft_model, output_dir: Path, save_adapter: bool) -> None:
     which would make transformers look for a base model); the adapter alone under adapter/ if asked."""
     if save_adapter:
         peft_model.save_pretrained(output_dir / "adapter")
-    merged = peft_model.merge_and_unload()
-    merged.save_pretrained(output_dir)
-    return merged
+    peft_model.merge_and_unload().save_pretrained(output_dir)
 
 
 def replay_rows(replay_dir: str, composer_map: ComposerMap, base_vocab: int, new_rows: int, share: float, seed: int, tasks: list[str]):
@@ -269,7 +270,8 @@ def replay_rows(replay_dir: str, composer_map: ComposerMap, base_vocab: int, new
         train = train.filter(lambda task: task in tasks, input_columns="task")
     if not len(train):
         raise InputError(f"--replay_dataset {path}: no training rows of the tasks {', '.join(tasks)}")
-    top = max((max(ids) for ids in train.select_columns(["input_ids"])["input_ids"]), default=0)
+    # with Arrow, as training checks its own rows, not as Python lists; [:] honours the filter above
+    top = pc.max(pc.list_flatten(train.with_format("arrow")[:]["input_ids"])).as_py() or 0
     if top >= base_vocab:
         raise InputError(f"--replay_dataset {path}: token id {top} is outside the base's vocabulary ({base_vocab}); give the base model's own dataset")
     wanted = max(1, round(new_rows * share / (1 - share)))

@@ -27,7 +27,7 @@ from midilm.outputs import replace_dir, staging_dir
 from midilm.rows import TASKS, continuation_overhead, full_section
 from midilm.scan import Bounds, Spill, read_spill, scan_files, scan_vocabulary
 from midilm.sources import SourceFile, find_midi_files, read_metadata, relabel
-from midilm.tokenizer import FULL_TOKEN, OTHER, BarWordsIterator, build_tokenizer, load_tokenizer, save_tokenizer
+from midilm.tokenizer import FULL_TOKEN, OTHER, BarWordsIterator, build_tokenizer, save_tokenizer
 from midilm.tokenizer import tokenizer_settings as resolve_tokenizer_settings
 
 REPORT_FILE = "prepare_report.json"
@@ -201,9 +201,10 @@ def train_tokenizer(settings: dict, composers: list[str], pieces_per_composer: l
     return tokenizer, composer_map, base_vocab, scan_vocab, sample
 
 
-def extend_base_tokenizer(base, tokenizer, base_map, composers: list[str], pieces_per_composer: list[int], settings: dict, folders: tuple[Path, ...]):
+def extend_base_tokenizer(base, composers: list[str], pieces_per_composer: list[int], settings: dict, folders: tuple[Path, ...]):
     """The base model's tokenizer with the new composers appended (midilm.finetune.extend_tokenizer),
     its base recorded in each of `folders`. Returns what `train_tokenizer` returns (no BPE sample)."""
+    tokenizer, base_map = base.tokenizer, base.composer_map
     scan_vocab = scan_vocabulary(settings)
     if missing := [t for t in scan_vocab if t not in tokenizer.vocab]:
         raise InputError(f"--base_model {base.source}: its tokenizer lacks tokens the scan encodes ({', '.join(missing[:5])}); was it made by prepare_dataset.py?")
@@ -265,8 +266,7 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
 
     base = resolve_base(args.base_model, "--base_model") if args.base_model else None
     if base is not None:
-        base_tokenizer, base_map = load_tokenizer(base.path)
-        tokenizer_settings = tokenizer_settings_of(base_tokenizer)
+        tokenizer_settings = tokenizer_settings_of(base.tokenizer)
     files, skipped = collect_files(args)
     seen = len(files) + len(skipped)
     timings = {}
@@ -288,7 +288,7 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
         if base is None:
             composers, folded = composer_vocabulary(counts, args.min_pieces_per_composer)
         else:
-            composers, folded = base_composer_vocabulary(base_map, counts, args.min_pieces_per_composer)
+            composers, folded = base_composer_vocabulary(base.composer_map, counts, args.min_pieces_per_composer)
         splits = assign_splits([p.digest for p in pieces], args.validation_ratio, args.test_ratio)
         by_split: dict[str, list[Piece]] = {s: [] for s in SPLITS}
         for piece in pieces:
@@ -303,7 +303,7 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
             )
         else:
             tokenizer, composer_map, base_vocab, scan_vocab, sample = extend_base_tokenizer(
-                base, base_tokenizer, base_map, composers, pieces_per_composer, tokenizer_settings, (tok_tmp, data_tmp),
+                base, composers, pieces_per_composer, tokenizer_settings, (tok_tmp, data_tmp),
             )
         save_tokenizer(tokenizer, composer_map, tok_tmp)
         timings["bpe"] = time.perf_counter() - clock
@@ -321,7 +321,7 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
         report["bpe"] = {"training_files": len(sample), "max_files": args.bpe_max_files, "seed": args.seed}
         if base is not None:
             report["bpe"] = {"from_base_model": base.source}
-            report["base_model"] = {**base.record(), "new_composers": composers[len(base_map.names) :]}
+            report["base_model"] = {**base.record(), "new_composers": composers[len(base.composer_map.names) :]}
         report["seconds"] = {k: round(v, 2) for k, v in timings.items()}
         (data_tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         resolved = {"prepare": asdict(args), "tokenizer": tokenizer_settings, **({"base_model": base.record()} if base else {})}

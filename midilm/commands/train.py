@@ -49,7 +49,6 @@ from midilm.modeling import (
     build_config,
     copy_tokenizer,
     generation_config,
-    load_midilm_dir,
 )
 from midilm.tokenizer import load_tokenizer, section_token_ids
 from midilm.training import (
@@ -86,18 +85,15 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
         raise InputError(f"--tokenizer_dir: {err}") from err
     base = resolve_base(finetune_args.init_from, "--init_from") if finetune_args.init_from else None
     if base is not None:
-        base_config, base_tokenizer, base_map = load_midilm_dir(base.path, "--init_from")
-        new_composers = check_extends(
-            base_tokenizer, base_map, tokenizer, composer_map, f"--dataset_dir {data_args.dataset_dir} (--tokenizer_dir {data_args.tokenizer_dir})", base.source,
-        )
+        new_composers = check_extends(base, tokenizer, composer_map, f"--dataset_dir {data_args.dataset_dir} (--tokenizer_dir {data_args.tokenizer_dir})")
         if model_args.model_overrides:
             raise InputError("--model_overrides does not apply with --init_from: the base model's architecture is kept")
     data = load_training_data(data_args, tokenizer, composer_map)
     data_args.max_seq_len = training_context(data_args, data)
     if base is not None:
-        check_context(base_config, data_args.max_seq_len, base.source)
+        check_context(base, data_args.max_seq_len)
     if finetune_args.replay_dataset:
-        mix_replay(data, finetune_args, composer_map, len(base_tokenizer), training_args.seed)
+        mix_replay(data, finetune_args, composer_map, len(base.tokenizer), training_args.seed)
 
     # Build model: random weights, or the base's with rows for the new composers
     if base is None:
@@ -106,7 +102,7 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
         ))
         described = f"{model_args.model_type} {model_args.model_preset}"
     else:
-        model, new_ids = load_base_model(base, base_map, composer_map, finetune_args, lineage(
+        model, new_ids = load_base_model(base, composer_map, finetune_args, lineage(
             base, finetune_args, new_composers, data_args.dataset_dir, data_args.tokenizer_dir, training_args.max_steps,
         ))
         described = f"{model.config.model_type} from {base.source} (+{len(new_ids)} composers: {', '.join(new_composers) or 'none'})"
