@@ -199,10 +199,7 @@ def tune(args: TuneArguments, weights: ScoreWeights, log=print) -> dict:
         tick = time.perf_counter()
         # Sample K per composer from the current model, with midilm's processors
         samples = sampler.sample(policy, [c for c in tuned for _ in range(args.samples_per_composer)], scale, args.seed + 1000 * r)
-        scored = score_samples(samples, reference, tokenizer, weights, max_new)
-        probabilities = reference.classifier.probabilities([s["score"] for s in samples])
-        for s, p in zip(scored, probabilities):
-            s["parts"]["argmax"] = reference.classifier.composers[int(np.argmax(p))]
+        scored = score_samples(samples, reference, tokenizer, weights, max_new)  # its parts hold the composer each is heard as
         adherence = adherence_of(scored, samples, reference)
         last_samples = samples
         for c in tuned:

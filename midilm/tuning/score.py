@@ -30,7 +30,7 @@ from midilm.generation import decode_ids
 from midilm.grammar import count_syntax_errors
 from midilm.guard import onset_counts
 from midilm.memorization import MemorizationIndex, PitchReader
-from midilm.metrics import piece_metrics, pooled_vertical_seconds, vertical_seconds
+from midilm.metrics import vertical_seconds
 from midilm.rows import body
 
 
@@ -110,7 +110,7 @@ def build_reference(dataset_dir: str, tokenizer, composer_map, crop_length: int,
         if s in dataset:
             for name, pieces in real_pieces(dataset[s], tokenizer, seed=seed).items():
                 heldout_scores.setdefault(name, []).extend(pieces)
-    real_seconds = {c: pooled_vertical_seconds([piece_metrics(s) for s in train_pieces.get(c, [])]) or 0.0 for c in names}
+    real_seconds = {c: seconds_share(train_pieces.get(c, [])) for c in names}
     onset_max = {c: int(training.max_notes_per_onset[k]) or int(training.max_notes_per_onset.max()) for k, c in enumerate(names)}
     for p in held:
         p["score"] = decode_ids(tokenizer, p["ids"])
@@ -120,9 +120,18 @@ def build_reference(dataset_dir: str, tokenizer, composer_map, crop_length: int,
     return Reference(classifier, real_seconds, onset_max, copy_limit, training.index, heldout, train_pieces, heldout_scores)
 
 
+def seconds_share(scores) -> float:
+    """The share of vertical seconds over all pairs of notes that start together in `scores` (0 without pairs):
+    counted on the notes alone, without the other per-piece metrics."""
+    counts = [vertical_seconds(score) for score in scores]
+    pairs = sum(n for _, n in counts)
+    return sum(k for k, _ in counts) / pairs if pairs else 0.0
+
+
 def score_samples(samples: list[dict], reference: Reference, tokenizer, weights: ScoreWeights, asked_tokens: int) -> list[dict]:
     """Each sample ({"composer", "ids", "score"}) with its parts and total ({"parts": {...}, "total": float}).
-    A composer the classifier cannot measure gets p = None and no classifier term."""
+    A composer the classifier cannot measure gets p = None and no classifier term; `argmax` is the
+    composer the classifier hears (None without a classifier)."""
     classifier = reference.classifier
     probabilities = classifier.probabilities([s["score"] for s in samples]) if classifier.composers and samples else None
     reader = PitchReader.for_tokenizer(tokenizer)
@@ -131,13 +140,13 @@ def score_samples(samples: list[dict], reference: Reference, tokenizer, weights:
     for k, sample in enumerate(samples):
         c = sample["composer"]
         p = float(probabilities[k, classifier.composers.index(c)]) if probabilities is not None and c in classifier.composers else None
-        seconds, pairs = vertical_seconds(sample["score"])
-        share = seconds / pairs if pairs else 0.0
+        share = seconds_share([sample["score"]])
         run = reference.index.longest_run(reader.pitches(sample["ids"])).length
         largest = onset_counts(tokenizer, sample["ids"])[0]
         music = [t for t in body(sample["ids"]) if t != eos]
         parts = {
             "p_composer": p,
+            "argmax": classifier.composers[int(np.argmax(probabilities[k]))] if probabilities is not None else None,  # the composer it is heard as
             "vertical_seconds": share,
             "seconds_excess": max(0.0, share - reference.real_seconds.get(c, 0.0)),
             "longest_copied_run": run,
