@@ -110,36 +110,34 @@ def nll_per_note(model_dir: Path, data: Path, checkpoint: Path | None = None) ->
     return total / sum(r["n_notes"] for r in rows)
 
 
-def lora_checkpoint(model_dir: Path, checkpoint: Path):
-    from peft import PeftModel
+def grown(base: str, tokenizer_dir: Path, init: str):
+    """The base model with rows for the composers of `tokenizer_dir` (a tokenizer prepared with --base_model), started as `init`."""
     from transformers import AutoModelForCausalLM
 
     from midilm.finetune import grow_embeddings
     from midilm.tokenizer import load_tokenizer
 
+    model = AutoModelForCausalLM.from_pretrained(base)
+    grow_embeddings(model, load_tokenizer(base)[1], load_tokenizer(tokenizer_dir)[1], init)
+    return model
+
+
+def lora_checkpoint(model_dir: Path, checkpoint: Path):
+    from peft import PeftModel
+
     lineage = json.loads((model_dir / "config.json").read_text())["midilm_base_model"]
-    base = AutoModelForCausalLM.from_pretrained(lineage["model"])
-    _, base_map = load_tokenizer(lineage["model"])
-    _, composer_map = load_tokenizer(model_dir)
-    grow_embeddings(base, base_map, composer_map, lineage["new_composer_init"])
-    return PeftModel.from_pretrained(base, checkpoint)
+    return PeftModel.from_pretrained(grown(lineage["model"], model_dir, lineage["new_composer_init"]), checkpoint)
 
 
 def grown_base(work: Path, base: str, ft_tokenizer: Path) -> Path:
     """The base with the new composers' rows added (COMPOSER_NONE's), saved as a model folder: the "before" model."""
-    from transformers import AutoModelForCausalLM
-
-    from midilm.finetune import grow_embeddings
     from midilm.modeling import copy_tokenizer
     from midilm.tokenizer import load_tokenizer
 
     out = work / "base_grown"
     if not (out / "model.safetensors").is_file():
-        model = AutoModelForCausalLM.from_pretrained(base)
-        _, base_map = load_tokenizer(base)
-        _, composer_map = load_tokenizer(ft_tokenizer)
-        grow_embeddings(model, base_map, composer_map, "none")
-        model.config.update(composer_map.to_config())
+        model = grown(base, ft_tokenizer, "none")
+        model.config.update(load_tokenizer(ft_tokenizer)[1].to_config())
         model.save_pretrained(out)
         copy_tokenizer(ft_tokenizer, out)
         (out / "training_config.json").write_text((Path(base) / "training_config.json").read_text())
@@ -150,19 +148,12 @@ def init_nll(base: str, ft: Path) -> dict:
     """Step-0 NLL per note of the new composers' held-out pieces for each way to start their rows."""
     import tempfile
 
-    from transformers import AutoModelForCausalLM
+    from midilm.finetune import NEW_COMPOSER_INITS
 
-    from midilm.finetune import NEW_COMPOSER_INITS, grow_embeddings
-    from midilm.tokenizer import load_tokenizer
-
-    _, base_map = load_tokenizer(base)
-    _, composer_map = load_tokenizer(ft / "tokenizer")
     result = {}
     for init in NEW_COMPOSER_INITS:
-        model = AutoModelForCausalLM.from_pretrained(base)
-        grow_embeddings(model, base_map, composer_map, init)
         with tempfile.TemporaryDirectory() as tmp:
-            model.save_pretrained(tmp)
+            grown(base, ft / "tokenizer", init).save_pretrained(tmp)
             result[init] = nll_per_note(Path(tmp), ft / "data")
     return result
 
