@@ -33,14 +33,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # make demo's data: the three composers, 80 files each, transposed copies, both tasks.
-DEMO_DATA = ["--composers", "bach,monteverdi,palestrina", "--min_pieces_per_composer", "10", "--max_seq_len", "512", "--tasks", "continuation,accompaniment"]
+DEMO_DATA = [
+    "--composers",
+    "bach,monteverdi,palestrina",
+    "--min_pieces_per_composer",
+    "10",
+    "--max_seq_len",
+    "512",
+    "--tasks",
+    "continuation,accompaniment",
+]
 DATA = {
     "d80": [*DEMO_DATA, "--max_files_per_composer", "80", "--augment"],
     "d240": [*DEMO_DATA, "--max_files_per_composer", "240", "--augment"],
     "d240-plain": [*DEMO_DATA, "--max_files_per_composer", "240"],
 }
 EXPERIMENTS = {
-    "baseline": ("d80", ["--lr_scheduler_type", "cosine"]),  # the demo's defaults until 2026-12-01 (cosine), as recorded
+    "baseline": (
+        "d80",
+        ["--lr_scheduler_type", "cosine"],
+    ),  # the demo's defaults until 2026-12-01 (cosine), as recorded
     "dropout-0.1": ("d80", ["--composer_dropout", "0.1"]),
     "dropout-0.3": ("d80", ["--composer_dropout", "0.3"]),
     "dropout-0.6": ("d80", ["--composer_dropout", "0.6"]),
@@ -49,7 +61,10 @@ EXPERIMENTS = {
     "lr-5e-4": ("d80", ["--learning_rate", "0.0005"]),
     # The schedule: hold the peak rate and decay over the last 20% of steps (warmup-stable-decay), instead of a
     # cosine that spends the last third of the run below a quarter of its peak.
-    "schedule-wsd": ("d80", ["--lr_scheduler_type", "warmup_stable_decay", "--lr_scheduler_kwargs", '{"num_decay_steps": 300}']),
+    "schedule-wsd": (
+        "d80",
+        ["--lr_scheduler_type", "warmup_stable_decay", "--lr_scheduler_kwargs", '{"num_decay_steps": 300}'],
+    ),
     "wide": ("d80", ["--model_overrides", '{"hidden_size": 192, "intermediate_size": 768}']),
     "deep": ("d80", ["--model_overrides", '{"num_hidden_layers": 8}']),
     "pieces-240": ("d240", []),
@@ -57,7 +72,21 @@ EXPERIMENTS = {
     "pieces-240-plain": ("d240-plain", []),
     # The steps curve: one longer cosine run whose checkpoints are judged (--curve); a checkpoint's learning
     # rate has not decayed yet, so each point is a lower bound for a run of that many steps.
-    "long-3000": ("d80", ["--lr_scheduler_type", "cosine", "--max_steps", "3000", "--eval_steps", "750", "--save_steps", "750", "--save_total_limit", "10"]),
+    "long-3000": (
+        "d80",
+        [
+            "--lr_scheduler_type",
+            "cosine",
+            "--max_steps",
+            "3000",
+            "--eval_steps",
+            "750",
+            "--save_steps",
+            "750",
+            "--save_total_limit",
+            "10",
+        ],
+    ),
 }
 # Sampling levers: another experiment's trained model, sampled with other generation_config.json values.
 SAMPLING = {
@@ -111,9 +140,29 @@ def experiment(work: Path, name: str, steps: int) -> dict:
     model = resample(work, name, steps) if name in SAMPLING else folder / "model"
     train_s = None
     if not (model / "model.safetensors").exists():
-        train_s = run([sys.executable, str(ROOT / "train.py"), "--dataset_dir", str(data / "data"), "--tokenizer_dir", str(data / "tokenizer"),
-                       "--output_dir", str(model), "--max_steps", str(steps), "--eval_steps", "500", "--save_steps", "500",
-                       "--samples_per_composer", "0", *train_flags], folder, log)
+        train_s = run(
+            [
+                sys.executable,
+                str(ROOT / "train.py"),
+                "--dataset_dir",
+                str(data / "data"),
+                "--tokenizer_dir",
+                str(data / "tokenizer"),
+                "--output_dir",
+                str(model),
+                "--max_steps",
+                str(steps),
+                "--eval_steps",
+                "500",
+                "--save_steps",
+                "500",
+                "--samples_per_composer",
+                "0",
+                *train_flags,
+            ],
+            folder,
+            log,
+        )
     summary = summarize(name, model, sweep(model, data, folder / "eval", log), train_s)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -122,9 +171,30 @@ def experiment(work: Path, name: str, steps: int) -> dict:
 def sweep(model: Path, data: Path, out: Path, log: Path) -> dict:
     """evaluate_samples.py's guidance sweep on `model` into `out` (a finished report is reused): its adherence section."""
     if not (out / "report.json").exists():
-        run([sys.executable, str(ROOT / "evaluate_samples.py"), "--model_dir", str(model), "--dataset_dir", str(data / "data"),
-             "--output_dir", str(out), "--adherence_scales", SCALES, "--adherence_samples_per_composer", str(SAMPLES),
-             "--max_new_tokens", str(TOKENS), "--num_samples_per_composer", "2", "--accompaniment_pieces", "0"], out.parent, log)
+        run(
+            [
+                sys.executable,
+                str(ROOT / "evaluate_samples.py"),
+                "--model_dir",
+                str(model),
+                "--dataset_dir",
+                str(data / "data"),
+                "--output_dir",
+                str(out),
+                "--adherence_scales",
+                SCALES,
+                "--adherence_samples_per_composer",
+                str(SAMPLES),
+                "--max_new_tokens",
+                str(TOKENS),
+                "--num_samples_per_composer",
+                "2",
+                "--accompaniment_pieces",
+                "0",
+            ],
+            out.parent,
+            log,
+        )
     return json.loads((out / "report.json").read_text())["adherence"]
 
 
@@ -133,8 +203,11 @@ def adherence_figures(adherence: dict) -> dict:
     rows = {row["scale"]: row for row in adherence["rows"]}
     chosen = adherence["choice"]["scale"]
     return {
-        "s1": rows[1.0]["adherence"], "s1_per_composer": rows[1.0]["per_composer"],
-        "chosen_scale": chosen, "chosen": rows[chosen]["adherence"], "chosen_per_composer": rows[chosen]["per_composer"],
+        "s1": rows[1.0]["adherence"],
+        "s1_per_composer": rows[1.0]["per_composer"],
+        "chosen_scale": chosen,
+        "chosen": rows[chosen]["adherence"],
+        "chosen_per_composer": rows[chosen]["per_composer"],
         "degenerate_guard_on": {s: r["degenerate_guard_on"]["count"] for s, r in rows.items()},
         "degenerate_guard_off": {s: r["degenerate_guard_off"]["count"] for s, r in rows.items()},
     }
@@ -148,9 +221,12 @@ def summarize(name: str, model: Path, adherence: dict, train_s: float | None) ->
     else:
         variant, flags = EXPERIMENTS[name]
     return {
-        "name": name, "data": variant, "flags": " ".join(flags) or "(demo defaults)",
+        "name": name,
+        "data": variant,
+        "flags": " ".join(flags) or "(demo defaults)",
         "train_pieces": adherence["classifier"]["training"]["train_pieces"],
-        "eval_loss": results["eval_loss"], "eval_uncond_loss": results.get("eval_uncond_loss"),
+        "eval_loss": results["eval_loss"],
+        "eval_uncond_loss": results.get("eval_uncond_loss"),
         "composer_information": results.get("eval_composer_information"),
         "train_runtime_s": results.get("train_runtime", train_s),
         "ceiling": adherence["ceiling"]["overall"]["share"],
@@ -171,11 +247,14 @@ def curve(work: Path, name: str) -> list[dict]:
         adherence = sweep(checkpoint, data, folder / f"eval-{checkpoint.name}", folder / "log.txt")
         state = json.loads((checkpoint / "trainer_state.json").read_text())
         evals = [e for e in state["log_history"] if "eval_loss" in e and e["step"] == state["global_step"]]
-        points.append({
-            "step": state["global_step"], "eval_loss": evals[-1]["eval_loss"] if evals else None,
-            "composer_information": evals[-1].get("eval_composer_information") if evals else None,
-            **adherence_figures(adherence),
-        })
+        points.append(
+            {
+                "step": state["global_step"],
+                "eval_loss": evals[-1]["eval_loss"] if evals else None,
+                "composer_information": evals[-1].get("eval_composer_information") if evals else None,
+                **adherence_figures(adherence),
+            }
+        )
     (folder / "curve.json").write_text(json.dumps(points, indent=2))
     return points
 
@@ -197,17 +276,26 @@ def table(work: Path) -> str:
             f"{s['train_runtime_s']:.0f} |"
         )
     composers = "bach / monteverdi / palestrina"
-    lines.append(f"\nPer composer: {composers}. {SAMPLES} samples per composer per scale, {TOKENS} tokens; {STEPS} steps unless the change says otherwise. "
-                 f"{platform.machine()}, {os.cpu_count()} cores, {datetime.date.today()}.")
+    lines.append(
+        f"\nPer composer: {composers}. {SAMPLES} samples per composer per scale, {TOKENS} tokens; {STEPS} steps unless the change says otherwise. "
+        f"{platform.machine()}, {os.cpu_count()} cores, {datetime.date.today()}."
+    )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("conditioning_runs"), help="Folder of the data variants and the runs (reused: a finished stage is not redone).")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("conditioning_runs"),
+        help="Folder of the data variants and the runs (reused: a finished stage is not redone).",
+    )
     parser.add_argument("--only", default="", help=f"Comma-separated experiments to run: {', '.join(EXPERIMENTS)}.")
     parser.add_argument("--steps", type=int, default=STEPS, help="Training steps (make demo's DEMO_STEPS).")
-    parser.add_argument("--curve", default="", help="Judge every checkpoint of these finished experiments (the steps curve).")
+    parser.add_argument(
+        "--curve", default="", help="Judge every checkpoint of these finished experiments (the steps curve)."
+    )
     parser.add_argument("--table", action="store_true", help="Print the Markdown table of the finished experiments.")
     parser.add_argument("--list", action="store_true", help="List the experiments and exit.")
     args = parser.parse_args()

@@ -79,14 +79,58 @@ def build_corpus(root: Path, n_files: int) -> Path:
 def prepare_and_train(n_files: int, corpus_dir: Path, work: Path, args) -> tuple[Path, Path, Path, dict]:
     midi_dir = build_corpus(corpus_dir / f"n{n_files}", n_files)
     data, tokenizer, model = work / "data", work / "tokenizer", work / "model"
-    timings = {"prepare_s": run([sys.executable, "prepare_dataset.py", "--midi_dir", str(midi_dir), "--output_dir", str(data),
-                                 "--tokenizer_dir", str(tokenizer), "--num_proc", "2", "--augment", "true", "--overwrite", "true"], "prepare")}
-    timings["train_s"] = run([
-        sys.executable, "train.py", "--dataset_dir", str(data), "--tokenizer_dir", str(tokenizer), "--output_dir", str(model),
-        "--model_preset", "tiny", "--max_steps", str(args.max_steps), "--per_device_train_batch_size", "4", "--samples_per_composer", "0",
-        "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false", "--dataloader_num_workers", "0",
-        "--report_to", "none",
-    ], "train")
+    timings = {
+        "prepare_s": run(
+            [
+                sys.executable,
+                "prepare_dataset.py",
+                "--midi_dir",
+                str(midi_dir),
+                "--output_dir",
+                str(data),
+                "--tokenizer_dir",
+                str(tokenizer),
+                "--num_proc",
+                "2",
+                "--augment",
+                "true",
+                "--overwrite",
+                "true",
+            ],
+            "prepare",
+        )
+    }
+    timings["train_s"] = run(
+        [
+            sys.executable,
+            "train.py",
+            "--dataset_dir",
+            str(data),
+            "--tokenizer_dir",
+            str(tokenizer),
+            "--output_dir",
+            str(model),
+            "--model_preset",
+            "tiny",
+            "--max_steps",
+            str(args.max_steps),
+            "--per_device_train_batch_size",
+            "4",
+            "--samples_per_composer",
+            "0",
+            "--eval_strategy",
+            "no",
+            "--save_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
+            "--dataloader_num_workers",
+            "0",
+            "--report_to",
+            "none",
+        ],
+        "train",
+    )
     return data, tokenizer, model, timings
 
 
@@ -96,18 +140,30 @@ def split_sizes(data: Path) -> dict:
     dataset = load_from_disk(str(data))
     train = dataset["train"]
     bytes_on_disk = sum(Path(f["filename"]).stat().st_size for f in train.cache_files)
-    return {"train_rows": train.num_rows, "train_mb": bytes_on_disk / 2**20, "validation_rows": dataset["validation"].num_rows}
+    return {
+        "train_rows": train.num_rows,
+        "train_mb": bytes_on_disk / 2**20,
+        "validation_rows": dataset["validation"].num_rows,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", default="1000,10000", help="corpus sizes to build, prepare, train and evaluate")
-    parser.add_argument("--corpus_dir", default=str(Path(tempfile.gettempdir()) / "midilm_scale"), help="built corpora are kept here and reused")
+    parser.add_argument(
+        "--corpus_dir",
+        default=str(Path(tempfile.gettempdir()) / "midilm_scale"),
+        help="built corpora are kept here and reused",
+    )
     parser.add_argument("--work_dir", help="keep the prepared datasets and models here (default: a temporary folder)")
-    parser.add_argument("--dataset_dir", help="evaluate this prepared dataset instead of building one (with --model_dir)")
+    parser.add_argument(
+        "--dataset_dir", help="evaluate this prepared dataset instead of building one (with --model_dir)"
+    )
     parser.add_argument("--model_dir")
     parser.add_argument("--max_steps", type=int, default=20)
-    parser.add_argument("--composers", type=int, default=2, help="evaluate this many composers (those with the most training pieces)")
+    parser.add_argument(
+        "--composers", type=int, default=2, help="evaluate this many composers (those with the most training pieces)"
+    )
     parser.add_argument("--samples", type=int, default=2, help="--num_samples_per_composer")
     parser.add_argument("--max_new_tokens", type=int, default=64)
     args = parser.parse_args()
@@ -122,7 +178,10 @@ def main() -> None:
         else:
             for n in [int(x) for x in args.files.split(",")]:
                 data, _, model, timings = prepare_and_train(n, Path(args.corpus_dir), work_root / f"n{n}", args)
-                print(f"N={n}: prepared in {timings['prepare_s']:.0f} s, trained in {timings['train_s']:.0f} s", file=sys.stderr)
+                print(
+                    f"N={n}: prepared in {timings['prepare_s']:.0f} s, trained in {timings['train_s']:.0f} s",
+                    file=sys.stderr,
+                )
                 cases.append((f"{n:,} files", data, model, timings))
 
         results = []
@@ -133,11 +192,30 @@ def main() -> None:
             composers = ",".join(e["composer"] for e in ranked[: args.composers])
             out = work_root / f"eval_{len(results)}"
             load_before = os.getloadavg()
-            measured = measured_run([
-                sys.executable, "evaluate_samples.py", "--model_dir", str(model), "--dataset_dir", str(data), "--output_dir", str(out),
-                "--composers", composers, "--num_samples_per_composer", str(args.samples), "--max_new_tokens", str(args.max_new_tokens),
-                "--guidance_scales", "", "--accompaniment_pieces", "0", "--overwrite", "true",
-            ])
+            measured = measured_run(
+                [
+                    sys.executable,
+                    "evaluate_samples.py",
+                    "--model_dir",
+                    str(model),
+                    "--dataset_dir",
+                    str(data),
+                    "--output_dir",
+                    str(out),
+                    "--composers",
+                    composers,
+                    "--num_samples_per_composer",
+                    str(args.samples),
+                    "--max_new_tokens",
+                    str(args.max_new_tokens),
+                    "--guidance_scales",
+                    "",
+                    "--accompaniment_pieces",
+                    "0",
+                    "--overwrite",
+                    "true",
+                ]
+            )
             report = json.loads((out / "report.json").read_text())
             results.append((label, data, composers, measured, report, timings, load_before, os.getloadavg()))
             print(f"{label}: {measured['seconds']:.1f} s, peak RSS {measured['VmRSS']:.0f} MB", file=sys.stderr)
@@ -146,8 +224,10 @@ def main() -> None:
             f"### Evaluation at scale — {datetime.date.today()}, {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             "",
             f"- command: `python {' '.join(sys.argv)}`",
-            (f"- evaluate_samples.py with {args.samples} samples of {args.composers} composers (the most training pieces), "
-             f"{args.max_new_tokens} new tokens, no guidance sweep, no accompaniment; a tiny model trained {args.max_steps} steps"),
+            (
+                f"- evaluate_samples.py with {args.samples} samples of {args.composers} composers (the most training pieces), "
+                f"{args.max_new_tokens} new tokens, no guidance sweep, no accompaniment; a tiny model trained {args.max_steps} steps"
+            ),
             "- peak memory of the evaluation process, polled every 0.05 s: resident in all (VmRSS), anonymous (RssAnon), file-backed (RssFile: mapped Arrow and libraries)",
             "",
             "| corpus | train rows | train Arrow (MB) | memorization index: pieces, intervals, MB | eval s | training scan s | decode held-out s | "
@@ -165,8 +245,10 @@ def main() -> None:
         lines.append("")
         for label, _, composers, _, report, timings, _, _ in results:
             if timings:
-                lines.append(f"- {label}: prepare {timings['prepare_s']:.0f} s, train {timings['train_s']:.0f} s; evaluated {composers}; "
-                             f"held-out rows {report['likelihood']['rows']:,}")
+                lines.append(
+                    f"- {label}: prepare {timings['prepare_s']:.0f} s, train {timings['train_s']:.0f} s; evaluated {composers}; "
+                    f"held-out rows {report['likelihood']['rows']:,}"
+                )
         print("\n".join(lines))
 
 

@@ -47,8 +47,18 @@ VARIANTS = {
     "lora-lr-5e-3": ["--init_from", "{base}", "--lora_r", "16", "--learning_rate", "5e-3"],
 }
 DATA = ["--max_seq_len", "512", "--min_pieces_per_composer", "10", "--augment", "--tasks", "continuation"]
-SWEEP = ["--adherence_scales", "1,2,3", "--adherence_samples_per_composer", "16", "--max_new_tokens", "256", "--num_samples_per_composer", "4",
-         "--accompaniment_pieces", "0"]
+SWEEP = [
+    "--adherence_scales",
+    "1,2,3",
+    "--adherence_samples_per_composer",
+    "16",
+    "--max_new_tokens",
+    "256",
+    "--num_samples_per_composer",
+    "4",
+    "--accompaniment_pieces",
+    "0",
+]
 
 
 def run(command: list[str], log: Path) -> tuple[float, int]:
@@ -86,8 +96,22 @@ def prepare(work: Path, composers: str, base: str | None) -> Path:
     out = work / name
     if not (out / "data" / "dataset_dict.json").is_file():
         extra = ["--base_model", base] if base else []
-        run([sys.executable, "prepare_dataset.py", "--composers", composers, *DATA, *extra, "--output_dir", str(out / "data"),
-             "--tokenizer_dir", str(out / "tokenizer"), "--overwrite"], work / f"{name}.log")
+        run(
+            [
+                sys.executable,
+                "prepare_dataset.py",
+                "--composers",
+                composers,
+                *DATA,
+                *extra,
+                "--output_dir",
+                str(out / "data"),
+                "--tokenizer_dir",
+                str(out / "tokenizer"),
+                "--overwrite",
+            ],
+            work / f"{name}.log",
+        )
     return out
 
 
@@ -106,7 +130,9 @@ def nll_per_note(model_dir: Path, data: Path, checkpoint: Path | None = None) ->
     else:
         model = AutoModelForCausalLM.from_pretrained(source)
     with torch.no_grad():
-        total, _ = model_nll(model.eval(), [r["input_ids"] for r in rows], 8, model.config.pad_token_id, desc=f"NLL {source.name}")
+        total, _ = model_nll(
+            model.eval(), [r["input_ids"] for r in rows], 8, model.config.pad_token_id, desc=f"NLL {source.name}"
+        )
     return total / sum(r["n_notes"] for r in rows)
 
 
@@ -165,16 +191,38 @@ def train(work: Path, name: str, args, data: Path) -> dict:
         return json.loads(summary_path.read_text())
     extra = [a.format(base=args.base_model, base_data=args.base_dataset) for a in VARIANTS[name]]
     every = max(1, args.steps // 6)
-    command = [sys.executable, "train.py", "--dataset_dir", str(data / "data"), "--tokenizer_dir", str(data / "tokenizer"), "--output_dir", str(out),
-               "--max_steps", str(args.steps), "--eval_steps", str(every), "--save_steps", str(every), "--save_total_limit", "100",
-               "--samples_per_composer", "0", *extra]
+    command = [
+        sys.executable,
+        "train.py",
+        "--dataset_dir",
+        str(data / "data"),
+        "--tokenizer_dir",
+        str(data / "tokenizer"),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        str(args.steps),
+        "--eval_steps",
+        str(every),
+        "--save_steps",
+        str(every),
+        "--save_total_limit",
+        "100",
+        "--samples_per_composer",
+        "0",
+        *extra,
+    ]
     seconds, peak = run(command, work / f"{name}.log")
     trained = re.search(r"\(([\d.]+)M trained", (work / f"{name}.log").read_text())
     curve = {int(c.name.split("-")[1]): nll_per_note(out, data / "data", c) for c in out.glob("checkpoint-*")}
     summary = {
-        "variant": name, "command": " ".join(command), "train_seconds": round(seconds, 1), "peak_rss_mb": round(peak / 2**20),
+        "variant": name,
+        "command": " ".join(command),
+        "train_seconds": round(seconds, 1),
+        "peak_rss_mb": round(peak / 2**20),
         "trainable_parameters_m": float(trained.group(1)) if trained else None,
-        "nll_per_note": dict(sorted(curve.items())), "final_nll_per_note": nll_per_note(out, data / "data"),
+        "nll_per_note": dict(sorted(curve.items())),
+        "final_nll_per_note": nll_per_note(out, data / "data"),
     }
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -184,8 +232,22 @@ def judge(work: Path, name: str, model: Path, data: Path, base_data: str | None)
     out = work / f"eval_{name}"
     if not (out / "report.json").is_file():
         extra = ["--base_dataset_dir", base_data] if base_data else []
-        run([sys.executable, "evaluate_samples.py", "--model_dir", str(model), "--dataset_dir", str(data / "data"), *extra,
-             "--output_dir", str(out), "--overwrite", *SWEEP], work / f"eval_{name}.log")
+        run(
+            [
+                sys.executable,
+                "evaluate_samples.py",
+                "--model_dir",
+                str(model),
+                "--dataset_dir",
+                str(data / "data"),
+                *extra,
+                "--output_dir",
+                str(out),
+                "--overwrite",
+                *SWEEP,
+            ],
+            work / f"eval_{name}.log",
+        )
     from midilm.evaluation.adherence import UNCONDITIONAL
 
     report = json.loads((out / "report.json").read_text())
@@ -197,7 +259,9 @@ def judge(work: Path, name: str, model: Path, data: Path, base_data: str | None)
     return {
         "chosen_scale": chosen,
         "overall_at_chosen": row["adherence"] if row else None,
-        "per_composer_at_chosen": {c: {"share": v.get("share"), "interval": v.get("interval"), "n": v.get("n")} for c, v in at_chosen.items()},
+        "per_composer_at_chosen": {
+            c: {"share": v.get("share"), "interval": v.get("interval"), "n": v.get("n")} for c, v in at_chosen.items()
+        },
         "ceiling": {c: v.get("share") for c, v in ceiling.items()},
         "unconditional_share_heard_as": adherence["groups"][UNCONDITIONAL].get("unconditional"),
         "new_composers": report["settings"].get("new_composers", []),
@@ -217,14 +281,22 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     own, based = prepare(args.work, args.composers, None), prepare(args.work, args.composers, args.base_model)
     summary = {
-        "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores", "steps": args.steps,
-        "composers": args.composers, "base_model": args.base_model, "new_composer_init_nll_per_note": init_nll(args.base_model, based),
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "steps": args.steps,
+        "composers": args.composers,
+        "base_model": args.base_model,
+        "new_composer_init_nll_per_note": init_nll(args.base_model, based),
     }
-    summary["before"] = judge(args.work, "before", grown_base(args.work, args.base_model, based / "tokenizer"), based, args.base_dataset)
+    summary["before"] = judge(
+        args.work, "before", grown_base(args.work, args.base_model, based / "tokenizer"), based, args.base_dataset
+    )
     for name in args.variants.split(","):
         data = own if name == "scratch" else based
         summary[name] = train(args.work, name, args, data)
-        summary[name]["adherence"] = judge(args.work, name, args.work / name, data, None if name == "scratch" else args.base_dataset)
+        summary[name]["adherence"] = judge(
+            args.work, name, args.work / name, data, None if name == "scratch" else args.base_dataset
+        )
         (args.work / f"summary-{args.variants}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 

@@ -19,14 +19,14 @@ import sys
 import time
 
 import torch
-from transformers import LogitsProcessor
 
 # the sibling script: python puts the script's own folder (bench/) first on sys.path
 from bench_sampling import SETTINGS, machine, random_model, synthetic_piece
+from transformers import LogitsProcessor
 
 from midilm.generation import build_plan, model_settings
-from midilm.sampling import SamplingSettings
 from midilm.guard import NoteGuardLogitsProcessor, count_histograms, histogram_quantile, onset_counts
+from midilm.sampling import SamplingSettings
 from midilm.tokenizer import encode_ids
 
 
@@ -59,14 +59,29 @@ def main() -> None:
 
     # Build model and bounds
     model, tokenizer, composer_map = random_model(args.preset, args.vocab_size, "cpu")
-    onset_hist, bar_hist = count_histograms(tokenizer, (encode_ids(tokenizer, synthetic_piece(seed)) for seed in range(48)))
-    bounds = {"max_notes_per_onset": histogram_quantile(onset_hist, 0.999), "max_notes_per_bar": histogram_quantile(bar_hist, 0.999)}
+    onset_hist, bar_hist = count_histograms(
+        tokenizer, (encode_ids(tokenizer, synthetic_piece(seed)) for seed in range(48))
+    )
+    bounds = {
+        "max_notes_per_onset": histogram_quantile(onset_hist, 0.999),
+        "max_notes_per_bar": histogram_quantile(bar_hist, 0.999),
+    }
     composer = composer_map.names[0]
 
     def run(batch: int, guard: bool) -> tuple[float, float, float, list[list[int]]]:
-        settings = SamplingSettings(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, guidance_scale=args.guidance_scale, **SETTINGS)
+        settings = SamplingSettings(
+            max_new_tokens=args.new_tokens,
+            min_new_tokens=args.new_tokens,
+            guidance_scale=args.guidance_scale,
+            **SETTINGS,
+        )
         plan = build_plan(
-            tokenizer, composer_map, model.config, model_settings(model.config, model.generation_config, settings), [composer] * batch, device=model.device
+            tokenizer,
+            composer_map,
+            model.config,
+            model_settings(model.config, model.generation_config, settings),
+            [composer] * batch,
+            device=model.device,
         )
         processors = plan.logits_processor
         processors[0] = grammar = Timed(processors[0])
@@ -97,15 +112,21 @@ def main() -> None:
     # Report
     print(f"- machine: {machine('cpu')}")
     print(f"- date: {datetime.date.today().isoformat()}; command: `python {' '.join(sys.argv)}`")
-    print(f"- model: random-weight Llama `{args.preset}` ({model.num_parameters() / 1e6:.2f}M parameters, vocabulary {len(tokenizer)}); "
-          f"CFG s = {args.guidance_scale} (2B rows) + grammar; {args.new_tokens} new tokens per sample; median of {args.repeats}")
+    print(
+        f"- model: random-weight Llama `{args.preset}` ({model.num_parameters() / 1e6:.2f}M parameters, vocabulary {len(tokenizer)}); "
+        f"CFG s = {args.guidance_scale} (2B rows) + grammar; {args.new_tokens} new tokens per sample; median of {args.repeats}"
+    )
     print(f"- guard bounds (99.9% quantile of the synthetic training pieces): {bounds}")
     print()
-    print("| batch | grammar ms/call | guard ms/call | guard / grammar | generate s, grammar | generate s, grammar + guard | guard's cost | most notes at one onset, guard on / off |")
+    print(
+        "| batch | grammar ms/call | guard ms/call | guard / grammar | generate s, grammar | generate s, grammar + guard | guard's cost | most notes at one onset, guard on / off |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for batch, grammar_ms, guard_ms, plain, guarded, worst, worst_off in rows:
-        print(f"| {batch} | {grammar_ms:.3f} | {guard_ms:.3f} | {guard_ms / grammar_ms:.2f}x | {plain:.3f} | {guarded:.3f} | "
-              f"{guarded / plain:.2f}x | {worst} / {worst_off} |")
+        print(
+            f"| {batch} | {grammar_ms:.3f} | {guard_ms:.3f} | {guard_ms / grammar_ms:.2f}x | {plain:.3f} | {guarded:.3f} | "
+            f"{guarded / plain:.2f}x | {worst} / {worst_off} |"
+        )
 
 
 if __name__ == "__main__":

@@ -45,7 +45,11 @@ def main() -> None:
     parser.add_argument("--composer", default="palestrina")
     parser.add_argument("--num_samples", type=int, default=8)
     parser.add_argument("--max_new_tokens", type=int, default=None, help="default: 4x the context")
-    parser.add_argument("--allow_eos", action="store_true", help="let a sample end before --max_new_tokens (default: EOS is held off, so every sample is as long as asked)")
+    parser.add_argument(
+        "--allow_eos",
+        action="store_true",
+        help="let a sample end before --max_new_tokens (default: EOS is held off, so every sample is as long as asked)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", default="validation")
     args = parser.parse_args()
@@ -53,7 +57,14 @@ def main() -> None:
     config, tokenizer, composer_map = load_midilm_dir(args.model_dir)
     context = context_length(config)
     total = args.max_new_tokens or 4 * context
-    plan = prepare_generation(args.model_dir, args.composer, args.num_samples, max_new_tokens=total, min_new_tokens=None if args.allow_eos else total, seed=args.seed)
+    plan = prepare_generation(
+        args.model_dir,
+        args.composer,
+        args.num_samples,
+        max_new_tokens=total,
+        min_new_tokens=None if args.allow_eos else total,
+        seed=args.seed,
+    )
     model = load_model(args.model_dir)
     start = time.perf_counter()
     output = plan.run(model)
@@ -71,19 +82,36 @@ def main() -> None:
         last.append(piece_metrics(decode_ids(tokenizer, whole_bars(music[-room:], starts_bar, from_start=False))))
 
     dataset = load_eval_dataset(args.dataset_dir, args.split, tokenizer, composer_map)
-    real = [decode_ids(tokenizer, p["ids"]) for p in join_pieces(token_rows(dataset[args.split], tokenizer, composer_map, args.split), config.eos_token_id)
-            if composer_map.names[p["composer"]] == plan.composers[0]]
+    real = [
+        decode_ids(tokenizer, p["ids"])
+        for p in join_pieces(token_rows(dataset[args.split], tokenizer, composer_map, args.split), config.eos_token_id)
+        if composer_map.names[p["composer"]] == plan.composers[0]
+    ]
     bars = median_bars(first + last)
     passages = [piece_metrics(w) for s in real for w in bar_windows(s, bars)]
-    print(json.dumps({
-        "composer": plan.composers[0], "samples": args.num_samples, "max_new_tokens": total, "context": context,
-        "new_tokens": new, "windows": plan.windows, "syntax_error_rates": errors, "seconds": round(seconds, 1),
-        "guidance_scale": plan.settings["effective_guidance_scale"], "bars_per_context": bars,
-        "held_out_pieces": len(real), "real_passages": len(passages),
-        "drift_gap_last_vs_first": mean_gap(last, first),
-        "gap_first_vs_real": mean_gap(first, passages), "gap_last_vs_real": mean_gap(last, passages),
-        "gap_real_half_vs_half": mean_gap(passages[0::2], passages[1::2]),
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "composer": plan.composers[0],
+                "samples": args.num_samples,
+                "max_new_tokens": total,
+                "context": context,
+                "new_tokens": new,
+                "windows": plan.windows,
+                "syntax_error_rates": errors,
+                "seconds": round(seconds, 1),
+                "guidance_scale": plan.settings["effective_guidance_scale"],
+                "bars_per_context": bars,
+                "held_out_pieces": len(real),
+                "real_passages": len(passages),
+                "drift_gap_last_vs_first": mean_gap(last, first),
+                "gap_first_vs_real": mean_gap(first, passages),
+                "gap_last_vs_real": mean_gap(last, passages),
+                "gap_real_half_vs_half": mean_gap(passages[0::2], passages[1::2]),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

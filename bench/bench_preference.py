@@ -36,13 +36,23 @@ from midilm.tuning.score import ScoreWeights, build_reference
 
 def parse_variant(text: str) -> tuple[dict, dict]:
     """`key=value,...` -> (TuneArguments overrides, ScoreWeights overrides)."""
-    types = {f.name: (f.type, "args") for f in fields(TuneArguments)} | {f.name: (f.type, "weights") for f in fields(ScoreWeights)}
+    types = {f.name: (f.type, "args") for f in fields(TuneArguments)} | {
+        f.name: (f.type, "weights") for f in fields(ScoreWeights)
+    }
     out: dict[str, dict] = {"args": {}, "weights": {}}
     for item in filter(None, (t.strip() for t in text.split(","))):
         key, value = item.split("=")
         kind, target = types[key]
         kind = str(kind)
-        out[target][key] = int(value) if "int" in kind else float(value) if "float" in kind else (value.lower() == "true") if "bool" in kind else value
+        out[target][key] = (
+            int(value)
+            if "int" in kind
+            else float(value)
+            if "float" in kind
+            else (value.lower() == "true")
+            if "bool" in kind
+            else value
+        )
     return out["args"], out["weights"]
 
 
@@ -63,11 +73,15 @@ def main() -> None:
     _, composer_map = load_tokenizer(args.model_dir)
     defaults = sampling_defaults(args.model_dir)
     scale = defaults["guidance_scale"]
-    sampler = Sampler(tokenizer, composer_map, config, defaults, min(args.max_new_tokens, context_length(config) - 2), "cpu", 64)
+    sampler = Sampler(
+        tokenizer, composer_map, config, defaults, min(args.max_new_tokens, context_length(config) - 2), "cpu", 64
+    )
     composers = composer_map.names
 
     def draw(model_dir) -> list[dict]:
-        return sampler.sample(load_model(model_dir), [c for c in composers for _ in range(args.eval_samples)], scale, args.seed + 77)
+        return sampler.sample(
+            load_model(model_dir), [c for c in composers for _ in range(args.eval_samples)], scale, args.seed + 77
+        )
 
     tick = time.perf_counter()
     before = draw(args.model_dir)
@@ -76,35 +90,67 @@ def main() -> None:
 
     crop = typical_length([s["score"] for s in before], "notes")
     reference = build_reference(args.dataset_dir, tokenizer, composer_map, crop, crop, seed=args.seed)
-    independent = fit_ngram_classifier(reference.train_pieces, reference.heldout_scores, crop_length=crop, seed=args.seed)
+    independent = fit_ngram_classifier(
+        reference.train_pieces, reference.heldout_scores, crop_length=crop, seed=args.seed
+    )
     measurable = [c for c in composers if c in reference.measurable]
     bars = median_bars([piece_metrics(s["score"]) for s in before])
-    real = real_passages([{"composer": c, "name": p["name"], "score": p["score"]} for c in measurable for p in reference.heldout[c]], bars)
+    real = real_passages(
+        [{"composer": c, "name": p["name"], "score": p["score"]} for c in measurable for p in reference.heldout[c]],
+        bars,
+    )
 
     def judge(samples: list[dict]) -> dict:
         described = describe_samples(samples, reference, tokenizer, independent, measurable)
-        measured = [{"composer": s["composer"], **piece_metrics(s["score"])} for s in samples if s["composer"] in measurable]
+        measured = [
+            {"composer": s["composer"], **piece_metrics(s["score"])} for s in samples if s["composer"] in measurable
+        ]
         gap = set_comparison(measured, real, measurable)["distance"]
         for c in measurable:
             described[c]["metric_gap"] = gap["per_composer"][c]["mean_gap"]
         described["metric_gap_mean"] = gap["mean_over_composers"]["mean_gap"]
         return described
 
-    results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": str(datetime.date.today()), "model_dir": args.model_dir,
-               "guidance_scale": scale, "eval_samples": args.eval_samples, "crop_notes": crop, "sample_seconds_before": sample_seconds,
-               "ceiling": {"reward_classifier": {c: reference.classifier.ceiling["per_composer"][c]["share"] for c in measurable},
-                           "independent_classifier": {c: independent.ceiling["per_composer"][c]["share"] for c in measurable if c in independent.composers}},
-               "copy_limit": reference.copy_limit, "before": judge(before), "variants": {}}
+    results = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "date": str(datetime.date.today()),
+        "model_dir": args.model_dir,
+        "guidance_scale": scale,
+        "eval_samples": args.eval_samples,
+        "crop_notes": crop,
+        "sample_seconds_before": sample_seconds,
+        "ceiling": {
+            "reward_classifier": {c: reference.classifier.ceiling["per_composer"][c]["share"] for c in measurable},
+            "independent_classifier": {
+                c: independent.ceiling["per_composer"][c]["share"] for c in measurable if c in independent.composers
+            },
+        },
+        "copy_limit": reference.copy_limit,
+        "before": judge(before),
+        "variants": {},
+    }
     for text in filter(None, (v.strip() for v in args.variants.split(";"))):
         overrides, weight_overrides = parse_variant(text)
         out = work / text.replace(",", "_").replace("=", "")
-        tune_args = TuneArguments(model_dir=args.model_dir, dataset_dir=args.dataset_dir, output_dir=str(out), overwrite=True,
-                                  max_new_tokens=args.max_new_tokens, seed=args.seed, **overrides)
+        tune_args = TuneArguments(
+            model_dir=args.model_dir,
+            dataset_dir=args.dataset_dir,
+            output_dir=str(out),
+            overwrite=True,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            **overrides,
+        )
         tick = time.perf_counter()
         record = tune(tune_args, ScoreWeights(**weight_overrides))
         seconds = time.perf_counter() - tick
-        results["variants"][text] = {"tune_seconds": seconds, "rounds": record["rounds"], "stopped": record["stopped"],
-                                     "pairs_per_round": record["pairs_per_round"], "after": judge(draw(out))}
+        results["variants"][text] = {
+            "tune_seconds": seconds,
+            "rounds": record["rounds"],
+            "stopped": record["stopped"],
+            "pairs_per_round": record["pairs_per_round"],
+            "after": judge(draw(out)),
+        }
         (work / "results.json").write_text(json.dumps(results, indent=2))
     print(markdown(results, measurable))
 
@@ -113,20 +159,30 @@ def markdown(results: dict, composers: list[str]) -> str:
     def cell(x: dict | None) -> str:
         return "–" if not x else f"{x['share']:.2f} [{x['interval'][0]:.2f}, {x['interval'][1]:.2f}]"
 
-    lines = [f"{results['machine']}, {results['date']}; {results['eval_samples']} samples per composer at s = {results['guidance_scale']:g}, "
-             f"crops of {results['crop_notes']} notes; ceilings (reward / independent): "
-             + ", ".join(f"{c} {results['ceiling']['reward_classifier'][c]:.2f} / {results['ceiling']['independent_classifier'].get(c, float('nan')):.2f}" for c in composers)
-             + f"; real held-out passages share at most {results['copy_limit']} intervals with a training piece.", "",
-             "| model | tuning wall time | composer | reward classifier | independent classifier | vertical seconds (real) | metric gap | notes / sample | copied run max / median | clusters |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    sides = [("before tuning", None, results["before"])] + [(f"tuned: {k} ({v['rounds']} rounds, pairs {v['pairs_per_round']})", v["tune_seconds"], v["after"])
-                                                           for k, v in results["variants"].items()]
+    lines = [
+        f"{results['machine']}, {results['date']}; {results['eval_samples']} samples per composer at s = {results['guidance_scale']:g}, "
+        f"crops of {results['crop_notes']} notes; ceilings (reward / independent): "
+        + ", ".join(
+            f"{c} {results['ceiling']['reward_classifier'][c]:.2f} / {results['ceiling']['independent_classifier'].get(c, float('nan')):.2f}"
+            for c in composers
+        )
+        + f"; real held-out passages share at most {results['copy_limit']} intervals with a training piece.",
+        "",
+        "| model | tuning wall time | composer | reward classifier | independent classifier | vertical seconds (real) | metric gap | notes / sample | copied run max / median | clusters |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    sides = [("before tuning", None, results["before"])] + [
+        (f"tuned: {k} ({v['rounds']} rounds, pairs {v['pairs_per_round']})", v["tune_seconds"], v["after"])
+        for k, v in results["variants"].items()
+    ]
     for name, seconds, side in sides:
         for c in composers:
             r = side[c]
-            lines.append(f"| {name} | {'–' if seconds is None else f'{seconds:.0f} s'} | {c} | {cell(r['reward_classifier'])} | {cell(r['independent_classifier'])} | "
-                         f"{r['vertical_seconds']:.3f} ({r['vertical_seconds_real']:.3f}) | {r['metric_gap']:.3f} | {r['notes_per_sample']:.1f} | "
-                         f"{r['memorization']['max']} / {r['memorization']['median']:g} | {r['degenerate']}/{r['n']} |")
+            lines.append(
+                f"| {name} | {'–' if seconds is None else f'{seconds:.0f} s'} | {c} | {cell(r['reward_classifier'])} | {cell(r['independent_classifier'])} | "
+                f"{r['vertical_seconds']:.3f} ({r['vertical_seconds_real']:.3f}) | {r['metric_gap']:.3f} | {r['notes_per_sample']:.1f} | "
+                f"{r['memorization']['max']} / {r['memorization']['median']:g} | {r['degenerate']}/{r['n']} |"
+            )
         lines.append(f"| {name} | | mean metric gap | | | | {side['metric_gap_mean']:.3f} | | | |")
     return "\n".join(lines)
 

@@ -34,10 +34,19 @@ REPO = Path(__file__).resolve().parent.parent  # for config.json; midilm itself 
 SETTINGS = json.loads((REPO / "config.json").read_text())["tokenizer"]
 
 
-def timed_prepare(composers: str, pieces: int, num_proc: int, vocab_size: int, workdir: Path) -> tuple[float, dict, Path]:
+def timed_prepare(
+    composers: str, pieces: int, num_proc: int, vocab_size: int, workdir: Path
+) -> tuple[float, dict, Path]:
     out = workdir / f"p{num_proc}_v{vocab_size}"
-    args = PrepareArguments(composers=composers, max_files_per_composer=pieces, num_proc=num_proc, vocab_size=vocab_size,
-                            output_dir=str(out / "data"), tokenizer_dir=str(out / "tokenizer"), min_pieces_per_composer=1)
+    args = PrepareArguments(
+        composers=composers,
+        max_files_per_composer=pieces,
+        num_proc=num_proc,
+        vocab_size=vocab_size,
+        output_dir=str(out / "data"),
+        tokenizer_dir=str(out / "tokenizer"),
+        min_pieces_per_composer=1,
+    )
     start = time.perf_counter()
     report = prepare(args, SETTINGS)
     return time.perf_counter() - start, report, out / "tokenizer"
@@ -69,7 +78,9 @@ def main() -> None:
         workdir = Path(tmp)
         timings = {}
         for workers in (1, 2):
-            seconds, report, tokenizer_dir = timed_prepare(args.composers, args.pieces, workers, vocab_sizes[0], workdir)
+            seconds, report, tokenizer_dir = timed_prepare(
+                args.composers, args.pieces, workers, vocab_sizes[0], workdir
+            )
             timings[workers] = (seconds, report["files"]["kept"])
         tokenizer, _ = load_tokenizer(tokenizer_dir)
         start = time.perf_counter()
@@ -86,10 +97,14 @@ def main() -> None:
 
     n = len(files)
     fps = {w: kept / s for w, (s, kept) in timings.items()}
-    print(f"### Data preparation — {datetime.date.today()}, {platform.node()}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"`python bench/bench_prepare.py --composers {args.composers} --pieces {args.pieces} --vocab_sizes {args.vocab_sizes}` "
-          f"({n} music21 pieces, BPE {vocab_sizes[0]})\n")
+    print(
+        f"### Data preparation — {datetime.date.today()}, {platform.node()}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(
+        f"`python bench/bench_prepare.py --composers {args.composers} --pieces {args.pieces} --vocab_sizes {args.vocab_sizes}` "
+        f"({n} music21 pieces, BPE {vocab_sizes[0]})\n"
+    )
     print("| measure | value |\n|---|---|")
     print(f"| prepare, 1 worker | {timings[1][0]:.1f} s, {fps[1]:.1f} files/s |")
     print(f"| prepare, 2 workers | {timings[2][0]:.1f} s, {fps[2]:.1f} files/s |")

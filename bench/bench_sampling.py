@@ -92,7 +92,12 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--preset", default="tiny", help="Model size preset for the random-weight model.")
     parser.add_argument("--model_dir", help="Bench a trained model folder instead of a random-weight one.")
-    parser.add_argument("--vocab_size", type=int, default=1000, help="BPE vocabulary of the random-weight model (config.json's default).")
+    parser.add_argument(
+        "--vocab_size",
+        type=int,
+        default=1000,
+        help="BPE vocabulary of the random-weight model (config.json's default).",
+    )
     parser.add_argument("--batch_sizes", default="1,4,8")
     parser.add_argument("--new_tokens", type=int, default=256)
     parser.add_argument("--guidance_scale", type=float, default=3.0)
@@ -100,9 +105,14 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice).")
     parser.add_argument("--static_cache", action="store_true", help="cache_implementation='static' for every method.")
     parser.add_argument("--compile", action="store_true", help="torch.compile the forward (implies --static_cache).")
-    parser.add_argument("--compile_backend", default="inductor", help="torch.compile backend for --compile and the compile mode.")
-    parser.add_argument("--modes", help="Instead of the method table: generate.py's sampling (s = 1, and CFG + grammar) in each of these "
-                        "cache modes (dynamic, static, compile), with tokens/s and whether the tokens equal the dynamic cache's.")
+    parser.add_argument(
+        "--compile_backend", default="inductor", help="torch.compile backend for --compile and the compile mode."
+    )
+    parser.add_argument(
+        "--modes",
+        help="Instead of the method table: generate.py's sampling (s = 1, and CFG + grammar) in each of these "
+        "cache modes (dynamic, static, compile), with tokens/s and whether the tokens equal the dynamic cache's.",
+    )
     parser.add_argument("--no_grammar_rows", action="store_true", help="Skip the grammar overhead rows.")
     args = parser.parse_args()
     if args.threads:
@@ -116,7 +126,9 @@ def bench_model(args: argparse.Namespace):
     if args.model_dir:
         config, tokenizer, composer_map = load_midilm_dir(args.model_dir)
         model = AutoModelForCausalLM.from_pretrained(args.model_dir).to(args.device).eval()
-        model_name = f"{args.model_dir} ({model.num_parameters() / 1e6:.2f}M parameters, vocabulary {config.vocab_size})"
+        model_name = (
+            f"{args.model_dir} ({model.num_parameters() / 1e6:.2f}M parameters, vocabulary {config.vocab_size})"
+        )
     else:
         model, tokenizer, composer_map = random_model(args.preset, args.vocab_size, args.device)
         model_name = f"random-weight Llama `{args.preset}` ({model.num_parameters() / 1e6:.2f}M parameters, vocabulary {model.config.vocab_size})"
@@ -131,11 +143,24 @@ def sampling_methods(args: argparse.Namespace, model, tokenizer, composer_map) -
     # generate.py's own settings for the static cache and compile (on CPU too), as generate() kwargs
     speed = GenerationConfig()
     fast_sampling(speed, args.static_cache, args.compile, args.compile_backend, args.device)
-    cache = {k: getattr(speed, k) for k in ("cache_implementation", "compile_config", "disable_compile") if getattr(speed, k) is not None}
+    cache = {
+        k: getattr(speed, k)
+        for k in ("cache_implementation", "compile_config", "disable_compile")
+        if getattr(speed, k) is not None
+    }
 
     def ours(batch: int, scale: float, grammar: bool):
-        settings = SamplingSettings(max_new_tokens=n, min_new_tokens=n, guidance_scale=scale, grammar=grammar, **SETTINGS)
-        plan = build_plan(tokenizer, composer_map, model.config, model_settings(model.config, model.generation_config, settings), [composer] * batch, device=model.device)
+        settings = SamplingSettings(
+            max_new_tokens=n, min_new_tokens=n, guidance_scale=scale, grammar=grammar, **SETTINGS
+        )
+        plan = build_plan(
+            tokenizer,
+            composer_map,
+            model.config,
+            model_settings(model.config, model.generation_config, settings),
+            [composer] * batch,
+            device=model.device,
+        )
         plan.generation_config.update(**cache)
         return lambda: plan.run(model)
 
@@ -147,19 +172,30 @@ def sampling_methods(args: argparse.Namespace, model, tokenizer, composer_map) -
             negative = torch.tensor([layout.continuation_prompt(composer_map.none_id)] * batch, device=model.device)
             extra = {"negative_prompt_ids": negative, "negative_prompt_attention_mask": torch.ones_like(negative)}
         return lambda: model.generate(
-            ids, attention_mask=torch.ones_like(ids), do_sample=True, max_new_tokens=n, min_new_tokens=n,
-            guidance_scale=scale, **SETTINGS, **cache, **extra,
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=True,
+            max_new_tokens=n,
+            min_new_tokens=n,
+            guidance_scale=scale,
+            **SETTINGS,
+            **cache,
+            **extra,
         )
 
     methods = {
         "plain sampling (transformers, do_sample)": lambda b: transformers_sampling(b, 1.0),
         "plain sampling (midilm processor, s = 1)": lambda b: ours(b, 1.0, False),
         f"CFG s={args.guidance_scale:g}: midilm batched": lambda b: ours(b, args.guidance_scale, False),
-        f"CFG s={args.guidance_scale:g}: transformers built-in": lambda b: transformers_sampling(b, args.guidance_scale),
+        f"CFG s={args.guidance_scale:g}: transformers built-in": lambda b: transformers_sampling(
+            b, args.guidance_scale
+        ),
     }
     if not args.no_grammar_rows:
         methods["plain (midilm, s = 1) + grammar"] = lambda b: ours(b, 1.0, True)
-        methods[f"CFG s={args.guidance_scale:g}: midilm batched + grammar"] = lambda b: ours(b, args.guidance_scale, True)
+        methods[f"CFG s={args.guidance_scale:g}: midilm batched + grammar"] = lambda b: ours(
+            b, args.guidance_scale, True
+        )
     return methods
 
 
@@ -184,7 +220,9 @@ def measure(args: argparse.Namespace, methods: dict) -> dict:
         with torch.no_grad():
             for name, run in runs.items():
                 out = run()  # warm-up (and compilation)
-                assert out.shape[1] - new_tokens_start(0) == n, f"{name}: {out.shape[1] - new_tokens_start(0)} new tokens, expected {n}"
+                assert out.shape[1] - new_tokens_start(0) == n, (
+                    f"{name}: {out.shape[1] - new_tokens_start(0)} new tokens, expected {n}"
+                )
             for _ in range(args.repeats):
                 for name, run in runs.items():
                     times[name].append(timed(run))
@@ -215,8 +253,14 @@ def report(args: argparse.Namespace, names: list[str], results: dict, model_name
     for batch in batches:
         for name in names:
             seconds = results[name, batch]
-            lines.append(f"| {name} | {batch} | {seconds:.3f} | {batch * n / seconds:.1f} | {seconds / results[plain, batch]:.2f}x |")
-    lines += ["", "| batch | CFG speed-up, midilm over transformers | midilm CFG cost vs plain | grammar cost (CFG) |", "|---:|---:|---:|---:|"]
+            lines.append(
+                f"| {name} | {batch} | {seconds:.3f} | {batch * n / seconds:.1f} | {seconds / results[plain, batch]:.2f}x |"
+            )
+    lines += [
+        "",
+        "| batch | CFG speed-up, midilm over transformers | midilm CFG cost vs plain | grammar cost (CFG) |",
+        "|---:|---:|---:|---:|",
+    ]
     for batch in batches:
         grammar = names[-1] if not args.no_grammar_rows else None
         grammar_cost = f"{results[grammar, batch] / results[ours_cfg, batch]:.2f}x" if grammar else "-"
@@ -246,10 +290,23 @@ def compare_modes(args, model, tokenizer, composer_map, composer: str, model_nam
 
     def make(mode: str, batch: int, scale: float, grammar: bool):
         settings = SamplingSettings(
-            max_new_tokens=n, min_new_tokens=n, guidance_scale=scale, grammar=grammar, **SETTINGS,
-            static_cache=flags[mode][0], compile=flags[mode][1], compile_backend=args.compile_backend,
+            max_new_tokens=n,
+            min_new_tokens=n,
+            guidance_scale=scale,
+            grammar=grammar,
+            **SETTINGS,
+            static_cache=flags[mode][0],
+            compile=flags[mode][1],
+            compile_backend=args.compile_backend,
         )
-        plan = build_plan(tokenizer, composer_map, model.config, model_settings(model.config, model.generation_config, settings), [composer] * batch, device=model.device)
+        plan = build_plan(
+            tokenizer,
+            composer_map,
+            model.config,
+            model_settings(model.config, model.generation_config, settings),
+            [composer] * batch,
+            device=model.device,
+        )
         return lambda: plan.run(model)
 
     rows, outputs, seconds, first_call = [], {}, {}, {}
@@ -272,8 +329,13 @@ def compare_modes(args, model, tokenizer, composer_map, composer: str, model_nam
                 for mode in modes:
                     seconds[mode, batch, method] = statistics.median(times[mode])
                     same = torch.equal(outputs[mode], outputs[modes[0]])
-                    rows.append((method, batch, mode, seconds[mode, batch, method], first_call[mode, batch, method], same))
-                    print(f"  {method}, batch {batch}, {mode}: {batch * n / seconds[mode, batch, method]:.1f} tokens/s", file=sys.stderr)
+                    rows.append(
+                        (method, batch, mode, seconds[mode, batch, method], first_call[mode, batch, method], same)
+                    )
+                    print(
+                        f"  {method}, batch {batch}, {mode}: {batch * n / seconds[mode, batch, method]:.1f} tokens/s",
+                        file=sys.stderr,
+                    )
     lines = [
         f"### Sampling per cache mode, {datetime.date.today().isoformat()}",
         "",
@@ -288,7 +350,9 @@ def compare_modes(args, model, tokenizer, composer_map, composer: str, model_nam
     ]
     for method, batch, mode, secs, first, same in rows:
         base = seconds[modes[0], batch, method]
-        lines.append(f"| {method} | {batch} | {mode} | {batch * n / secs:.1f} | {base / secs:.2f}x | {first:.1f} | {'yes' if same else 'NO'} |")
+        lines.append(
+            f"| {method} | {batch} | {mode} | {batch * n / secs:.1f} | {base / secs:.2f}x | {first:.1f} | {'yes' if same else 'NO'} |"
+        )
     print("\n".join(lines))
 
 

@@ -45,13 +45,71 @@ SOURCE_COMPOSERS = ("bach", "monteverdi", "palestrina")
 SOURCE_PIECES = 80
 # Name shapes seen in real collections: "Surname, Given", initials, accents, other scripts, ids.
 SURNAMES = [
-    "Bach", "Händel", "Dvořák", "Saint-Saëns", "Fauré", "Janáček", "Bartók", "Liszt", "Chopin", "Schütz",
-    "Mendelssohn Bartholdy", "Grieg", "Sibelius", "Nielsen", "Elgar", "Purcell", "Byrd", "Tallis", "Lully", "Rameau",
-    "Couperin", "Debussy", "Ravel", "Satie", "Bizet", "Gounod", "Berlioz", "Franck", "Albéniz", "Granados",
-    "de Falla", "Scarlatti", "Vivaldi", "Corelli", "Monteverdi", "Palestrina", "Gesualdo", "Frescobaldi", "Telemann", "Buxtehude",
+    "Bach",
+    "Händel",
+    "Dvořák",
+    "Saint-Saëns",
+    "Fauré",
+    "Janáček",
+    "Bartók",
+    "Liszt",
+    "Chopin",
+    "Schütz",
+    "Mendelssohn Bartholdy",
+    "Grieg",
+    "Sibelius",
+    "Nielsen",
+    "Elgar",
+    "Purcell",
+    "Byrd",
+    "Tallis",
+    "Lully",
+    "Rameau",
+    "Couperin",
+    "Debussy",
+    "Ravel",
+    "Satie",
+    "Bizet",
+    "Gounod",
+    "Berlioz",
+    "Franck",
+    "Albéniz",
+    "Granados",
+    "de Falla",
+    "Scarlatti",
+    "Vivaldi",
+    "Corelli",
+    "Monteverdi",
+    "Palestrina",
+    "Gesualdo",
+    "Frescobaldi",
+    "Telemann",
+    "Buxtehude",
 ]
-GIVEN = ["Johann Sebastian", "Carl Philipp Emanuel", "Antonín", "Camille", "Gabriel", "Leoš", "Béla", "Franz", "Frédéric", "Heinrich"]
-NON_LATIN = ["Чайковский", "Рахманинов", "Мусоргский", "Римский-Корсаков", "Шостакович", "Прокофьев", "武満徹", "細川俊夫", "윤이상", "Σκαλκώτας"]
+GIVEN = [
+    "Johann Sebastian",
+    "Carl Philipp Emanuel",
+    "Antonín",
+    "Camille",
+    "Gabriel",
+    "Leoš",
+    "Béla",
+    "Franz",
+    "Frédéric",
+    "Heinrich",
+]
+NON_LATIN = [
+    "Чайковский",
+    "Рахманинов",
+    "Мусоргский",
+    "Римский-Корсаков",
+    "Шостакович",
+    "Прокофьев",
+    "武満徹",
+    "細川俊夫",
+    "윤이상",
+    "Σκαλκώτας",
+]
 
 
 def composer_names(count: int = COMPOSERS, seed: int = 0) -> list[str]:
@@ -59,7 +117,11 @@ def composer_names(count: int = COMPOSERS, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     names, tokens = [], set()
     first = ["Bach, Johann Sebastian", "composer_000", "C.P.E. Bach", "Dvořák", "Saint-Saëns", *NON_LATIN]
-    rest = [*SURNAMES, *(f"{s}, {g}" for s in SURNAMES for g in GIVEN), *(f"{g[0]}. {s}" for s in SURNAMES for g in GIVEN)]
+    rest = [
+        *SURNAMES,
+        *(f"{s}, {g}" for s in SURNAMES for g in GIVEN),
+        *(f"{g[0]}. {s}" for s in SURNAMES for g in GIVEN),
+    ]
     rest += [f"composer_{i:03d}" for i in range(1, 1000)]
     rng.shuffle(rest)
     for name in first + rest:
@@ -126,9 +188,26 @@ def run_prepare(midi_dir: Path, workers: int, workdir: Path, extra: list[str]) -
     """One prepare_dataset.py run: wall seconds, peak RSS of its process tree, its report."""
     out = workdir / f"w{workers}"
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, str(REPO / "prepare_dataset.py"), "--midi_dir", str(midi_dir), "--num_proc", str(workers),
-               "--output_dir", str(out / "data"), "--tokenizer_dir", str(out / "tokenizer"), *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAYON_NUM_THREADS": str(workers), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    command = [
+        sys.executable,
+        str(REPO / "prepare_dataset.py"),
+        "--midi_dir",
+        str(midi_dir),
+        "--num_proc",
+        str(workers),
+        "--output_dir",
+        str(out / "data"),
+        "--tokenizer_dir",
+        str(out / "tokenizer"),
+        *extra,
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "RAYON_NUM_THREADS": str(workers),
+        "HF_HUB_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
+    }
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
     root = psutil.Process(process.pid)
@@ -145,7 +224,11 @@ def run_prepare(midi_dir: Path, workers: int, workdir: Path, extra: list[str]) -
                     pss.append(info.pss)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
-            peak_sum, peak_one, peak_pss = max(peak_sum, sum(rss)), max(peak_one, max(rss, default=0)), max(peak_pss, sum(pss))
+            peak_sum, peak_one, peak_pss = (
+                max(peak_sum, sum(rss)),
+                max(peak_one, max(rss, default=0)),
+                max(peak_pss, sum(pss)),
+            )
         except psutil.NoSuchProcess:
             pass
         time.sleep(0.1)
@@ -155,7 +238,13 @@ def run_prepare(midi_dir: Path, workers: int, workdir: Path, extra: list[str]) -
         raise RuntimeError(f"prepare_dataset.py failed ({process.returncode}):\n{stderr.decode()[-3000:]}")
     report = json.loads((out / "data" / "prepare_report.json").read_text())
     shutil.rmtree(out, ignore_errors=True)
-    return {"seconds": seconds, "peak_rss_mb": peak_sum / 2**20, "peak_one_mb": peak_one / 2**20, "peak_pss_mb": peak_pss / 2**20, "report": report}
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": peak_sum / 2**20,
+        "peak_one_mb": peak_one / 2**20,
+        "peak_pss_mb": peak_pss / 2**20,
+        "report": report,
+    }
 
 
 def bpe_one(midi_dir: Path, n_train: int, vocab_size: int, seed: int = 0) -> dict:
@@ -176,7 +265,12 @@ def bpe_one(midi_dir: Path, n_train: int, vocab_size: int, seed: int = 0) -> dic
     scores = [Score(p) for p in held_out]
     tokens = sum(len(encode_ids(tokenizer, s)) for s in scores)
     notes = sum(s.note_num() for s in scores)
-    return {"files": len(train), "seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "tokens_per_note": tokens / notes}
+    return {
+        "files": len(train),
+        "seconds": seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "tokens_per_note": tokens / notes,
+    }
 
 
 def bpe_sweep(midi_dir: Path, sizes: list[int], vocab_size: int) -> list[dict]:
@@ -184,7 +278,13 @@ def bpe_sweep(midi_dir: Path, sizes: list[int], vocab_size: int) -> list[dict]:
     rows = []
     for n in sizes:
         code = f"import json, sys; sys.argv = ['x']; from pathlib import Path; import importlib.util as u; spec = u.spec_from_file_location('b', {str(Path(__file__))!r}); m = u.module_from_spec(spec); spec.loader.exec_module(m); print(json.dumps(m.bpe_one(Path({str(midi_dir)!r}), {n}, {vocab_size})))"
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1", "RAYON_NUM_THREADS": "1"}, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TQDM_DISABLE": "1", "RAYON_NUM_THREADS": "1"},
+            check=True,
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"BPE from {n} files: {rows[-1]}", file=sys.stderr)
     return rows
@@ -198,9 +298,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000,30000")
     parser.add_argument("--workers", default="1,2")
-    parser.add_argument("--corpus_dir", default=str(Path(tempfile.gettempdir()) / "midilm_scale"), help="built corpora are kept here and reused")
+    parser.add_argument(
+        "--corpus_dir",
+        default=str(Path(tempfile.gettempdir()) / "midilm_scale"),
+        help="built corpora are kept here and reused",
+    )
     parser.add_argument("--vocab_size", type=int, default=1000)
-    parser.add_argument("--bpe_sweep", default="250,1000,2000,4000", help="BPE training sizes to cost on the largest corpus ('' = skip)")
+    parser.add_argument(
+        "--bpe_sweep", default="250,1000,2000,4000", help="BPE training sizes to cost on the largest corpus ('' = skip)"
+    )
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
     workers = [int(w) for w in args.workers.split(",")]
@@ -217,42 +323,67 @@ def main() -> None:
                 result = run_prepare(midi_dir, w, Path(tmp), extra)
                 result["load"] = (before, load())
                 results[(n, w)] = result
-                print(f"N={n} workers={w}: {result['seconds']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB, load {before} -> {result['load'][1]}", file=sys.stderr)
+                print(
+                    f"N={n} workers={w}: {result['seconds']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB, load {before} -> {result['load'][1]}",
+                    file=sys.stderr,
+                )
 
     sweep = []
     if args.bpe_sweep:
         before = load()
-        sweep = bpe_sweep(build_corpus(Path(args.corpus_dir) / f"n{sizes[-1]}", sizes[-1]), [int(k) for k in args.bpe_sweep.split(",")], args.vocab_size)
+        sweep = bpe_sweep(
+            build_corpus(Path(args.corpus_dir) / f"n{sizes[-1]}", sizes[-1]),
+            [int(k) for k in args.bpe_sweep.split(",")],
+            args.vocab_size,
+        )
         print(f"BPE sweep load {before} -> {load()}", file=sys.stderr)
 
-    print(f"### Prepare at scale — {datetime.date.today()}, {platform.machine()}, {os.cpu_count()} cores, "
-          f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}")
-    print(f"`python bench/bench_scale.py --sizes {args.sizes} --workers {args.workers} --vocab_size {args.vocab_size}` "
-          f"(synthetic corpus of music21 pieces, {COMPOSERS} composer folders, BPE {args.vocab_size})\n")
-    print("| files | workers | kept | s | files/s | peak RSS, process tree (MB) | peak PSS, process tree (MB) | largest process (MB) | scan s | BPE s (files) | rows s | write s | load before → after |")
+    print(
+        f"### Prepare at scale — {datetime.date.today()}, {platform.machine()}, {os.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}"
+    )
+    print(
+        f"`python bench/bench_scale.py --sizes {args.sizes} --workers {args.workers} --vocab_size {args.vocab_size}` "
+        f"(synthetic corpus of music21 pieces, {COMPOSERS} composer folders, BPE {args.vocab_size})\n"
+    )
+    print(
+        "| files | workers | kept | s | files/s | peak RSS, process tree (MB) | peak PSS, process tree (MB) | largest process (MB) | scan s | BPE s (files) | rows s | write s | load before → after |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for (n, w), r in results.items():
         t, rep = r["report"]["seconds"], r["report"]
-        print(f"| {n:,} | {w} | {rep['files']['kept']:,} | {r['seconds']:.1f} | {n / r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['peak_pss_mb']:.0f} | {r['peak_one_mb']:.0f} | "
-              f"{t['scan']:.1f} | {t['bpe']:.1f} ({rep['bpe']['training_files']}) | {t['rows']:.1f} | {t['write']:.1f} | {r['load'][0]} → {r['load'][1]} |")
+        print(
+            f"| {n:,} | {w} | {rep['files']['kept']:,} | {r['seconds']:.1f} | {n / r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['peak_pss_mb']:.0f} | {r['peak_one_mb']:.0f} | "
+            f"{t['scan']:.1f} | {t['bpe']:.1f} ({rep['bpe']['training_files']}) | {t['rows']:.1f} | {t['write']:.1f} | {r['load'][0]} → {r['load'][1]} |"
+        )
     print()
     for w in workers:
         if (sizes[0], w) in results and (sizes[-1], w) in results:
             a, b = results[(sizes[0], w)], results[(sizes[-1], w)]
-            print(f"- {w} worker(s), {sizes[0]:,} → {sizes[-1]:,} files: peak RSS x{b['peak_rss_mb'] / a['peak_rss_mb']:.2f} (goal < 1.5), "
-                  f"peak PSS x{b['peak_pss_mb'] / a['peak_pss_mb']:.2f}, "
-                  f"files/s x{(sizes[-1] / b['seconds']) / (sizes[0] / a['seconds']):.2f} (goal ≥ 0.8)")
+            print(
+                f"- {w} worker(s), {sizes[0]:,} → {sizes[-1]:,} files: peak RSS x{b['peak_rss_mb'] / a['peak_rss_mb']:.2f} (goal < 1.5), "
+                f"peak PSS x{b['peak_pss_mb'] / a['peak_pss_mb']:.2f}, "
+                f"files/s x{(sizes[-1] / b['seconds']) / (sizes[0] / a['seconds']):.2f} (goal ≥ 0.8)"
+            )
     if 1 in workers and 2 in workers:
         for n in sizes:
             one, two = results[(n, 1)]["report"]["seconds"], results[(n, 2)]["report"]["seconds"]
             outside = lambda t: t["scan"] + t["rows"]  # noqa: E731
-            print(f"- {n:,} files: 2 workers vs 1 on scan + rows (outside BPE and writing): x{outside(one) / outside(two):.2f} (goal ≥ 1.6)")
+            print(
+                f"- {n:,} files: 2 workers vs 1 on scan + rows (outside BPE and writing): x{outside(one) / outside(two):.2f} (goal ≥ 1.6)"
+            )
     if sweep:
-        print(f"\nBPE {args.vocab_size} learnt from a sample of the {sizes[-1]:,}-file corpus (miditok's own file reader, one process; "
-              "tokens per note on 300 other files):\n")
-        print("| training files | BPE s | s per file | peak RSS (MB) | tokens/note after BPE |\n|---:|---:|---:|---:|---:|")
+        print(
+            f"\nBPE {args.vocab_size} learnt from a sample of the {sizes[-1]:,}-file corpus (miditok's own file reader, one process; "
+            "tokens per note on 300 other files):\n"
+        )
+        print(
+            "| training files | BPE s | s per file | peak RSS (MB) | tokens/note after BPE |\n|---:|---:|---:|---:|---:|"
+        )
         for r in sweep:
-            print(f"| {r['files']:,} | {r['seconds']:.1f} | {r['seconds'] / r['files'] * 1000:.1f} ms | {r['peak_rss_mb']:.0f} | {r['tokens_per_note']:.3f} |")
+            print(
+                f"| {r['files']:,} | {r['seconds']:.1f} | {r['seconds'] / r['files'] * 1000:.1f} ms | {r['peak_rss_mb']:.0f} | {r['tokens_per_note']:.3f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -72,8 +72,12 @@ def main() -> None:
     config = build_config(args.model_type, args.preset, tokenizer, composer_map, args.seq_len)
     config.vocab_size = args.vocab  # a BPE-sized vocabulary; ids are random, so no tokenizer is needed
     total = args.warmup + args.steps
-    rows = random_rows(total * args.batch, args.seq_len, args.vocab, RowLayout.for_tokenizer(tokenizer), composer_map.token_ids[0])
-    collator = MidiCollator(config.pad_token_id, composer_map.none_id, 0.15, args.seq_len, torch.Generator().manual_seed(0))
+    rows = random_rows(
+        total * args.batch, args.seq_len, args.vocab, RowLayout.for_tokenizer(tokenizer), composer_map.token_ids[0]
+    )
+    collator = MidiCollator(
+        config.pad_token_id, composer_map.none_id, 0.15, args.seq_len, torch.Generator().manual_seed(0)
+    )
     torch.manual_seed(0)
     initial = AutoModelForCausalLM.from_config(config).state_dict()
     params = sum(v.numel() for k, v in initial.items() if "lm_head" not in k)
@@ -90,7 +94,10 @@ def main() -> None:
             if args.device == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        batch = {k: v.to(args.device) for k, v in collator([{"input_ids": r} for r in rows[step * args.batch : (step + 1) * args.batch]]).items()}
+        batch = {
+            k: v.to(args.device)
+            for k, v in collator([{"input_ids": r} for r in rows[step * args.batch : (step + 1) * args.batch]]).items()
+        }
         with torch.autocast(args.device, dtype=dtype, enabled=args.bf16):
             loss = step_fn(**batch).loss
         loss.backward()
@@ -106,30 +113,53 @@ def main() -> None:
     clock = StepClock(args.warmup, args.device)
     with tempfile.TemporaryDirectory() as tmp:
         training_args = TrainingArguments(
-            output_dir=tmp, max_steps=total, per_device_train_batch_size=args.batch, learning_rate=1e-3,
-            lr_scheduler_type="constant", weight_decay=0.0, report_to=[], logging_steps=10**9, save_strategy="no",
-            eval_strategy="no", bf16=args.bf16, torch_compile=args.compile, use_cpu=args.device == "cpu",
-            dataloader_num_workers=0, disable_tqdm=True, seed=0,
+            output_dir=tmp,
+            max_steps=total,
+            per_device_train_batch_size=args.batch,
+            learning_rate=1e-3,
+            lr_scheduler_type="constant",
+            weight_decay=0.0,
+            report_to=[],
+            logging_steps=10**9,
+            save_strategy="no",
+            eval_strategy="no",
+            bf16=args.bf16,
+            torch_compile=args.compile,
+            use_cpu=args.device == "cpu",
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+            seed=0,
         )
-        trainer = Trainer(model=model, args=training_args, train_dataset=Dataset.from_dict({"input_ids": rows}),
-                          data_collator=collator, callbacks=[clock])
+        trainer = Trainer(
+            model=model,
+            args=training_args,
+            train_dataset=Dataset.from_dict({"input_ids": rows}),
+            data_collator=collator,
+            callbacks=[clock],
+        )
         trainer.train()
     trainer_seconds = clock.end - clock.start
 
     tokens = args.steps * args.batch * args.seq_len
     bare_tps, trainer_tps = tokens / bare_seconds, tokens / trainer_seconds
-    print(f"### Training throughput — {datetime.date.today()}, {platform.node()}, {args.device}"
-          f"{' ' + torch.cuda.get_device_name() if args.device == 'cuda' else f' ({os.cpu_count()} cores)'}, torch {torch.__version__}")
-    print(f"`python bench/bench_train.py {' '.join(sys.argv[1:])}` — {args.model_type} {args.preset} "
-          f"({params / 1e6:.1f}M parameters, tied head counted once), batch {args.batch} x {args.seq_len}, "
-          f"{args.steps} timed steps after {args.warmup} warm-up, {'bf16' if args.bf16 else 'fp32'}{', compiled' if args.compile else ''}\n")
+    print(
+        f"### Training throughput — {datetime.date.today()}, {platform.node()}, {args.device}"
+        f"{' ' + torch.cuda.get_device_name() if args.device == 'cuda' else f' ({os.cpu_count()} cores)'}, torch {torch.__version__}"
+    )
+    print(
+        f"`python bench/bench_train.py {' '.join(sys.argv[1:])}` — {args.model_type} {args.preset} "
+        f"({params / 1e6:.1f}M parameters, tied head counted once), batch {args.batch} x {args.seq_len}, "
+        f"{args.steps} timed steps after {args.warmup} warm-up, {'bf16' if args.bf16 else 'fp32'}{', compiled' if args.compile else ''}\n"
+    )
     print("| loop | tokens/s | ratio to bare loop |\n|---|---|---|")
     print(f"| bare PyTorch | {bare_tps:,.0f} | 1.00 |")
     print(f"| HF Trainer (train.py) | {trainer_tps:,.0f} | {trainer_tps / bare_tps:.2f} |")
     if args.device == "cuda":
         layers, hidden = config.num_hidden_layers, config.hidden_size
         flops_per_token = 6 * params + 12 * layers * hidden * args.seq_len
-        print(f"\nMFU (Trainer): {flops_per_token * trainer_tps / (args.peak_tflops * 1e12):.1%} of {args.peak_tflops:g} TFLOPS")
+        print(
+            f"\nMFU (Trainer): {flops_per_token * trainer_tps / (args.peak_tflops * 1e12):.1%} of {args.peak_tflops:g} TFLOPS"
+        )
 
 
 if __name__ == "__main__":

@@ -34,11 +34,31 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.preprocessing import StandardScaler
 
-from midilm.composer_classifier import FEATURE_NAMES, Notes, crops, features, fit_classifier, real_pieces, scores_from_midi, typical_length
+from midilm.composer_classifier import (
+    FEATURE_NAMES,
+    Notes,
+    crops,
+    features,
+    fit_classifier,
+    real_pieces,
+    scores_from_midi,
+    typical_length,
+)
 from midilm.modeling import load_midilm_dir
 from midilm.ngram_classifier import ngrams  # the independent classifier's features, now in the package
 
-PITCH_PREFIXES = ("pc_rel", "minor", "key_fit", "harmonic_ic", "top_interval", "bass_interval", "top_up", "bass_up", "pitch_", "top_bass")
+PITCH_PREFIXES = (
+    "pc_rel",
+    "minor",
+    "key_fit",
+    "harmonic_ic",
+    "top_interval",
+    "bass_interval",
+    "top_up",
+    "bass_up",
+    "pitch_",
+    "top_bass",
+)
 SKIP_SETS = ("random", "accompaniment")
 
 
@@ -90,7 +110,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", required=True, help="The model folder (its tokenizer decodes the real pieces).")
     parser.add_argument("--dataset_dir", required=True, help="The model's prepared dataset.")
-    parser.add_argument("--samples_dir", required=True, help="evaluate_samples.py's samples/ folder: one sub-folder per sample set.")
+    parser.add_argument(
+        "--samples_dir", required=True, help="evaluate_samples.py's samples/ folder: one sub-folder per sample set."
+    )
     parser.add_argument("--crop_length", type=int, default=None, help="Notes per crop (default: the median sample's).")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -109,12 +131,16 @@ def main() -> None:
             paths = sorted(folder.glob("*.mid"))
             scores = [s for s in scores_from_midi(paths)]
             sets[folder.name] = ([re.sub(r"_\d+$", "", p.stem) for p in paths], scores)
-    length = args.crop_length or typical_length([s for _, scores in sets.values() for s in scores if len(Notes.of(s))], "notes")
+    length = args.crop_length or typical_length(
+        [s for _, scores in sets.values() for s in scores if len(Notes.of(s))], "notes"
+    )
 
     report = fit_classifier(train, heldout, crop_length=length, crop_unit="notes", seed=args.seed)
     pitch = np.array([n.startswith(PITCH_PREFIXES) for n in FEATURE_NAMES])
     judges = {
-        "report's classifier": lambda cs: [report.composers[k] for k in report.crop_probabilities(np.array([features(c) for c in cs])).argmax(1)],
+        "report's classifier": lambda cs: [
+            report.composers[k] for k in report.crop_probabilities(np.array([features(c) for c in cs])).argmax(1)
+        ],
         "n-gram naive Bayes": NgramBayes(train, length, 4, args.seed).predict,
         "pitch features only": FeatureSubset(train, length, 4, args.seed, pitch).predict,
         "rhythm features only": FeatureSubset(train, length, 4, args.seed, ~pitch).predict,
@@ -128,13 +154,26 @@ def main() -> None:
                 held_labels.append(name)
     composers = report.composers
     rows = [("real held-out crops (ceiling)", held_labels, held_crops)]
-    openings = [(name, first_crop(piece, length)) for name, pieces in heldout.items() for piece in pieces if len(Notes.of(piece))]
-    rows.append(("real held-out openings (first crop, as samples are judged)", [n for n, _ in openings], [c for _, c in openings]))
+    openings = [
+        (name, first_crop(piece, length))
+        for name, pieces in heldout.items()
+        for piece in pieces
+        if len(Notes.of(piece))
+    ]
+    rows.append(
+        (
+            "real held-out openings (first crop, as samples are judged)",
+            [n for n, _ in openings],
+            [c for _, c in openings],
+        )
+    )
     for set_name, (labels, scores) in sets.items():
         kept = [(lab, s) for lab, s in zip(labels, scores) if len(Notes.of(s))]
         rows.append((set_name, [lab for lab, _ in kept], [first_crop(s, length) for _, s in kept]))
 
-    print(f"Crops of {length} notes; {platform.machine()}, {os.cpu_count()} cores, {datetime.date.today()}; samples: {args.samples_dir}\n")
+    print(
+        f"Crops of {length} notes; {platform.machine()}, {os.cpu_count()} cores, {datetime.date.today()}; samples: {args.samples_dir}\n"
+    )
     seconds = [FEATURE_NAMES.index("harmonic_ic_1"), FEATURE_NAMES.index("harmonic_ic_2")]
 
     def seconds_share(cs: list[Notes], labels: list[str]) -> str:
@@ -155,8 +194,10 @@ def main() -> None:
                 overall = np.mean([p == lab for p, lab in zip(predicted, labels)])
                 cells.append(f"{overall:.2f} (" + " / ".join(f"{v:.2f}" for v in per) + ")")
         print(f"| {set_name} | " + " | ".join(cells) + f" | {seconds_share(cs, labels)} |")
-    print(f"\nA cell: share classified as the intended composer, all (then {' / '.join(composers)}). Seconds: the mean share of "
-          "minor and major seconds (interval classes 1 and 2) among the intervals between notes that start together, per composer.")
+    print(
+        f"\nA cell: share classified as the intended composer, all (then {' / '.join(composers)}). Seconds: the mean share of "
+        "minor and major seconds (interval classes 1 and 2) among the intervals between notes that start together, per composer."
+    )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,9 @@ def main() -> None:
             whole = summary_distance(compare(samples, [piece_metrics(s) for s in real[composer]]))["mean_gap"]
             passages = [piece_metrics(w) for s in real[composer] for w in bar_windows(s, bars)]
             cut = summary_distance(compare(samples, passages))["mean_gap"]
-            print(f"| {name} | {bars} | {composer} | {len(real[composer])} | {len(passages)} | {whole:.2f} | {cut:.2f} |")
+            print(
+                f"| {name} | {bars} | {composer} | {len(real[composer])} | {len(passages)} | {whole:.2f} | {cut:.2f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,16 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from midilm.corpus import default_cache_dir
 from midilm.dataset import empty_bar, split_bars
 from midilm.errors import InputError
-from midilm.generation import composer_ids_of, composer_names, decode_ids, guard_bounds, left_padded, load_model, model_settings, replace_settings
+from midilm.generation import (
+    composer_ids_of,
+    composer_names,
+    decode_ids,
+    guard_bounds,
+    left_padded,
+    load_model,
+    model_settings,
+    replace_settings,
+)
 from midilm.grammar import GrammarLogitsProcessor, RemiGrammar, count_syntax_errors
 from midilm.guard import guard_processor
 from midilm.melody import extract_melody
@@ -119,7 +128,10 @@ def melody_prompt(tokenizer, score: Score, warn_on_chords: bool = False, name: s
     if not inside:
         raise InputError(f"{name}: none of its notes is in the tokenizer's pitch range [{low}, {high})")
     if inside < len(pitches):
-        warnings.warn(f"{name}: {len(pitches) - inside} notes outside the tokenizer's pitch range [{low}, {high}) are kept but not seen by the model", stacklevel=3)
+        warnings.warn(
+            f"{name}: {len(pitches) - inside} notes outside the tokenizer's pitch range [{low}, {high}) are kept but not seen by the model",
+            stacklevel=3,
+        )
     starts_bar = np.asarray(bar_start_table(tokenizer))
     ids = encode_ids(tokenizer, trimmed.score)
     bars = split_bars(ids, starts_bar)
@@ -188,7 +200,9 @@ class BarLimitLogitsProcessor(LogitsProcessor):
             scores.masked_fill_(~starts_bar.unsqueeze(0), neg_inf)
         done = bars >= targets
         if done.any():
-            moved = torch.logsumexp(torch.cat([scores[done][:, starts_bar], scores[done][:, self.eos_id : self.eos_id + 1]], dim=1), dim=1)
+            moved = torch.logsumexp(
+                torch.cat([scores[done][:, starts_bar], scores[done][:, self.eos_id : self.eos_id + 1]], dim=1), dim=1
+            )
             rows = done.nonzero().flatten()
             scores[rows.unsqueeze(1), starts_bar.nonzero().flatten().unsqueeze(0)] = neg_inf
             scores[rows, self.eos_id] = moved
@@ -200,7 +214,9 @@ class BarLimitLogitsProcessor(LogitsProcessor):
         return scores
 
 
-def plan_window(melody_lengths: list[int], done_lengths: list[int], context: int, full_per_bar: float) -> tuple[int, int]:
+def plan_window(
+    melody_lengths: list[int], done_lengths: list[int], context: int, full_per_bar: float
+) -> tuple[int, int]:
     """(a, b): the melody bars a..b (exclusive) of the next window, which reads the written bars a..c
     (c = len(done_lengths)) again and writes bars c..b. The bars read again take at most
     `PAST_SHARE` of the context; b goes as far as the melody and the estimated full bars fit."""
@@ -254,7 +270,15 @@ class _Window:
 class _Accompanist:
     """The state of one `accompany` call: what each row has written so far, and how to write more."""
 
-    def __init__(self, model, tokenizer, composer_map: ComposerMap, melody: MelodyPrompt, composer_ids: list[int], settings: SamplingSettings):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        composer_map: ComposerMap,
+        melody: MelodyPrompt,
+        composer_ids: list[int],
+        settings: SamplingSettings,
+    ):
         self.model, self.tokenizer, self.melody, self.settings = model, tokenizer, melody, settings
         self.composer_ids, self.none_id = composer_ids, composer_map.none_id
         self.config, self.context = model.config, context_length(model.config)
@@ -305,7 +329,9 @@ class _Accompanist:
         if self.note_guard is not None:
             self.note_guard.reset()  # a new window: the guard reads every row's prefix afresh
             processors.append(self.note_guard)
-        processors.append(BarLimitLogitsProcessor(self.tokenizer, self.layout.full, self.layout.eos, targets, signatures))
+        processors.append(
+            BarLimitLogitsProcessor(self.tokenizer, self.layout.full, self.layout.eos, targets, signatures)
+        )
         processors.append(self.settings.sampler(self.scale, seed_offset=self.windows))
         return processors
 
@@ -320,7 +346,10 @@ class _Accompanist:
         gen_config = greedy_config(self.context - width, config.bos_token_id, config.eos_token_id, config.pad_token_id)
         device = self.model.device
         output = self.model.generate(
-            input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=gen_config, logits_processor=self.processors(plans)
+            input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            generation_config=gen_config,
+            logits_processor=self.processors(plans),
         )
         self.windows += 1
         for i, w in enumerate(plans):
@@ -352,18 +381,34 @@ class _Accompanist:
             full = decode_ids(self.tokenizer, ids).resample(melody_score.ticks_per_quarter, min_dur=1)
             full.tempos, full.time_signatures = melody_score.tempos.copy(), melody_score.time_signatures.copy()
             full.key_signatures = melody_score.key_signatures.copy()
-            out.append(Accompaniment(
-                composer=composer_map.name_of(composer_id), score=merge_with_melody(melody_score, full), melody=melody_score, full=full,
-                ids=ids, bars=len(self.done[k]), windows=self.windows, cut_bars=self.cut[k],
-                syntax_error_rate=count_syntax_errors(self.tokenizer, ids), settings=dict(record),
-            ))
+            out.append(
+                Accompaniment(
+                    composer=composer_map.name_of(composer_id),
+                    score=merge_with_melody(melody_score, full),
+                    melody=melody_score,
+                    full=full,
+                    ids=ids,
+                    bars=len(self.done[k]),
+                    windows=self.windows,
+                    cut_bars=self.cut[k],
+                    syntax_error_rate=count_syntax_errors(self.tokenizer, ids),
+                    settings=dict(record),
+                )
+            )
         return out
 
 
 @torch.no_grad()
 def accompany(
-    model, tokenizer, composer_map: ComposerMap, melody: MelodyPrompt, composers: list[str], settings: SamplingSettings | None = None,
-    *, defaults: dict | None = None, **overrides,
+    model,
+    tokenizer,
+    composer_map: ComposerMap,
+    melody: MelodyPrompt,
+    composers: list[str],
+    settings: SamplingSettings | None = None,
+    *,
+    defaults: dict | None = None,
+    **overrides,
 ) -> list[Accompaniment]:
     """One accompaniment of `melody` per entry of `composers` (names or `none`), with an in-memory
     model; all rows of a window go through one batched generate() call. `settings` (or its fields as
@@ -395,7 +440,9 @@ def merge_with_melody(melody: Score, full: Score, onset_tolerance: float = DEFAU
     mel_pitch = np.concatenate([n["pitch"] for n in notes]).astype(np.int64)
     for track in full.tracks:
         arr = track.notes.numpy()
-        doubles = onset_pitch_matches(mel_start, mel_pitch, arr["time"].astype(np.float64) / tpq, arr["pitch"].astype(np.int64), onset_tolerance)
+        doubles = onset_pitch_matches(
+            mel_start, mel_pitch, arr["time"].astype(np.float64) / tpq, arr["pitch"].astype(np.int64), onset_tolerance
+        )
         part = Track(name=track.name or "accompaniment", program=track.program, is_drum=track.is_drum)
         for note, double in zip(track.notes, doubles):
             if not double or track.is_drum:
@@ -425,8 +472,12 @@ class AccompanimentJob:
 
 
 def prepare_accompaniment(
-    model_dir: str | Path, melody_midi: str | Path, composer: str | None = None, num_samples: int = 1,
-    settings: SamplingSettings | None = None, **overrides,
+    model_dir: str | Path,
+    melody_midi: str | Path,
+    composer: str | None = None,
+    num_samples: int = 1,
+    settings: SamplingSettings | None = None,
+    **overrides,
 ) -> AccompanimentJob:
     """Check the model folder, the melody file and the settings (or their fields as keywords); InputError
     on bad input. `composer` as in generate.py (a name, a list, `all`); without one the model accompanies
@@ -441,11 +492,19 @@ def prepare_accompaniment(
     composer_ids_of(composer_map, names)  # its check, now
     melody = load_melody(tokenizer, melody_midi)
     check_melody_fits(melody, context_length(config))
-    return AccompanimentJob(str(model_dir), tokenizer, composer_map, resolved, melody, [c for c in names for _ in range(num_samples)])
+    return AccompanimentJob(
+        str(model_dir), tokenizer, composer_map, resolved, melody, [c for c in names for _ in range(num_samples)]
+    )
 
 
 def harmonize(
-    model_dir: str | Path, melody_midi: str | Path, composer: str | None = None, num_samples: int = 1, *, device: str | None = None, **settings
+    model_dir: str | Path,
+    melody_midi: str | Path,
+    composer: str | None = None,
+    num_samples: int = 1,
+    *,
+    device: str | None = None,
+    **settings,
 ) -> list[Accompaniment]:
     """Load a model folder and accompany a melody file: `prepare_accompaniment` then `run`."""
     job = prepare_accompaniment(model_dir, melody_midi, composer, num_samples, **settings)
@@ -470,7 +529,9 @@ def held_out_piece(dataset_dir: str | Path, split: str = "validation", composer:
     dataset_dir = Path(dataset_dir)
     rows = load_from_disk(str(dataset_dir))[split].select_columns(["source", "composer"])
     names = rows.features["composer"].names
-    sources = sorted({r["source"] for r in rows if composer is None or names[r["composer"]].lower() == composer.lower()})
+    sources = sorted(
+        {r["source"] for r in rows if composer is None or names[r["composer"]].lower() == composer.lower()}
+    )
     if not sources:
         raise InputError(f"{dataset_dir}: no {split} piece" + (f" of {composer}" if composer else ""))
     return source_root(dataset_dir) / sources[0]

@@ -47,9 +47,13 @@ KEEP_RESULTS = 32  # result folders kept on disk; gradio serves its own copies o
 @dataclass
 class AppArguments:
     model_dir: str = field(default="model_output", metadata={"help": "Model folder written by train.py."})
-    host: str | None = field(default=None, metadata={"help": "Address to serve on (default: $GRADIO_SERVER_NAME, else 127.0.0.1)."})
+    host: str | None = field(
+        default=None, metadata={"help": "Address to serve on (default: $GRADIO_SERVER_NAME, else 127.0.0.1)."}
+    )
     port: int | None = field(default=None, metadata={"help": "Port (default: $GRADIO_SERVER_PORT, else 7860)."})
-    soundfont: str | None = field(default=None, metadata={"help": "General MIDI soundfont for the audio (default: one found locally)."})
+    soundfont: str | None = field(
+        default=None, metadata={"help": "General MIDI soundfont for the audio (default: one found locally)."}
+    )
 
 
 class TokenProgress(StoppingCriteria):
@@ -64,7 +68,12 @@ class TokenProgress(StoppingCriteria):
 
 
 def command_line(
-    model_dir: str, composer: str, settings: dict, prompt_name: str | None, prompt_bars: int | None, melody_name: str | None = None
+    model_dir: str,
+    composer: str,
+    settings: dict,
+    prompt_name: str | None,
+    prompt_bars: int | None,
+    melody_name: str | None = None,
 ) -> str:
     """The generate.py call that writes the same MIDI file (on the same kind of device)."""
     words = ["python", "generate.py", "--model_dir", model_dir, "--composer", composer]
@@ -107,7 +116,10 @@ class LoadedModel:
         except InputError as err:
             if soundfont is not None:  # asked for by name: a wrong path is the user's to fix
                 raise
-            self.soundfont, self.audio_problem = None, str(err).removeprefix("--wav: ")  # the page goes on without audio
+            self.soundfont, self.audio_problem = (
+                None,
+                str(err).removeprefix("--wav: "),
+            )  # the page goes on without audio
         self.model = load_model(model_dir, self.device)
         self.results = Path(tempfile.mkdtemp(prefix="midilm-app-"))
 
@@ -115,8 +127,18 @@ class LoadedModel:
         shutil.rmtree(self.results, ignore_errors=True)
 
     def generate(
-        self, composer, max_new_tokens, guidance_scale, temperature, top_k, top_p, seed, prompt_midi, prompt_bars,
-        melody_midi=None, progress=gr.Progress(),  # noqa: B008  (gradio finds the page's progress bar by this default)
+        self,
+        composer,
+        max_new_tokens,
+        guidance_scale,
+        temperature,
+        top_k,
+        top_p,
+        seed,
+        prompt_midi,
+        prompt_bars,
+        melody_midi=None,
+        progress=gr.Progress(),  # noqa: B008  (gradio finds the page's progress bar by this default)
     ):
         """One sample: (WAV, piano-roll PNG, MIDI file, settings, command line) for the page."""
         prompt_bars = int(prompt_bars) if prompt_bars else None  # 0 or empty: the whole upload
@@ -125,8 +147,12 @@ class LoadedModel:
         try:
             # the page's controls; the repetition penalty is not one: the model's default, on the record
             settings = SamplingSettings(
-                guidance_scale=float(guidance_scale), temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-                repetition_penalty=self.defaults.repetition_penalty, seed=int(seed or 0),
+                guidance_scale=float(guidance_scale),
+                temperature=float(temperature),
+                top_k=int(top_k),
+                top_p=float(top_p),
+                repetition_penalty=self.defaults.repetition_penalty,
+                seed=int(seed or 0),
                 max_new_tokens=None if melody_midi else int(max_new_tokens),
             )
         except InputError as err:
@@ -137,7 +163,13 @@ class LoadedModel:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 plan = prepare_generation(
-                    self.model_dir, composer, 1, settings, prompt_midi=prompt_midi, prompt_bars=prompt_bars if prompt_midi else None, device=self.device,
+                    self.model_dir,
+                    composer,
+                    1,
+                    settings,
+                    prompt_midi=prompt_midi,
+                    prompt_bars=prompt_bars if prompt_midi else None,
+                    device=self.device,
                 )
             for message in dict.fromkeys(str(w.message).splitlines()[0] for w in caught):
                 gr.Warning(page_message(message, prompt_midi))
@@ -145,16 +177,28 @@ class LoadedModel:
             files = sample_files(plan, folder, wav=self.soundfont is not None, png=True, overwrite=False)[0]
 
             progress((0, plan.settings["max_new_tokens"]), desc="sampling", unit="tokens")
-            criteria = StoppingCriteriaList([TokenProgress(progress, plan.input_ids.shape[1], plan.settings["max_new_tokens"])])
+            criteria = StoppingCriteriaList(
+                [TokenProgress(progress, plan.input_ids.shape[1], plan.settings["max_new_tokens"])]
+            )
             output = plan.run(self.model, stopping_criteria=criteria)
             progress(1.0, desc="rendering audio and piano roll")
-            record = {"model_dir": self.model_dir, "prompt_midi": prompt_name, "prompt_bars": prompt_bars, "device": self.device}
+            record = {
+                "model_dir": self.model_dir,
+                "prompt_midi": prompt_name,
+                "prompt_bars": prompt_bars,
+                "device": self.device,
+            }
             write_samples(plan, output, [files], record, self.soundfont)
         except InputError as err:
             raise page_error(err, prompt_midi) from None
         self._prune()
 
-        settings = {"composer": plan.composers[0], **plan.settings, "prompt_midi": prompt_name, "prompt_bars": prompt_bars}
+        settings = {
+            "composer": plan.composers[0],
+            **plan.settings,
+            "prompt_midi": prompt_name,
+            "prompt_bars": prompt_bars,
+        }
         composer_flag = NONE.lower() if plan.composers[0] == NONE else plan.composers[0]
         command = command_line(self.model_dir, composer_flag, plan.settings, prompt_name, prompt_bars)
         wav = str(files[".wav"]) if ".wav" in files else None
@@ -165,14 +209,18 @@ class LoadedModel:
         melody_name, seed = Path(melody_midi).name, settings.seed
         try:
             if prompt_midi:
-                raise InputError("--melody_midi: accompany a melody or continue a MIDI file, not both; clear one upload")
+                raise InputError(
+                    "--melody_midi: accompany a melody or continue a MIDI file, not both; clear one upload"
+                )
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 job = prepare_accompaniment(self.model_dir, melody_midi, composer, 1, settings)
             for message in dict.fromkeys(str(w.message).splitlines()[0] for w in caught):
                 gr.Warning(page_message(message, melody_midi))
             folder = Path(tempfile.mkdtemp(dir=self.results))
-            files = accompaniment_files(job.composers, folder, wav=self.soundfont is not None, png=True, overwrite=False)
+            files = accompaniment_files(
+                job.composers, folder, wav=self.soundfont is not None, png=True, overwrite=False
+            )
             progress(0.1, desc=f"accompanying {job.melody.num_bars} bars")
             with torch.no_grad():
                 results = job.run(self.model)
@@ -183,9 +231,17 @@ class LoadedModel:
             raise page_error(err, melody_midi) from None
         self._prune()
         files, result = files[0], results[0]
-        settings = {"composer": result.composer, **result.settings, "seed": seed, "melody_midi": melody_name, "bars": result.bars}
+        settings = {
+            "composer": result.composer,
+            **result.settings,
+            "seed": seed,
+            "melody_midi": melody_name,
+            "bars": result.bars,
+        }
         flag = NONE.lower() if result.composer == NONE else result.composer
-        command = command_line(self.model_dir, flag, {**vars(self.defaults), **result.settings, "seed": seed}, None, None, melody_name)
+        command = command_line(
+            self.model_dir, flag, {**vars(self.defaults), **result.settings, "seed": seed}, None, None, melody_name
+        )
         wav = str(files[".wav"]) if ".wav" in files else None
         return wav, str(files[".png"]), [str(files[".mid"]), str(files[".json"])], settings, command
 
@@ -220,26 +276,58 @@ def build_app(model_dir: str | Path, soundfont: str | None = None, device: str |
         with gr.Row():
             with gr.Column(scale=1):
                 composer = gr.Dropdown(loaded.composer_choices(), value=loaded.composer_map.names[0], label="Composer")
-                length = gr.Slider(1, longest, value=d["max_new_tokens"], step=1, label="Length (tokens)",
-                                   info=f"at most {longest}: the model's context less BOS and the composer")
-                guidance = gr.Slider(0.0, max(10.0, d["guidance_scale"]), value=d["guidance_scale"], step=0.1, label="Guidance scale",
-                                     info="classifier-free guidance towards the composer; 1 = off")
-                temperature = gr.Slider(min(0.05, d["temperature"]), max(2.0, d["temperature"]), value=d["temperature"], step=0.05, label="Temperature")
+                length = gr.Slider(
+                    1,
+                    longest,
+                    value=d["max_new_tokens"],
+                    step=1,
+                    label="Length (tokens)",
+                    info=f"at most {longest}: the model's context less BOS and the composer",
+                )
+                guidance = gr.Slider(
+                    0.0,
+                    max(10.0, d["guidance_scale"]),
+                    value=d["guidance_scale"],
+                    step=0.1,
+                    label="Guidance scale",
+                    info="classifier-free guidance towards the composer; 1 = off",
+                )
+                temperature = gr.Slider(
+                    min(0.05, d["temperature"]),
+                    max(2.0, d["temperature"]),
+                    value=d["temperature"],
+                    step=0.05,
+                    label="Temperature",
+                )
                 top_k = gr.Slider(0, max(200, d["top_k"]), value=d["top_k"], step=1, label="Top-k", info="0 = off")
-                top_p = gr.Slider(min(0.05, d["top_p"]), 1.0, value=d["top_p"], step=0.01, label="Top-p", info="1 = off")
+                top_p = gr.Slider(
+                    min(0.05, d["top_p"]), 1.0, value=d["top_p"], step=0.01, label="Top-p", info="1 = off"
+                )
                 seed = gr.Number(0, precision=0, minimum=0, label="Seed", info="same seed and settings, same music")
                 with gr.Accordion("Continue a MIDI file (optional)", open=False, elem_id="continue"):
                     prompt_midi = gr.File(file_types=[".mid", ".midi"], label="MIDI to continue", elem_id="prompt-midi")
-                    prompt_bars = gr.Number(0, precision=0, minimum=0, label="Bars to continue", info="its first N bars; 0 = all")
+                    prompt_bars = gr.Number(
+                        0, precision=0, minimum=0, label="Bars to continue", info="its first N bars; 0 = all"
+                    )
                 with gr.Accordion("Accompany a melody (optional)", open=False, elem_id="accompany"):
-                    melody_midi = gr.File(file_types=[".mid", ".midi"], label="Melody to accompany", elem_id="melody-midi")
+                    melody_midi = gr.File(
+                        file_types=[".mid", ".midi"], label="Melody to accompany", elem_id="melody-midi"
+                    )
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column(scale=2):
                 audio = gr.Audio(label="Listen", type="filepath", interactive=False, elem_id="audio")
                 roll = gr.Image(label="Piano roll", type="filepath", interactive=False, elem_id="piano-roll")
-                download = gr.File(label="MIDI and its settings (JSON)", file_count="multiple", interactive=False, elem_id="download")
-                command = gr.Textbox(label="The same from the command line", lines=2, max_lines=6, buttons=["copy"],
-                                     interactive=False, elem_id="command")
+                download = gr.File(
+                    label="MIDI and its settings (JSON)", file_count="multiple", interactive=False, elem_id="download"
+                )
+                command = gr.Textbox(
+                    label="The same from the command line",
+                    lines=2,
+                    max_lines=6,
+                    buttons=["copy"],
+                    interactive=False,
+                    elem_id="command",
+                )
                 with gr.Accordion("Settings used", open=False):
                     settings = gr.JSON(label="Settings", elem_id="settings")
         button.click(
@@ -251,4 +339,3 @@ def build_app(model_dir: str | Path, soundfont: str | None = None, device: str |
     demo.loaded_model = loaded
     demo.queue(default_concurrency_limit=1)  # one sampling at a time; further requests wait in the queue
     return demo
-

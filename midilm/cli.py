@@ -17,6 +17,7 @@ from transformers import HfArgumentParser
 
 from midilm.errors import InputError
 
+
 def load_config(argv: list[str], default: Path | None = None) -> tuple[dict, list[str]]:
     """`script.py [config.json] [--flags]`: the config file named first, else `default` (the one beside
     the scripts) if it exists, else none."""
@@ -33,8 +34,12 @@ def load_config(argv: list[str], default: Path | None = None) -> tuple[dict, lis
 
 
 def parse_args(
-    dataclass_types: tuple, sections: tuple[str, ...], argv: list[str] | None = None, defaults: dict | None = None,
-    description: str | None = None, config_file: Path | None = None,
+    dataclass_types: tuple,
+    sections: tuple[str, ...],
+    argv: list[str] | None = None,
+    defaults: dict | None = None,
+    description: str | None = None,
+    config_file: Path | None = None,
 ):
     """Dataclasses filled from their own defaults, then `defaults` (for dataclasses midilm does not own,
     and the machine's), then the named sections of the config file (`config_file`, the script's
@@ -43,7 +48,9 @@ def parse_args(
     Returns the dataclasses followed by the whole config dict (for sections that are not flags).
     """
     config, argv = load_config(list(sys.argv[1:] if argv is None else argv), config_file)
-    parser = HfArgumentParser(dataclass_types, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = HfArgumentParser(
+        dataclass_types, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     for action in parser._actions:
         # argparse %-formats help text: a bare % in a help string ("under 1% padding") breaks --help
         if action.help:

@@ -102,7 +102,9 @@ class Notes:
         return len(self.pitch)
 
     def take(self, index: np.ndarray | slice) -> Notes:
-        return Notes(self.start[index], self.end[index], self.pitch[index], self.bar_start[index], self.bar_index[index])
+        return Notes(
+            self.start[index], self.end[index], self.pitch[index], self.bar_start[index], self.bar_index[index]
+        )
 
     @classmethod
     def of(cls, score: Score) -> Notes:
@@ -115,7 +117,9 @@ class Notes:
         return cls(arrays["start"] / tpq, arrays["end"] / tpq, arrays["pitch"], starts[index] / tpq, index)
 
 
-def crops(notes: Notes, length: int, unit: str = "notes", max_crops: int | None = None, rng: random.Random | None = None) -> list[Notes]:
+def crops(
+    notes: Notes, length: int, unit: str = "notes", max_crops: int | None = None, rng: random.Random | None = None
+) -> list[Notes]:
     """Non-overlapping crops of `length` notes (or bars) laid end to end from the start; a piece shorter
     than one crop is one crop of itself. With `max_crops`, that many of them, chosen by `rng` (else the first)."""
     if unit not in CROP_UNITS:
@@ -129,7 +133,10 @@ def crops(notes: Notes, length: int, unit: str = "notes", max_crops: int | None 
     else:
         first_bar = np.searchsorted(notes.bar_index, np.arange(notes.bar_index[-1] + 2), side="left")
         num_bars = int(notes.bar_index[-1]) + 1
-        bounds = [(int(first_bar[b]), int(first_bar[min(b + length, num_bars)])) for b in range(0, max(1, num_bars - length + 1), length)]
+        bounds = [
+            (int(first_bar[b]), int(first_bar[min(b + length, num_bars)]))
+            for b in range(0, max(1, num_bars - length + 1), length)
+        ]
         bounds = [(a, b) for a, b in bounds if b > a]
     if max_crops is not None and len(bounds) > max_crops:
         bounds = sorted((rng or random.Random(0)).sample(bounds, max_crops)) if rng is not None else bounds[:max_crops]
@@ -162,7 +169,9 @@ def _z(x: np.ndarray) -> np.ndarray:
 
 # Row 12 * minor + tonic: the profile of that key laid over the 12 pitch classes, standardised, so that
 # the correlation of a histogram with all 24 keys is one product.
-KEY_PROFILES = _z(np.array([np.roll(profile, tonic) for profile in (MAJOR_PROFILE, MINOR_PROFILE) for tonic in range(12)]))
+KEY_PROFILES = _z(
+    np.array([np.roll(profile, tonic) for profile in (MAJOR_PROFILE, MINOR_PROFILE) for tonic in range(12)])
+)
 
 
 def _key(pc_weights: np.ndarray) -> tuple[int, bool, float]:
@@ -202,7 +211,9 @@ def features(notes: Notes) -> np.ndarray:
         parts += [_histogram(np.abs(steps), INTERVAL_BIN_EDGES), [float((steps > 0).mean()) if len(steps) else 0.0]]
     # rhythm
     parts.append(_histogram(end - start, DURATION_BIN_EDGES))
-    parts.append(_histogram(np.diff(onsets), DURATION_BIN_EDGES) if len(onsets) > 1 else np.zeros(len(DURATION_BIN_EDGES) - 1))
+    parts.append(
+        _histogram(np.diff(onsets), DURATION_BIN_EDGES) if len(onsets) > 1 else np.zeros(len(DURATION_BIN_EDGES) - 1)
+    )
     phase = np.mod(onsets, 1.0)
     on = np.isclose(phase, 0, atol=1e-3) | np.isclose(phase, 1, atol=1e-3)
     eighth = np.isclose(phase, 0.5, atol=1e-3)
@@ -217,7 +228,9 @@ def features(notes: Notes) -> np.ndarray:
     ends = np.sort(end)
     sounding = np.searchsorted(start, onsets, side="right") - np.searchsorted(ends, onsets, side="right")
     covered = _covered_length(start, end)
-    parts.append([math.log1p(len(pitch) / span), math.log1p(len(onsets) / span), float(sounding.mean()), 1.0 - covered / span])
+    parts.append(
+        [math.log1p(len(pitch) / span), math.log1p(len(onsets) / span), float(sounding.mean()), 1.0 - covered / span]
+    )
     parts.append([float(pitch.std()) / 12, float(pitch.max() - pitch.min()) / 12, float((top - bass).mean()) / 12])
     return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])
 
@@ -244,7 +257,11 @@ def scores_from_ids(tokenizer, rows: Iterable[Sequence[int]]) -> list[Score]:
     for row in rows:
         row = full_section([int(i) for i in row], full)
         music = [i for i in row if i not in special]
-        out.append(tokenizer.decode(TokSequence(ids=music, are_ids_encoded=tokenizer.is_trained)) if music else Score(tokenizer.time_division))
+        out.append(
+            tokenizer.decode(TokSequence(ids=music, are_ids_encoded=tokenizer.is_trained))
+            if music
+            else Score(tokenizer.time_division)
+        )
     return out
 
 
@@ -372,10 +389,17 @@ class ComposerClassifier:
 
     def to_dict(self) -> dict:
         return {
-            "composers": self.composers, "feature_names": list(FEATURE_NAMES),
-            "mean": self.mean.tolist(), "scale": self.scale.tolist(), "coef": self.coef.tolist(), "intercept": self.intercept.tolist(),
-            "crop_length": self.crop_length, "crop_unit": self.crop_unit,
-            "not_measurable": self.not_measurable, "training": self.training, "ceiling": self.ceiling,
+            "composers": self.composers,
+            "feature_names": list(FEATURE_NAMES),
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "coef": self.coef.tolist(),
+            "intercept": self.intercept.tolist(),
+            "crop_length": self.crop_length,
+            "crop_unit": self.crop_unit,
+            "not_measurable": self.not_measurable,
+            "training": self.training,
+            "ceiling": self.ceiling,
         }
 
     @classmethod
@@ -384,9 +408,13 @@ class ComposerClassifier:
             raise ValueError("this composer classifier was saved with other features; fit it again")
         arrays = {k: np.asarray(data[k], dtype=np.float64) for k in ("mean", "scale", "coef", "intercept")}
         return cls(
-            composers=list(data["composers"]), crop_length=int(data["crop_length"]), crop_unit=data["crop_unit"],
-            not_measurable=dict(data.get("not_measurable", {})), training=dict(data.get("training", {})),
-            ceiling=dict(data.get("ceiling", {})), **arrays,
+            composers=list(data["composers"]),
+            crop_length=int(data["crop_length"]),
+            crop_unit=data["crop_unit"],
+            not_measurable=dict(data.get("not_measurable", {})),
+            training=dict(data.get("training", {})),
+            ceiling=dict(data.get("ceiling", {})),
+            **arrays,
         )
 
     def save(self, path: str | Path) -> None:
@@ -400,7 +428,9 @@ class ComposerClassifier:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def _crop_features(pieces: Sequence[Score | Notes], length: int, unit: str, per_piece: int | None, rng: random.Random) -> np.ndarray:
+def _crop_features(
+    pieces: Sequence[Score | Notes], length: int, unit: str, per_piece: int | None, rng: random.Random
+) -> np.ndarray:
     rows = []
     for piece in pieces:
         notes = piece if isinstance(piece, Notes) else Notes.of(piece)
@@ -455,8 +485,14 @@ def fit_classifier(
             not_measurable[name] = "the only measurable composer: a classifier needs two"
         width = len(FEATURE_NAMES)
         return ComposerClassifier(
-            composers=[], mean=np.zeros(width), scale=np.ones(width), coef=np.zeros((0, width)), intercept=np.zeros(0),
-            crop_length=crop_length, crop_unit=crop_unit, not_measurable=not_measurable,
+            composers=[],
+            mean=np.zeros(width),
+            scale=np.ones(width),
+            coef=np.zeros((0, width)),
+            intercept=np.zeros(0),
+            crop_length=crop_length,
+            crop_unit=crop_unit,
+            not_measurable=not_measurable,
         )
     x = np.concatenate([data[n][0] for n in measurable])
     y = np.concatenate([np.full(len(data[n][0]), k) for k, n in enumerate(measurable)])
@@ -468,13 +504,22 @@ def fit_classifier(
     if len(measurable) == 2:  # scikit-learn keeps one row for two classes: the logit of the second
         coef, intercept = np.concatenate([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
     classifier = ComposerClassifier(
-        composers=measurable, mean=scaler.mean_.copy(), scale=scale, coef=coef, intercept=intercept,
-        crop_length=crop_length, crop_unit=crop_unit, not_measurable=not_measurable,
+        composers=measurable,
+        mean=scaler.mean_.copy(),
+        scale=scale,
+        coef=coef,
+        intercept=intercept,
+        crop_length=crop_length,
+        crop_unit=crop_unit,
+        not_measurable=not_measurable,
         training={
             "model": f"logistic regression (C={regularization}, balanced classes) on {len(FEATURE_NAMES)} standardised features",
-            "train_pieces": {n: len(train[n]) for n in measurable}, "train_crops": {n: len(data[n][0]) for n in measurable},
-            "heldout_pieces": {n: len(heldout[n]) for n in measurable}, "heldout_crops": {n: len(data[n][1]) for n in measurable},
-            "crops_per_piece": crops_per_piece, "seed": seed,
+            "train_pieces": {n: len(train[n]) for n in measurable},
+            "train_crops": {n: len(data[n][0]) for n in measurable},
+            "heldout_pieces": {n: len(heldout[n]) for n in measurable},
+            "heldout_crops": {n: len(data[n][1]) for n in measurable},
+            "crops_per_piece": crops_per_piece,
+            "seed": seed,
         },
     )
     held_x = np.concatenate([data[n][1] for n in measurable])
@@ -500,7 +545,9 @@ def train_classifier(
     heldout: dict[str, list[Score]] = defaultdict(list)
     for split in heldout_splits:
         if split in dataset:
-            for name, pieces in real_pieces(dataset[split], tokenizer, max_pieces_per_composer=max_pieces_per_composer, seed=seed).items():
+            for name, pieces in real_pieces(
+                dataset[split], tokenizer, max_pieces_per_composer=max_pieces_per_composer, seed=seed
+            ).items():
                 heldout[name] += pieces
     names = dataset[train_split].features["composer"].names
     train = {n: train.get(n, []) for n in names}
@@ -559,7 +606,10 @@ def judge(classifier: ComposerClassifier, probabilities: np.ndarray, intended: S
     base = None
     if unconditional and classes:
         base = {
-            c: {**_rate(int((predicted[unconditional] == k).sum()), len(unconditional)), "mean_probability": float(probabilities[unconditional, k].mean())}
+            c: {
+                **_rate(int((predicted[unconditional] == k).sum()), len(unconditional)),
+                "mean_probability": float(probabilities[unconditional, k].mean()),
+            }
             for k, c in enumerate(classes)
         }
     rows = sorted(groups) + (["none"] if unconditional else [])
@@ -583,11 +633,17 @@ def adherence(classifier: ComposerClassifier, scores: Sequence[Score], intended:
     else:
         probabilities = classifier.probabilities(scores)
     result = judge(classifier, probabilities, intended)
-    result["predicted"] = [classifier.composers[k] for k in probabilities.argmax(axis=1)] if classifier.composers else [None] * len(scores)
+    result["predicted"] = (
+        [classifier.composers[k] for k in probabilities.argmax(axis=1)]
+        if classifier.composers
+        else [None] * len(scores)
+    )
     return result
 
 
-def adherence_report(classifier: ComposerClassifier, groups: dict[str, tuple[Sequence[Score], Sequence[str | None]]]) -> dict:
+def adherence_report(
+    classifier: ComposerClassifier, groups: dict[str, tuple[Sequence[Score], Sequence[str | None]]]
+) -> dict:
     """The adherence table's data: the classifier (composers, not measurable ones with their reasons,
     training counts), its ceiling on real held-out crops, and `adherence` for each named group of
     samples (e.g. "unconditional", "s=1", "s=3"): group label -> (scores, intended composers)."""
@@ -620,7 +676,9 @@ def render_markdown(report: dict) -> str:
     not_measurable = info["not_measurable"]
     lines = []
     if not composers:
-        lines.append("Composer adherence is not measurable: " + "; ".join(f"{c}: {r}" for c, r in sorted(not_measurable.items())))
+        lines.append(
+            "Composer adherence is not measurable: " + "; ".join(f"{c}: {r}" for c, r in sorted(not_measurable.items()))
+        )
         return "\n".join(lines) + "\n"
     columns = composers + sorted(not_measurable)
     lines.append("| | " + " | ".join(columns) + " | all | mean p(intended) |")
@@ -634,13 +692,23 @@ def render_markdown(report: dict) -> str:
             else:
                 cells.append(_cell((result.get(per) or {}).get(c)))
         p = result["overall"].get("mean_probability")
-        return f"| {label} | " + " | ".join(cells) + f" | {_cell(result['overall'])} | {'–' if p is None else f'{p:.2f}'} |"
+        return (
+            f"| {label} | "
+            + " | ".join(cells)
+            + f" | {_cell(result['overall'])} | {'–' if p is None else f'{p:.2f}'} |"
+        )
 
     lines.append(row("real held-out crops (ceiling)", report["ceiling"]))
     for label, result in report["groups"].items():
         if result["unconditional"] and not result["per_composer"]:
-            cells = ["not measurable" if c in not_measurable else _cell(result["unconditional"].get(c)) for c in columns]
-            lines.append(f"| {label}: share classified as each composer (base rate) | " + " | ".join(cells) + f" | {1 / len(composers):.2f} by construction | – |")
+            cells = [
+                "not measurable" if c in not_measurable else _cell(result["unconditional"].get(c)) for c in columns
+            ]
+            lines.append(
+                f"| {label}: share classified as each composer (base rate) | "
+                + " | ".join(cells)
+                + f" | {1 / len(composers):.2f} by construction | – |"
+            )
         else:
             lines.append(row(label, result))
     lines.append("")

@@ -45,7 +45,9 @@ def features(composers: list[str]):
     )
 
 
-def load_prepared(dataset_dir: str | Path, splits: tuple[str, ...], columns: set[str], composers: list[str], owner: str):
+def load_prepared(
+    dataset_dir: str | Path, splits: tuple[str, ...], columns: set[str], composers: list[str], owner: str
+):
     """A DatasetDict written by prepare_dataset.py, with `splits` and `columns`, whose composer labels
     are `composers` (those of `owner`, the tokenizer or model it is meant for); InputError otherwise."""
     from datasets import DatasetDict, load_from_disk
@@ -63,7 +65,9 @@ def load_prepared(dataset_dir: str | Path, splits: tuple[str, ...], columns: set
             raise InputError(f"--dataset_dir {path}: split {name} lacks columns {', '.join(sorted(missing))}")
         names = dataset[name].features["composer"].names
         if names != composers:
-            raise InputError(f"--dataset_dir {path} has composers {names} but {owner} has {composers}; use the two that prepare_dataset.py and train.py made together")
+            raise InputError(
+                f"--dataset_dir {path} has composers {names} but {owner} has {composers}; use the two that prepare_dataset.py and train.py made together"
+            )
     return dataset
 
 
@@ -167,7 +171,9 @@ def chunk_paired_bars(melody: list[np.ndarray], full: list[np.ndarray], room: in
     return ranges
 
 
-def augmentations(source: str, settings: dict, pitch_bounds: tuple[int, int], pitch_limits: tuple[int, int]) -> list[tuple[int, int, float]]:
+def augmentations(
+    source: str, settings: dict, pitch_bounds: tuple[int, int], pitch_limits: tuple[int, int]
+) -> list[tuple[int, int, float]]:
     """(pitch offset, velocity offset, tempo factor) for the augmented copies of one training piece.
 
     One copy per pitch offset that keeps every note inside the tokenizer's pitch range; velocity and
@@ -178,7 +184,13 @@ def augmentations(source: str, settings: dict, pitch_bounds: tuple[int, int], pi
     copies = []
     for offset in settings["augment_pitch_offsets"]:
         if offset and pitch_limits[0] <= low + offset and high + offset < pitch_limits[1]:
-            copies.append((offset, rng.choice(settings["augment_velocity_offsets"]), rng.choice(settings["augment_tempo_factors"])))
+            copies.append(
+                (
+                    offset,
+                    rng.choice(settings["augment_velocity_offsets"]),
+                    rng.choice(settings["augment_tempo_factors"]),
+                )
+            )
     return copies
 
 
@@ -202,8 +214,15 @@ def _init_rows_worker(tokenizer_dir: str) -> None:
 
 
 def generate_rows(
-    shards: list[list[dict]], tokenizer_dir: str, max_seq_len: int, augment_settings: dict | None, tasks: tuple[str, ...] = ("continuation",),
-    spill: str | None = None, scan_vocab: list[str] | None = None, bounds: dict | None = None, loaded: tuple | None = None,
+    shards: list[list[dict]],
+    tokenizer_dir: str,
+    max_seq_len: int,
+    augment_settings: dict | None,
+    tasks: tuple[str, ...] = ("continuation",),
+    spill: str | None = None,
+    scan_vocab: list[str] | None = None,
+    bounds: dict | None = None,
+    loaded: tuple | None = None,
 ) -> Iterator[dict]:
     """Rows of some shards of files, for each task (`input_ids` as int32 arrays). Runs in a worker
     process (`write_rows`), with the tokenizer its pool loaded (`_init_rows_worker`), or `loaded`
@@ -214,7 +233,9 @@ def generate_rows(
     augmented copies and the melody of accompaniment rows (`bounds`: the scan's, so it is cut the same way).
     """
     held = _rows_worker.get("tokenizer")
-    tokenizer, composer_map = loaded or (held[1] if held and held[0] == tokenizer_dir else load_tokenizer(tokenizer_dir))
+    tokenizer, composer_map = loaded or (
+        held[1] if held and held[0] == tokenizer_dir else load_tokenizer(tokenizer_dir)
+    )
     rows = _RowMaker(tokenizer, max_seq_len)
     pitch_limits = tokenizer.config.pitch_range
     remap = np.array([tokenizer.vocab[t] for t in scan_vocab], dtype=np.int64) if scan_vocab else None
@@ -301,7 +322,11 @@ def rows_batch(rows: list[dict], schema):
     offsets = np.zeros(len(rows) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     values = np.concatenate([r["input_ids"] for r in rows]) if rows else np.zeros(0, dtype=np.int32)
-    columns = {"input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.int32()), type=schema.field("input_ids").type)}
+    columns = {
+        "input_ids": pa.ListArray.from_arrays(
+            pa.array(offsets), pa.array(values, type=pa.int32()), type=schema.field("input_ids").type
+        )
+    }
     for name in schema.names:
         if name != "input_ids":
             columns[name] = pa.array([r[name] for r in rows], type=schema.field(name).type)
@@ -309,7 +334,15 @@ def rows_batch(rows: list[dict], schema):
 
 
 def write_rows(
-    path: str, schema, files: list[dict], tokenizer_dir: str, max_seq_len: int, augment_settings: dict | None, tasks: tuple[str, ...], scan: dict, loaded: tuple | None = None,
+    path: str,
+    schema,
+    files: list[dict],
+    tokenizer_dir: str,
+    max_seq_len: int,
+    augment_settings: dict | None,
+    tasks: tuple[str, ...],
+    scan: dict,
+    loaded: tuple | None = None,
 ) -> int:
     """The rows of `files` written to `path` as an Arrow stream, the format `datasets` maps; the row count.
     Rows go to disk a batch at a time, so nothing here grows with the corpus."""
@@ -329,8 +362,15 @@ def write_rows(
 
 
 def build_dataset(
-    files_by_split: dict[str, list[dict]], tokenizer_dir: Path, composers: list[str], max_seq_len: int, augment_settings: dict | None, num_proc: int, cache_dir: Path,
-    tasks: tuple[str, ...] = ("continuation",), scan: dict | None = None,
+    files_by_split: dict[str, list[dict]],
+    tokenizer_dir: Path,
+    composers: list[str],
+    max_seq_len: int,
+    augment_settings: dict | None,
+    num_proc: int,
+    cache_dir: Path,
+    tasks: tuple[str, ...] = ("continuation",),
+    scan: dict | None = None,
 ):
     """The DatasetDict of every split, memory-mapped from Arrow files under `cache_dir`.
 
@@ -352,8 +392,24 @@ def build_dataset(
     for split in SPLITS:
         files = files_by_split.get(split, [])
         count = min(len(files), max(workers, -(-len(files) // SHARD_FILES)))
-        jobs[split] = [(str(cache_dir / f"{split}-{k:05d}.arrow"), files[k * len(files) // count : (k + 1) * len(files) // count]) for k in range(count)]
-    tasks_of = [(path, schema, shard, str(tokenizer_dir), max_seq_len, augment_settings if split == "train" else None, tuple(tasks), scan or {}) for split in SPLITS for path, shard in jobs[split]]
+        jobs[split] = [
+            (str(cache_dir / f"{split}-{k:05d}.arrow"), files[k * len(files) // count : (k + 1) * len(files) // count])
+            for k in range(count)
+        ]
+    tasks_of = [
+        (
+            path,
+            schema,
+            shard,
+            str(tokenizer_dir),
+            max_seq_len,
+            augment_settings if split == "train" else None,
+            tuple(tasks),
+            scan or {},
+        )
+        for split in SPLITS
+        for path, shard in jobs[split]
+    ]
     if workers == 1:
         # here, not in a worker: a second process would hold a second copy of the libraries (~200 MB)
         # while this one waits
@@ -368,5 +424,7 @@ def build_dataset(
     splits = {}
     for split in SPLITS:
         parts = [Dataset.from_file(path) for path, _ in jobs[split]]
-        splits[split] = concatenate_datasets(parts) if parts else Dataset.from_dict({k: [] for k in feats}, features=feats)
+        splits[split] = (
+            concatenate_datasets(parts) if parts else Dataset.from_dict({k: [] for k in feats}, features=feats)
+        )
     return DatasetDict(splits)

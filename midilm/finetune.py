@@ -32,24 +32,60 @@ DEFAULT_LORA_TARGETS = "all-linear"
 
 @dataclass
 class FinetuneArguments:
-    init_from: str | None = field(default=None, metadata={"help": "Start from this trained midilm model (a folder, or a Hub repo id, loaded with from_pretrained) instead of random weights. Its architecture and context are kept; the dataset must be prepared with prepare_dataset.py --base_model pointing at the same model."})
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start from this trained midilm model (a folder, or a Hub repo id, loaded with from_pretrained) instead of random weights. Its architecture and context are kept; the dataset must be prepared with prepare_dataset.py --base_model pointing at the same model."
+        },
+    )
     # bench/RESULTS.md ("Fine-tuning"): at step 0 the two give the new composers' held-out pieces the same NLL per
     # note (20.416 against 20.406 nats), so the default is the one with a meaning: a new composer starts as the
     # unconditional model (COMPOSER_NONE), not as a blend of the known composers' styles.
-    new_composer_init: str = field(default="none", metadata={"help": f"How a new composer's embedding starts: {' or '.join(NEW_COMPOSER_INITS)} (COMPOSER_NONE's row, or the mean of the known composers' rows)."})
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank (peft); 0 = full fine-tuning. With LoRA only the adapters and the new composers' embedding rows train; the saved folder has the adapters merged."})
-    lora_alpha: float = field(default=32.0, metadata={"help": "LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)."})
+    new_composer_init: str = field(
+        default="none",
+        metadata={
+            "help": f"How a new composer's embedding starts: {' or '.join(NEW_COMPOSER_INITS)} (COMPOSER_NONE's row, or the mean of the known composers' rows)."
+        },
+    )
+    lora_r: int = field(
+        default=0,
+        metadata={
+            "help": "LoRA rank (peft); 0 = full fine-tuning. With LoRA only the adapters and the new composers' embedding rows train; the saved folder has the adapters merged."
+        },
+    )
+    lora_alpha: float = field(
+        default=32.0, metadata={"help": "LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)."}
+    )
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
-    lora_target_modules: str = field(default=DEFAULT_LORA_TARGETS, metadata={"help": "Comma-separated module names to adapt, or all-linear (every linear layer of the blocks: fits the Llama and GPT-2 presets)."})
-    save_adapter: bool = field(default=False, metadata={"help": "With --lora_r: also write the adapter alone (peft's adapter_model.safetensors, a few MB) to <output_dir>/adapter."})
-    replay_dataset: str | None = field(default=None, metadata={"help": "The base model's own dataset (prepare_dataset.py output): a share of its training rows is mixed into every epoch, so the base's composers are not forgotten."})
+    lora_target_modules: str = field(
+        default=DEFAULT_LORA_TARGETS,
+        metadata={
+            "help": "Comma-separated module names to adapt, or all-linear (every linear layer of the blocks: fits the Llama and GPT-2 presets)."
+        },
+    )
+    save_adapter: bool = field(
+        default=False,
+        metadata={
+            "help": "With --lora_r: also write the adapter alone (peft's adapter_model.safetensors, a few MB) to <output_dir>/adapter."
+        },
+    )
+    replay_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "The base model's own dataset (prepare_dataset.py output): a share of its training rows is mixed into every epoch, so the base's composers are not forgotten."
+        },
+    )
     # bench/RESULTS.md ("Fine-tuning"): at 0.5 the demo's composers kept more of their adherence than at 0.2
     # (Palestrina 0.75 against 0.19 at s = 3), at a validation NLL per note on the new composers 6% higher.
-    replay_share: float = field(default=0.5, metadata={"help": "With --replay_dataset: the share of training rows drawn from it."})
+    replay_share: float = field(
+        default=0.5, metadata={"help": "With --replay_dataset: the share of training rows drawn from it."}
+    )
 
     def __post_init__(self):
         if self.new_composer_init not in NEW_COMPOSER_INITS:
-            raise InputError(f"--new_composer_init {self.new_composer_init!r}: choose {' or '.join(NEW_COMPOSER_INITS)}")
+            raise InputError(
+                f"--new_composer_init {self.new_composer_init!r}: choose {' or '.join(NEW_COMPOSER_INITS)}"
+            )
         if self.lora_r < 0:
             raise InputError("--lora_r must be 0 (full fine-tuning) or a rank")
         if not 0 < self.replay_share < 1:
@@ -154,7 +190,9 @@ def extend_tokenizer(tokenizer, base: ComposerMap, composers: list[str]) -> Comp
     for token in tokens:
         tokenizer.add_to_vocab(token, special_token=True)
     return ComposerMap(
-        names=list(composers), token_ids=base.token_ids + [tokenizer.vocab[t] for t in tokens], none_id=base.none_id,
+        names=list(composers),
+        token_ids=base.token_ids + [tokenizer.vocab[t] for t in tokens],
+        none_id=base.none_id,
     )
 
 
@@ -201,7 +239,9 @@ def grow_embeddings(model, base_map: ComposerMap, composer_map: ComposerMap, ini
     model.resize_token_embeddings(max(new_ids) + 1, mean_resizing=False)
     layers = [m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None]
     with torch.no_grad():
-        for weight in {id(m.weight): m.weight for m in layers}.values():  # a tied output layer shares the input's weight: once
+        for weight in {
+            id(m.weight): m.weight for m in layers
+        }.values():  # a tied output layer shares the input's weight: once
             if weight.shape[0] <= old_size:
                 continue
             weight[old_size:] = weight[base_map.none_id] if init == "none" else weight[base_map.token_ids].mean(0)
@@ -229,8 +269,12 @@ def wrap_lora(model, args: FinetuneArguments, new_ids: list[int]):
     if targets != DEFAULT_LORA_TARGETS:
         targets = [t.strip() for t in targets.split(",") if t.strip()]
     config = LoraConfig(
-        r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=targets,
-        trainable_token_indices=list(new_ids) or None, task_type="CAUSAL_LM",
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=targets,
+        trainable_token_indices=list(new_ids) or None,
+        task_type="CAUSAL_LM",
     )
     try:
         return get_peft_model(model, config)
@@ -250,7 +294,15 @@ def save_merged(peft_model, output_dir: Path, save_adapter: bool) -> None:
     peft_model.merge_and_unload().save_pretrained(output_dir)
 
 
-def replay_rows(replay_dir: str, composer_map: ComposerMap, base_vocab: int, new_rows: int, share: float, seed: int, tasks: list[str]):
+def replay_rows(
+    replay_dir: str,
+    composer_map: ComposerMap,
+    base_vocab: int,
+    new_rows: int,
+    share: float,
+    seed: int,
+    tasks: list[str],
+):
     """Training rows of the base's dataset to mix in, of the new data's `tasks` only (the model records
     those): as many as make `share` of the mixed rows, drawn with `seed` (with replacement only if the
     base has fewer). Returns (input_ids dataset, composer indices)."""
@@ -273,7 +325,9 @@ def replay_rows(replay_dir: str, composer_map: ComposerMap, base_vocab: int, new
     # with Arrow, as training checks its own rows, not as Python lists; [:] honours the filter above
     top = pc.max(pc.list_flatten(train.with_format("arrow")[:]["input_ids"])).as_py() or 0
     if top >= base_vocab:
-        raise InputError(f"--replay_dataset {path}: token id {top} is outside the base's vocabulary ({base_vocab}); give the base model's own dataset")
+        raise InputError(
+            f"--replay_dataset {path}: token id {top} is outside the base's vocabulary ({base_vocab}); give the base model's own dataset"
+        )
     wanted = max(1, round(new_rows * share / (1 - share)))
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(train), size=wanted, replace=wanted > len(train))
@@ -285,17 +339,26 @@ def mix_replay(data, args: FinetuneArguments, composer_map: ComposerMap, base_vo
     """Add `replay_rows` of --replay_dataset to the training split of `data` (midilm.training.TrainingData)."""
     from datasets import concatenate_datasets
 
-    rows, composers = replay_rows(args.replay_dataset, composer_map, base_vocab, len(data.splits["train"]), args.replay_share, seed, data.tasks)
+    rows, composers = replay_rows(
+        args.replay_dataset, composer_map, base_vocab, len(data.splits["train"]), args.replay_share, seed, data.tasks
+    )
     data.splits["train"] = concatenate_datasets([data.splits["train"], rows])
     data.train_composers += composers
     print(f"replay: {len(rows)} rows of {args.replay_dataset} mixed into {len(data.splits['train'])} training rows")
 
 
-def lineage(base: BaseModel, args: FinetuneArguments, new_composers: list[str], dataset_dir: str, tokenizer_dir: str, steps: int) -> dict:
+def lineage(
+    base: BaseModel, args: FinetuneArguments, new_composers: list[str], dataset_dir: str, tokenizer_dir: str, steps: int
+) -> dict:
     """What a model built on another records in config.json (and so in its card and training_config.json)."""
     record = {
-        **base.record(), "method": args.method(), "new_composers": new_composers, "new_composer_init": args.new_composer_init,
-        "dataset": str(dataset_dir), "tokenizer": str(tokenizer_dir), "steps": steps,
+        **base.record(),
+        "method": args.method(),
+        "new_composers": new_composers,
+        "new_composer_init": args.new_composer_init,
+        "dataset": str(dataset_dir),
+        "tokenizer": str(tokenizer_dir),
+        "steps": steps,
     }
     if args.replay_dataset:
         record["replay"] = {"dataset": args.replay_dataset, "share": args.replay_share}

@@ -55,7 +55,9 @@ from midilm.rows import HEADER_TOKENS, RowLayout, body_room, new_tokens_start
 from midilm.sampling import SamplingSettings, fast_sampling, greedy_config
 from midilm.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, load_tokenizer
 
-WINDOW_PAST_SHARE = 0.5  # of the context, at most, for the latest bars a window reads again (as accompaniment's windows)
+WINDOW_PAST_SHARE = (
+    0.5  # of the context, at most, for the latest bars a window reads again (as accompaniment's windows)
+)
 
 
 @dataclass
@@ -85,7 +87,11 @@ class GenerationPlan:
         them). `progress`: a tqdm bar over the new tokens of the whole piece."""
         if self.windowed is not None:
             return run_windows(self, model, progress, **generate_kwargs)
-        kwargs = {"attention_mask": self.attention_mask, "generation_config": self.generation_config, "logits_processor": self.logits_processor}
+        kwargs = {
+            "attention_mask": self.attention_mask,
+            "generation_config": self.generation_config,
+            "logits_processor": self.logits_processor,
+        }
         meter = TokenProgress(self.generation_config.max_new_tokens) if progress else None
         if meter is not None:
             kwargs["stopping_criteria"] = StoppingCriteriaList([meter])
@@ -196,7 +202,10 @@ def run_windows(plan: GenerationPlan, model, progress: bool = False, **generate_
         for k in list(active):
             start = window_start(music[k], starts_bar, past)
             if start is None or len(music[k]) - start >= room:
-                warnings.warn(f"sample {k}: its current bar fills the model's context; it ends after {written} new tokens", stacklevel=3)
+                warnings.warn(
+                    f"sample {k}: its current bar fills the model's context; it ends after {written} new tokens",
+                    stacklevel=3,
+                )
                 active.remove(k)
             else:
                 starts[k] = start
@@ -210,13 +219,23 @@ def run_windows(plan: GenerationPlan, model, progress: bool = False, **generate_
 
         # One generate() call: the plan's grammar and guard, read afresh, and this window's sampler
         new = min(w.context - width, total - written)
-        gen_config = greedy_config(new, config.bos_token_id, config.eos_token_id, config.pad_token_id, min(least - written, new) if least > written else None)
+        gen_config = greedy_config(
+            new,
+            config.bos_token_id,
+            config.eos_token_id,
+            config.pad_token_id,
+            min(least - written, new) if least > written else None,
+        )
         fast_sampling(gen_config, w.sampling.static_cache, w.sampling.compile, w.sampling.compile_backend, device)
         processors = LogitsProcessorList(plan.logits_processor[:-1])
         for processor in processors:
             processor.reset()
         processors.append(w.sampling.sampler(w.guidance_scale, seed_offset=plan.windows))
-        kwargs = {"attention_mask": attention_mask.to(device), "generation_config": gen_config, "logits_processor": processors}
+        kwargs = {
+            "attention_mask": attention_mask.to(device),
+            "generation_config": gen_config,
+            "logits_processor": processors,
+        }
         if meter is not None:
             kwargs["stopping_criteria"] = StoppingCriteriaList([meter])
         output = model.generate(input_ids.to(device), **{**kwargs, **generate_kwargs})
@@ -281,13 +300,20 @@ def guard_bounds(processor) -> dict | None:
     """The bounds a guard processor applies, for a sample's record (None: no guard ran)."""
     if processor is None:
         return None
-    return {"max_notes_per_onset": processor.guard.max_notes_per_onset, "max_notes_per_bar": processor.guard.max_notes_per_bar}
+    return {
+        "max_notes_per_onset": processor.guard.max_notes_per_onset,
+        "max_notes_per_bar": processor.guard.max_notes_per_bar,
+    }
 
 
-def model_settings(config, generation: GenerationConfig | None, settings: SamplingSettings | None = None, with_length: bool = True) -> SamplingSettings:
+def model_settings(
+    config, generation: GenerationConfig | None, settings: SamplingSettings | None = None, with_length: bool = True
+) -> SamplingSettings:
     """`settings` (default: all the model's) resolved against an in-memory model's defaults
     (`sampling_defaults(config, generation)`) and checked; `with_length=False` leaves max_new_tokens unset."""
-    return (settings or SamplingSettings()).resolve(sampling_defaults(config, generation), context_length(config) if with_length else None)
+    return (settings or SamplingSettings()).resolve(
+        sampling_defaults(config, generation), context_length(config) if with_length else None
+    )
 
 
 def composer_ids_of(composer_map: ComposerMap, composers: list[str]) -> list[int]:
@@ -298,8 +324,14 @@ def composer_ids_of(composer_map: ComposerMap, composers: list[str]) -> list[int
 
 
 def build_plan(
-    tokenizer, composer_map: ComposerMap, config, settings: SamplingSettings, composers: list[str], *,
-    prompt_ids: list[int] | None = None, device: str | torch.device = "cpu",
+    tokenizer,
+    composer_map: ComposerMap,
+    config,
+    settings: SamplingSettings,
+    composers: list[str],
+    *,
+    prompt_ids: list[int] | None = None,
+    device: str | torch.device = "cpu",
 ) -> GenerationPlan:
     """The plan for one batched generate() call: one sample per entry of `composers` (names or `none`).
     `settings`: resolved (`SamplingSettings.resolve` or `model_settings`). The musical guard
@@ -310,7 +342,9 @@ def build_plan(
     context = context_length(config)
     scale = settings.effective_guidance_scale(composer_ids, composer_map.none_id)
     windowed = None
-    if settings.max_new_tokens > body_room(context):  # beyond the context: the whole prompt is kept, each window reads its end
+    if settings.max_new_tokens > body_room(
+        context
+    ):  # beyond the context: the whole prompt is kept, each window reads its end
         windowed = Windowed(context, settings, scale, composer_ids, composer_map.none_id)
         prompt = list(prompt_ids or [])
     else:
@@ -329,7 +363,9 @@ def build_plan(
     if note_guard is not None:
         processors.append(note_guard)  # after the grammar, before the processor that mixes and samples
     processors.append(settings.sampler(scale))
-    gen_config = greedy_config(settings.max_new_tokens, config.bos_token_id, config.eos_token_id, config.pad_token_id, settings.min_new_tokens)
+    gen_config = greedy_config(
+        settings.max_new_tokens, config.bos_token_id, config.eos_token_id, config.pad_token_id, settings.min_new_tokens
+    )
     speed = fast_sampling(gen_config, settings.static_cache, settings.compile, settings.compile_backend, device)
     return GenerationPlan(
         input_ids=input_ids,
@@ -399,7 +435,15 @@ def prepare_generation(
         raise InputError(f"--num_samples {num_samples}: must be at least 1")
     composers = composer_names(composer_map, composer)
     prompt = load_prompt(tokenizer, prompt_midi, prompt_bars) if prompt_midi is not None else None
-    return build_plan(tokenizer, composer_map, config, resolved, [c for c in composers for _ in range(num_samples)], prompt_ids=prompt, device=device)
+    return build_plan(
+        tokenizer,
+        composer_map,
+        config,
+        resolved,
+        [c for c in composers for _ in range(num_samples)],
+        prompt_ids=prompt,
+        device=device,
+    )
 
 
 def replace_settings(settings: SamplingSettings | None, overrides: dict) -> SamplingSettings:
@@ -411,7 +455,12 @@ def replace_settings(settings: SamplingSettings | None, overrides: dict) -> Samp
 
 
 def sample_scores(
-    model, tokenizer, composer_map: ComposerMap, composers: list[str], samples_per_composer: int, settings: SamplingSettings | None = None,
+    model,
+    tokenizer,
+    composer_map: ComposerMap,
+    composers: list[str],
+    samples_per_composer: int,
+    settings: SamplingSettings | None = None,
 ) -> list[tuple[str, Score]]:
     """(composer, Score) for `samples_per_composer` samples of each composer, from one generate() call
     on an in-memory model (train.py's evaluation samples). Unset settings come from `model.generation_config`;
@@ -423,7 +472,14 @@ def sample_scores(
     longest = body_room(context_length(model.config))
     if settings.max_new_tokens is not None and settings.max_new_tokens > longest:
         settings = replace_settings(settings, {"max_new_tokens": longest})
-    plan = build_plan(tokenizer, composer_map, model.config, model_settings(model.config, model.generation_config, settings), names, device=model.device)
+    plan = build_plan(
+        tokenizer,
+        composer_map,
+        model.config,
+        model_settings(model.config, model.generation_config, settings),
+        names,
+        device=model.device,
+    )
     return list(zip(plan.composers, plan.decode(plan.run(model))))
 
 

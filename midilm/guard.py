@@ -109,7 +109,9 @@ class NoteGuard:
 
     def __init__(self, tokenizer: miditok.REMI, max_notes_per_onset: int, max_notes_per_bar: int):
         if max_notes_per_onset < 1 or max_notes_per_bar < 1:
-            raise ValueError(f"the guard's bounds must be at least 1 (got {max_notes_per_onset} per onset, {max_notes_per_bar} per bar)")
+            raise ValueError(
+                f"the guard's bounds must be at least 1 (got {max_notes_per_onset} per onset, {max_notes_per_bar} per bar)"
+            )
         self.max_notes_per_onset, self.max_notes_per_bar = int(max_notes_per_onset), int(max_notes_per_bar)
         grammar = RemiGrammar.for_tokenizer(tokenizer)
         forcing_onset = _note_forcing_types(grammar, {"Position", "Bar"})
@@ -117,7 +119,9 @@ class NoteGuard:
         forcing_bar = _note_forcing_types(grammar, {"Bar"}) | {"Position"}
         specials = set(tokenizer.special_tokens)
         items = vocab_base_tokens(tokenizer)
-        columns = {name: np.zeros(len(items), dtype=np.int64) for name in ("need_onset", "need_bar", "add_onset", "add_bar")}
+        columns = {
+            name: np.zeros(len(items), dtype=np.int64) for name in ("need_onset", "need_bar", "add_onset", "add_bar")
+        }
         flags = {name: np.zeros(len(items), dtype=bool) for name in ("resets_onset", "resets_bar")}
         static_ok = np.ones(len(items), dtype=bool)
         for v, item in enumerate(items):
@@ -147,7 +151,9 @@ class NoteGuard:
 
     def _tables(self, device: torch.device) -> _Tables:
         if device not in self._device_tables:
-            self._device_tables[device] = _Tables(**{k: torch.from_numpy(v).to(device) for k, v in self._arrays.items()})
+            self._device_tables[device] = _Tables(
+                **{k: torch.from_numpy(v).to(device) for k, v in self._arrays.items()}
+            )
         return self._device_tables[device]
 
     def start(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -185,7 +191,9 @@ class NoteGuardLogitsProcessor(LogitsProcessor):
     (`midilm.guidance.CFGSamplingProcessor`).
     """
 
-    def __init__(self, tokenizer: miditok.REMI | None = None, bounds: dict | None = None, guard: NoteGuard | None = None):
+    def __init__(
+        self, tokenizer: miditok.REMI | None = None, bounds: dict | None = None, guard: NoteGuard | None = None
+    ):
         if guard is None:
             if tokenizer is None or bounds is None:
                 raise ValueError("give a tokenizer and bounds, or a NoteGuard")
@@ -272,7 +280,9 @@ def histogram_quantile(hist: np.ndarray, quantile: float) -> int:
     return int(np.searchsorted(np.cumsum(hist), quantile * total - 1e-9 * total))
 
 
-def learn_bounds(dataset_split, tokenizer: miditok.REMI, quantile: float = DEFAULT_QUANTILE, batch_size: int = SCAN_BATCH_ROWS) -> dict:
+def learn_bounds(
+    dataset_split, tokenizer: miditok.REMI, quantile: float = DEFAULT_QUANTILE, batch_size: int = SCAN_BATCH_ROWS
+) -> dict:
     """The guard's bounds from a dataset split written by prepare_dataset.py (usually "train").
 
     Streams `input_ids` in Arrow batches (no Python list of the split). Counts the original pieces'

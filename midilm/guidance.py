@@ -86,11 +86,15 @@ class CFGSamplingProcessor(LogitsProcessor):
         self._last_length = length
         return self._generator
 
-    def sampling_scores(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> tuple[torch.LongTensor, torch.Tensor]:
+    def sampling_scores(
+        self, input_ids: torch.LongTensor, scores: torch.Tensor
+    ) -> tuple[torch.LongTensor, torch.Tensor]:
         """The rows that are sampled (their input ids) and their final scores, before the draw."""
         if self.paired:
             if scores.shape[0] % 2:
-                raise ValueError(f"guidance_scale {self.guidance_scale} needs 2B rows (B conditional, then B unconditional), got {scores.shape[0]}")
+                raise ValueError(
+                    f"guidance_scale {self.guidance_scale} needs 2B rows (B conditional, then B unconditional), got {scores.shape[0]}"
+                )
             half = scores.shape[0] // 2
             input_ids, scores = input_ids[:half], guided_log_probs(scores[:half], scores[half:], self.guidance_scale)
         for warper in self.warpers:

@@ -31,19 +31,19 @@ tags: [midi, symbolic-music, midilm, miditok]
 
 REMI token sequences (miditok) of MIDI pieces, one composer token per sequence, built by
 `prepare_dataset.py` of midilm. Layout of a row: `[BOS, COMPOSER_x, tokens..., EOS]`; long pieces are
-cut at bar lines into chunks of at most {prep['max_seq_len']} tokens, and only a piece's last chunk ends with EOS.
+cut at bar lines into chunks of at most {prep["max_seq_len"]} tokens, and only a piece's last chunk ends with EOS.
 The split is by piece, from a hash of its notes (its base tokens), not of its file name: no piece has
 chunks in two splits, and the same music under two names is one piece, kept once (the others are listed
 as duplicates in `prepare_report.json`).
 
-Source: {source}. Files seen {report['files']['seen']}, kept {report['files']['kept']}, skipped {report['files']['skipped']}.
+Source: {source}. Files seen {report["files"]["seen"]}, kept {report["files"]["kept"]}, skipped {report["files"]["skipped"]}.
 
 ## Composers
 | composer | token | id | pieces |
 |---|---|---|---|
 {rows}
 
-`COMPOSER_NONE` (id {report['composers']['none']['id']}) is the unconditional token for classifier-free guidance.
+`COMPOSER_NONE` (id {report["composers"]["none"]["id"]}) is the unconditional token for classifier-free guidance.
 
 ## Splits
 | split | pieces | chunks | tokens |
@@ -51,9 +51,9 @@ Source: {source}. Files seen {report['files']['seen']}, kept {report['files']['k
 {splits}
 
 ## Tokenizer
-REMI, vocabulary {report['vocabulary']['base']} base tokens, {report['vocabulary']['with_bpe']} with BPE
-(tokens per note {report['tokens_per_note']['before_bpe']} → {report['tokens_per_note']['after_bpe']}).
-Settings: `{tok}`. Augmentation of the training split: {'on' if prep['augment'] else 'off'}.
+REMI, vocabulary {report["vocabulary"]["base"]} base tokens, {report["vocabulary"]["with_bpe"]} with BPE
+(tokens per note {report["tokens_per_note"]["before_bpe"]} → {report["tokens_per_note"]["after_bpe"]}).
+Settings: `{tok}`. Augmentation of the training split: {"on" if prep["augment"] else "off"}.
 Load it with `miditok.REMI(params="tokenizer/tokenizer.json")`.
 """
     (data_dir / DATASET_CARD).write_text(card)
@@ -66,7 +66,9 @@ def push_dataset(data_dir: Path, tokenizer_dir: Path, repo_id: str) -> None:
 
     load_from_disk(str(data_dir)).push_to_hub(repo_id)
     api = HfApi()
-    api.upload_file(path_or_fileobj=str(data_dir / DATASET_CARD), path_in_repo=DATASET_CARD, repo_id=repo_id, repo_type="dataset")
+    api.upload_file(
+        path_or_fileobj=str(data_dir / DATASET_CARD), path_in_repo=DATASET_CARD, repo_id=repo_id, repo_type="dataset"
+    )
     api.upload_folder(folder_path=str(tokenizer_dir), path_in_repo="tokenizer", repo_id=repo_id, repo_type="dataset")
 
 
@@ -85,13 +87,28 @@ def model_files(model_dir: Path) -> list[str]:
     `miditok.REMI.from_pretrained` looks for), the composer map and the resolved training configuration.
     Checkpoints, TensorBoard runs and logged samples stay local."""
     model_dir = Path(model_dir)
-    weights = sorted(p.name for p in model_dir.glob("model*.safetensors")) + sorted(p.name for p in model_dir.glob("model.safetensors.index.json"))
-    named = [MODEL_CARD, "config.json", "generation_config.json", TOKENIZER_FILE, COMPOSERS_FILE, TRAINING_CONFIG_FILE, METRICS_FILE]
+    weights = sorted(p.name for p in model_dir.glob("model*.safetensors")) + sorted(
+        p.name for p in model_dir.glob("model.safetensors.index.json")
+    )
+    named = [
+        MODEL_CARD,
+        "config.json",
+        "generation_config.json",
+        TOKENIZER_FILE,
+        COMPOSERS_FILE,
+        TRAINING_CONFIG_FILE,
+        METRICS_FILE,
+    ]
     return sorted([n for n in named if (model_dir / n).is_file()] + weights)
 
 
 def push_model(
-    model_dir: str | Path, repo_id: str | None = None, *, token: str | None = None, private: bool | None = None, revision: str | None = None
+    model_dir: str | Path,
+    repo_id: str | None = None,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
 ) -> str:
     """Push a trained model folder to a Hub model repository, with midilm's card (rewritten with the
     repository's id in its examples); returns the repository id. `repo_id` defaults to the folder's name
@@ -102,12 +119,17 @@ def push_model(
     files = model_files(model_dir)
     missing = [n for n in ("config.json", TOKENIZER_FILE, COMPOSERS_FILE, TRAINING_CONFIG_FILE) if n not in files]
     if missing or not any(n.endswith(".safetensors") for n in files):
-        raise InputError(f"--output_dir {model_dir}: not a complete midilm model folder (missing {', '.join(missing) or 'the weights'}); train it first")
+        raise InputError(
+            f"--output_dir {model_dir}: not a complete midilm model folder (missing {', '.join(missing) or 'the weights'}); train it first"
+        )
     api = HfApi(token=token)
     repo = api.create_repo(repo_id or model_dir.absolute().name, private=private, exist_ok=True, repo_type="model")
     rewrite_model_card(model_dir, repo_id=repo.repo_id)
     api.upload_folder(
-        repo_id=repo.repo_id, folder_path=str(model_dir), allow_patterns=files, revision=revision,
+        repo_id=repo.repo_id,
+        folder_path=str(model_dir),
+        allow_patterns=files,
+        revision=revision,
         commit_message="midilm model: weights, tokenizer, card",
     )
     return repo.repo_id
@@ -125,14 +147,23 @@ def rewrite_model_card(model_dir: str | Path, repo_id: str | None = None) -> Non
     resolved = json.loads((model_dir / TRAINING_CONFIG_FILE).read_text())
     write_model_card(model_dir, config, ComposerMap.from_config(config), metrics, resolved, repo_id=repo_id)
     if (model_dir / TUNING_CARD).is_file():
-        (model_dir / MODEL_CARD).write_text((model_dir / MODEL_CARD).read_text() + (model_dir / TUNING_CARD).read_text())
+        (model_dir / MODEL_CARD).write_text(
+            (model_dir / MODEL_CARD).read_text() + (model_dir / TUNING_CARD).read_text()
+        )
 
 
-def write_model_card(model_dir: Path, config, composer_map, metrics: dict, resolved: dict, repo_id: str | None = None) -> None:
+def write_model_card(
+    model_dir: Path, config, composer_map, metrics: dict, resolved: dict, repo_id: str | None = None
+) -> None:
     """README.md of a model folder: what it was trained on and for, how well, and how to sample from it
     (`repo_id`: the Hub repository its examples load from; else the folder)."""
     model_dir = Path(model_dir)
-    card = _card_data(config, composer_map, resolved) + _card_lineage(config) + _card_metrics(metrics, resolved) + _card_generate(model_dir, config, composer_map, repo_id)
+    card = (
+        _card_data(config, composer_map, resolved)
+        + _card_lineage(config)
+        + _card_metrics(metrics, resolved)
+        + _card_generate(model_dir, config, composer_map, repo_id)
+    )
     (model_dir / MODEL_CARD).write_text(card)
 
 
@@ -143,11 +174,14 @@ def _card_data(config, composer_map, resolved: dict) -> str:
     report = json.loads(report_path.read_text()) if report_path.is_file() else None
     prepare = json.loads(prepare_path.read_text()).get("prepare", {}) if prepare_path.is_file() else {}
     composers = "\n".join(
-        f"| {r['composer']} | `{r['token']}` | {r['id']} | {r['pieces']} |" for r in (report or {}).get("composers", {}).get("composers", [])
+        f"| {r['composer']} | `{r['token']}` | {r['id']} | {r['pieces']} |"
+        for r in (report or {}).get("composers", {}).get("composers", [])
     ) or "\n".join(f"| {n} | | {i} | |" for n, i in zip(composer_map.names, composer_map.token_ids))
     splits = ""
     if report:
-        splits = "\n".join(f"| {s} | {v['pieces']} | {v['chunks']} | {v['tokens']} |" for s, v in report["splits"].items())
+        splits = "\n".join(
+            f"| {s} | {v['pieces']} | {v['chunks']} | {v['tokens']} |" for s, v in report["splits"].items()
+        )
         splits = f"\n| split | pieces | chunks | tokens |\n|---|---|---|---|\n{splits}\n"
     if prepare.get("midi_dir") or prepare.get("metadata"):
         source = f"the MIDI files of `{prepare.get('midi_dir') or prepare.get('metadata')}`"
@@ -157,7 +191,11 @@ def _card_data(config, composer_map, resolved: dict) -> str:
         source = "not recorded"
     task_lines = "\n".join(f"- {TASK_TEXT.get(t, t)}" for t in model_tasks(config))
     model, base = resolved["model"], getattr(config, BASE_KEY, None)
-    title = f"{config.model_type}, fine-tuned from `{base['model']}`" if base else f"{model['model_type']} `{model['model_preset']}`"
+    title = (
+        f"{config.model_type}, fine-tuned from `{base['model']}`"
+        if base
+        else f"{model['model_type']} `{model['model_preset']}`"
+    )
     return f"""---
 library_name: transformers
 pipeline_tag: text-generation
@@ -167,14 +205,14 @@ tags: [midi, symbolic-music, music-generation, midilm, miditok]
 
 A composer-conditioned REMI language model trained with midilm on MIDI files.
 `COMPOSER_NONE` is the unconditional token used for classifier-free guidance (composer dropout
-{resolved['data']['composer_dropout']} in training).
+{resolved["data"]["composer_dropout"]} in training).
 
 ## Tasks
 Trained on (config.json `midilm_tasks`):
 {task_lines}
 
 ## Data
-Dataset: `{data_dir}`, built from {source}. Vocabulary {config.vocab_size} tokens (miditok REMI{' + BPE' if prepare.get('vocab_size') else ''}), context {context_length(config)} tokens.
+Dataset: `{data_dir}`, built from {source}. Vocabulary {config.vocab_size} tokens (miditok REMI{" + BPE" if prepare.get("vocab_size") else ""}), context {context_length(config)} tokens.
 
 | composer | token | id | pieces |
 |---|---|---|---|
@@ -195,8 +233,14 @@ def _card_lineage(config) -> str:
         f"| new composers | {', '.join(base['new_composers']) or 'none'} (embedding rows initialised from {'COMPOSER_NONE' if base['new_composer_init'] == 'none' else 'the mean of the known composers'}) |",
         f"| data | `{base['dataset']}` (tokenizer `{base['tokenizer']}`, the base's extended) |",
         f"| steps | {base['steps']} |",
-    ] + ([f"| replay of the base's data | `{replay['dataset']}`, {replay['share']:.0%} of the rows |"] if replay else [])
-    return "## Built on\nFine-tuned from another midilm model (config.json `midilm_base_model`):\n\n| | |\n|---|---|\n" + "\n".join(lines) + "\n\n"
+    ] + (
+        [f"| replay of the base's data | `{replay['dataset']}`, {replay['share']:.0%} of the rows |"] if replay else []
+    )
+    return (
+        "## Built on\nFine-tuned from another midilm model (config.json `midilm_base_model`):\n\n| | |\n|---|---|\n"
+        + "\n".join(lines)
+        + "\n\n"
+    )
 
 
 def _card_metrics(metrics: dict, resolved: dict) -> str:
@@ -211,9 +255,9 @@ def _card_metrics(metrics: dict, resolved: dict) -> str:
     return f"""## Metrics
 | metric | value |
 |---|---|
-| eval loss (conditional, per token) | {eval_loss if eval_loss is None else f'{eval_loss:.4f}'} |
-{conditioning}| eval perplexity | {'' if eval_loss is None else f'{math.exp(min(eval_loss, 50)):.2f}'} |
-| training steps | {metrics.get('train_steps', resolved['training'].get('max_steps'))} |
+| eval loss (conditional, per token) | {eval_loss if eval_loss is None else f"{eval_loss:.4f}"} |
+{conditioning}| eval perplexity | {"" if eval_loss is None else f"{math.exp(min(eval_loss, 50)):.2f}"} |
+| training steps | {metrics.get("train_steps", resolved["training"].get("max_steps"))} |
 
 Validation batches are scored without composer dropout. Per-token loss is not comparable across
 BPE vocabularies; see midilm's evaluation report for NLL per note.
@@ -231,15 +275,17 @@ def _card_generate(model_dir: Path, config, composer_map, repo_id: str | None) -
     fetch = "from huggingface_hub import snapshot_download\n" if repo_id else ""
     accompany = (
         f"python generate.py --model_dir {'MODEL_DIR' if repo_id else model_dir.name} --melody_midi melody.mid --composer {first_arg}"
-        "  # a melody harmonized\n" if "accompaniment" in model_tasks(config) else ""
+        "  # a melody harmonized\n"
+        if "accompaniment" in model_tasks(config)
+        else ""
     )
     return f"""## Generate
 Guided samples come from midilm: its logits processors add classifier-free guidance (the composer's
 row against a `COMPOSER_NONE` row, scale {guidance:g} by default: `midilm_guidance_scale` in config.json)
 and a REMI grammar that masks every token that would make the music invalid, and it decodes to MIDI.
-With midilm installed{', and `MODEL_DIR` a local copy of this repository (`huggingface_hub.snapshot_download("' + repo_id + '")` makes one)' if repo_id else ''}:
+With midilm installed{', and `MODEL_DIR` a local copy of this repository (`huggingface_hub.snapshot_download("' + repo_id + '")` makes one)' if repo_id else ""}:
 ```bash
-python generate.py --model_dir {'MODEL_DIR' if repo_id else model_dir.name} --composer {first_arg} --num_samples 4   # --guidance_scale {guidance:g} by default
+python generate.py --model_dir {"MODEL_DIR" if repo_id else model_dir.name} --composer {first_arg} --num_samples 4   # --guidance_scale {guidance:g} by default
 {accompany}```
 ```python
 {fetch}from transformers import AutoModelForCausalLM

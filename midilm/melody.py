@@ -53,7 +53,9 @@ def marked_tracks(score: Score) -> list[int]:
     return found
 
 
-def top_voice(start: np.ndarray, end: np.ndarray, pitch: np.ndarray, tpq: int, hide_under_held: bool = True) -> np.ndarray:
+def top_voice(
+    start: np.ndarray, end: np.ndarray, pitch: np.ndarray, tpq: int, hide_under_held: bool = True
+) -> np.ndarray:
     """Indexes (in onset order) of the top voice: the highest note of each onset, left out where
     `hide_under_held` and a higher earlier note still sounds; see the module docstring."""
     tolerance = max(1, tpq // HELD_TOLERANCE)
@@ -102,7 +104,9 @@ def extract_melody(score: Score, trim: bool = True) -> Melody:
     end = start + np.concatenate([a["duration"] for a in arrays]).astype(np.int64)
     pitch = np.concatenate([a["pitch"] for a in arrays]).astype(np.int64)
     velocity = np.concatenate([a["velocity"] for a in arrays]).astype(np.int64)
-    programs = np.concatenate([[score.tracks[i].program] * len(a["time"]) for i, a in zip(chosen, arrays)]).astype(np.int64)
+    programs = np.concatenate([[score.tracks[i].program] * len(a["time"]) for i, a in zip(chosen, arrays)]).astype(
+        np.int64
+    )
     kept = top_voice(start, end, pitch, score.ticks_per_quarter, hide_under_held=not marked and len(chosen) > 1)
     stops = end[kept].copy()
     if trim and len(kept) > 1:

@@ -134,7 +134,11 @@ class MemorizationIndex:
         self.sources = [s for s, _ in kept]
         pieces = [c for _, c in kept]
         self.starts = np.cumsum([0] + [len(c) + 1 for c in pieces[:-1]]).astype(np.int64)
-        self.text = np.concatenate([np.append(c, SEPARATOR) for c in pieces]).astype(np.uint8) if pieces else np.zeros(0, dtype=np.uint8)
+        self.text = (
+            np.concatenate([np.append(c, SEPARATOR) for c in pieces]).astype(np.uint8)
+            if pieces
+            else np.zeros(0, dtype=np.uint8)
+        )
         self.suffixes = suffix_array(self.text)
 
     @property
@@ -194,7 +198,9 @@ class MemorizationIndex:
                 best = SharedRun(int(common[k]), self.sources[piece], int(positions[ok][k]))
         return best
 
-    def _compare(self, padded: np.ndarray, at: np.ndarray, starts: np.ndarray, width: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    def _compare(
+        self, padded: np.ndarray, at: np.ndarray, starts: np.ndarray, width: int = 32
+    ) -> tuple[np.ndarray, np.ndarray]:
         """For query suffixes starting at `at` against training suffixes starting at `starts`: whether the
         query's is smaller, and their common prefix length. Compares `width` items first, then the full
         length for the pairs that agree that far (long matches are rare)."""

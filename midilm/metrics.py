@@ -247,8 +247,10 @@ def bar_windows(score: Score, n_bars: int) -> list[Score]:
     if len(starts) <= n_bars:
         return [score]
     edges = np.append(starts, starts[-1] + lengths[-1])
-    windows = [score.clip(int(edges[i]), int(edges[i + n_bars]), clip_end=False).shift_time(-int(edges[i]))
-               for i in range(0, len(starts) - n_bars + 1, n_bars)]
+    windows = [
+        score.clip(int(edges[i]), int(edges[i + n_bars]), clip_end=False).shift_time(-int(edges[i]))
+        for i in range(0, len(starts) - n_bars + 1, n_bars)
+    ]
     return [w for w in windows if w.note_num()] or [score]
 
 
@@ -484,7 +486,9 @@ def _notes_in_quarters(score: Score) -> dict[str, np.ndarray]:
     return {"start": notes["start"] / tpq, "end": notes["end"] / tpq, "pitch": notes["pitch"]}
 
 
-def onset_pitch_matches(ref_start: np.ndarray, ref_pitch: np.ndarray, start: np.ndarray, pitch: np.ndarray, tolerance: float) -> np.ndarray:
+def onset_pitch_matches(
+    ref_start: np.ndarray, ref_pitch: np.ndarray, start: np.ndarray, pitch: np.ndarray, tolerance: float
+) -> np.ndarray:
     """For each (start, pitch): whether a reference note has that pitch and an onset within `tolerance`."""
     if len(ref_start) == 0 or len(start) == 0:
         return np.zeros(len(start), dtype=bool)
@@ -497,7 +501,9 @@ def onset_pitch_matches(ref_start: np.ndarray, ref_pitch: np.ndarray, start: np.
     return found
 
 
-def melody_notes_matched(melody: Score, full: Score, onset_tolerance: float = DEFAULT_ONSET_TOLERANCE) -> tuple[np.ndarray, np.ndarray]:
+def melody_notes_matched(
+    melody: Score, full: Score, onset_tolerance: float = DEFAULT_ONSET_TOLERANCE
+) -> tuple[np.ndarray, np.ndarray]:
     """(for each melody note: found in `full`; for each note of `full`: it doubles a melody note),
     notes in `note_arrays` order."""
     mel, gen = _notes_in_quarters(melody), _notes_in_quarters(full)
@@ -535,7 +541,9 @@ def _beat_grid(melody: Score, end: float) -> np.ndarray:
     return np.concatenate([beats, [beats[-1] + step]])
 
 
-def accompaniment_metrics(melody: Score, full: Score, onset_tolerance: float = DEFAULT_ONSET_TOLERANCE) -> dict[str, float | int | str | None]:
+def accompaniment_metrics(
+    melody: Score, full: Score, onset_tolerance: float = DEFAULT_ONSET_TOLERANCE
+) -> dict[str, float | int | str | None]:
     """Melody adherence, harmonic fit (with beat fit and key fit), the melody's key and note counts;
     see the comment above. A figure that cannot be defined (no melody notes, no accompaniment) is None."""
     mel, gen = _notes_in_quarters(melody), _notes_in_quarters(full)
@@ -575,7 +583,9 @@ def accompaniment_metrics(melody: Score, full: Score, onset_tolerance: float = D
             in_key += overlap * key_ok
             either += overlap * (beat_ok or key_ok)
     if total > 0:
-        result.update(harmonic_fit=float(either / total), beat_fit=float(in_beat / total), key_fit=float(in_key / total))
+        result.update(
+            harmonic_fit=float(either / total), beat_fit=float(in_beat / total), key_fit=float(in_key / total)
+        )
     return result
 
 

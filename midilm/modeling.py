@@ -44,7 +44,12 @@ BASE_KEY = "midilm_base_model"
 
 
 def build_config(
-    model_type: str, preset: str, tokenizer: miditok.REMI, composer_map: ComposerMap, max_seq_len: int, overrides: dict | None = None
+    model_type: str,
+    preset: str,
+    tokenizer: miditok.REMI,
+    composer_map: ComposerMap,
+    max_seq_len: int,
+    overrides: dict | None = None,
 ) -> PretrainedConfig:
     if model_type not in MODEL_TYPES:
         raise InputError(f"--model_type {model_type!r} is unknown; choose one of {', '.join(MODEL_TYPES)}")
@@ -52,8 +57,15 @@ def build_config(
         raise InputError(f"--model_preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
     size = PRESETS[preset]
     if max_seq_len > size["context"]:
-        raise InputError(f"--max_seq_len {max_seq_len} is over the {preset} preset's context of {size['context']} tokens")
-    ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer["BOS_None"], "eos_token_id": tokenizer["EOS_None"]}
+        raise InputError(
+            f"--max_seq_len {max_seq_len} is over the {preset} preset's context of {size['context']} tokens"
+        )
+    ids = {
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer["BOS_None"],
+        "eos_token_id": tokenizer["EOS_None"],
+    }
     if model_type == "llama":
         config = LlamaConfig(
             hidden_size=size["hidden"],
@@ -67,7 +79,12 @@ def build_config(
         )
     else:
         config = GPT2Config(
-            n_embd=size["hidden"], n_inner=size["ffn"], n_layer=size["num_layers"], n_head=size["num_heads"], n_positions=max_seq_len, **ids
+            n_embd=size["hidden"],
+            n_inner=size["ffn"],
+            n_layer=size["num_layers"],
+            n_head=size["num_heads"],
+            n_positions=max_seq_len,
+            **ids,
         )
     config._attn_implementation = "sdpa"
     setattr(config, GUIDANCE_KEY, DEFAULT_GUIDANCE_SCALE)  # before the overrides, which may set it
@@ -139,7 +156,9 @@ def load_midilm_dir(model_dir: str | Path, flag: str = "--model_dir"):
     try:
         config = AutoConfig.from_pretrained(model_dir)
     except (OSError, ValueError, KeyError) as err:
-        raise InputError(f"{flag} {model_dir}: not a transformers model folder ({str(err).strip().splitlines()[0][:200]})") from err
+        raise InputError(
+            f"{flag} {model_dir}: not a transformers model folder ({str(err).strip().splitlines()[0][:200]})"
+        ) from err
     try:
         composer_map = ComposerMap.from_config(config)
         tokenizer, tokenizer_map = load_tokenizer(model_dir)

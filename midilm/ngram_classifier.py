@@ -88,8 +88,12 @@ class NgramClassifier:
 
 
 def fit_ngram_classifier(
-    train: dict[str, Sequence[Score | Notes]], heldout: dict[str, Sequence[Score | Notes]], *, crop_length: int,
-    crops_per_piece: int = 4, seed: int = 0,
+    train: dict[str, Sequence[Score | Notes]],
+    heldout: dict[str, Sequence[Score | Notes]],
+    *,
+    crop_length: int,
+    crops_per_piece: int = 4,
+    seed: int = 0,
 ) -> NgramClassifier:
     """Fit on crops of `crop_length` notes of the `train` pieces (at most `crops_per_piece` each, seeded) and
     measure the ceiling on crops of the `heldout` pieces; composers are those present in both."""
@@ -115,5 +119,7 @@ def fit_ngram_classifier(
     model = MultinomialNB(alpha=0.5).fit(x, y)
     classifier = NgramClassifier(composers, crop_length, vectorizer, model)
     held = [crop for c in composers for crop in held_crops[c]]
-    classifier.ceiling = judge(classifier, classifier.crop_probabilities(held), [c for c in composers for _ in held_crops[c]])
+    classifier.ceiling = judge(
+        classifier, classifier.crop_probabilities(held), [c for c in composers for _ in held_crops[c]]
+    )
     return classifier

@@ -38,37 +38,106 @@ BPE_MAX_FILES_WHY = "BPE cost ~6 ms and ~35 MB per 1,000 files here, and tokens 
 
 @dataclass
 class PrepareArguments:
-    midi_dir: str | None = field(default=None, metadata={"help": "Folder of MIDI files, one sub-folder per composer. Without it (and without --metadata) the scores bundled in music21 are used."})
-    metadata: str | None = field(default=None, metadata={"help": "CSV or JSONL with columns path,composer (paths relative to --midi_dir); overrides folder labels."})
-    composers: str | None = field(default=None, metadata={"help": "Comma-separated composers to keep, e.g. bach,mozart (music21 corpus folder names or your labels)."})
-    max_files_per_composer: int | None = field(default=None, metadata={"help": "Keep at most this many files per composer (quick runs)."})
-    min_pieces_per_composer: int = field(default=10, metadata={"help": "Composers with fewer valid pieces are folded into OTHER."})
-    base_model: str | None = field(default=None, metadata={"help": "Encode the files with this trained midilm model's tokenizer (a model folder or a Hub repo id), to fine-tune it with train.py --init_from: its BPE vocabulary and settings are kept byte for byte (--vocab_size and config.json's tokenizer section do not apply), composers it knows keep their ids, new ones get tokens after its last id."})
+    midi_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of MIDI files, one sub-folder per composer. Without it (and without --metadata) the scores bundled in music21 are used."
+        },
+    )
+    metadata: str | None = field(
+        default=None,
+        metadata={
+            "help": "CSV or JSONL with columns path,composer (paths relative to --midi_dir); overrides folder labels."
+        },
+    )
+    composers: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated composers to keep, e.g. bach,mozart (music21 corpus folder names or your labels)."
+        },
+    )
+    max_files_per_composer: int | None = field(
+        default=None, metadata={"help": "Keep at most this many files per composer (quick runs)."}
+    )
+    min_pieces_per_composer: int = field(
+        default=10, metadata={"help": "Composers with fewer valid pieces are folded into OTHER."}
+    )
+    base_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Encode the files with this trained midilm model's tokenizer (a model folder or a Hub repo id), to fine-tune it with train.py --init_from: its BPE vocabulary and settings are kept byte for byte (--vocab_size and config.json's tokenizer section do not apply), composers it knows keep their ids, new ones get tokens after its last id."
+        },
+    )
     vocab_size: int = field(default=1000, metadata={"help": "BPE vocabulary size; 0 = no BPE (base REMI vocabulary)."})
     # BPE's cost grows with the files it reads (word counts held in memory; MidiTok #217: a crash at
     # 298k files, fine at 10k) while its merges settle long before. Measured (bench/RESULTS.md,
     # "Prepare at scale"): 250 → 4,000 files cost 1.5 → 22 s and 282 → 422 MB, tokens per note 1.334 → 1.332.
     # 2,000 leaves room for corpora more varied than that one, at ~12 s.
-    bpe_max_files: int = field(default=BPE_MAX_FILES, metadata={"help": f"BPE learns from at most this many training pieces, drawn with --seed (default {BPE_MAX_FILES}: {BPE_MAX_FILES_WHY})."})
+    bpe_max_files: int = field(
+        default=BPE_MAX_FILES,
+        metadata={
+            "help": f"BPE learns from at most this many training pieces, drawn with --seed (default {BPE_MAX_FILES}: {BPE_MAX_FILES_WHY})."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the BPE training sample."})
-    max_silence_beats: float = field(default=64.0, metadata={"help": "Longest silence (quarter notes, every track silent) a piece may hold: a few stray notes after a longer one are cut, otherwise the file is skipped (each reported)."})
-    max_seq_len: int = field(default=1024, metadata={"help": "Longest chunk in tokens, BOS/COMPOSER/EOS included; pieces are cut at bar lines."})
+    max_silence_beats: float = field(
+        default=64.0,
+        metadata={
+            "help": "Longest silence (quarter notes, every track silent) a piece may hold: a few stray notes after a longer one are cut, otherwise the file is skipped (each reported)."
+        },
+    )
+    max_seq_len: int = field(
+        default=1024,
+        metadata={"help": "Longest chunk in tokens, BOS/COMPOSER/EOS included; pieces are cut at bar lines."},
+    )
     validation_ratio: float = field(default=0.1, metadata={"help": "Share of pieces in the validation split."})
     test_ratio: float = field(default=0.1, metadata={"help": "Share of pieces in the test split."})
-    augment: bool = field(default=False, metadata={"help": "Add transposed copies (with velocity and tempo offsets) of the training pieces."})
-    augment_pitch_offsets: list[int] = field(default_factory=lambda: [-5, -4, -3, -2, -1, 1, 2, 3, 4, 5], metadata={"help": "Semitone offsets, one augmented copy each (skipped where a note would leave the pitch range)."})
-    augment_velocity_offsets: list[int] = field(default_factory=lambda: [-8, 0, 8], metadata={"help": "Velocity offsets drawn from for each copy."})
-    augment_tempo_factors: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1], metadata={"help": "Tempo factors drawn from for each copy."})
-    tasks: str = field(default="continuation", metadata={"help": "Comma-separated tasks to build rows for: continuation (the music alone) and/or accompaniment (a melody, then the full piece for the same bars)."})
+    augment: bool = field(
+        default=False,
+        metadata={"help": "Add transposed copies (with velocity and tempo offsets) of the training pieces."},
+    )
+    augment_pitch_offsets: list[int] = field(
+        default_factory=lambda: [-5, -4, -3, -2, -1, 1, 2, 3, 4, 5],
+        metadata={
+            "help": "Semitone offsets, one augmented copy each (skipped where a note would leave the pitch range)."
+        },
+    )
+    augment_velocity_offsets: list[int] = field(
+        default_factory=lambda: [-8, 0, 8], metadata={"help": "Velocity offsets drawn from for each copy."}
+    )
+    augment_tempo_factors: list[float] = field(
+        default_factory=lambda: [0.9, 1.0, 1.1], metadata={"help": "Tempo factors drawn from for each copy."}
+    )
+    tasks: str = field(
+        default="continuation",
+        metadata={
+            "help": "Comma-separated tasks to build rows for: continuation (the music alone) and/or accompaniment (a melody, then the full piece for the same bars)."
+        },
+    )
     output_dir: str = field(default="data", metadata={"help": "Where the DatasetDict is written (save_to_disk)."})
-    tokenizer_dir: str = field(default="tokenizer", metadata={"help": "Where the tokenizer and composers.json are written."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing output or tokenizer folder (only once the new one is complete)."})
-    num_proc: int = field(default=os.cpu_count() or 1, metadata={"help": "Worker processes for parsing and tokenizing."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Where music21 scores converted to MIDI are cached (default ~/.cache/midilm)."})
-    push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo id to push the dataset, its card and the tokenizer to."})
+    tokenizer_dir: str = field(
+        default="tokenizer", metadata={"help": "Where the tokenizer and composers.json are written."}
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace an existing output or tokenizer folder (only once the new one is complete)."},
+    )
+    num_proc: int = field(
+        default=os.cpu_count() or 1, metadata={"help": "Worker processes for parsing and tokenizing."}
+    )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Where music21 scores converted to MIDI are cached (default ~/.cache/midilm)."}
+    )
+    push_to_hub: str | None = field(
+        default=None, metadata={"help": "Hub dataset repo id to push the dataset, its card and the tokenizer to."}
+    )
 
     def __post_init__(self):
-        if not 0 <= self.validation_ratio < 1 or not 0 <= self.test_ratio < 1 or self.validation_ratio + self.test_ratio >= 1:
+        if (
+            not 0 <= self.validation_ratio < 1
+            or not 0 <= self.test_ratio < 1
+            or self.validation_ratio + self.test_ratio >= 1
+        ):
             raise InputError("--validation_ratio and --test_ratio must be in [0, 1) and leave pieces for training")
         if self.max_seq_len < 16:
             raise InputError("--max_seq_len must be at least 16 tokens")
@@ -92,7 +161,9 @@ def collect_files(args: PrepareArguments) -> tuple[list[SourceFile], dict[str, s
     """The labelled files to use, and those already known to be unusable (source → reason)."""
     wanted = [c.strip() for c in args.composers.split(",") if c.strip()] if args.composers else None
     if args.midi_dir is None and args.metadata is None:
-        return music21_corpus_files(wanted, args.max_files_per_composer, args.num_proc, Path(args.cache_dir) if args.cache_dir else None)
+        return music21_corpus_files(
+            wanted, args.max_files_per_composer, args.num_proc, Path(args.cache_dir) if args.cache_dir else None
+        )
     files = find_midi_files(Path(args.midi_dir)) if args.midi_dir else []
     if args.metadata:
         files = relabel(files, read_metadata(Path(args.metadata), Path(args.midi_dir) if args.midi_dir else None))
@@ -124,7 +195,9 @@ class Piece:
     digest: str
 
 
-def scan_corpus(files: list[SourceFile], args: PrepareArguments, settings: dict, spill_path: Path) -> tuple[list[Piece], dict, dict, dict]:
+def scan_corpus(
+    files: list[SourceFile], args: PrepareArguments, settings: dict, spill_path: Path
+) -> tuple[list[Piece], dict, dict, dict]:
     """Scan every file once (midilm.scan): the kept pieces, in file order and without duplicates;
     and the skipped (source → reason), duplicate (source → the source kept) and cut (source → what) files."""
     bounds = Bounds(max_silence_beats=args.max_silence_beats)
@@ -132,7 +205,12 @@ def scan_corpus(files: list[SourceFile], args: PrepareArguments, settings: dict,
     skipped, cut = {}, {}
     spill = Spill(spill_path)
     try:
-        for result in tqdm(scan_files([f.path for f in files], settings, bounds, args.num_proc), total=len(files), desc="reading MIDI files", unit="file"):
+        for result in tqdm(
+            scan_files([f.path for f in files], settings, bounds, args.num_proc),
+            total=len(files),
+            desc="reading MIDI files",
+            unit="file",
+        ):
             file = files[result.index]
             if result.reason:
                 skipped[file.source] = result.reason
@@ -173,7 +251,9 @@ def flag_outliers(pieces: list[Piece]) -> tuple[dict[str, str], dict[str, list[f
         for piece, value in zip(pieces, values):
             if not low <= value <= high:
                 text = f"{name} {value:.1f} outside the corpus's normal {low:.1f}-{high:.1f}"
-                flagged[piece.file.source] = f"{flagged[piece.file.source]}; {text}" if piece.file.source in flagged else text
+                flagged[piece.file.source] = (
+                    f"{flagged[piece.file.source]}; {text}" if piece.file.source in flagged else text
+                )
     return flagged, normal
 
 
@@ -183,7 +263,14 @@ def bpe_sample(train: list[Piece], max_files: int, seed: int) -> list[Piece]:
     return sorted(chosen, key=lambda p: p.offset)
 
 
-def train_tokenizer(settings: dict, composers: list[str], pieces_per_composer: list[int], train: list[Piece], args: PrepareArguments, spill: Path):
+def train_tokenizer(
+    settings: dict,
+    composers: list[str],
+    pieces_per_composer: list[int],
+    train: list[Piece],
+    args: PrepareArguments,
+    spill: Path,
+):
     """REMI with the composer tokens, then BPE learnt on a sample of the training pieces (their base
     tokens read back from the scan's `spill`). Returns the tokenizer, its composer map, the base
     vocabulary size, the scan's vocabulary and the BPE sample."""
@@ -195,19 +282,27 @@ def train_tokenizer(settings: dict, composers: list[str], pieces_per_composer: l
     sample = bpe_sample(train, args.bpe_max_files, args.seed) if args.vocab_size else []
     if args.vocab_size:
         if args.vocab_size <= base_vocab:
-            raise InputError(f"--vocab_size {args.vocab_size} must exceed the base REMI vocabulary ({base_vocab}), or be 0 for no BPE")
+            raise InputError(
+                f"--vocab_size {args.vocab_size} must exceed the base REMI vocabulary ({base_vocab}), or be 0 for no BPE"
+            )
         sequences = lambda: (remap[read_spill(spill, p.offset, p.length)] for p in sample)  # noqa: E731
-        tokenizer.train(vocab_size=args.vocab_size, model="BPE", iterator=BarWordsIterator(tokenizer, sequences, len(sample)))
+        tokenizer.train(
+            vocab_size=args.vocab_size, model="BPE", iterator=BarWordsIterator(tokenizer, sequences, len(sample))
+        )
     return tokenizer, composer_map, base_vocab, scan_vocab, sample
 
 
-def extend_base_tokenizer(base, composers: list[str], pieces_per_composer: list[int], settings: dict, folders: tuple[Path, ...]):
+def extend_base_tokenizer(
+    base, composers: list[str], pieces_per_composer: list[int], settings: dict, folders: tuple[Path, ...]
+):
     """The base model's tokenizer with the new composers appended (midilm.finetune.extend_tokenizer),
     its base recorded in each of `folders`. Returns what `train_tokenizer` returns (no BPE sample)."""
     tokenizer, base_map = base.tokenizer, base.composer_map
     scan_vocab = scan_vocabulary(settings)
     if missing := [t for t in scan_vocab if t not in tokenizer.vocab]:
-        raise InputError(f"--base_model {base.source}: its tokenizer lacks tokens the scan encodes ({', '.join(missing[:5])}); was it made by prepare_dataset.py?")
+        raise InputError(
+            f"--base_model {base.source}: its tokenizer lacks tokens the scan encodes ({', '.join(missing[:5])}); was it made by prepare_dataset.py?"
+        )
     composer_map = extend_tokenizer(tokenizer, base_map, composers)
     composer_map.pieces = pieces_per_composer
     for folder in folders:
@@ -220,7 +315,13 @@ def row_files(by_split: dict[str, list[Piece]], composers: list[str], folded: di
     label_of = {c: composers.index(f) for c, f in folded.items()}
     return {
         split: [
-            {"path": str(p.file.path), "source": p.file.source, "label": label_of[p.file.composer], "offset": p.offset, "length": p.length}
+            {
+                "path": str(p.file.path),
+                "source": p.file.source,
+                "label": label_of[p.file.composer],
+                "offset": p.offset,
+                "length": p.length,
+            }
             for p in chosen
         ]
         for split, chosen in by_split.items()
@@ -228,14 +329,30 @@ def row_files(by_split: dict[str, list[Piece]], composers: list[str], folded: di
 
 
 def write_dataset(
-    files_by_split: dict[str, list[dict]], tok_tmp: Path, data_tmp: Path, work: Path, composers: list[str], scan_vocab: list[str],
-    args: PrepareArguments, timings: dict,
+    files_by_split: dict[str, list[dict]],
+    tok_tmp: Path,
+    data_tmp: Path,
+    work: Path,
+    composers: list[str],
+    scan_vocab: list[str],
+    args: PrepareArguments,
+    timings: dict,
 ):
     """The rows as Arrow files, saved to `data_tmp` and read back from there (so the work cache can go)."""
     clock = time.perf_counter()
-    augment = {k: getattr(args, k) for k in ("augment_pitch_offsets", "augment_velocity_offsets", "augment_tempo_factors")} if args.augment else None
-    scan = {"spill": str(work / "scan.bin"), "scan_vocab": tuple(scan_vocab), "bounds": {"max_silence_beats": args.max_silence_beats}}
-    dataset = build_dataset(files_by_split, tok_tmp, composers, args.max_seq_len, augment, args.num_proc, work, args.task_list(), scan)
+    augment = (
+        {k: getattr(args, k) for k in ("augment_pitch_offsets", "augment_velocity_offsets", "augment_tempo_factors")}
+        if args.augment
+        else None
+    )
+    scan = {
+        "spill": str(work / "scan.bin"),
+        "scan_vocab": tuple(scan_vocab),
+        "bounds": {"max_silence_beats": args.max_silence_beats},
+    }
+    dataset = build_dataset(
+        files_by_split, tok_tmp, composers, args.max_seq_len, augment, args.num_proc, work, args.task_list(), scan
+    )
     timings["rows"] = time.perf_counter() - clock
     clock = time.perf_counter()
     dataset.save_to_disk(str(data_tmp), num_proc=None)
@@ -275,11 +392,15 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
         work.mkdir()
         # Read every file once: checks, bounds, base tokens, content hash
         clock = time.perf_counter()
-        pieces, scan_skipped, duplicates, cut = scan_corpus(files, args, tokenizer_settings, work / "scan.bin") if files else ([], {}, {}, {})
+        pieces, scan_skipped, duplicates, cut = (
+            scan_corpus(files, args, tokenizer_settings, work / "scan.bin") if files else ([], {}, {}, {})
+        )
         skipped.update(scan_skipped)
         timings["scan"] = time.perf_counter() - clock
         if not pieces:
-            raise InputError(f"no usable MIDI files ({len(files)} found, {len(skipped)} skipped); check --midi_dir / --metadata / --composers")
+            raise InputError(
+                f"no usable MIDI files ({len(files)} found, {len(skipped)} skipped); check --midi_dir / --metadata / --composers"
+            )
         flagged, normal = flag_outliers(pieces)
 
         # Composer vocabulary (the base's first, when building on one), and splits by content, so a
@@ -303,7 +424,11 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
             )
         else:
             tokenizer, composer_map, base_vocab, scan_vocab, sample = extend_base_tokenizer(
-                base, composers, pieces_per_composer, tokenizer_settings, (tok_tmp, data_tmp),
+                base,
+                composers,
+                pieces_per_composer,
+                tokenizer_settings,
+                (tok_tmp, data_tmp),
             )
         save_tokenizer(tokenizer, composer_map, tok_tmp)
         timings["bpe"] = time.perf_counter() - clock
@@ -314,7 +439,15 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
         dataset = write_dataset(files_by_split, tok_tmp, data_tmp, work, composers, scan_vocab, args, timings)
 
         report = make_report(
-            seen, len(pieces), skipped, dataset, composers, composer_map.to_json(), base_vocab, len(tokenizer), args.task_list(),
+            seen,
+            len(pieces),
+            skipped,
+            dataset,
+            composers,
+            composer_map.to_json(),
+            base_vocab,
+            len(tokenizer),
+            args.task_list(),
             (tokenizer[FULL_TOKEN], tokenizer["EOS_None"]),
         )
         add_file_lists(report, duplicates, cut, flagged, normal)
@@ -324,7 +457,11 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
             report["base_model"] = {**base.record(), "new_composers": composers[len(base.composer_map.names) :]}
         report["seconds"] = {k: round(v, 2) for k, v in timings.items()}
         (data_tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-        resolved = {"prepare": asdict(args), "tokenizer": tokenizer_settings, **({"base_model": base.record()} if base else {})}
+        resolved = {
+            "prepare": asdict(args),
+            "tokenizer": tokenizer_settings,
+            **({"base_model": base.record()} if base else {}),
+        }
         (data_tmp / CONFIG_FILE).write_text(json.dumps(resolved, indent=2, ensure_ascii=False) + "\n")
         write_dataset_card(data_tmp, report, resolved)
         del dataset
@@ -338,8 +475,16 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
 
 
 def make_report(
-    seen: int, kept: int, skipped: dict[str, str], dataset, composers: list[str], composer_json: dict, base_vocab: int, vocab: int,
-    tasks: tuple[str, ...] = ("continuation",), ids_after: tuple[int, int] | None = None,
+    seen: int,
+    kept: int,
+    skipped: dict[str, str],
+    dataset,
+    composers: list[str],
+    composer_json: dict,
+    base_vocab: int,
+    vocab: int,
+    tasks: tuple[str, ...] = ("continuation",),
+    ids_after: tuple[int, int] | None = None,
 ) -> dict:
     """The dataset's figures; `ids_after` = (FULL, EOS) token ids, needed when there are accompaniment rows only.
 
@@ -353,12 +498,22 @@ def make_report(
     for split in SPLITS:
         ds = dataset[split]
         table = ds.data.table
-        rows = pa.table({
-            "composer": table.column("composer"), "source": table.column("source"), "length": pc.list_value_length(table.column("input_ids")),
-            "augmentation": table.column("augmentation"), "task": table.column("task"),
-            "n_notes": table.column("n_notes"), "n_base_tokens": table.column("n_base_tokens"),
-        })
-        grouped = rows.group_by("composer").aggregate([("source", "count_distinct"), ("length", "sum"), ("length", "count")]).to_pylist()
+        rows = pa.table(
+            {
+                "composer": table.column("composer"),
+                "source": table.column("source"),
+                "length": pc.list_value_length(table.column("input_ids")),
+                "augmentation": table.column("augmentation"),
+                "task": table.column("task"),
+                "n_notes": table.column("n_notes"),
+                "n_base_tokens": table.column("n_base_tokens"),
+            }
+        )
+        grouped = (
+            rows.group_by("composer")
+            .aggregate([("source", "count_distinct"), ("length", "sum"), ("length", "count")])
+            .to_pylist()
+        )
         by_label = {g["composer"]: g for g in grouped}
         per_composer = {
             name: {
@@ -370,11 +525,15 @@ def make_report(
         }
         by_task = {g["task"]: g["task_count"] for g in rows.group_by("task").aggregate([("task", "count")]).to_pylist()}
         per_split[split] = {
-            "pieces": int(pc.count_distinct(rows.column("source")).as_py()) if len(rows) else 0, "chunks": len(rows),
-            "tokens": int(pc.sum(rows.column("length")).as_py() or 0), "composers": per_composer,
+            "pieces": int(pc.count_distinct(rows.column("source")).as_py()) if len(rows) else 0,
+            "chunks": len(rows),
+            "tokens": int(pc.sum(rows.column("length")).as_py() or 0),
+            "composers": per_composer,
             "tasks": {task: int(by_task.get(task, 0)) for task in tasks},
         }
-        originals = rows.filter(pc.and_(pc.equal(rows.column("augmentation"), ""), pc.equal(rows.column("task"), measured)))
+        originals = rows.filter(
+            pc.and_(pc.equal(rows.column("augmentation"), ""), pc.equal(rows.column("task"), measured))
+        )
         if not len(originals):
             continue
         notes += int(pc.sum(originals.column("n_notes")).as_py())
@@ -410,12 +569,20 @@ def summary(report: dict) -> str:
     splits = report["splits"]
     lines = [
         f"files: {report['files']['seen']} seen, {report['files']['kept']} kept, {report['files']['skipped']} skipped"
-        + (f" ({', '.join(f'{n} {r}' for r, n in list(report['skipped_by_reason'].items())[:5])}{', …' if len(report['skipped_by_reason']) > 5 else ''})" if report["skipped_by_reason"] else "")
+        + (
+            f" ({', '.join(f'{n} {r}' for r, n in list(report['skipped_by_reason'].items())[:5])}{', …' if len(report['skipped_by_reason']) > 5 else ''})"
+            if report["skipped_by_reason"]
+            else ""
+        )
         + "".join(f", {report['files'][k]} {k}" for k in ("duplicates", "cut", "flagged") if report["files"].get(k)),
-        "pieces / chunks / tokens: " + ", ".join(f"{s} {v['pieces']} / {v['chunks']} / {v['tokens']}" for s, v in splits.items()),
+        "pieces / chunks / tokens: "
+        + ", ".join(f"{s} {v['pieces']} / {v['chunks']} / {v['tokens']}" for s, v in splits.items()),
         "composers: " + ", ".join(f"{r['composer']} ({r['pieces']})" for r in report["composers"]["composers"]),
         f"vocabulary: {report['vocabulary']['base']} base → {report['vocabulary']['with_bpe']}; tokens per note {report['tokens_per_note']['before_bpe']} → {report['tokens_per_note']['after_bpe']}",
     ]
     if report.get("tasks", ["continuation"]) != ["continuation"]:
-        lines.append("chunks per task: " + ", ".join(f"{s} " + " + ".join(f"{n} {t}" for t, n in v["tasks"].items()) for s, v in splits.items()))
+        lines.append(
+            "chunks per task: "
+            + ", ".join(f"{s} " + " + ".join(f"{n} {t}" for t, n in v["tasks"].items()) for s, v in splits.items())
+        )
     return "\n".join(lines)

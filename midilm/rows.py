@@ -93,7 +93,9 @@ def has_header(ids: Sequence[int], bos: int, composer_ids) -> bool:
     return len(ids) >= HEADER_TOKENS and int(ids[0]) == bos and int(ids[COMPOSER_POSITION]) in composer_ids
 
 
-def header_problems(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, bos: int, composer_tokens: np.ndarray) -> np.ndarray:
+def header_problems(
+    values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, bos: int, composer_tokens: np.ndarray
+) -> np.ndarray:
     """For flat Arrow rows (`values`, each row at `starts` with `lengths`): which do not open with
     `[BOS, composer_tokens[row]]` (`composer_tokens`: the expected composer token of each row)."""
     bad = lengths < HEADER_TOKENS
@@ -159,7 +161,9 @@ class RowLayout:
 
     def accompaniment(self, composer_id: int, melody, full, last: bool) -> np.ndarray:
         """An accompaniment row (int32) of melody bars and the same bars in full; EOS only when `last`."""
-        return np.concatenate((self.accompaniment_prompt(composer_id, melody), full, [self.eos] if last else [])).astype(np.int32)
+        return np.concatenate(
+            (self.accompaniment_prompt(composer_id, melody), full, [self.eos] if last else [])
+        ).astype(np.int32)
 
     def continuation_prompt(self, composer_id: int, prompt: Sequence[int] = ()) -> list[int]:
         """What generate() reads to continue `prompt` (possibly empty) in `composer_id`'s style."""

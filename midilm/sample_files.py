@@ -30,16 +30,22 @@ ACCOMPANIMENT_PREFIX = "accompaniment_"
 def sample_stem(composer: str, index: int) -> str:
     """`bach_0`, `Bach, Johann Sebastian_0`: the composer's own name, less the characters no file
     name may hold on some system (path separators, `<>:"|?*`, control characters)."""
-    name = NONE.lower() if composer == NONE else re.sub(r'[\x00-\x1f/\\<>:"|?*]+', "-", composer).strip(" .") or "unnamed"
+    name = (
+        NONE.lower() if composer == NONE else re.sub(r'[\x00-\x1f/\\<>:"|?*]+', "-", composer).strip(" .") or "unnamed"
+    )
     return f"{name}_{index}"
 
 
-def sample_files(plan: GenerationPlan, output_dir: Path, wav: bool, png: bool, overwrite: bool) -> list[dict[str, Path]]:
+def sample_files(
+    plan: GenerationPlan, output_dir: Path, wav: bool, png: bool, overwrite: bool
+) -> list[dict[str, Path]]:
     """Every file this call will write, per sample; refuses to replace existing ones without --overwrite."""
     return output_files(plan.composers, output_dir, wav, png, overwrite)
 
 
-def output_files(composers: list[str], output_dir: Path, wav: bool, png: bool, overwrite: bool, prefix: str = "") -> list[dict[str, Path]]:
+def output_files(
+    composers: list[str], output_dir: Path, wav: bool, png: bool, overwrite: bool, prefix: str = ""
+) -> list[dict[str, Path]]:
     """`<prefix><composer>_<i>.mid/.json` (+ .wav, .png) per sample; refuses to replace files without --overwrite."""
     suffixes = [".mid", ".json"] + [".wav"] * wav + [".png"] * png
     files, counts = [], {}
@@ -48,7 +54,9 @@ def output_files(composers: list[str], output_dir: Path, wav: bool, png: bool, o
         files.append({s: output_dir / f"{prefix}{sample_stem(composer, index)}{s}" for s in suffixes})
     existing = [p for f in files for p in f.values() if p.exists()]
     if existing and not overwrite:
-        raise InputError(f"--output_dir {output_dir}: {existing[0].name} already exists ({len(existing)} files would be replaced); pass --overwrite")
+        raise InputError(
+            f"--output_dir {output_dir}: {existing[0].name} already exists ({len(existing)} files would be replaced); pass --overwrite"
+        )
     return files
 
 
@@ -61,7 +69,9 @@ def check_soundfont(soundfont: str | None) -> Path:
     if path is None:
         raise InputError(f"--wav: no General MIDI soundfont found; pass --soundfont PATH or set ${SOUNDFONT_ENV}")
     if not render.available_backends():
-        raise InputError("--wav: no MIDI synthesizer; `pip install --no-deps tinysoundfont` or `apt-get install fluidsynth`")
+        raise InputError(
+            "--wav: no MIDI synthesizer; `pip install --no-deps tinysoundfont` or `apt-get install fluidsynth`"
+        )
     return path
 
 
@@ -91,7 +101,9 @@ def write_samples(
     return write_staged(files, scores, infos, soundfont)
 
 
-def write_staged(files: list[dict[str, Path]], scores: list[Score], infos: list[dict], soundfont=None) -> list[dict[str, Path]]:
+def write_staged(
+    files: list[dict[str, Path]], scores: list[Score], infos: list[dict], soundfont=None
+) -> list[dict[str, Path]]:
     """Each score as .mid (and .wav, .png where `files` names them) with its JSON record, written under
     temporary names and moved into place once all are complete."""
     output_dir = files[0][".mid"].parent
@@ -120,29 +132,35 @@ def write_staged(files: list[dict[str, Path]], scores: list[Score], infos: list[
     return files
 
 
-def accompaniment_files(composers: list[str], output_dir: Path, wav: bool, png: bool, overwrite: bool) -> list[dict[str, Path]]:
+def accompaniment_files(
+    composers: list[str], output_dir: Path, wav: bool, png: bool, overwrite: bool
+) -> list[dict[str, Path]]:
     """`accompaniment_<composer>_<i>.mid/.json` (+ .wav, .png) per sample; refuses to replace files without --overwrite."""
     return output_files(composers, output_dir, wav, png, overwrite, prefix=ACCOMPANIMENT_PREFIX)
 
 
-def write_accompaniments(results: list, files: list[dict[str, Path]], record: dict, soundfont=None) -> list[dict[str, Path]]:
+def write_accompaniments(
+    results: list, files: list[dict[str, Path]], record: dict, soundfont=None
+) -> list[dict[str, Path]]:
     """Write `midilm.accompaniment.Accompaniment`s as generate.py writes samples: MIDI (the melody track
     first, then the new parts), JSON (settings, figures, the full section's tokens), WAV and PNG."""
     infos, counts = [], {}
     for result in results:
         index = counts[result.composer] = counts.get(result.composer, -1) + 1
-        infos.append({
-            "composer": result.composer,
-            "sample": index,
-            "seed": result.settings.get("seed"),
-            **record,
-            "settings": result.settings,
-            "bars": result.bars,
-            "windows": result.windows,
-            "cut_bars": result.cut_bars,
-            "notes": result.score.note_num(),
-            "syntax_error_rate": result.syntax_error_rate,
-            **result.metrics(),
-            "tokens": result.ids,
-        })
+        infos.append(
+            {
+                "composer": result.composer,
+                "sample": index,
+                "seed": result.settings.get("seed"),
+                **record,
+                "settings": result.settings,
+                "bars": result.bars,
+                "windows": result.windows,
+                "cut_bars": result.cut_bars,
+                "notes": result.score.note_num(),
+                "syntax_error_rate": result.syntax_error_rate,
+                **result.metrics(),
+                "tokens": result.ids,
+            }
+        )
     return write_staged(files, [r.score for r in results], infos, soundfont)

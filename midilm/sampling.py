@@ -33,19 +33,56 @@ TYPES = {"guidance_scale": float, "temperature": float, "top_k": int, "top_p": f
 class SamplingSettings:
     """Every sampling knob. None: the model folder's default (see `resolve`)."""
 
-    guidance_scale: float | None = field(default=None, metadata={"help": "Classifier-free guidance scale s; 1 = off, 0 = unconditional (default: the model's midilm_guidance_scale)."})
+    guidance_scale: float | None = field(
+        default=None,
+        metadata={
+            "help": "Classifier-free guidance scale s; 1 = off, 0 = unconditional (default: the model's midilm_guidance_scale)."
+        },
+    )
     temperature: float | None = field(default=None, metadata={"help": "Softmax temperature."})
     top_k: int | None = field(default=None, metadata={"help": "Keep the k most likely tokens (0 = off)."})
     top_p: float | None = field(default=None, metadata={"help": "Nucleus sampling mass (1 = off)."})
-    repetition_penalty: float | None = field(default=None, metadata={"help": "Penalty on tokens already in the sequence (1 = off)."})
-    max_new_tokens: int | None = field(default=None, metadata={"help": "Tokens to generate (default: the model's generation_config.json, at most the context). More than the context holds are written in windows: each rereads the header and the latest whole bars (up to half the context) and writes on."})
-    min_new_tokens: int | None = field(default=None, metadata={"help": "Generate at least this many tokens (no EOS before); capped to --max_new_tokens."})
+    repetition_penalty: float | None = field(
+        default=None, metadata={"help": "Penalty on tokens already in the sequence (1 = off)."}
+    )
+    max_new_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "Tokens to generate (default: the model's generation_config.json, at most the context). More than the context holds are written in windows: each rereads the header and the latest whole bars (up to half the context) and writes on."
+        },
+    )
+    min_new_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Generate at least this many tokens (no EOS before); capped to --max_new_tokens."},
+    )
     seed: int = field(default=0, metadata={"help": "Same seed and settings give byte-identical MIDI files."})
-    grammar: bool = field(default=True, metadata={"help": "The REMI grammar processor (--no_grammar turns it off, for measuring)."})
-    guard: bool = field(default=True, metadata={"help": "The musical guard: it caps the notes starting at one onset and in one bar at the bounds learnt from the training data (config.json's midilm_guard), on for a model that carries them; --no_guard turns it off."})
-    static_cache: bool = field(default=False, metadata={"help": "Preallocated KV cache (transformers' cache_implementation='static'): same seed, same MIDI bytes as without it (tested). Pays off with --compile; alone it is slower on CPU."})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the decoding forward (implies --static_cache). The first call compiles (25-50 s on a 2-core CPU with inductor, for the tiny model), so it pays off for long or many samples, mostly on a GPU. Same seed, same MIDI bytes as without it on CPU (tested with aot_eager; seen with inductor in bench/RESULTS.md), but inductor may reorder float sums, so on another machine or a GPU a draw can change."})
-    compile_backend: str = field(default="inductor", metadata={"help": "torch.compile backend for --compile (inductor; eager or aot_eager only check that the model compiles)."})
+    grammar: bool = field(
+        default=True, metadata={"help": "The REMI grammar processor (--no_grammar turns it off, for measuring)."}
+    )
+    guard: bool = field(
+        default=True,
+        metadata={
+            "help": "The musical guard: it caps the notes starting at one onset and in one bar at the bounds learnt from the training data (config.json's midilm_guard), on for a model that carries them; --no_guard turns it off."
+        },
+    )
+    static_cache: bool = field(
+        default=False,
+        metadata={
+            "help": "Preallocated KV cache (transformers' cache_implementation='static'): same seed, same MIDI bytes as without it (tested). Pays off with --compile; alone it is slower on CPU."
+        },
+    )
+    compile: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile the decoding forward (implies --static_cache). The first call compiles (25-50 s on a 2-core CPU with inductor, for the tiny model), so it pays off for long or many samples, mostly on a GPU. Same seed, same MIDI bytes as without it on CPU (tested with aot_eager; seen with inductor in bench/RESULTS.md), but inductor may reorder float sums, so on another machine or a GPU a draw can change."
+        },
+    )
+    compile_backend: str = field(
+        default="inductor",
+        metadata={
+            "help": "torch.compile backend for --compile (inductor; eager or aot_eager only check that the model compiles)."
+        },
+    )
 
     def __post_init__(self):
         self.check()
@@ -86,7 +123,9 @@ class SamplingSettings:
         elif self.max_new_tokens is None:
             chosen["max_new_tokens"] = min(defaults.get("max_new_tokens") or longest, longest)
         else:
-            chosen["max_new_tokens"] = int(self.max_new_tokens)  # beyond the context: written in windows (midilm.generation)
+            chosen["max_new_tokens"] = int(
+                self.max_new_tokens
+            )  # beyond the context: written in windows (midilm.generation)
         if longest is not None and self.min_new_tokens is not None:
             chosen["min_new_tokens"] = min(int(self.min_new_tokens), chosen["max_new_tokens"])
         resolved = replace(self, **chosen)
@@ -102,7 +141,14 @@ class SamplingSettings:
 
     def sampler(self, guidance_scale: float, seed_offset: int = 0) -> CFGSamplingProcessor:
         """Our CFG processor, which mixes, samples and forces the token: put it last."""
-        return CFGSamplingProcessor(guidance_scale, self.temperature, self.top_k, self.top_p, self.repetition_penalty, seed=self.seed + seed_offset)
+        return CFGSamplingProcessor(
+            guidance_scale,
+            self.temperature,
+            self.top_k,
+            self.top_p,
+            self.repetition_penalty,
+            seed=self.seed + seed_offset,
+        )
 
     def record(self, guidance_scale: float, guard_bounds: dict | None, **facts) -> dict:
         """The settings as each sample's JSON holds them (the resolved values, then what the plan found)."""
@@ -119,7 +165,9 @@ class SamplingSettings:
         return out
 
 
-def greedy_config(max_new_tokens: int, bos: int, eos: int, pad: int, min_new_tokens: int | None = None) -> GenerationConfig:
+def greedy_config(
+    max_new_tokens: int, bos: int, eos: int, pad: int, min_new_tokens: int | None = None
+) -> GenerationConfig:
     """Greedy over the forced scores our CFG processor returns. Every sampling flag is set to its
     neutral value because generate() fills unset ones from the model's generation_config.json (which
     would add a second repetition penalty and transformers' own CFG)."""
@@ -139,7 +187,11 @@ def greedy_config(max_new_tokens: int, bos: int, eos: int, pad: int, min_new_tok
 
 
 def fast_sampling(
-    gen_config: GenerationConfig, static_cache: bool, compile: bool, backend: str = "inductor", device: str | torch.device = "cpu"
+    gen_config: GenerationConfig,
+    static_cache: bool,
+    compile: bool,
+    backend: str = "inductor",
+    device: str | torch.device = "cpu",
 ) -> dict:
     """Set `gen_config` for transformers' static KV cache and compiled decoding; returns what was set, for the record.
 
@@ -157,7 +209,9 @@ def fast_sampling(
 
         known = list_backends(exclude_tags=())
         if backend not in known:
-            raise InputError(f"--compile_backend {backend!r}: not a torch.compile backend here; choose one of: {', '.join(known)}")
+            raise InputError(
+                f"--compile_backend {backend!r}: not a torch.compile backend here; choose one of: {', '.join(known)}"
+            )
         # CUDA graphs ("reduce-overhead", transformers' default mode) exist for inductor only.
         config = CompileConfig(backend=backend) if backend == "inductor" else CompileConfig(backend=backend, mode=None)
         if torch.device(device).type != "cuda":

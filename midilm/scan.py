@@ -80,7 +80,11 @@ def bound_silence(score, bounds: Bounds):
     order = np.argsort(starts, kind="stable")
     starts, ends = starts[order], ends[order]
     if starts[0] > limit:
-        return None, f"silence of {starts[0] / tpq:.0f} beats before the first note (bound {bounds.max_silence_beats:g})", None
+        return (
+            None,
+            f"silence of {starts[0] / tpq:.0f} beats before the first note (bound {bounds.max_silence_beats:g})",
+            None,
+        )
     reach = np.maximum.accumulate(ends)
     gaps = starts[1:] - reach[:-1]
     long = np.flatnonzero(gaps > limit)
@@ -89,9 +93,17 @@ def bound_silence(score, bounds: Bounds):
         after = len(starts) - first_after
         gap, at = gaps[long[0]] / tpq, reach[first_after - 1] / tpq
         if after > max(1, bounds.stray_share * len(starts)):
-            return None, f"silence of {gap:.0f} beats at beat {at:.0f} with {after} notes after it (bound {bounds.max_silence_beats:g})", None
+            return (
+                None,
+                f"silence of {gap:.0f} beats at beat {at:.0f} with {after} notes after it (bound {bounds.max_silence_beats:g})",
+                None,
+            )
         end = int(reach[first_after - 1])
-        return score.clip(0, end + 1), None, f"cut {after} stray notes after {gap:.0f} beats of silence at beat {at:.0f}"
+        return (
+            score.clip(0, end + 1),
+            None,
+            f"cut {after} stray notes after {gap:.0f} beats of silence at beat {at:.0f}",
+        )
     end = int(reach[-1])
     if score.end() > end + limit:
         # tempo, time-signature or controller events long after the last note would tokenize to empty bars
@@ -126,11 +138,18 @@ def worker_pool(workers: int, initializer=None, initargs: tuple = ()) -> Process
     symusic, miditok: ~100 MB) rather than a copy-on-write image of the parent, whose pages count in
     every child's resident memory and become private as the interpreter touches them."""
     name = f"{initializer.__module__}:{initializer.__qualname__}" if initializer else None
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(START_METHOD), initializer=_light_start, initargs=(name, initargs))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context(START_METHOD),
+        initializer=_light_start,
+        initargs=(name, initargs),
+    )
 
 
 def _init_worker(settings: dict) -> None:
-    from midilm.tokenizer import build_tokenizer  # here: a spawned worker imports this module first, and stays light until it encodes
+    from midilm.tokenizer import (
+        build_tokenizer,
+    )  # here: a spawned worker imports this module first, and stays light until it encodes
 
     tokenizer, _ = build_tokenizer(settings, [])
     base = [tokenizer[i] for i in range(len(tokenizer))]
@@ -170,7 +189,12 @@ def _scan_chunk(jobs: list[tuple[int, str]], bounds: Bounds) -> list[Scanned]:
 def scan_files(paths: list[Path], settings: dict, bounds: Bounds, num_proc: int) -> Iterator[Scanned]:
     """One `Scanned` per path, in the order they finish; at most 2 tasks per worker in flight, so
     results never pile up in memory."""
-    pending = deque([[(i, str(p)) for i, p in enumerate(paths[s : s + CHUNK_FILES], start=s)] for s in range(0, len(paths), CHUNK_FILES)])
+    pending = deque(
+        [
+            [(i, str(p)) for i, p in enumerate(paths[s : s + CHUNK_FILES], start=s)]
+            for s in range(0, len(paths), CHUNK_FILES)
+        ]
+    )
     suspects: deque[tuple[int, str]] = deque()
     workers = max(1, num_proc)
     while pending or suspects:
@@ -245,7 +269,9 @@ def read_spill(path: str | Path, offset: int, length: int) -> np.ndarray:
 def scan_vocabulary(settings: dict) -> list[str]:
     """The tokens of the vocabulary the workers encode with (no composer tokens: those are known only
     after the scan), to map their ids onto the final tokenizer's."""
-    from midilm.tokenizer import build_tokenizer  # here: a spawned worker imports this module first, and stays light until it encodes
+    from midilm.tokenizer import (
+        build_tokenizer,
+    )  # here: a spawned worker imports this module first, and stays light until it encodes
 
     tokenizer, _ = build_tokenizer(settings, [])
     return [tokenizer[i] for i in range(len(tokenizer))]

@@ -116,7 +116,10 @@ class ComposerMap:
 # The REMI tokenizer's settings (miditok.TokenizerConfig keys); config.json's `tokenizer` section overrides any.
 TOKENIZER_DEFAULTS = {
     "pitch_range": [21, 109],  # the 88 piano keys: General MIDI music outside them is rare and mostly noise
-    "beat_res": {"0_4": 8, "4_12": 4},  # 32nd notes within a bar of 4/4, 16th notes for longer values: the grid of common notation
+    "beat_res": {
+        "0_4": 8,
+        "4_12": 4,
+    },  # 32nd notes within a bar of 4/4, 16th notes for longer values: the grid of common notation
     "num_velocities": 16,  # 8 dynamics steps each split in two: finer steps are not heard, and cost vocabulary
     "use_velocities": True,
     "use_programs": True,  # instruments matter to a composer's texture (string quartet vs organ)

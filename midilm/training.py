@@ -72,15 +72,23 @@ TRAINING_DEFAULTS = {
 
 @dataclass
 class ModelArguments:
-    model_type: str = field(default="llama", metadata={"help": f"Architecture: {' or '.join(MODEL_TYPES)} (llama uses RoPE)."})
+    model_type: str = field(
+        default="llama", metadata={"help": f"Architecture: {' or '.join(MODEL_TYPES)} (llama uses RoPE)."}
+    )
     model_preset: str = field(default="tiny", metadata={"help": f"Size preset: {', '.join(PRESETS)}."})
-    model_overrides: str | None = field(default=None, metadata={"help": 'JSON of HF config keys to override, e.g. \'{"num_hidden_layers": 6}\'.'})
+    model_overrides: str | None = field(
+        default=None, metadata={"help": "JSON of HF config keys to override, e.g. '{\"num_hidden_layers\": 6}'."}
+    )
 
     def overrides(self) -> dict:
         if not self.model_overrides:
             return {}
         try:
-            value = json.loads(self.model_overrides) if isinstance(self.model_overrides, str) else dict(self.model_overrides)
+            value = (
+                json.loads(self.model_overrides)
+                if isinstance(self.model_overrides, str)
+                else dict(self.model_overrides)
+            )
         except json.JSONDecodeError as err:
             raise InputError(f"--model_overrides is not valid JSON ({err})") from err
         if not isinstance(value, dict):
@@ -91,18 +99,53 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     dataset_dir: str = field(default="data", metadata={"help": "DatasetDict written by prepare_dataset.py."})
-    tokenizer_dir: str = field(default="tokenizer", metadata={"help": "Tokenizer folder written by prepare_dataset.py."})
-    max_seq_len: int | None = field(default=None, metadata={"help": "Training context (default: the dataset's, prepare_dataset.py --max_seq_len); never shorter than the dataset's rows."})
-    composer_dropout: float = field(default=0.15, metadata={"help": "Probability that the composer token becomes COMPOSER_NONE (trains the unconditional branch for CFG)."})
-    padding_free: bool = field(default=False, metadata={"help": "Concatenate each batch's rows into one sequence with restarting position ids (transformers' DataCollatorWithFlattening) instead of padding them; attention stays within each row. For attention kernels that take packed rows: with SDPA on CPU it ran 2.2x slower than padding, the mask spanning the whole packed batch (length-grouped batches, config.json's default, leave under 1% padding)."})
+    tokenizer_dir: str = field(
+        default="tokenizer", metadata={"help": "Tokenizer folder written by prepare_dataset.py."}
+    )
+    max_seq_len: int | None = field(
+        default=None,
+        metadata={
+            "help": "Training context (default: the dataset's, prepare_dataset.py --max_seq_len); never shorter than the dataset's rows."
+        },
+    )
+    composer_dropout: float = field(
+        default=0.15,
+        metadata={
+            "help": "Probability that the composer token becomes COMPOSER_NONE (trains the unconditional branch for CFG)."
+        },
+    )
+    padding_free: bool = field(
+        default=False,
+        metadata={
+            "help": "Concatenate each batch's rows into one sequence with restarting position ids (transformers' DataCollatorWithFlattening) instead of padding them; attention stays within each row. For attention kernels that take packed rows: with SDPA on CPU it ran 2.2x slower than padding, the mask spanning the whole packed batch (length-grouped batches, config.json's default, leave under 1% padding)."
+        },
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Debug: keep the first N training chunks."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Debug: keep the first N validation chunks."})
-    composer_balanced: bool = field(default=False, metadata={"help": "Draw each epoch's training rows with replacement so that every composer is equally likely (each row weighted 1 / its composer's rows), grouped by length as --train_sampling_strategy group_by_length does; replaces that strategy."})
-    unconditional_eval: bool = field(default=True, metadata={"help": "At each evaluation, also score the validation rows with COMPOSER_NONE in place of the composer token (eval_uncond_loss) and log eval_composer_information = eval_uncond_loss - eval_loss, in nats per token (above 0: the model uses the composer token). Doubles evaluation time."})
-    early_stopping_patience: int = field(default=0, metadata={"help": "Stop after this many evaluations without a better eval loss (0 = off)."})
-    samples_per_composer: int = field(default=1, metadata={"help": "Samples generated per composer at each evaluation and logged to TensorBoard (0 = off)."})
+    composer_balanced: bool = field(
+        default=False,
+        metadata={
+            "help": "Draw each epoch's training rows with replacement so that every composer is equally likely (each row weighted 1 / its composer's rows), grouped by length as --train_sampling_strategy group_by_length does; replaces that strategy."
+        },
+    )
+    unconditional_eval: bool = field(
+        default=True,
+        metadata={
+            "help": "At each evaluation, also score the validation rows with COMPOSER_NONE in place of the composer token (eval_uncond_loss) and log eval_composer_information = eval_uncond_loss - eval_loss, in nats per token (above 0: the model uses the composer token). Doubles evaluation time."
+        },
+    )
+    early_stopping_patience: int = field(
+        default=0, metadata={"help": "Stop after this many evaluations without a better eval loss (0 = off)."}
+    )
+    samples_per_composer: int = field(
+        default=1,
+        metadata={"help": "Samples generated per composer at each evaluation and logged to TensorBoard (0 = off)."},
+    )
     sample_max_new_tokens: int = field(default=256, metadata={"help": "Length of those samples in tokens."})
-    soundfont: str | None = field(default=None, metadata={"help": "General MIDI soundfont for the TensorBoard audio (default: one found locally)."})
+    soundfont: str | None = field(
+        default=None,
+        metadata={"help": "General MIDI soundfont for the TensorBoard audio (default: one found locally)."},
+    )
 
     def __post_init__(self):
         if not 0.0 <= self.composer_dropout <= 1.0:
@@ -124,7 +167,13 @@ class TrainingData:
 def load_training_data(args: DataArguments, tokenizer, composer_map: ComposerMap) -> TrainingData:
     """Load the dataset and check it belongs to this tokenizer, before any model is built."""
     path = Path(args.dataset_dir)
-    dataset = load_prepared(path, ("train", "validation"), {"input_ids", "composer"}, composer_map.names, f"--tokenizer_dir {args.tokenizer_dir}")
+    dataset = load_prepared(
+        path,
+        ("train", "validation"),
+        {"input_ids", "composer"},
+        composer_map.names,
+        f"--tokenizer_dir {args.tokenizer_dir}",
+    )
     longest = 0
     for split in ("train", "validation"):
         ds = dataset[split]
@@ -137,7 +186,9 @@ def load_training_data(args: DataArguments, tokenizer, composer_map: ComposerMap
                     "the dataset was built with another tokenizer"
                 )
             if not has_header(ds[0]["input_ids"], tokenizer["BOS_None"], composer_map.token_ids):
-                raise InputError(f"--dataset_dir {path}: rows do not start with [BOS, COMPOSER]; rebuild it with prepare_dataset.py")
+                raise InputError(
+                    f"--dataset_dir {path}: rows do not start with [BOS, COMPOSER]; rebuild it with prepare_dataset.py"
+                )
             longest = max(longest, pc.max(pc.list_value_length(ds.data.column("input_ids"))).as_py() or 0)
     if len(dataset["train"]) == 0 or len(dataset["validation"]) == 0:
         raise InputError(f"--dataset_dir {path}: the train or validation split is empty; prepare more pieces")
@@ -146,9 +197,13 @@ def load_training_data(args: DataArguments, tokenizer, composer_map: ComposerMap
     if args.max_train_samples:
         dataset["train"] = dataset["train"].select(range(min(args.max_train_samples, len(dataset["train"]))))
     if args.max_eval_samples:
-        dataset["validation"] = dataset["validation"].select(range(min(args.max_eval_samples, len(dataset["validation"]))))
+        dataset["validation"] = dataset["validation"].select(
+            range(min(args.max_eval_samples, len(dataset["validation"])))
+        )
     splits = DatasetDict({s: dataset[s].select_columns(["input_ids"]) for s in ("train", "validation")})
-    return TrainingData(splits, train_rows, tasks, max(row_len or 0, longest), longest, list(dataset["train"]["composer"]))
+    return TrainingData(
+        splits, train_rows, tasks, max(row_len or 0, longest), longest, list(dataset["train"]["composer"])
+    )
 
 
 def learn_guard_bounds(data: TrainingData, tokenizer, dataset_dir: str) -> dict:
@@ -214,8 +269,14 @@ class MidiCollator:
     """
 
     def __init__(
-        self, pad_id: int, none_id: int, composer_dropout: float, max_seq_len: int, generator: torch.Generator | None = None,
-        section_ids: tuple[int, int] | None = None, padding_free: bool = False,
+        self,
+        pad_id: int,
+        none_id: int,
+        composer_dropout: float,
+        max_seq_len: int,
+        generator: torch.Generator | None = None,
+        section_ids: tuple[int, int] | None = None,
+        padding_free: bool = False,
     ):
         self.pad_id, self.none_id = pad_id, none_id
         self.composer_dropout, self.max_seq_len = composer_dropout, max_seq_len
@@ -223,7 +284,9 @@ class MidiCollator:
         self.section_ids = section_ids
         self.random_crop = True
         # -100 between rows: the last token of one row never learns to predict the next row's BOS
-        self.flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORED_LABEL) if padding_free else None
+        self.flatten = (
+            DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORED_LABEL) if padding_free else None
+        )
 
     def for_evaluation(self, unconditional: bool = False) -> MidiCollator:
         """A copy for validation batches. Every row keeps its composer token (`unconditional`: every row
@@ -352,7 +415,10 @@ class MidiTrainer(Trainer):
         given = self.args.lr_scheduler_kwargs
         if self.args.lr_scheduler_type != "warmup_stable_decay" or "num_decay_steps" in (given or {}):
             return super().create_scheduler(num_training_steps, optimizer)
-        self.args.lr_scheduler_kwargs = {**(given or {}), "num_decay_steps": max(1, round(WSD_DECAY_SHARE * num_training_steps))}
+        self.args.lr_scheduler_kwargs = {
+            **(given or {}),
+            "num_decay_steps": max(1, round(WSD_DECAY_SHARE * num_training_steps)),
+        }
         try:
             return super().create_scheduler(num_training_steps, optimizer)
         finally:
@@ -361,10 +427,16 @@ class MidiTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         if self._balance_composers is None:
             return super()._get_train_sampler(train_dataset)
-        dataset = self.train_dataset if train_dataset is None else train_dataset  # the Trainer passes a column-pruned copy
+        dataset = (
+            self.train_dataset if train_dataset is None else train_dataset
+        )  # the Trainer passes a column-pruned copy
         if len(dataset) != len(self._balance_composers):
-            raise ValueError(f"balance_composers holds {len(self._balance_composers)} composers for {len(dataset)} training rows")
-        lengths = pc.list_value_length(dataset.with_format("arrow")[:]["input_ids"]).to_pylist()  # [:] honours a select()
+            raise ValueError(
+                f"balance_composers holds {len(self._balance_composers)} composers for {len(dataset)} training rows"
+            )
+        lengths = pc.list_value_length(
+            dataset.with_format("arrow")[:]["input_ids"]
+        ).to_pylist()  # [:] honours a select()
         batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
         return ComposerBalancedSampler(self._balance_composers, lengths, batch, self.args.seed)
 
@@ -389,8 +461,11 @@ class MidiTrainer(Trainer):
         self._eval_pass = "uncond"
         try:
             output = self.evaluation_loop(
-                self.get_eval_dataloader(eval_dataset), description="Evaluation with COMPOSER_NONE",
-                prediction_loss_only=True, ignore_keys=ignore_keys, metric_key_prefix=prefix,
+                self.get_eval_dataloader(eval_dataset),
+                description="Evaluation with COMPOSER_NONE",
+                prediction_loss_only=True,
+                ignore_keys=ignore_keys,
+                metric_key_prefix=prefix,
             )
         finally:
             self._eval_pass = "cond"
@@ -400,14 +475,19 @@ class MidiTrainer(Trainer):
                 callback.prediction_bar = None
         # The conditional pass logs its metrics and hands them to the callbacks (samples, early
         # stopping) once: these join that one record in log(), and so its return value.
-        self._uncond_metrics[metric_key_prefix] = {f"{prefix}_loss": output.metrics[f"{prefix}_loss"], f"{prefix}_runtime": round(time.time() - start, 4)}
+        self._uncond_metrics[metric_key_prefix] = {
+            f"{prefix}_loss": output.metrics[f"{prefix}_loss"],
+            f"{prefix}_runtime": round(time.time() - start, 4),
+        }
         return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
 
     def training_step(self, model, inputs, *args, **kwargs):
         ids = inputs["input_ids"]
         # a padding-free batch (DataCollatorWithFlattening) has no attention mask: every position is real
         real = inputs["attention_mask"].sum() if "attention_mask" in inputs else ids.numel()
-        self._seen += torch.stack([torch.as_tensor(real, device=self._seen.device), torch.tensor(ids.numel(), device=self._seen.device)])
+        self._seen += torch.stack(
+            [torch.as_tensor(real, device=self._seen.device), torch.tensor(ids.numel(), device=self._seen.device)]
+        )
         return super().training_step(model, inputs, *args, **kwargs)
 
     def log(self, logs: dict, start_time: float | None = None, *args, **kwargs) -> None:
@@ -433,7 +513,15 @@ class SampleLoggingCallback(TrainerCallback):
     """At each evaluation: a few samples per composer, written as MIDI and logged to TensorBoard as a
     piano roll and as audio you can play in the browser."""
 
-    def __init__(self, tokenizer, composer_map: ComposerMap, samples_per_composer: int, max_new_tokens: int, soundfont: str | None, writer_source):
+    def __init__(
+        self,
+        tokenizer,
+        composer_map: ComposerMap,
+        samples_per_composer: int,
+        max_new_tokens: int,
+        soundfont: str | None,
+        writer_source,
+    ):
         self.tokenizer, self.composer_map = tokenizer, composer_map
         self.samples_per_composer, self.max_new_tokens = samples_per_composer, max_new_tokens
         self.soundfont, self.writer_source = soundfont, writer_source
@@ -448,20 +536,33 @@ class SampleLoggingCallback(TrainerCallback):
         was_training = model.training
         model.eval()
         samples = sample_scores(
-            model, self.tokenizer, self.composer_map, self.composer_map.names, self.samples_per_composer,
+            model,
+            self.tokenizer,
+            self.composer_map,
+            self.composer_map.names,
+            self.samples_per_composer,
             SamplingSettings(max_new_tokens=self.max_new_tokens, seed=state.global_step),
         )
         model.train(was_training)
         for i, (composer, score) in enumerate(samples):
-            stem = sample_stem(composer, i % self.samples_per_composer)  # the name as generate.py writes it: no `/` from `AC/DC`
+            stem = sample_stem(
+                composer, i % self.samples_per_composer
+            )  # the name as generate.py writes it: no `/` from `AC/DC`
             tag = f"samples/{stem}"
             score.dump_midi(out_dir / f"{stem}.mid")
             if writer is None:
                 continue
-            writer.add_image(f"{tag}/piano_roll", piano_roll_array(score, title=f"{composer} · step {state.global_step}"), state.global_step, dataformats="HWC")
+            writer.add_image(
+                f"{tag}/piano_roll",
+                piano_roll_array(score, title=f"{composer} · step {state.global_step}"),
+                state.global_step,
+                dataformats="HWC",
+            )
             try:
                 audio, rate = render_audio(score, soundfont=self.soundfont), 22050
-                writer.add_audio(f"{tag}/audio", torch.from_numpy(audio).unsqueeze(0), state.global_step, sample_rate=rate)
+                writer.add_audio(
+                    f"{tag}/audio", torch.from_numpy(audio).unsqueeze(0), state.global_step, sample_rate=rate
+                )
             except AudioUnavailable as err:
                 if not self._audio_warned:
                     print(f"no audio in TensorBoard: {err}")
@@ -486,7 +587,9 @@ def evaluation_samples(trainer: Trainer, samples_per_composer: int) -> int:
         )
     if trainer.is_fsdp_enabled and samples_per_composer > 0:
         if trainer.is_world_process_zero():
-            print("sample logging at evaluation is off under FSDP (the model is sharded over the processes); generate from the saved folder")
+            print(
+                "sample logging at evaluation is off under FSDP (the model is sharded over the processes); generate from the saved folder"
+            )
         return 0
     return samples_per_composer
 

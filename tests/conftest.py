@@ -23,6 +23,8 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
 TOKENIZER_SETTINGS = json.loads((REPO / "config.json").read_text())["tokenizer"]
 
 
@@ -58,7 +60,9 @@ def assert_refused(script, monkeypatch, capsys, root: Path, argv: list[str], mes
     assert sorted(root.rglob("*")) == before  # no sample, no partial file, no staging folder
 
 
-def save_random_model(out: Path, tokenizer, composer_map, context: int, max_new_tokens: int | None = None, **config_keys) -> Path:
+def save_random_model(
+    out: Path, tokenizer, composer_map, context: int, max_new_tokens: int | None = None, **config_keys
+) -> Path:
     """A tiny Llama with random weights (seed 0) on `tokenizer`, saved as train.py saves a model folder;
     `config_keys` are set on its config (e.g. midilm_tasks), `max_new_tokens` on its generation defaults."""
     import torch
@@ -88,7 +92,9 @@ def train_until_killed(args: list[str], out: Path, checkpoint: str = "checkpoint
     import sys
     import time
 
-    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + timeout
     while time.time() < deadline and not (out / checkpoint / "trainer_state.json").exists():
         assert process.poll() is None, "training ended before its first checkpoints"
@@ -158,8 +164,14 @@ def prepared(midi_dir, tmp_path_factory) -> dict:
 
     out = tmp_path_factory.mktemp("prepared")
     args = PrepareArguments(
-        midi_dir=str(midi_dir), output_dir=str(out / "data"), tokenizer_dir=str(out / "tokenizer"),
-        vocab_size=600, max_seq_len=256, num_proc=2, validation_ratio=0.15, test_ratio=0.15,
+        midi_dir=str(midi_dir),
+        output_dir=str(out / "data"),
+        tokenizer_dir=str(out / "tokenizer"),
+        vocab_size=600,
+        max_seq_len=256,
+        num_proc=2,
+        validation_ratio=0.15,
+        test_ratio=0.15,
     )
     report = prepare(args, TOKENIZER_SETTINGS)
     return {"data": out / "data", "tokenizer": out / "tokenizer", "report": report, "root": out}
@@ -174,11 +186,37 @@ def tiny_model(prepared, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_train") / "model_output"
     result = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "--dataset_dir", str(prepared["data"]), "--tokenizer_dir", str(prepared["tokenizer"]),
-         "--output_dir", str(out), "--max_seq_len", "256", "--per_device_train_batch_size", "4", "--learning_rate", "3e-3",
-         "--warmup_steps", "0", "--dataloader_num_workers", "0", "--max_steps", "40", "--samples_per_composer", "0",
-         "--eval_strategy", "no", "--load_best_model_at_end", "false"],
-        cwd=REPO, capture_output=True, text=True,
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "--dataset_dir",
+            str(prepared["data"]),
+            "--tokenizer_dir",
+            str(prepared["tokenizer"]),
+            "--output_dir",
+            str(out),
+            "--max_seq_len",
+            "256",
+            "--per_device_train_batch_size",
+            "4",
+            "--learning_rate",
+            "3e-3",
+            "--warmup_steps",
+            "0",
+            "--dataloader_num_workers",
+            "0",
+            "--max_steps",
+            "40",
+            "--samples_per_composer",
+            "0",
+            "--eval_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
@@ -208,8 +246,22 @@ def named_prepared(tmp_path_factory) -> dict:
     midi = write_midi_folder(tmp_path_factory.mktemp("named_midi"), {name: 4 for name in NAMED_COMPOSERS}, broken=False)
     out = tmp_path_factory.mktemp("named_prepared")
     args = PrepareArguments(
-        midi_dir=str(midi), output_dir=str(out / "data"), tokenizer_dir=str(out / "tokenizer"), vocab_size=600,
-        max_seq_len=256, num_proc=2, min_pieces_per_composer=2, validation_ratio=0.2, test_ratio=0.1,
+        midi_dir=str(midi),
+        output_dir=str(out / "data"),
+        tokenizer_dir=str(out / "tokenizer"),
+        vocab_size=600,
+        max_seq_len=256,
+        num_proc=2,
+        min_pieces_per_composer=2,
+        validation_ratio=0.2,
+        test_ratio=0.1,
     )
     report = prepare(args, TOKENIZER_SETTINGS)
-    return {"data": out / "data", "tokenizer": out / "tokenizer", "report": report, "root": out, "midi": midi, "names": NAMED_COMPOSERS}
+    return {
+        "data": out / "data",
+        "tokenizer": out / "tokenizer",
+        "report": report,
+        "root": out,
+        "midi": midi,
+        "names": NAMED_COMPOSERS,
+    }

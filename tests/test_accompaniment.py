@@ -17,7 +17,14 @@ from datasets import load_from_disk
 from symusic import Note, Score, TimeSignature, Track
 from transformers import AutoModelForCausalLM
 
-from midilm.accompaniment import BarLimitLogitsProcessor, accompany, load_melody, melody_prompt, plan_window, source_root
+from midilm.accompaniment import (
+    BarLimitLogitsProcessor,
+    accompany,
+    load_melody,
+    melody_prompt,
+    plan_window,
+    source_root,
+)
 from midilm.dataset import chunk_paired_bars, split_bars
 from midilm.generation import decode_ids
 from midilm.grammar import RemiGrammar, count_syntax_errors
@@ -41,8 +48,15 @@ def both(midi_dir, tmp_path_factory) -> dict:
     """`prepared` (conftest) again, with both tasks."""
     out = tmp_path_factory.mktemp("both")
     args = PrepareArguments(
-        midi_dir=str(midi_dir), output_dir=str(out / "data"), tokenizer_dir=str(out / "tokenizer"), vocab_size=600,
-        max_seq_len=CONTEXT, num_proc=2, validation_ratio=0.15, test_ratio=0.15, tasks="continuation,accompaniment",
+        midi_dir=str(midi_dir),
+        output_dir=str(out / "data"),
+        tokenizer_dir=str(out / "tokenizer"),
+        vocab_size=600,
+        max_seq_len=CONTEXT,
+        num_proc=2,
+        validation_ratio=0.15,
+        test_ratio=0.15,
+        tasks="continuation,accompaniment",
     )
     return {"data": out / "data", "tokenizer": out / "tokenizer", "report": prepare(args, TOKENIZER_SETTINGS)}
 
@@ -171,7 +185,9 @@ def test_output_keeps_the_melody_and_its_bars(model, both, tmp_path):
             (n.time, n.duration, n.pitch, n.velocity) for n in given.tracks[0].notes
         ], "the melody, note for note"
         assert result.score.ticks_per_quarter == given.ticks_per_quarter
-        assert list(result.score.time_signatures) == list(given.time_signatures) and list(result.score.tempos) == list(given.tempos)
+        assert list(result.score.time_signatures) == list(given.time_signatures) and list(result.score.tempos) == list(
+            given.tempos
+        )
         assert result.bars == prompt.num_bars == len(bars_of(tokenizer, result.ids))
         assert result.syntax_error_rate == 0.0
         onsets = [n.time for t in result.full.tracks for n in t.notes]
@@ -192,7 +208,9 @@ def test_long_melody_is_generated_in_windows_and_follows_time_signatures(model, 
     (result,) = accompany(model, tokenizer, composer_map, prompt, ["beta"], seed=0, guidance_scale=1.5)
     assert result.windows > 1
     assert result.bars == prompt.num_bars == len(bars_of(tokenizer, result.ids))
-    assert time_signatures_per_bar(tokenizer, result.ids) == ["TimeSig_4/4"] * 4 + ["TimeSig_3/4"] * (prompt.num_bars - 4)
+    assert time_signatures_per_bar(tokenizer, result.ids) == ["TimeSig_4/4"] * 4 + ["TimeSig_3/4"] * (
+        prompt.num_bars - 4
+    )
     assert result.syntax_error_rate == 0.0
 
 
@@ -229,7 +247,9 @@ def test_bar_limit_moves_the_next_bar_line_to_eos(both):
     scores = processor(prompt, torch.zeros(2, len(tokenizer)))
     assert torch.isneginf(scores[:, other]).all(), "a window's first token begins a bar"
     scores = processor(torch.cat([prompt, torch.tensor([[other], [other]])], dim=1), torch.zeros(2, len(tokenizer)))
-    assert torch.isneginf(scores[0, starts_bar]).all() and scores[0, eos] == pytest.approx(np.log(int(starts_bar.sum()) + 1))
+    assert torch.isneginf(scores[0, starts_bar]).all() and scores[0, eos] == pytest.approx(
+        np.log(int(starts_bar.sum()) + 1)
+    )
     assert torch.isneginf(scores[1, eos]) and (scores[1, starts_bar] == 0).all()
 
 
@@ -259,13 +279,29 @@ def script():
 def test_cli_writes_the_accompaniment(script, model_dir, tmp_path, monkeypatch, capsys):
     path = melody_file(tmp_path / "tune.mid", 14, bars=4)
     out = tmp_path / "out"
-    assert run_cli(script, monkeypatch, "--model_dir", str(model_dir), "--melody_midi", str(path), "--composer", "alpha", "--output_dir", str(out)) == 0
+    assert (
+        run_cli(
+            script,
+            monkeypatch,
+            "--model_dir",
+            str(model_dir),
+            "--melody_midi",
+            str(path),
+            "--composer",
+            "alpha",
+            "--output_dir",
+            str(out),
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == ["accompaniment_alpha_0.json", "accompaniment_alpha_0.mid"]
     record = json.loads((out / "accompaniment_alpha_0.json").read_text())
     assert record["melody_source"] == "track 'melody'" and record["bars"] == 4 and record["syntax_error_rate"] == 0.0
     assert {"melody_adherence", "harmonic_fit", "key", "tokens", "windows"} <= set(record)
     written = Score(out / "accompaniment_alpha_0.mid")
-    assert [(n.time, n.pitch, n.duration) for n in written.tracks[0].notes] == [(n.time, n.pitch, n.duration) for n in Score(path).tracks[0].notes]
+    assert [(n.time, n.pitch, n.duration) for n in written.tracks[0].notes] == [
+        (n.time, n.pitch, n.duration) for n in Score(path).tracks[0].notes
+    ]
     assert "warning" not in capsys.readouterr().err
 
 
@@ -277,7 +313,19 @@ def test_cli_chords_give_one_warning_line(script, model_dir, tmp_path, monkeypat
     piece.tracks[0].notes.extend([Note(n.time, n.duration, n.pitch - 7, 60) for n in piece.tracks[0].notes[::3]])
     piece.dump_midi(tmp_path / "chords.mid")
     out = tmp_path / "out"
-    assert run_cli(script, monkeypatch, "--model_dir", str(model_dir), "--melody_midi", str(tmp_path / "chords.mid"), "--output_dir", str(out)) == 0
+    assert (
+        run_cli(
+            script,
+            monkeypatch,
+            "--model_dir",
+            str(model_dir),
+            "--melody_midi",
+            str(tmp_path / "chords.mid"),
+            "--output_dir",
+            str(out),
+        )
+        == 0
+    )
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
     assert len(warnings) == 1 and "chords" in warnings[0] and "top voice" in warnings[0]
     written = Score(out / "accompaniment_none_0.mid")
@@ -337,11 +385,22 @@ BAD_MELODIES = {
     "out of range": ("{tmp}/high.mid", [], "none of its notes is in the tokenizer's pitch range"),
     "with a prompt": ("{tmp}/good.mid", ["--prompt_midi", "{tmp}/good.mid"], "choose one"),
     "unknown composer": ("{tmp}/good.mid", ["--composer", "chopin"], "unknown composer 'chopin'"),
-    "bar longer than the context": ("{tmp}/good.mid", ["--model_dir", "{short}"], "cannot fit the model's context of 8 tokens"),
-    "continuation-only model": ("{tmp}/good.mid", ["--model_dir", "{continuation}"],
-                                "--model_dir {continuation}: this model was trained on continuation rows only, never on accompaniment; "
-                                "prepare the data with --tasks continuation,accompaniment and train it again"),
-    "model from before the task": ("{tmp}/good.mid", ["--model_dir", "{old}"], "--model_dir {old}: this model was trained on continuation rows only"),
+    "bar longer than the context": (
+        "{tmp}/good.mid",
+        ["--model_dir", "{short}"],
+        "cannot fit the model's context of 8 tokens",
+    ),
+    "continuation-only model": (
+        "{tmp}/good.mid",
+        ["--model_dir", "{continuation}"],
+        "--model_dir {continuation}: this model was trained on continuation rows only, never on accompaniment; "
+        "prepare the data with --tasks continuation,accompaniment and train it again",
+    ),
+    "model from before the task": (
+        "{tmp}/good.mid",
+        ["--model_dir", "{old}"],
+        "--model_dir {old}: this model was trained on continuation rows only",
+    ),
 }
 
 
@@ -370,7 +429,14 @@ def test_bad_melody_is_one_line_exit_2_and_leaves_nothing(case, script, model_di
     argv = ["--melody_midi", path.format(**places), *[a.format(**places) for a in extra]]
     if "--model_dir" not in argv:
         argv = ["--model_dir", str(model_dir), *argv]
-    assert_refused(script, monkeypatch, capsys, tmp_path, [*argv, "--output_dir", str(tmp_path / "samples")], message.format(**places))
+    assert_refused(
+        script,
+        monkeypatch,
+        capsys,
+        tmp_path,
+        [*argv, "--output_dir", str(tmp_path / "samples")],
+        message.format(**places),
+    )
 
 
 # ---- train + accompany ---------------------------------------------------------------------------
@@ -381,24 +447,81 @@ def test_tiny_train_then_accompany(both, script, tmp_path, monkeypatch):
     out = tmp_path / "model_output"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable, str(REPO / "train.py"), "--dataset_dir", str(both["data"]), "--tokenizer_dir", str(both["tokenizer"]),
-        "--output_dir", str(out), "--max_seq_len", str(CONTEXT), "--per_device_train_batch_size", "4", "--learning_rate", "3e-3",
-        "--warmup_steps", "0", "--logging_steps", "10", "--dataloader_num_workers", "0", "--max_steps", "30",
-        "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false", "--samples_per_composer", "0",
+        sys.executable,
+        str(REPO / "train.py"),
+        "--dataset_dir",
+        str(both["data"]),
+        "--tokenizer_dir",
+        str(both["tokenizer"]),
+        "--output_dir",
+        str(out),
+        "--max_seq_len",
+        str(CONTEXT),
+        "--per_device_train_batch_size",
+        "4",
+        "--learning_rate",
+        "3e-3",
+        "--warmup_steps",
+        "0",
+        "--logging_steps",
+        "10",
+        "--dataloader_num_workers",
+        "0",
+        "--max_steps",
+        "30",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--load_best_model_at_end",
+        "false",
+        "--samples_per_composer",
+        "0",
     ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     path = melody_file(tmp_path / "held_out.mid", 17, bars=4)
     samples = tmp_path / "samples"
-    assert run_cli(script, monkeypatch, "--model_dir", str(out), "--melody_midi", str(path), "--composer", "beta", "--num_samples", "2",
-                   "--output_dir", str(samples)) == 0
+    assert (
+        run_cli(
+            script,
+            monkeypatch,
+            "--model_dir",
+            str(out),
+            "--melody_midi",
+            str(path),
+            "--composer",
+            "beta",
+            "--num_samples",
+            "2",
+            "--output_dir",
+            str(samples),
+        )
+        == 0
+    )
     for i in range(2):
         record = json.loads((samples / f"accompaniment_beta_{i}.json").read_text())
         assert record["bars"] == 4 and record["syntax_error_rate"] == 0.0 and record["melody_adherence"] is not None
         written = Score(samples / f"accompaniment_beta_{i}.mid")
-        assert [(n.time, n.pitch) for n in written.tracks[0].notes] == [(n.time, n.pitch) for n in Score(path).tracks[0].notes]
+        assert [(n.time, n.pitch) for n in written.tracks[0].notes] == [
+            (n.time, n.pitch) for n in Score(path).tracks[0].notes
+        ]
     # the same model continues music too (it was trained on both tasks)
-    assert run_cli(script, monkeypatch, "--model_dir", str(out), "--composer", "beta", "--max_new_tokens", "32", "--output_dir", str(samples)) == 0
+    assert (
+        run_cli(
+            script,
+            monkeypatch,
+            "--model_dir",
+            str(out),
+            "--composer",
+            "beta",
+            "--max_new_tokens",
+            "32",
+            "--output_dir",
+            str(samples),
+        )
+        == 0
+    )
     assert json.loads((samples / "beta_0.json").read_text())["syntax_error_rate"] == 0.0
 
 
@@ -418,8 +541,15 @@ def test_evaluation_accompanies_held_out_melodies(both, model_dir, tmp_path):
     from midilm.evaluation.report import write_report
     from midilm.evaluation.run import EvaluateArguments, evaluate
 
-    args = EvaluateArguments(model_dir=str(model_dir), dataset_dir=str(both["data"]), output_dir=str(tmp_path / "eval"),
-                             num_samples_per_composer=1, max_new_tokens=16, guidance_scales="", accompaniment_pieces=1)
+    args = EvaluateArguments(
+        model_dir=str(model_dir),
+        dataset_dir=str(both["data"]),
+        output_dir=str(tmp_path / "eval"),
+        num_samples_per_composer=1,
+        max_new_tokens=16,
+        guidance_scales="",
+        accompaniment_pieces=1,
+    )
     report = evaluate(args)
     section = report["accompaniment"]
     held_out = load_from_disk(str(both["data"]))["validation"]
@@ -439,6 +569,10 @@ def test_evaluation_accompanies_held_out_melodies(both, model_dir, tmp_path):
     written = sorted((tmp_path / "eval" / "samples" / "accompaniment_trained").glob("*.mid"))
     assert len(written) == len(section["pieces"])
     first = section["pieces"][0]
-    melody = melody_prompt(load_tokenizer(both["tokenizer"])[0], Score(source_root(both["data"]) / first["source"])).melody
+    melody = melody_prompt(
+        load_tokenizer(both["tokenizer"])[0], Score(source_root(both["data"]) / first["source"])
+    ).melody
     harmonized = Score(tmp_path / "eval" / "samples" / "accompaniment_trained" / f"{first['composer']}_0.mid")
-    assert [(n.time, n.pitch) for n in harmonized.tracks[0].notes] == [(n.time, n.pitch) for n in melody.tracks[0].notes]
+    assert [(n.time, n.pitch) for n in harmonized.tracks[0].notes] == [
+        (n.time, n.pitch) for n in melody.tracks[0].notes
+    ]

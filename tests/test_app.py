@@ -151,7 +151,9 @@ def test_generate_gives_audio_roll_midi_and_a_command_that_reproduces_it(client,
 def test_continue_an_uploaded_midi(client, app_model_dir, tmp_path):
     theme = tmp_path / "theme.mid"
     make_piece(7, bars=6).dump_midi(theme)
-    _, _, files, settings, command = generate(client, composer="mozart", seed=3, prompt_midi=handle_file(theme), prompt_bars=2)
+    _, _, files, settings, command = generate(
+        client, composer="mozart", seed=3, prompt_midi=handle_file(theme), prompt_bars=2
+    )
     tokenizer, composer_map = load_tokenizer(app_model_dir)
     prompt = load_prompt(tokenizer, theme, prompt_bars=2)
     tokens = json.loads(next(Path(f) for f in files if f.endswith(".json")).read_text())["tokens"]
@@ -169,7 +171,9 @@ def test_accompany_an_uploaded_melody(client, tmp_path):
     _, png, files, settings, command = generate(client, composer="bach", seed=2, melody_midi=handle_file(melody))
     midi = Score(next(Path(f) for f in files if f.endswith(".mid")))
     given = sorted((n.time, n.pitch) for n in Score(melody).tracks[0].notes)
-    kept = sorted((n.time * Score(melody).ticks_per_quarter // midi.ticks_per_quarter, n.pitch) for n in midi.tracks[0].notes)
+    kept = sorted(
+        (n.time * Score(melody).ticks_per_quarter // midi.ticks_per_quarter, n.pitch) for n in midi.tracks[0].notes
+    )
     assert kept == given, "the melody comes back note for note on its own track"
     assert settings["melody_midi"] == "tune.mid" and settings["bars"] == 4
     assert "--melody_midi tune.mid" in command and Path(png).is_file()
@@ -243,7 +247,9 @@ def test_without_a_soundfont_the_page_goes_on_without_audio(app_model_dir, monke
     assert "soundfont" in loaded.audio_problem
     steps = []
     try:
-        wav, png, files, settings, _ = loaded.generate("none", 8, 3.0, 0.9, 40, 0.95, 0, None, 0, progress=lambda *a, **k: steps.append(a[0]))
+        wav, png, files, settings, _ = loaded.generate(
+            "none", 8, 3.0, 0.9, 40, 0.95, 0, None, 0, progress=lambda *a, **k: steps.append(a[0])
+        )
         assert wav is None and Path(png).is_file() and [Path(f).suffix for f in files] == [".mid", ".json"]
     finally:
         loaded.close()

@@ -38,7 +38,9 @@ pytestmark = [
 def browser(tmp_path):
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).is_file()]
     if missing:
-        pytest.fail(f"{', '.join(missing)} not found: `apt-get install -y chromium chromium-driver` (or set MIDILM_SKIP_BROWSER=1)")
+        pytest.fail(
+            f"{', '.join(missing)} not found: `apt-get install -y chromium chromium-driver` (or set MIDILM_SKIP_BROWSER=1)"
+        )
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -83,7 +85,9 @@ def test_page_generates_in_a_real_browser(browser, app_url, tmp_path):  # noqa: 
     roll = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#piano-roll img[src$='.png']"))[0]
     wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", roll))
     assert browser.execute_script("return arguments[0].naturalWidth", roll) == 1200
-    wait.until(lambda d: "--composer bach" in d.find_element(By.CSS_SELECTOR, "#command textarea").get_attribute("value"))
+    wait.until(
+        lambda d: "--composer bach" in d.find_element(By.CSS_SELECTOR, "#command textarea").get_attribute("value")
+    )
     assert browser.find_elements(By.CSS_SELECTOR, "#download a[href$='/bach_0.mid']")
 
     height = browser.execute_script("return document.documentElement.scrollHeight")
@@ -98,7 +102,11 @@ def test_page_generates_in_a_real_browser(browser, app_url, tmp_path):  # noqa: 
     requests = requests_of(browser)
     wav_url = wav_link.get_attribute("href")
     assert any(url == wav_url and status == 200 for url, status in requests), "the player did not load the WAV"
-    foreign = {url for url, _ in requests if urlsplit(url).scheme in ("http", "https", "ws", "wss") and urlsplit(url).hostname != "127.0.0.1"}
+    foreign = {
+        url
+        for url, _ in requests
+        if urlsplit(url).scheme in ("http", "https", "ws", "wss") and urlsplit(url).hostname != "127.0.0.1"
+    }
     assert not foreign, f"the page reached beyond the app: {sorted(foreign)[:5]}"
 
     # A bad upload: a message in the page, not a stack trace.

@@ -39,16 +39,24 @@ def _effective(config_file, argv=()):
 
     prepare_args, config = parse_args((PrepareArguments,), ("prepare",), [], config_file=config_file)
     model_args, data_args, training_args, _ = parse_args(
-        (ModelArguments, DataArguments, TrainingArguments), ("model", "data", "training"), list(argv),
-        defaults={**TRAINING_DEFAULTS, "use_cpu": True}, config_file=config_file,
+        (ModelArguments, DataArguments, TrainingArguments),
+        ("model", "data", "training"),
+        list(argv),
+        defaults={**TRAINING_DEFAULTS, "use_cpu": True},
+        config_file=config_file,
     )
     return {
-        "prepare": vars(prepare_args), "model": vars(model_args), "data": vars(data_args),
-        "training": {k: getattr(training_args, k) for k in TRAINING_DEFAULTS}, "tokenizer": tokenizer_settings(config.get("tokenizer")),
+        "prepare": vars(prepare_args),
+        "model": vars(model_args),
+        "data": vars(data_args),
+        "training": {k: getattr(training_args, k) for k in TRAINING_DEFAULTS},
+        "tokenizer": tokenizer_settings(config.get("tokenizer")),
     }
 
 
-@pytest.mark.parametrize("content", [None, "", "{}", '{"training": {"max_steps": 2000}, "tokenizer": {"num_velocities": 16}}'])
+@pytest.mark.parametrize(
+    "content", [None, "", "{}", '{"training": {"max_steps": 2000}, "tokenizer": {"num_velocities": 16}}']
+)
 def test_config_json_may_be_absent_empty_or_partial(content, tmp_path):
     """The package holds every default: the repository's config.json only repeats them, so without it,
     empty or partial, every script's effective settings are the same."""
@@ -75,24 +83,38 @@ def test_import_midilm_is_light_and_names_the_public_api():
     import sys
 
     code = "import sys, midilm, midilm.commands; print(sorted(m for m in ('torch', 'transformers', 'datasets', 'miditok') if m in sys.modules))"
-    assert subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip() == "[]"
+    )
     import midilm
     from midilm.evaluate_modules import path
     from midilm.generation import prepare_generation
     from midilm.sampling import SamplingSettings
 
-    assert midilm.prepare_generation is prepare_generation and midilm.SamplingSettings is SamplingSettings and midilm.evaluate_module_path is path
+    assert (
+        midilm.prepare_generation is prepare_generation
+        and midilm.SamplingSettings is SamplingSettings
+        and midilm.evaluate_module_path is path
+    )
     assert all(getattr(midilm, name) is not None for name in midilm.__all__)
     with pytest.raises(AttributeError):
         _ = midilm.no_such_name
 
 
-@pytest.mark.parametrize("argv, code, stream, expected", [
-    ([], 2, "err", "usage: midilm {prepare,train,generate,evaluate,app,tune}"),
-    (["--help"], 0, "out", "usage: midilm {prepare,train,generate,evaluate,app,tune}"),
-    (["trian"], 2, "err", "error: midilm: no command 'trian'; choose one of prepare, train, generate, evaluate, app, tune"),
-    (["generate", "--model_dir", "/nonexistent/model"], 2, "err", "error: --model_dir /nonexistent/model"),
-])
+@pytest.mark.parametrize(
+    "argv, code, stream, expected",
+    [
+        ([], 2, "err", "usage: midilm {prepare,train,generate,evaluate,app,tune}"),
+        (["--help"], 0, "out", "usage: midilm {prepare,train,generate,evaluate,app,tune}"),
+        (
+            ["trian"],
+            2,
+            "err",
+            "error: midilm: no command 'trian'; choose one of prepare, train, generate, evaluate, app, tune",
+        ),
+        (["generate", "--model_dir", "/nonexistent/model"], 2, "err", "error: --model_dir /nonexistent/model"),
+    ],
+)
 def test_midilm_command_picks_a_step_or_says_why_not(argv, code, stream, expected, capsys, monkeypatch):
     from midilm.commands import main
 

@@ -66,7 +66,10 @@ def leaping_chords(seed: int, n: int = 30) -> Score:
 def styles():
     """A classifier fitted to tell the two styles apart (crops of 24 notes)."""
     train = {"steps": [stepwise_line(s) for s in range(10)], "chords": [leaping_chords(s) for s in range(10)]}
-    heldout = {"steps": [stepwise_line(s) for s in range(100, 106)], "chords": [leaping_chords(s) for s in range(100, 106)]}
+    heldout = {
+        "steps": [stepwise_line(s) for s in range(100, 106)],
+        "chords": [leaping_chords(s) for s in range(100, 106)],
+    }
     return fit_classifier(train, heldout, crop_length=24, crops_per_piece=3, min_train_pieces=5, min_heldout_pieces=2)
 
 
@@ -142,8 +145,16 @@ def test_wilson_interval_by_hand():
 
 
 def test_composer_with_too_few_pieces_is_not_measurable():
-    train = {"steps": [stepwise_line(s) for s in range(6)], "chords": [leaping_chords(s) for s in range(6)], "rare": [stepwise_line(50)]}
-    heldout = {"steps": [stepwise_line(60), stepwise_line(61)], "chords": [leaping_chords(60), leaping_chords(61)], "rare": [stepwise_line(62)]}
+    train = {
+        "steps": [stepwise_line(s) for s in range(6)],
+        "chords": [leaping_chords(s) for s in range(6)],
+        "rare": [stepwise_line(50)],
+    }
+    heldout = {
+        "steps": [stepwise_line(60), stepwise_line(61)],
+        "chords": [leaping_chords(60), leaping_chords(61)],
+        "rare": [stepwise_line(62)],
+    }
     classifier = fit_classifier(train, heldout, crop_length=24, min_train_pieces=3)
     assert classifier.composers == ["chords", "steps"]
     assert "1 training piece" in classifier.not_measurable["rare"]
@@ -154,7 +165,9 @@ def test_composer_with_too_few_pieces_is_not_measurable():
     assert "not measurable" in table and "rare: not measurable (1 training piece" in table
 
     # one measurable composer: nothing to fit, every composer says why, nothing crashes
-    alone = fit_classifier({"steps": train["steps"], "rare": train["rare"]}, heldout, crop_length=24, min_train_pieces=3)
+    alone = fit_classifier(
+        {"steps": train["steps"], "rare": train["rare"]}, heldout, crop_length=24, min_train_pieces=3
+    )
     assert alone.composers == [] and set(alone.not_measurable) == {"steps", "rare", "chords"}
     assert adherence(alone, [stepwise_line(70)], ["steps"])["per_composer"]["steps"]["measurable"] is False
     assert "not measurable" in render_markdown(adherence_report(alone, {"s=1": ([stepwise_line(70)], ["steps"])}))
@@ -167,7 +180,9 @@ def test_trains_on_a_prepared_dataset(prepared):
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
     dataset = load_from_disk(str(prepared["data"]))
-    classifier = train_classifier(dataset, tokenizer, max_pieces_per_composer=3, crop_length=32, min_train_pieces=2, min_heldout_pieces=1)
+    classifier = train_classifier(
+        dataset, tokenizer, max_pieces_per_composer=3, crop_length=32, min_train_pieces=2, min_heldout_pieces=1
+    )
     train = dataset["train"].filter(lambda r: r["augmentation"] == "" and r["task"] == "continuation")
     names = train.features["composer"].names
     for name in classifier.composers:
@@ -177,6 +192,11 @@ def test_trains_on_a_prepared_dataset(prepared):
     assert set(classifier.composers) | set(classifier.not_measurable) == set(names)
     # token ids read back as the music they encode
     score = stepwise_line(1, n=20)
-    ids = [tokenizer["BOS_None"], composer_map.token_ids[0], *encode_ids(tokenizer, score).tolist(), tokenizer["EOS_None"]]
+    ids = [
+        tokenizer["BOS_None"],
+        composer_map.token_ids[0],
+        *encode_ids(tokenizer, score).tolist(),
+        tokenizer["EOS_None"],
+    ]
     (decoded,) = scores_from_ids(tokenizer, [ids])
     assert decoded.note_num() == 20

@@ -15,10 +15,25 @@ def test_demo_pipeline_on_a_tiny_subset(tmp_path):
     if shutil.which("make") is None:
         pytest.fail("make is not installed; `apt-get install make`")
     env = {**os.environ, "MIDILM_CACHE": str(tmp_path / "cache")}
-    tiny = ["DEMO_COMPOSERS=bach,palestrina", "DEMO_FILES=4", "DEMO_MIN_PIECES=2", "DEMO_STEPS=6", "DEMO_SAMPLES=1",
-            "DEMO_TOKENS=48", "DEMO_EVAL_STEPS=3", "DEMO_AUGMENT=", "DEMO_EVAL=--num_samples_per_composer 1 --max_new_tokens 48 --adherence_scales 1,2 --adherence_samples_per_composer 2 --accompaniment_pieces 1"]
-    result = subprocess.run(["make", "-f", str(REPO / "Makefile"), "pipeline", *tiny], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=600)
+    tiny = [
+        "DEMO_COMPOSERS=bach,palestrina",
+        "DEMO_FILES=4",
+        "DEMO_MIN_PIECES=2",
+        "DEMO_STEPS=6",
+        "DEMO_SAMPLES=1",
+        "DEMO_TOKENS=48",
+        "DEMO_EVAL_STEPS=3",
+        "DEMO_AUGMENT=",
+        "DEMO_EVAL=--num_samples_per_composer 1 --max_new_tokens 48 --adherence_scales 1,2 --adherence_samples_per_composer 2 --accompaniment_pieces 1",
+    ]
+    result = subprocess.run(
+        ["make", "-f", str(REPO / "Makefile"), "pipeline", *tiny],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     for composer in ("bach", "palestrina"):
         for suffix in (".mid", ".wav", ".png", ".json"):
@@ -29,17 +44,30 @@ def test_demo_pipeline_on_a_tiny_subset(tmp_path):
     record = json.loads((tmp_path / "samples" / "accompaniment_bach_0.json").read_text())
     assert record["melody_source"] == "track 'Soprano'" and record["syntax_error_rate"] == 0.0
     report = json.loads((tmp_path / "samples" / "eval" / "report.json").read_text())
-    assert report["accompaniment"]["pieces"] and "## Accompaniment" in (tmp_path / "samples" / "eval" / "report.md").read_text()
-    assert json.loads((tmp_path / "model_output" / "config.json").read_text())["composer_to_id"].keys() == {"bach", "palestrina"}
+    assert (
+        report["accompaniment"]["pieces"]
+        and "## Accompaniment" in (tmp_path / "samples" / "eval" / "report.md").read_text()
+    )
+    assert json.loads((tmp_path / "model_output" / "config.json").read_text())["composer_to_id"].keys() == {
+        "bach",
+        "palestrina",
+    }
     # a second run finds every stage done and changes nothing
-    again = subprocess.run(["make", "-f", str(REPO / "Makefile"), "pipeline", *tiny], cwd=tmp_path, env=env, capture_output=True, text=True)
+    again = subprocess.run(
+        ["make", "-f", str(REPO / "Makefile"), "pipeline", *tiny], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert again.returncode == 0 and "prepare_dataset.py" not in again.stdout
 
 
 def test_demo_full_runs_the_same_pipeline_in_its_own_folder_with_the_longer_budget(tmp_path):
     # -n prints the stages without running them (the sub-make line runs, itself with -n)
-    result = subprocess.run(["make", "-n", "-f", str(REPO / "Makefile"), "pipeline-full", "FULL_STEPS=7", "FULL_EVAL_SAMPLES=5"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["make", "-n", "-f", str(REPO / "Makefile"), "pipeline-full", "FULL_STEPS=7", "FULL_EVAL_SAMPLES=5"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert f"Entering directory '{tmp_path / 'demo-full'}'" in result.stdout
     assert "train.py --max_steps 7 " in result.stdout and "--adherence_samples_per_composer 5" in result.stdout

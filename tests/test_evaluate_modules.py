@@ -47,12 +47,22 @@ def test_music_metrics_from_midi_files_and_tokens(bach_files, prepared):
     assert auto["real_window_bars"] == median_bars(result["per_piece"]) and "real_window_bars" not in result
     windows = metric.compute(predictions=files[:2], real=files[2:5], real_windows=4)
     passages = [piece_metrics(w) for f in files[2:5] for w in bar_windows(Score(f), 4)]
-    assert len(passages) > 3 and windows["comparison"]["pitch_range"] == pytest.approx(compare(result["per_piece"], passages)["pitch_range"])
+    assert len(passages) > 3 and windows["comparison"]["pitch_range"] == pytest.approx(
+        compare(result["per_piece"], passages)["pitch_range"]
+    )
     with pytest.raises(ValueError, match="real_windows"):
         metric.compute(predictions=files[:2], real=files[2:5], real_windows=0)
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
-    rows = [[tokenizer["BOS_None"], composer_map.token_ids[0], *encode_ids(tokenizer, Score(f)).tolist(), tokenizer["EOS_None"]] for f in files[:2]]
+    rows = [
+        [
+            tokenizer["BOS_None"],
+            composer_map.token_ids[0],
+            *encode_ids(tokenizer, Score(f)).tolist(),
+            tokenizer["EOS_None"],
+        ]
+        for f in files[:2]
+    ]
     from_ids = metric.compute(predictions=rows, tokenizer=str(prepared["tokenizer"]))
     assert [p["syntax_error_rate"] for p in from_ids["per_piece"]] == [0.0, 0.0]
     # the notes the tokens spell (the tokenizer drops unisons across voices, so fewer than the file's)
@@ -69,7 +79,9 @@ def test_composer_adherence_from_midi_files_and_tokens(bach_files, prepared, tmp
     from midilm.tokenizer import encode_ids, load_tokenizer
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
-    classifier = train_classifier(load_from_disk(str(prepared["data"])), tokenizer, crop_length=32, min_train_pieces=2, min_heldout_pieces=1)
+    classifier = train_classifier(
+        load_from_disk(str(prepared["data"])), tokenizer, crop_length=32, min_train_pieces=2, min_heldout_pieces=1
+    )
     assert len(classifier.composers) >= 2
     classifier.save(tmp_path / "classifier.json")
     files = [str(f.path) for f in bach_files[:4]]
@@ -84,10 +96,17 @@ def test_composer_adherence_from_midi_files_and_tokens(bach_files, prepared, tmp
     assert result["unconditional"] is not None and result["ceiling"] == classifier.ceiling
 
     # token ids with the tokenizer folder; the classifier trained by the module from the dataset folder
-    rows = [[tokenizer["BOS_None"], composer_map.token_ids[0], *encode_ids(tokenizer, Score(f)).tolist()] for f in files]
+    rows = [
+        [tokenizer["BOS_None"], composer_map.token_ids[0], *encode_ids(tokenizer, Score(f)).tolist()] for f in files
+    ]
     trained = metric.compute(
-        predictions=rows, references=intended, dataset=str(prepared["data"]), tokenizer=str(prepared["tokenizer"]),
-        crop_length=32, min_train_pieces=2, min_heldout_pieces=1,
+        predictions=rows,
+        references=intended,
+        dataset=str(prepared["data"]),
+        tokenizer=str(prepared["tokenizer"]),
+        crop_length=32,
+        min_train_pieces=2,
+        min_heldout_pieces=1,
     )
     assert trained["classifier"]["composers"] == classifier.composers and len(trained["predicted"]) == 4
     with pytest.raises(ValueError, match="classifier=, or dataset= and tokenizer="):

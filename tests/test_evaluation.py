@@ -17,6 +17,7 @@ from conftest import REPO
 from datasets import ClassLabel, Dataset, load_from_disk
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
+from midilm.errors import InputError
 from midilm.evaluation.data import scan_training, token_rows
 from midilm.evaluation.likelihood import fit_unigram, unigram_from_counts
 from midilm.evaluation.run import EvaluateArguments, check_output_dir, evaluate
@@ -24,16 +25,26 @@ from midilm.evaluation.samples import passage_runs, read_samples
 from midilm.generation import decode_ids
 from midilm.memorization import MemorizationIndex, PitchReader, build_index, interval_codes
 from midilm.metrics import longest_shared_run, pitch_sequence
-from midilm.errors import InputError
 from midilm.tokenizer import encode_ids, load_tokenizer
 
 torch.set_num_threads(1)  # two threads on two shared cores make generate() up to 100x slower
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-TINY_EVAL = ["--num_samples_per_composer", "2", "--max_new_tokens", "64", "--adherence_scales", "1,3", "--adherence_samples_per_composer", "2"]
+TINY_EVAL = [
+    "--num_samples_per_composer",
+    "2",
+    "--max_new_tokens",
+    "64",
+    "--adherence_scales",
+    "1,3",
+    "--adherence_samples_per_composer",
+    "2",
+]
 
 
 def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / script), *args], check=False, cwd=REPO, env=ENV, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *args], check=False, cwd=REPO, env=ENV, capture_output=True, text=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +55,16 @@ def model_dir(tiny_model) -> Path:
 @pytest.fixture(scope="module")
 def report_dir(model_dir, prepared, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("eval") / "eval_report"
-    result = run_script("evaluate_samples.py", "--model_dir", str(model_dir), "--dataset_dir", str(prepared["data"]), "--output_dir", str(out), *TINY_EVAL)
+    result = run_script(
+        "evaluate_samples.py",
+        "--model_dir",
+        str(model_dir),
+        "--dataset_dir",
+        str(prepared["data"]),
+        "--output_dir",
+        str(out),
+        *TINY_EVAL,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "perplexity" in result.stdout
     return out
@@ -52,7 +72,17 @@ def report_dir(model_dir, prepared, tmp_path_factory) -> Path:
 
 def test_report_holds_every_section(report_dir, prepared):
     report = json.loads((report_dir / "report.json").read_text())
-    assert {"settings", "data", "likelihood", "pieces", "comparison", "cfg_sweep", "memorization", "checks", "timings"} <= set(report)
+    assert {
+        "settings",
+        "data",
+        "likelihood",
+        "pieces",
+        "comparison",
+        "cfg_sweep",
+        "memorization",
+        "checks",
+        "timings",
+    } <= set(report)
     composers = report["settings"]["composers_evaluated"]
     validation = load_from_disk(str(prepared["data"]))["validation"]
     names = validation.features["composer"].names
@@ -69,27 +99,41 @@ def test_report_holds_every_section(report_dir, prepared):
     assert set(report["cfg_sweep"]) == {"1", "3"} and set(report["cfg_sweep"]["1"]) == set(composers)
     lik = report["likelihood"]
     assert lik["trained"]["perplexity"] < lik["random_weights"]["perplexity"]
-    assert lik["perplexity_ratio_trained_to_unigram"] == pytest.approx(lik["trained"]["perplexity"] / lik["unigram"]["perplexity"])
+    assert lik["perplexity_ratio_trained_to_unigram"] == pytest.approx(
+        lik["trained"]["perplexity"] / lik["unigram"]["perplexity"]
+    )
     assert lik["trained"]["nll_per_note"] == pytest.approx(lik["trained"]["total_nll"] / lik["notes"])
     # the same rows with COMPOSER_NONE: a different likelihood, and composer information is the gap per token
     assert lik["trained_unconditional"]["total_nll"] != lik["trained"]["total_nll"]
     assert lik["composer_information_nats_per_token"] == pytest.approx(
-        (lik["trained_unconditional"]["total_nll"] - lik["trained"]["total_nll"]) / lik["scored_tokens"])
+        (lik["trained_unconditional"]["total_nll"] - lik["trained"]["total_nll"]) / lik["scored_tokens"]
+    )
     assert set(report["memorization"]) == {"real", "trained", "random"}
     # the real pieces also as passages as long as the median sample: more of them, and no longer run than their whole piece's
     passages = report["memorization_real_passages"]
     guided = [*report["pieces"]["sweep"]["1"], *report["pieces"]["trained"]]  # the sweep's s = 3 set is the main one
     assert passages["notes"] == int(np.median([p["n_notes"] for p in guided]))
-    assert passages["runs"]["all"]["n"] >= len(held_out) and passages["runs"]["all"]["max"] <= report["memorization"]["real"]["all"]["max"]
+    assert (
+        passages["runs"]["all"]["n"] >= len(held_out)
+        and passages["runs"]["all"]["max"] <= report["memorization"]["real"]["all"]["max"]
+    )
     assert report["accompaniment"] is None  # a continuation-only model: no accompaniment section
 
     markdown = (report_dir / "report.md").read_text()
-    for heading in ("## Headline", "## Composer adherence and the guidance default", "## Music metrics per composer",
-                    "## Histogram distances per guidance scale (secondary)", "## Memorization"):
+    for heading in (
+        "## Headline",
+        "## Composer adherence and the guidance default",
+        "## Music metrics per composer",
+        "## Histogram distances per guidance scale (secondary)",
+        "## Memorization",
+    ):
         assert heading in markdown
     assert f"| real held-out, passages of {passages['notes']} notes | all |" in markdown
     assert "composer information: NLL per token without the composer minus with it" in markdown
-    assert "## Accompaniment" not in markdown and "Accompaniment: not evaluated, because the dataset holds no accompaniment rows" in markdown
+    assert (
+        "## Accompaniment" not in markdown
+        and "Accompaniment: not evaluated, because the dataset holds no accompaniment rows" in markdown
+    )
     assert "no pull" not in markdown  # conditioning is read from the classifier, not from pitch-class histograms
     assert "| perplexity / unigram perplexity |" in markdown and "random weights" in markdown
     assert len(list((report_dir / "samples" / "trained").glob("*.mid"))) == 2 * len(composers)
@@ -119,13 +163,29 @@ def test_existing_output_dir_is_refused(report_dir, model_dir, prepared):
     before = (report_dir / "report.json").stat().st_mtime_ns
     with pytest.raises(InputError, match="already exists"):
         check_output_dir(EvaluateArguments(output_dir=str(report_dir)))
-    result = run_script("evaluate_samples.py", "--model_dir", str(model_dir), "--dataset_dir", str(prepared["data"]), "--output_dir", str(report_dir))
+    result = run_script(
+        "evaluate_samples.py",
+        "--model_dir",
+        str(model_dir),
+        "--dataset_dir",
+        str(prepared["data"]),
+        "--output_dir",
+        str(report_dir),
+    )
     assert result.returncode == 2 and "pass --overwrite" in result.stderr
     assert (report_dir / "report.json").stat().st_mtime_ns == before
 
 
 def test_missing_dataset_exits_2_with_one_line(model_dir, tmp_path):
-    result = run_script("evaluate_samples.py", "--model_dir", str(model_dir), "--dataset_dir", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "out"))
+    result = run_script(
+        "evaluate_samples.py",
+        "--model_dir",
+        str(model_dir),
+        "--dataset_dir",
+        str(tmp_path / "nothing"),
+        "--output_dir",
+        str(tmp_path / "out"),
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: --dataset_dir") and "Traceback" not in result.stderr
@@ -155,16 +215,22 @@ def test_bad_input(case, message, model_dir, prepared, tmp_path):
     if case == "no_model":
         model = str(tmp_path / "no_model")
     elif case == "other_composers":
-        dataset_dir = _save_variant(prepared, tmp_path, lambda d: d.cast_column("composer", ClassLabel(names=["x", "y", "z"])))
+        dataset_dir = _save_variant(
+            prepared, tmp_path, lambda d: d.cast_column("composer", ClassLabel(names=["x", "y", "z"]))
+        )
     elif case == "other_tokenizer":
-        dataset_dir = _save_variant(prepared, tmp_path, lambda d: d.map(lambda r: {"input_ids": [i + 5000 for i in r["input_ids"]]}))
+        dataset_dir = _save_variant(
+            prepared, tmp_path, lambda d: d.map(lambda r: {"input_ids": [i + 5000 for i in r["input_ids"]]})
+        )
     elif case == "no_held_out":
         other = load_from_disk(dataset_dir)["validation"].features["composer"].str2int("OTHER")
         dataset_dir = _save_variant(prepared, tmp_path, lambda d: d.filter(lambda r: r["composer"] != other))
         composers = "alpha,OTHER"  # named explicitly: an error (left to the default, OTHER is skipped with a warning)
     else:
         composers = "alpha,nobody"
-    args = EvaluateArguments(model_dir=model, dataset_dir=dataset_dir, output_dir=str(tmp_path / "out"), composers=composers)
+    args = EvaluateArguments(
+        model_dir=model, dataset_dir=dataset_dir, output_dir=str(tmp_path / "out"), composers=composers
+    )
     with pytest.raises(InputError, match=message):
         evaluate(args)
     assert not (tmp_path / "out").exists()
@@ -177,7 +243,13 @@ def test_arguments_are_checked():
         EvaluateArguments(guidance_scales="1,two")
     with pytest.raises(InputError, match="--accompaniment_pieces -1"):
         EvaluateArguments(accompaniment_pieces=-1)
-    for name in ("num_samples_per_composer", "max_new_tokens", "batch_size", "adherence_samples_per_composer", "sample_batch_size"):
+    for name in (
+        "num_samples_per_composer",
+        "max_new_tokens",
+        "batch_size",
+        "adherence_samples_per_composer",
+        "sample_batch_size",
+    ):
         with pytest.raises(InputError, match=f"^--{name} 0: must be at least 1$"):
             EvaluateArguments(**{name: 0})
 
@@ -187,8 +259,14 @@ def test_arguments_are_checked():
 
 def _piece_ids(train, source: str) -> list[int]:
     """The music tokens of one original training piece, its chunks joined."""
-    rows = sorted((r for r in train.select_columns(["input_ids", "source", "chunk", "augmentation"]).to_list()
-                   if r["source"] == source and not r["augmentation"]), key=lambda r: r["chunk"])
+    rows = sorted(
+        (
+            r
+            for r in train.select_columns(["input_ids", "source", "chunk", "augmentation"]).to_list()
+            if r["source"] == source and not r["augmentation"]
+        ),
+        key=lambda r: r["chunk"],
+    )
     return [t for r in rows for t in r["input_ids"][2:]]
 
 
@@ -216,7 +294,9 @@ def test_memorization_finds_a_transposed_copy(prepared):
     piece = [{"composer": "c", "name": "copy", "ids": encode_ids(tokenizer, _transposed(original, 3))}]
     runs = passage_runs(piece, tokenizer, index, 10)
     assert [(r["n_notes"], r["longest_training_run"]) for r in runs] == [(10, 9)] * (len(copy) // 10)
-    assert [(r["n_notes"], r["longest_training_run"]) for r in passage_runs(piece, tokenizer, index, len(copy) + 5)] == [(len(copy), len(copy) - 1)]
+    assert [
+        (r["n_notes"], r["longest_training_run"]) for r in passage_runs(piece, tokenizer, index, len(copy) + 5)
+    ] == [(len(copy), len(copy) - 1)]
 
     rng = np.random.default_rng(0)  # leaps the pieces of conftest.make_piece never make
     unrelated = Score(480)
@@ -292,8 +372,14 @@ def test_evaluation_never_materializes_the_training_split(model_dir, report_dir,
 
     composer = json.loads((report_dir / "report.json").read_text())["settings"]["composers_evaluated"][0]
     args = EvaluateArguments(
-        model_dir=str(model_dir), dataset_dir=str(prepared["data"]), output_dir=str(tmp_path / "out"), composers=composer,
-        num_samples_per_composer=1, max_new_tokens=16, guidance_scales="", accompaniment_pieces=0,
+        model_dir=str(model_dir),
+        dataset_dir=str(prepared["data"]),
+        output_dir=str(tmp_path / "out"),
+        composers=composer,
+        num_samples_per_composer=1,
+        max_new_tokens=16,
+        guidance_scales="",
+        accompaniment_pieces=0,
     )
     report = evaluate(args)
     assert report["data"]["memorization_index"]["pieces"] > 0 and report["memorization"]["trained"]["all"]["n"] == 1
@@ -319,11 +405,30 @@ def adherence_run(model_dir, prepared, tmp_path_factory):
         captured.update(report=report, midi=dict(report["_midi"]), args=args)
         return report
 
-    argv = ["evaluate_samples.py", "--model_dir", str(model), "--dataset_dir", str(prepared["data"]), "--output_dir", str(root / "eval"),
-            "--num_samples_per_composer", "1", "--max_new_tokens", "48", "--adherence_scales", "1,2", "--adherence_samples_per_composer", "3",
-            "--accompaniment_pieces", "0", "--write_default_guidance"]
+    argv = [
+        "evaluate_samples.py",
+        "--model_dir",
+        str(model),
+        "--dataset_dir",
+        str(prepared["data"]),
+        "--output_dir",
+        str(root / "eval"),
+        "--num_samples_per_composer",
+        "1",
+        "--max_new_tokens",
+        "48",
+        "--adherence_scales",
+        "1,2",
+        "--adherence_samples_per_composer",
+        "3",
+        "--accompaniment_pieces",
+        "0",
+        "--write_default_guidance",
+    ]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(importlib.import_module("midilm.commands.evaluate"), "evaluate", keep)  # the script's main() runs that module's
+        patch.setattr(
+            importlib.import_module("midilm.commands.evaluate"), "evaluate", keep
+        )  # the script's main() runs that module's
         patch.setattr(sys, "argv", argv)
         script.main()
     return {**captured, "model": model, "out": root / "eval"}
@@ -347,15 +452,24 @@ def test_adherence_rows_are_computed_from_the_samples(adherence_run, model_dir, 
         # the guarded set at the main scale became the "trained" set
         samples = midi["trained"] if row["scale"] == trained_scale else midi[f"sweep {row['scale']:g}"]
         assert len(samples) == 3 * len(report["settings"]["composers_evaluated"])
-        expected = metric.compute(predictions=[p["ids"] for p in samples], references=[p["composer"] for p in samples],
-                                  dataset=str(prepared["data"]), tokenizer=str(model_dir), **settings)
+        expected = metric.compute(
+            predictions=[p["ids"] for p in samples],
+            references=[p["composer"] for p in samples],
+            dataset=str(prepared["data"]),
+            tokenizer=str(model_dir),
+            **settings,
+        )
         hits = sum(p == s["composer"] for p, s in zip(expected["predicted"], samples))
         assert row["n"] == len(samples) and row["adherence"] == pytest.approx(hits / len(samples))
         assert row["interval"] == pytest.approx(list(wilson_interval(hits, len(samples))))
         assert row["per_composer"] == {c: v.get("share") for c, v in expected["per_composer"].items()}
         thresholds = section["degenerate_threshold"]
         for guard, key in ((True, "degenerate_guard_on"), (False, "degenerate_guard_off")):
-            pieces = samples if guard and row["scale"] == trained_scale else midi[f"sweep{'' if guard else '_unguarded'} {row['scale']:g}"]
+            pieces = (
+                samples
+                if guard and row["scale"] == trained_scale
+                else midi[f"sweep{'' if guard else '_unguarded'} {row['scale']:g}"]
+            )
             largest = [onset_counts(tokenizer, p["ids"])[0] for p in pieces]
             assert row[key]["count"] == sum(n > thresholds[p["composer"]] for p, n in zip(pieces, largest))
             assert row[key]["n"] == len(pieces) == len(samples) and row[key]["max_notes_per_onset"] == max(largest)
@@ -364,7 +478,10 @@ def test_adherence_rows_are_computed_from_the_samples(adherence_run, model_dir, 
     assert section["ceiling"]["overall"]["n"] > 0
 
     markdown = (adherence_run["out"] / "report.md").read_text()
-    assert "| real held-out crops (ceiling) |" in markdown and "| unconditional (share heard as each composer) |" in markdown
+    assert (
+        "| real held-out crops (ceiling) |" in markdown
+        and "| unconditional (share heard as each composer) |" in markdown
+    )
     assert "degenerate, guard on | degenerate, guard off" in markdown
     for row in section["rows"]:
         cell = f"{row['adherence']:.2f} [{row['interval'][0]:.2f}, {row['interval'][1]:.2f}]"
@@ -389,7 +506,9 @@ def test_guided_samples_at_the_default_stay_within_the_guard(adherence_run, mode
     tokenizer, _ = load_tokenizer(model_dir)
     report, midi = adherence_run["report"], adherence_run["midi"]
     assert report["settings"]["guard"] is True and report["adherence"]["guard"] == bounds
-    guarded = midi["trained"] + [p for k, v in midi.items() if k.startswith("sweep ") for p in v] + midi["unconditional"]
+    guarded = (
+        midi["trained"] + [p for k, v in midi.items() if k.startswith("sweep ") for p in v] + midi["unconditional"]
+    )
     assert all(p["guard"] for p in guarded) and not any(p["guard"] for p in midi["sweep_unguarded 1"])
     for p in guarded:
         onset, bar = onset_counts(tokenizer, p["ids"])
@@ -403,12 +522,20 @@ def test_the_chosen_default_is_written_only_with_the_flag(adherence_run, report_
     assert choice["scale"] in (1.0, 2.0) and choice["written_to"] == str(adherence_run["model"] / "config.json")
     assert sampling_defaults(adherence_run["model"])["guidance_scale"] == choice["scale"]
     assert not list(adherence_run["model"].glob(".*partial"))
-    assert f"scale {choice['scale']:g} by default" in (adherence_run["model"] / "README.md").read_text()  # the card follows
+    assert (
+        f"scale {choice['scale']:g} by default" in (adherence_run["model"] / "README.md").read_text()
+    )  # the card follows
     rows = {r["scale"]: r for r in adherence_run["report"]["adherence"]["rows"]}
-    allowed = [s for s, r in rows.items() if r["degenerate_guard_on"]["share"] <= adherence_run["report"]["adherence"]["real"]["degenerate"]["share"]]
+    allowed = [
+        s
+        for s, r in rows.items()
+        if r["degenerate_guard_on"]["share"] <= adherence_run["report"]["adherence"]["real"]["degenerate"]["share"]
+    ]
     if allowed:  # the highest adherence among the allowed scales, the smaller scale on a tie
         assert choice["scale"] == max(allowed, key=lambda s: (rows[s]["adherence"], -s))
-    assert f"Guidance default: **s = {choice['scale']:g}**, written to" in (adherence_run["out"] / "report.md").read_text()
+    assert (
+        f"Guidance default: **s = {choice['scale']:g}**, written to" in (adherence_run["out"] / "report.md").read_text()
+    )
     # without the flag (the report_dir run) the model folder keeps its default, and the report says so
     without = json.loads((report_dir / "report.json").read_text())["adherence"]["choice"]
     assert without["written_to"] is None and sampling_defaults(model_dir)["guidance_scale"] == 3.0
@@ -437,8 +564,16 @@ def test_accompaniment_is_skipped_for_a_model_not_trained_on_it(model_dir, prepa
         return d
 
     dataset_dir = _save_variant(prepared, tmp_path, add_accompaniment_row)
-    args = EvaluateArguments(model_dir=str(model_dir), dataset_dir=dataset_dir, output_dir=str(tmp_path / "out"), composers="alpha,beta",
-                             num_samples_per_composer=1, max_new_tokens=8, adherence_scales="", accompaniment_pieces=1)
+    args = EvaluateArguments(
+        model_dir=str(model_dir),
+        dataset_dir=dataset_dir,
+        output_dir=str(tmp_path / "out"),
+        composers="alpha,beta",
+        num_samples_per_composer=1,
+        max_new_tokens=8,
+        adherence_scales="",
+        accompaniment_pieces=1,
+    )
     report = evaluate(args)
     assert report["accompaniment"] is None and "never on accompaniment" in report["accompaniment_skipped"]
     assert report["adherence"] is None  # no scales, no sweep

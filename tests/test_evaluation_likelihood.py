@@ -50,8 +50,16 @@ def test_model_nll_matches_the_models_own_loss():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=12, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         num_key_value_heads=2, max_position_embeddings=32, pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=12,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        pad_token_id=0,
+    )
     model = LlamaForCausalLM(config).eval()
     rows = [[1, 3, 5, 6, 7, 8, 2], [1, 4, 9, 2], [1, 3, 10, 11, 5]]
     total, tokens = model_nll(model, rows, batch_size=3)

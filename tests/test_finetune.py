@@ -12,8 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import (
+    REPO,
+    TOKENIZER_SETTINGS,
+    assert_refused,
+    load_script,
+    run_cli,
+    train_until_killed,
+    write_midi_folder,
+)
 from datasets import load_from_disk
-from conftest import REPO, TOKENIZER_SETTINGS, assert_refused, load_script, run_cli, train_until_killed, write_midi_folder
 from transformers import AutoModelForCausalLM
 
 from midilm.finetune import BASE_FILE, FinetuneArguments, grow_embeddings, trainable_parameters, wrap_lora
@@ -23,13 +31,27 @@ from midilm.tokenizer import load_tokenizer
 from midilm.training import last_complete_checkpoint
 
 NEW = ["Bach, Johann Sebastian", "Dvořák"]
-QUICK = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--learning_rate", "3e-3", "--warmup_steps", "0",
-         "--logging_steps", "5", "--samples_per_composer", "0"]
+QUICK = [
+    "--per_device_train_batch_size",
+    "4",
+    "--per_device_eval_batch_size",
+    "4",
+    "--learning_rate",
+    "3e-3",
+    "--warmup_steps",
+    "0",
+    "--logging_steps",
+    "5",
+    "--samples_per_composer",
+    "0",
+]
 NO_EVAL = ["--eval_strategy", "no", "--load_best_model_at_end", "false"]
 
 
 def run_train(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, capture_output=True, text=True, **kwargs)
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args], cwd=REPO, capture_output=True, text=True, **kwargs
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +69,33 @@ def ft_prepared(base_dir, tmp_path_factory) -> dict:
     midi = write_midi_folder(tmp_path_factory.mktemp("ft_midi"), {NEW[0]: 6, NEW[1]: 6, "alpha": 4})
     out = tmp_path_factory.mktemp("ft_prepared")
     args = PrepareArguments(
-        midi_dir=str(midi), base_model=str(base_dir), output_dir=str(out / "data"), tokenizer_dir=str(out / "tokenizer"),
-        max_seq_len=256, num_proc=2, min_pieces_per_composer=2, validation_ratio=0.25, test_ratio=0.1,
+        midi_dir=str(midi),
+        base_model=str(base_dir),
+        output_dir=str(out / "data"),
+        tokenizer_dir=str(out / "tokenizer"),
+        max_seq_len=256,
+        num_proc=2,
+        min_pieces_per_composer=2,
+        validation_ratio=0.25,
+        test_ratio=0.1,
     )
     report = prepare(args, {**TOKENIZER_SETTINGS, "num_velocities": 8})
     return {"data": out / "data", "tokenizer": out / "tokenizer", "report": report, "root": out}
 
 
 def ft_args(ft_prepared, base_dir, out: Path, *extra: str) -> list[str]:
-    return ["--init_from", str(base_dir), "--dataset_dir", str(ft_prepared["data"]), "--tokenizer_dir", str(ft_prepared["tokenizer"]),
-            "--output_dir", str(out), *QUICK, *extra]
+    return [
+        "--init_from",
+        str(base_dir),
+        "--dataset_dir",
+        str(ft_prepared["data"]),
+        "--tokenizer_dir",
+        str(ft_prepared["tokenizer"]),
+        "--output_dir",
+        str(out),
+        *QUICK,
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +115,19 @@ def test_prepare_keeps_the_base_vocabulary_and_appends_new_composers(base_dir, f
     new_json = json.loads((ft_prepared["tokenizer"] / "tokenizer.json").read_text())
     base_bpe, new_bpe = json.loads(base_json["_model"])["model"], json.loads(new_json["_model"])["model"]
     assert new_bpe["vocab"] == base_bpe["vocab"] and new_bpe["merges"] == base_bpe["merges"]  # byte for byte
-    assert new_json["config"]["num_velocities"] == base_json["config"]["num_velocities"]  # the base's settings, not config.json's
+    assert (
+        new_json["config"]["num_velocities"] == base_json["config"]["num_velocities"]
+    )  # the base's settings, not config.json's
     assert all(new_json["_vocab_base"][token] == i for token, i in base_json["_vocab_base"].items())
 
     base_tok, base_map = load_tokenizer(base_dir)
     tok, composer_map = load_tokenizer(ft_prepared["tokenizer"])
     assert composer_map.names == base_map.names + NEW
     assert composer_map.token_ids[: len(base_map.names)] == base_map.token_ids  # alpha, beta, OTHER keep their ids
-    assert composer_map.token_ids[len(base_map.names) :] == [len(base_tok), len(base_tok) + 1]  # new ones after the last id
+    assert composer_map.token_ids[len(base_map.names) :] == [
+        len(base_tok),
+        len(base_tok) + 1,
+    ]  # new ones after the last id
     assert composer_map.none_id == base_map.none_id and len(tok) == len(base_tok) + 2
 
     report = ft_prepared["report"]
@@ -112,7 +156,9 @@ def test_fine_tuned_folder_grows_ties_and_records_its_base(full_ft, base_dir, ft
     model = AutoModelForCausalLM.from_pretrained(out)  # plain transformers
     tok, composer_map = load_tokenizer(ft_prepared["tokenizer"])
     assert model.config.vocab_size == len(tok) == base.config.vocab_size + 2
-    assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()  # still tied
+    assert (
+        model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    )  # still tied
     assert model.config.num_hidden_layers == base.config.num_hidden_layers  # the architecture is kept
     assert model.config.composer_to_id[NEW[1]] == len(tok) - 1
     new_rows = model.get_input_embeddings().weight[-2:]
@@ -125,10 +171,19 @@ def test_fine_tuned_folder_grows_ties_and_records_its_base(full_ft, base_dir, ft
     assert json.loads((out / "training_config.json").read_text())["base_model"] == lineage
     card = (out / "README.md").read_text()
     assert "## Built on" in card and str(base_dir) in card and "Dvořák" in card
-    assert "eval_composer_information" in json.loads((out / "all_results.json").read_text())  # evaluation ran as for any run
+    assert "eval_composer_information" in json.loads(
+        (out / "all_results.json").read_text()
+    )  # evaluation ran as for any run
     assert list((out / "runs").glob("*/events.out.tfevents.*"))  # TensorBoard
     pushed = model_files(out)  # what push_model would upload
-    assert {"README.md", "config.json", "model.safetensors", "tokenizer.json", "composers.json", "training_config.json"} <= set(pushed)
+    assert {
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "composers.json",
+        "training_config.json",
+    } <= set(pushed)
 
     prompt = torch.tensor([[model.config.bos_token_id, model.config.composer_to_id[NEW[0]]]])
     assert model.generate(prompt, max_new_tokens=8, do_sample=True).shape[1] > 2
@@ -137,8 +192,20 @@ def test_fine_tuned_folder_grows_ties_and_records_its_base(full_ft, base_dir, ft
 @pytest.mark.parametrize("composer", [NEW[0], NEW[1], "alpha"])
 def test_generate_samples_new_and_old_composers_by_name(composer, full_ft, tmp_path, monkeypatch):
     script = load_script("generate.py")
-    code = run_cli(script, monkeypatch, "--model_dir", str(full_ft["dir"]), "--composer", composer, "--num_samples", "1",
-                   "--max_new_tokens", "24", "--output_dir", str(tmp_path))
+    code = run_cli(
+        script,
+        monkeypatch,
+        "--model_dir",
+        str(full_ft["dir"]),
+        "--composer",
+        composer,
+        "--num_samples",
+        "1",
+        "--max_new_tokens",
+        "24",
+        "--output_dir",
+        str(tmp_path),
+    )
     assert code == 0
     record = json.loads(next(tmp_path.glob("*_0.json")).read_text())
     assert record["composer"] == composer
@@ -149,7 +216,9 @@ def test_lora_trains_adapters_and_new_rows_only(base_dir, ft_prepared):
     _, composer_map = load_tokenizer(ft_prepared["tokenizer"])
     model = AutoModelForCausalLM.from_pretrained(base_dir)
     new_ids = grow_embeddings(model, base_map, composer_map, "none")
-    assert torch.equal(model.get_input_embeddings().weight[new_ids[0]], model.get_input_embeddings().weight[base_map.none_id])
+    assert torch.equal(
+        model.get_input_embeddings().weight[new_ids[0]], model.get_input_embeddings().weight[base_map.none_id]
+    )
     wrapped = wrap_lora(model, FinetuneArguments(init_from=str(base_dir), lora_r=4), new_ids)
     trained = {name: p.numel() for name, p in wrapped.named_parameters() if p.requires_grad}
     lora = sum(n for name, n in trained.items() if ".lora_A." in name or ".lora_B." in name)
@@ -165,11 +234,31 @@ def test_lora_run_saves_a_merged_folder_with_the_adapters_logits(base_dir, ft_pr
     from peft import PeftModel
 
     out = tmp_path / "model_lora"
-    result = run_train(*ft_args(ft_prepared, base_dir, out, "--max_steps", "10", "--lora_r", "4", "--learning_rate", "2e-2", "--save_adapter",
-                                "--replay_dataset", str(prepared["data"]), "--replay_share", "0.25", *NO_EVAL))
+    result = run_train(
+        *ft_args(
+            ft_prepared,
+            base_dir,
+            out,
+            "--max_steps",
+            "10",
+            "--lora_r",
+            "4",
+            "--learning_rate",
+            "2e-2",
+            "--save_adapter",
+            "--replay_dataset",
+            str(prepared["data"]),
+            "--replay_share",
+            "0.25",
+            *NO_EVAL,
+        )
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     new_rows = len(load_from_disk(str(ft_prepared["data"]))["train"])
-    assert f"replay: {round(new_rows / 3)} rows of {prepared['data']} mixed into {new_rows + round(new_rows / 3)} training rows" in result.stdout
+    assert (
+        f"replay: {round(new_rows / 3)} rows of {prepared['data']} mixed into {new_rows + round(new_rows / 3)} training rows"
+        in result.stdout
+    )
     assert not (out / "adapter_config.json").exists()  # a plain model folder: transformers would look for a base model
     assert (out / "adapter" / "adapter_model.safetensors").stat().st_size < (out / "model.safetensors").stat().st_size
     merged = AutoModelForCausalLM.from_pretrained(out).eval()
@@ -185,21 +274,46 @@ def test_lora_run_saves_a_merged_folder_with_the_adapters_logits(base_dir, ft_pr
     plain = AutoModelForCausalLM.from_pretrained(base_dir).eval()
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, adapted(ids).logits, atol=1e-4)
-        assert not torch.allclose(merged(old).logits[..., : len(base_tok)], plain(old).logits, atol=1e-3)  # the adapters changed it
+        assert not torch.allclose(
+            merged(old).logits[..., : len(base_tok)], plain(old).logits, atol=1e-3
+        )  # the adapters changed it
 
 
 def test_evaluation_judges_old_and_new_composers_and_names_the_new(full_ft, ft_prepared, prepared, tmp_path):
     out = tmp_path / "eval"
     result = subprocess.run(
-        [sys.executable, str(REPO / "evaluate_samples.py"), "--model_dir", str(full_ft["dir"]), "--dataset_dir", str(ft_prepared["data"]),
-         "--base_dataset_dir", str(prepared["data"]), "--output_dir", str(out), "--num_samples_per_composer", "1", "--max_new_tokens", "32",
-         "--adherence_scales", "2", "--adherence_samples_per_composer", "2", "--accompaniment_pieces", "0"],
-        cwd=REPO, capture_output=True, text=True,
+        [
+            sys.executable,
+            str(REPO / "evaluate_samples.py"),
+            "--model_dir",
+            str(full_ft["dir"]),
+            "--dataset_dir",
+            str(ft_prepared["data"]),
+            "--base_dataset_dir",
+            str(prepared["data"]),
+            "--output_dir",
+            str(out),
+            "--num_samples_per_composer",
+            "1",
+            "--max_new_tokens",
+            "32",
+            "--adherence_scales",
+            "2",
+            "--adherence_samples_per_composer",
+            "2",
+            "--accompaniment_pieces",
+            "0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     evaluated = report["settings"]["composers_evaluated"]
-    assert set(NEW) <= set(evaluated) and {"alpha", "beta"} <= set(evaluated)  # the base's composers too, from --base_dataset_dir
+    assert set(NEW) <= set(evaluated) and {"alpha", "beta"} <= set(
+        evaluated
+    )  # the base's composers too, from --base_dataset_dir
     assert report["settings"]["new_composers"] == [c for c in evaluated if c in NEW]
     classifier = report["adherence"]["classifier"]
     assert set(evaluated) <= set(classifier["composers"]) | set(classifier["not_measurable"])
@@ -233,23 +347,51 @@ def test_train_refusals(case, message, base_dir, ft_prepared, named_prepared, tm
     else:
         init = "midilm-tests/never-cached"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    argv = ["--init_from", init, "--dataset_dir", str(data["data"]), "--tokenizer_dir", str(data["tokenizer"]),
-            "--output_dir", str(tmp_path / "out"), "--max_steps", "2", *extra]
+    argv = [
+        "--init_from",
+        init,
+        "--dataset_dir",
+        str(data["data"]),
+        "--tokenizer_dir",
+        str(data["tokenizer"]),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--max_steps",
+        "2",
+        *extra,
+    ]
     assert_refused(load_script("train.py"), monkeypatch, capsys, tmp_path, argv, message)
 
 
-@pytest.mark.parametrize("case, message", [("not_midilm", "--base_model"), ("hub_offline", "not loadable from the Hub")])
+@pytest.mark.parametrize(
+    "case, message", [("not_midilm", "--base_model"), ("hub_offline", "not loadable from the Hub")]
+)
 def test_prepare_refusals(case, message, midi_dir, tmp_path):
     (tmp_path / "empty_model").mkdir()
     base = str(tmp_path / "empty_model") if case == "not_midilm" else "midilm-tests/never-cached"
     before = sorted(tmp_path.rglob("*"))
     result = subprocess.run(
-        [sys.executable, str(REPO / "prepare_dataset.py"), "--midi_dir", str(midi_dir), "--base_model", base,
-         "--output_dir", str(tmp_path / "data"), "--tokenizer_dir", str(tmp_path / "tok")],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            str(REPO / "prepare_dataset.py"),
+            "--midi_dir",
+            str(midi_dir),
+            "--base_model",
+            base,
+            "--output_dir",
+            str(tmp_path / "data"),
+            "--tokenizer_dir",
+            str(tmp_path / "tok"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     err = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and err and err[-1].startswith("error: ") and message in err[-1], result.stderr[-2000:]
+    assert result.returncode == 2 and err and err[-1].startswith("error: ") and message in err[-1], result.stderr[
+        -2000:
+    ]
     assert "Traceback" not in result.stderr
     assert sorted(tmp_path.rglob("*")) == before
 
@@ -264,13 +406,33 @@ def test_a_cached_hub_model_is_a_base_offline(base_dir, midi_dir, tmp_path):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     result = subprocess.run(
-        [sys.executable, str(REPO / "prepare_dataset.py"), "--midi_dir", str(midi_dir), "--base_model", "midilm-tests/tiny",
-         "--output_dir", str(tmp_path / "data"), "--tokenizer_dir", str(tmp_path / "tok"), "--max_seq_len", "256", "--num_proc", "2"],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")},
+        [
+            sys.executable,
+            str(REPO / "prepare_dataset.py"),
+            "--midi_dir",
+            str(midi_dir),
+            "--base_model",
+            "midilm-tests/tiny",
+            "--output_dir",
+            str(tmp_path / "data"),
+            "--tokenizer_dir",
+            str(tmp_path / "tok"),
+            "--max_seq_len",
+            "256",
+            "--num_proc",
+            "2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "tok" / BASE_FILE).read_text())["revision"] == commit
-    assert json.loads((tmp_path / "data" / "prepare_report.json").read_text())["base_model"]["model"] == "midilm-tests/tiny"
+    assert (
+        json.loads((tmp_path / "data" / "prepare_report.json").read_text())["base_model"]["model"]
+        == "midilm-tests/tiny"
+    )
 
 
 def test_new_composers_need_a_bpe_base(midi_dir, tmp_path):
@@ -283,8 +445,14 @@ def test_new_composers_need_a_bpe_base(midi_dir, tmp_path):
 
     tokenizer, composer_map = build_tokenizer(TOKENIZER_SETTINGS, ["zeta"])
     base = save_random_model(tmp_path / "no_bpe", tokenizer, composer_map, 256)
-    args = PrepareArguments(midi_dir=str(midi_dir), base_model=str(base), output_dir=str(tmp_path / "data"),
-                            tokenizer_dir=str(tmp_path / "tok"), max_seq_len=256, num_proc=2)
+    args = PrepareArguments(
+        midi_dir=str(midi_dir),
+        base_model=str(base),
+        output_dir=str(tmp_path / "data"),
+        tokenizer_dir=str(tmp_path / "tok"),
+        max_seq_len=256,
+        num_proc=2,
+    )
     with pytest.raises(InputError, match="has no BPE vocabulary"):
         prepare(args)
     assert not (tmp_path / "data").exists() and not (tmp_path / "tok").exists()

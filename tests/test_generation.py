@@ -35,7 +35,6 @@ for i, score in enumerate(plan.decode(output)):
 """
 
 
-
 @pytest.fixture(scope="module")
 def midi_files(tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("gen_midi")
@@ -52,7 +51,9 @@ def model_dir(tmp_path_factory, midi_files) -> Path:
     out = tmp_path_factory.mktemp("gen_model") / "model_output"
     tokenizer, composer_map = build_tokenizer(TOKENIZER_SETTINGS, ["bach", "mozart"])
     tokenizer.train(vocab_size=len(tokenizer) + 80, files_paths=midi_files)
-    return save_random_model(out, tokenizer, composer_map, CONTEXT, max_new_tokens=48)  # 48 keeps the README example quick
+    return save_random_model(
+        out, tokenizer, composer_map, CONTEXT, max_new_tokens=48
+    )  # 48 keeps the README example quick
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,12 @@ def script():
 
 
 def generate(model, plan):
-    return model.generate(plan.input_ids, attention_mask=plan.attention_mask, generation_config=plan.generation_config, logits_processor=plan.logits_processor)
+    return model.generate(
+        plan.input_ids,
+        attention_mask=plan.attention_mask,
+        generation_config=plan.generation_config,
+        logits_processor=plan.logits_processor,
+    )
 
 
 def notes_of(score: Score) -> set[tuple]:
@@ -108,7 +114,7 @@ def test_long_prompt_is_cut_from_the_left_at_a_bar_line(model_dir, tmp_path):
     with pytest.warns(UserWarning, match="dropped"):
         plan = prepare_generation(model_dir, "bach", prompt_midi=prompt_path, max_new_tokens=CONTEXT - 2 - room)
     assert 0 < len(plan.prompt_ids) <= room
-    assert plan.prompt_ids == full[-len(plan.prompt_ids):]
+    assert plan.prompt_ids == full[-len(plan.prompt_ids) :]
     assert bar_start_table(tokenizer)[plan.prompt_ids[0]]
     assert plan.input_ids.shape[1] + plan.generation_config.max_new_tokens <= CONTEXT
 
@@ -137,11 +143,27 @@ def test_grammar_on_gives_no_syntax_errors_and_off_gives_some(model_dir, model):
 
 
 def test_cli_writes_samples_and_is_deterministic(script, model_dir, tmp_path, monkeypatch, capsys):
-    args = ["--model_dir", str(model_dir), "--composer", "BACH", "--num_samples", "2", "--max_new_tokens", "40", "--seed", "5"]
+    args = [
+        "--model_dir",
+        str(model_dir),
+        "--composer",
+        "BACH",
+        "--num_samples",
+        "2",
+        "--max_new_tokens",
+        "40",
+        "--seed",
+        "5",
+    ]
     for name in ("a", "b"):
         assert run_cli(script, monkeypatch, *args, "--output_dir", str(tmp_path / name)) == 0
     assert run_cli(script, monkeypatch, *args[:-1], "6", "--output_dir", str(tmp_path / "c")) == 0
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["bach_0.json", "bach_0.mid", "bach_1.json", "bach_1.mid"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "bach_0.json",
+        "bach_0.mid",
+        "bach_1.json",
+        "bach_1.mid",
+    ]
     for i in range(2):
         first = (tmp_path / "a" / f"bach_{i}.mid").read_bytes()
         assert first == (tmp_path / "b" / f"bach_{i}.mid").read_bytes()
@@ -161,17 +183,34 @@ def test_static_cache_and_compile_give_the_same_bytes(script, model_dir, tmp_pat
     """CFG (the model's default s = 3) and the grammar on: plain, static cache and compiled decoding
     write the same MIDI bytes. The suite compiles with aot_eager (dynamo tracing + AOT autograd, a few
     seconds); inductor takes 25-50 s to compile here and was checked by hand (bench/RESULTS.md)."""
-    args = ["--model_dir", str(model_dir), "--composer", "bach,mozart", "--num_samples", "2", "--max_new_tokens", "32", "--seed", "4"]
+    args = [
+        "--model_dir",
+        str(model_dir),
+        "--composer",
+        "bach,mozart",
+        "--num_samples",
+        "2",
+        "--max_new_tokens",
+        "32",
+        "--seed",
+        "4",
+    ]
     runs = {"plain": [], "static": ["--static_cache"], "compiled": ["--compile", "--compile_backend", "aot_eager"]}
     for name, extra in runs.items():
         assert run_cli(script, monkeypatch, *args, *extra, "--output_dir", str(tmp_path / name)) == 0
     for name in runs:
         record = json.loads((tmp_path / name / "bach_0.json").read_text())
-        assert record["settings"]["static_cache"] is (name != "plain") and record["settings"]["compile"] is (name == "compiled")
+        assert record["settings"]["static_cache"] is (name != "plain") and record["settings"]["compile"] is (
+            name == "compiled"
+        )
         assert record["settings"]["effective_guidance_scale"] == 3.0 and record["syntax_error_rate"] == 0.0
     for stem in ("bach_0", "bach_1", "mozart_0", "mozart_1"):
         plain = (tmp_path / "plain" / f"{stem}.mid").read_bytes()
-        assert plain == (tmp_path / "static" / f"{stem}.mid").read_bytes() == (tmp_path / "compiled" / f"{stem}.mid").read_bytes()
+        assert (
+            plain
+            == (tmp_path / "static" / f"{stem}.mid").read_bytes()
+            == (tmp_path / "compiled" / f"{stem}.mid").read_bytes()
+        )
 
 
 def test_compile_really_compiles_the_decoding_forward(model_dir):
@@ -179,7 +218,9 @@ def test_compile_really_compiles_the_decoding_forward(model_dir):
     the tokens equal those of the eager, dynamic-cache call."""
     from torch._dynamo.utils import counters
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()  # its own copy: the compiled call is cached on the model
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir
+    ).eval()  # its own copy: the compiled call is cached on the model
     plain = generate(model, prepare_generation(model_dir, "mozart", 2, max_new_tokens=24, seed=2))
     counters.clear()
     plan = prepare_generation(model_dir, "mozart", 2, max_new_tokens=24, seed=2, compile=True, compile_backend="eager")
@@ -192,7 +233,9 @@ def test_compile_really_compiles_the_decoding_forward(model_dir):
 def test_sample_scores_for_training_logs(model, model_dir):
     """train.py's evaluation samples: every composer, one batched call, composer-major order."""
     tokenizer, composer_map = load_tokenizer(model_dir)
-    samples = sample_scores(model, tokenizer, composer_map, composer_map.names, 2, SamplingSettings(max_new_tokens=24, seed=1))
+    samples = sample_scores(
+        model, tokenizer, composer_map, composer_map.names, 2, SamplingSettings(max_new_tokens=24, seed=1)
+    )
     assert [name for name, _ in samples] == ["bach", "bach", "mozart", "mozart"]
     assert all(isinstance(score, Score) for _, score in samples)
 
@@ -201,7 +244,21 @@ def test_cli_unconditional_and_list_composers(script, model_dir, tmp_path, monke
     assert run_cli(script, monkeypatch, "--model_dir", str(model_dir), "--list_composers") == 0
     assert capsys.readouterr().out.split("\n")[:3] == ["bach", "mozart", "none (unconditional)"]
     out = tmp_path / "none"
-    assert run_cli(script, monkeypatch, "--model_dir", str(model_dir), "--composer", "none", "--max_new_tokens", "24", "--output_dir", str(out)) == 0
+    assert (
+        run_cli(
+            script,
+            monkeypatch,
+            "--model_dir",
+            str(model_dir),
+            "--composer",
+            "none",
+            "--max_new_tokens",
+            "24",
+            "--output_dir",
+            str(out),
+        )
+        == 0
+    )
     record = json.loads((out / "none_0.json").read_text())
     assert record["settings"]["effective_guidance_scale"] == 1.0  # guiding NONE towards NONE is plain sampling
 
@@ -212,13 +269,31 @@ def test_cli_renders_wav_and_png(script, model_dir, tmp_path, monkeypatch):
     if find_soundfont() is None or not available_backends():
         pytest.skip("no soundfont or no synthesizer here")
     out = tmp_path / "rendered"
-    assert run_cli(script, monkeypatch, "--model_dir", str(model_dir), "--composer", "mozart", "--max_new_tokens", "48", "--wav", "--png", "--output_dir", str(out)) == 0
+    assert (
+        run_cli(
+            script,
+            monkeypatch,
+            "--model_dir",
+            str(model_dir),
+            "--composer",
+            "mozart",
+            "--max_new_tokens",
+            "48",
+            "--wav",
+            "--png",
+            "--output_dir",
+            str(out),
+        )
+        == 0
+    )
     assert (out / "mozart_0.wav").stat().st_size > 44 and (out / "mozart_0.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def broken_model_dirs(model_dir: Path, root: Path) -> dict[str, Path]:
     not_midilm = root / "plain"
-    LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(not_midilm)
+    LlamaConfig(
+        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    ).save_pretrained(not_midilm)
     mismatched = root / "mismatched"
     shutil.copytree(model_dir, mismatched)
     other, other_map = build_tokenizer(TOKENIZER_SETTINGS, ["bach", "mozart", "haydn"])
@@ -240,12 +315,24 @@ BAD_INPUTS = {
     "empty prompt": (["--composer", "bach", "--prompt_midi", "{tmp}/empty.mid"], "empty file"),
     "missing prompt": (["--composer", "bach", "--prompt_midi", "{tmp}/absent.mid"], "no such file"),
     "silent prompt": (["--composer", "bach", "--prompt_midi", "{tmp}/silent.mid"], "no notes"),
-    "zero prompt bars": (["--composer", "bach", "--prompt_midi", "{tmp}/good.mid", "--prompt_bars", "0"], "--prompt_bars 0"),
+    "zero prompt bars": (
+        ["--composer", "bach", "--prompt_midi", "{tmp}/good.mid", "--prompt_bars", "0"],
+        "--prompt_bars 0",
+    ),
     "no samples": (["--composer", "bach", "--num_samples", "0"], "--num_samples 0: must be at least 1"),
     "existing samples": (["--composer", "bach"], "bach_0.mid already exists"),
-    "missing soundfont": (["--composer", "bach", "--wav", "--soundfont", "{tmp}/absent.sf2"], "absent.sf2 does not exist"),
-    "unknown compile backend": (["--composer", "bach", "--compile", "--compile_backend", "nosuch"], "--compile_backend 'nosuch'"),
-    "compile with a melody": (["--composer", "bach", "--melody_midi", "{tmp}/good.mid", "--compile"], "--melody_midi does not take them"),
+    "missing soundfont": (
+        ["--composer", "bach", "--wav", "--soundfont", "{tmp}/absent.sf2"],
+        "absent.sf2 does not exist",
+    ),
+    "unknown compile backend": (
+        ["--composer", "bach", "--compile", "--compile_backend", "nosuch"],
+        "--compile_backend 'nosuch'",
+    ),
+    "compile with a melody": (
+        ["--composer", "bach", "--melody_midi", "{tmp}/good.mid", "--compile"],
+        "--melody_midi does not take them",
+    ),
 }
 
 
@@ -274,8 +361,21 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, script, model_dir
 def test_bad_input_from_a_real_process(model_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, str(REPO / "generate.py"), "--model_dir", str(model_dir), "--composer", "chopin", "--output_dir", str(tmp_path / "s")],
-        cwd=REPO, capture_output=True, text=True, env=env, check=False,
+        [
+            sys.executable,
+            str(REPO / "generate.py"),
+            "--model_dir",
+            str(model_dir),
+            "--composer",
+            "chopin",
+            "--output_dir",
+            str(tmp_path / "s"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -286,11 +386,39 @@ def test_bad_input_from_a_real_process(model_dir, tmp_path):
 
 def test_cli_all_composers_in_one_call(script, model_dir, tmp_path, monkeypatch):
     out = tmp_path / "all"
-    assert run_cli(script, monkeypatch, "--model_dir", str(model_dir), "--composer", "all", "--num_samples", "2",
-                   "--max_new_tokens", "24", "--output_dir", str(out)) == 0
+    assert (
+        run_cli(
+            script,
+            monkeypatch,
+            "--model_dir",
+            str(model_dir),
+            "--composer",
+            "all",
+            "--num_samples",
+            "2",
+            "--max_new_tokens",
+            "24",
+            "--output_dir",
+            str(out),
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.glob("*.mid")) == ["bach_0.mid", "bach_1.mid", "mozart_0.mid", "mozart_1.mid"]
-    assert run_cli(script, monkeypatch, "--model_dir", str(model_dir), "--composer", "Mozart,none",
-                   "--max_new_tokens", "24", "--output_dir", str(tmp_path / "list")) == 0
+    assert (
+        run_cli(
+            script,
+            monkeypatch,
+            "--model_dir",
+            str(model_dir),
+            "--composer",
+            "Mozart,none",
+            "--max_new_tokens",
+            "24",
+            "--output_dir",
+            str(tmp_path / "list"),
+        )
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "list").glob("*.mid")) == ["mozart_0.mid", "none_0.mid"]
 
 
@@ -315,7 +443,9 @@ def test_guard_is_on_by_default_and_keeps_samples_within_its_bounds(guarded_mode
     largest = {}
     for guard in (True, False):
         plan = prepare_generation(guarded_model_dir, "bach,mozart", 2, max_new_tokens=96, seed=3, guard=guard)
-        assert plan.settings["guard"] is guard and plan.settings["effective_guidance_scale"] == 3.0  # the model's default
+        assert (
+            plan.settings["guard"] is guard and plan.settings["effective_guidance_scale"] == 3.0
+        )  # the model's default
         assert any(isinstance(p, NoteGuardLogitsProcessor) for p in plan.logits_processor) is guard
         assert plan.settings["guard_bounds"] == ({"max_notes_per_onset": 2, "max_notes_per_bar": 10} if guard else None)
         largest[guard] = [onset_counts(tokenizer, ids) for ids in plan.sample_ids(generate(model, plan))]
@@ -327,7 +457,12 @@ def test_cli_records_the_guard_and_no_guard_turns_it_off(script, guarded_model_d
     args = ["--composer", "bach", "--max_new_tokens", "24"]
     runs = {"on": [guarded_model_dir], "off": [guarded_model_dir, "--no_guard"], "no bounds": [model_dir]}
     for name, (folder, *extra) in runs.items():
-        assert run_cli(script, monkeypatch, "--model_dir", str(folder), *args, *extra, "--output_dir", str(tmp_path / name)) == 0
+        assert (
+            run_cli(
+                script, monkeypatch, "--model_dir", str(folder), *args, *extra, "--output_dir", str(tmp_path / name)
+            )
+            == 0
+        )
     settings = {name: json.loads((tmp_path / name / "bach_0.json").read_text())["settings"] for name in runs}
     assert settings["on"]["guard"] is True and settings["on"]["guard_bounds"]["max_notes_per_onset"] == 2
     assert settings["off"]["guard"] is False and settings["off"]["guard_bounds"] is None

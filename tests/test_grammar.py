@@ -48,7 +48,6 @@ def meter_piece(seed: int, tpq: int = 480) -> Score:
     return score
 
 
-
 @pytest.fixture(scope="module")
 def midi_files(bach_files, tmp_path_factory) -> list[Path]:
     folder = tmp_path_factory.mktemp("grammar_midi")
@@ -81,8 +80,13 @@ def sample(model, prompts: torch.Tensor, processors: list, seed: int, max_new_to
     torch.manual_seed(seed)
     with torch.no_grad():
         return model.generate(
-            prompts, do_sample=True, max_new_tokens=max_new_tokens, logits_processor=LogitsProcessorList(processors),
-            pad_token_id=model.config.pad_token_id, eos_token_id=model.config.eos_token_id, **kwargs,
+            prompts,
+            do_sample=True,
+            max_new_tokens=max_new_tokens,
+            logits_processor=LogitsProcessorList(processors),
+            pad_token_id=model.config.pad_token_id,
+            eos_token_id=model.config.eos_token_id,
+            **kwargs,
         )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TOKENIZER_SETTINGS, make_piece
 from transformers import AutoConfig, AutoModelForCausalLM, LogitsProcessorList
 
 from midilm.grammar import GrammarLogitsProcessor, count_syntax_errors
@@ -24,8 +25,6 @@ from midilm.guard import (
 )
 from midilm.modeling import build_config
 from midilm.tokenizer import build_tokenizer, encode_ids, vocab_base_tokens
-
-from conftest import TOKENIZER_SETTINGS, make_piece
 
 CAPS = {"max_notes_per_onset": 2, "max_notes_per_bar": 7}
 
@@ -76,7 +75,11 @@ def oracle_allowed(tokenizer, prefix: list[int], caps: dict) -> np.ndarray:
 def test_masks_match_the_oracle_on_real_prefixes(tokenizer_and_map):
     tokenizer, composer_map = tokenizer_and_map
     # bounds at the piece's own maxima: its prefixes reach them (a prefix beyond them is another question)
-    ids = [tokenizer["BOS_None"], composer_map.token_ids[0], *encode_ids(tokenizer, make_piece(7, bars=2, tracks=3)).tolist()]
+    ids = [
+        tokenizer["BOS_None"],
+        composer_map.token_ids[0],
+        *encode_ids(tokenizer, make_piece(7, bars=2, tracks=3)).tolist(),
+    ]
     onset, bar = onset_counts(tokenizer, ids)
     caps = {"max_notes_per_onset": onset, "max_notes_per_bar": bar}
     processor = NoteGuardLogitsProcessor(tokenizer, caps)
@@ -105,7 +108,9 @@ def test_a_planted_cluster_is_stopped(tokenizer_and_map):
             if t.startswith(("Position_", "Bar_")):
                 break
             before_onset.append(t)
-        adds = any(t.startswith("Pitch") for t in before_onset) or (bool(before_onset) and before_onset[-1].startswith("Program"))
+        adds = any(t.startswith("Pitch") for t in before_onset) or (
+            bool(before_onset) and before_onset[-1].startswith("Program")
+        )
         if adds:
             assert not allowed[v], f"{item} adds a note to the full onset"
     assert allowed[tokenizer["Position_8"]] and allowed[tokenizer["Bar_None"]] and allowed[tokenizer["EOS_None"]]
@@ -125,8 +130,12 @@ def test_sampling_with_the_guard_never_passes_its_bounds(tokenizer_and_map):
         torch.manual_seed(1)
         with torch.no_grad():
             out = model.generate(
-                starts, do_sample=True, max_new_tokens=160, logits_processor=LogitsProcessorList(processors),
-                pad_token_id=model.config.pad_token_id, eos_token_id=model.config.eos_token_id,
+                starts,
+                do_sample=True,
+                max_new_tokens=160,
+                logits_processor=LogitsProcessorList(processors),
+                pad_token_id=model.config.pad_token_id,
+                eos_token_id=model.config.eos_token_id,
             )
         return out.tolist()
 

@@ -32,13 +32,20 @@ class FixedLogits(torch.nn.Module):
         return CausalLMOutputWithPast(logits=self.logits[:, None, :])
 
 
-
 @pytest.fixture(scope="module")
 def model() -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=128, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
     )
     return LlamaForCausalLM(config).eval()
 
@@ -46,8 +53,17 @@ def model() -> LlamaForCausalLM:
 def greedy_config(new_tokens: int) -> GenerationConfig:
     """What midilm.generation passes: greedy, every transformers sampling flag neutral."""
     return GenerationConfig(
-        do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens, guidance_scale=1.0, repetition_penalty=1.0,
-        temperature=1.0, top_k=50, top_p=1.0, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
+        do_sample=False,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        guidance_scale=1.0,
+        repetition_penalty=1.0,
+        temperature=1.0,
+        top_k=50,
+        top_p=1.0,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
     )
 
 
@@ -77,7 +93,9 @@ def test_sampling_scores_match_transformers_chain():
     input_ids = torch.cat([rows(batch, COND), rows(batch, UNCOND)])
     _, ours = CFGSamplingProcessor(scale, **SETTINGS).sampling_scores(input_ids, scores.clone())
 
-    expected = UnbatchedClassifierFreeGuidanceLogitsProcessor(scale, FixedLogits(scores[batch:]))(input_ids[:batch], scores[:batch].clone())
+    expected = UnbatchedClassifierFreeGuidanceLogitsProcessor(scale, FixedLogits(scores[batch:]))(
+        input_ids[:batch], scores[:batch].clone()
+    )
     for step in (
         RepetitionPenaltyLogitsProcessor(SETTINGS["repetition_penalty"]),
         TemperatureLogitsWarper(SETTINGS["temperature"]),
@@ -130,7 +148,12 @@ def test_same_seed_same_tokens_and_reused_processor_restarts(model):
     processor = CFGSamplingProcessor(3.0, **SETTINGS, seed=7)
 
     def run(p):
-        return model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=greedy_config(24), logits_processor=LogitsProcessorList([p]))
+        return model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            generation_config=greedy_config(24),
+            logits_processor=LogitsProcessorList([p]),
+        )
 
     first, again = run(processor), run(processor)
     assert torch.equal(first, again)
@@ -143,9 +166,13 @@ def test_scale_one_is_plain_sampling(model):
     """s = 1 on B rows draws exactly what generate(do_sample=True) draws with the same seed."""
     ids = rows(3, COND)
     torch.manual_seed(11)
-    plain = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, max_new_tokens=30, min_new_tokens=30, **SETTINGS)
+    plain = model.generate(
+        ids, attention_mask=torch.ones_like(ids), do_sample=True, max_new_tokens=30, min_new_tokens=30, **SETTINGS
+    )
     ours = model.generate(
-        ids, attention_mask=torch.ones_like(ids), generation_config=greedy_config(30),
+        ids,
+        attention_mask=torch.ones_like(ids),
+        generation_config=greedy_config(30),
         logits_processor=LogitsProcessorList([CFGSamplingProcessor(1.0, **SETTINGS, seed=11)]),
     )
     assert torch.equal(plain, ours)
@@ -156,12 +183,21 @@ def test_batched_cfg_draws_what_transformers_cfg_draws(model):
     cond, uncond = rows(2, COND), rows(2, UNCOND)
     torch.manual_seed(5)
     theirs = model.generate(
-        cond, attention_mask=torch.ones_like(cond), do_sample=True, max_new_tokens=30, min_new_tokens=30, guidance_scale=3.0,
-        negative_prompt_ids=uncond, negative_prompt_attention_mask=torch.ones_like(uncond), **SETTINGS,
+        cond,
+        attention_mask=torch.ones_like(cond),
+        do_sample=True,
+        max_new_tokens=30,
+        min_new_tokens=30,
+        guidance_scale=3.0,
+        negative_prompt_ids=uncond,
+        negative_prompt_attention_mask=torch.ones_like(uncond),
+        **SETTINGS,
     )
     both = torch.cat([cond, uncond])
     ours = model.generate(
-        both, attention_mask=torch.ones_like(both), generation_config=greedy_config(30),
+        both,
+        attention_mask=torch.ones_like(both),
+        generation_config=greedy_config(30),
         logits_processor=LogitsProcessorList([CFGSamplingProcessor(3.0, **SETTINGS, seed=5)]),
     )
     assert torch.equal(theirs, ours[:2])

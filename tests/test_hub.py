@@ -13,14 +13,22 @@ from pathlib import Path
 import pytest
 from conftest import REPO, load_script, run_cli
 
-from midilm.modeling import DEFAULT_GUIDANCE_SCALE, sampling_defaults
 from midilm.errors import InputError
+from midilm.modeling import DEFAULT_GUIDANCE_SCALE, sampling_defaults
 from midilm.tokenizer import load_tokenizer
 
 REPO_ID = "someone/midilm-tiny"
 # The files a midilm model repository holds; checkpoints, TensorBoard runs and training_args.bin stay local.
-SENT = ["README.md", "all_results.json", "composers.json", "config.json", "generation_config.json", "model.safetensors",
-        "tokenizer.json", "training_config.json"]
+SENT = [
+    "README.md",
+    "all_results.json",
+    "composers.json",
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "training_config.json",
+]
 
 
 class HubRecorder:
@@ -38,9 +46,17 @@ class HubRecorder:
             self.calls.append(("create_repo", repo_id, kw))
             return RepoUrl(f"https://huggingface.co/{repo_id if '/' in repo_id else 'me/' + repo_id}")
 
-        def upload_folder(api, *, repo_id, folder_path, allow_patterns=None, ignore_patterns=None, path_in_repo=None, **kw):
+        def upload_folder(
+            api, *, repo_id, folder_path, allow_patterns=None, ignore_patterns=None, path_in_repo=None, **kw
+        ):
             local = sorted(p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file())
-            files = sorted(filter_repo_objects(local, allow_patterns=allow_patterns, ignore_patterns=[*(ignore_patterns or []), *DEFAULT_IGNORE_PATTERNS]))
+            files = sorted(
+                filter_repo_objects(
+                    local,
+                    allow_patterns=allow_patterns,
+                    ignore_patterns=[*(ignore_patterns or []), *DEFAULT_IGNORE_PATTERNS],
+                )
+            )
             self.calls.append(("upload_folder", repo_id, {"files": files, "path_in_repo": path_in_repo, **kw}))
             for name in files:
                 (self.sent / name).parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +66,7 @@ class HubRecorder:
             def call(api, *args, **kw):
                 self.calls.append((name, args, kw))
                 raise AssertionError(f"HfApi.{name} called during a push")
+
             return call
 
         patch.setattr(HfApi, "create_repo", create_repo)
@@ -66,10 +83,38 @@ def pushed(prepared, tmp_path_factory) -> dict:
     sent.mkdir()
     recorder = HubRecorder(sent)
     argv = [
-        "--dataset_dir", str(prepared["data"]), "--tokenizer_dir", str(prepared["tokenizer"]), "--output_dir", str(out),
-        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--learning_rate", "3e-3", "--warmup_steps", "0",
-        "--logging_steps", "10", "--max_steps", "20", "--eval_strategy", "no", "--save_steps", "10", "--load_best_model_at_end", "false",
-        "--samples_per_composer", "0", "--push_to_hub", "true", "--hub_model_id", REPO_ID, "--hub_private_repo", "true",
+        "--dataset_dir",
+        str(prepared["data"]),
+        "--tokenizer_dir",
+        str(prepared["tokenizer"]),
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "4",
+        "--learning_rate",
+        "3e-3",
+        "--warmup_steps",
+        "0",
+        "--logging_steps",
+        "10",
+        "--max_steps",
+        "20",
+        "--eval_strategy",
+        "no",
+        "--save_steps",
+        "10",
+        "--load_best_model_at_end",
+        "false",
+        "--samples_per_composer",
+        "0",
+        "--push_to_hub",
+        "true",
+        "--hub_model_id",
+        REPO_ID,
+        "--hub_private_repo",
+        "true",
     ]
     with pytest.MonkeyPatch.context() as patch:
         recorder.install(patch)
@@ -80,7 +125,9 @@ def pushed(prepared, tmp_path_factory) -> dict:
 
 def test_push_sends_midilm_card_and_only_the_model_files(pushed):
     calls = pushed["calls"]
-    assert [c[0] for c in calls] == ["create_repo", "upload_folder"], "one repository, one commit: the Trainer itself pushes nothing"
+    assert [c[0] for c in calls] == ["create_repo", "upload_folder"], (
+        "one repository, one commit: the Trainer itself pushes nothing"
+    )
     _, repo_id, kw = calls[0]
     assert repo_id == REPO_ID and kw["private"] is True and kw["exist_ok"] is True
     _, repo_id, kw = calls[1]
@@ -165,7 +212,9 @@ print(json.dumps({"plain": plain, "guided": built[len(plain):], "stored_guidance
 
 def test_plain_generate_without_midilm_samples_plainly_and_decodes(pushed):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: tiny models only spin-wait on more
-    result = subprocess.run([sys.executable, "-c", PLAIN, str(pushed["sent"])], capture_output=True, text=True, cwd="/", env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", PLAIN, str(pushed["sent"])], capture_output=True, text=True, cwd="/", env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["midilm_loaded"] is False
@@ -182,9 +231,21 @@ def test_generate_py_defaults_to_the_stored_guidance(pushed, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(pushed["sent"], model)
     (model / "config.json").write_text(json.dumps({**config, "midilm_guidance_scale": 2.5}))
-    command = [sys.executable, str(REPO / "generate.py"), "--model_dir", str(model), "--composer", "beta", "--max_new_tokens", "8",
-               "--output_dir", str(tmp_path / "samples")]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        str(REPO / "generate.py"),
+        "--model_dir",
+        str(model),
+        "--composer",
+        "beta",
+        "--max_new_tokens",
+        "8",
+        "--output_dir",
+        str(tmp_path / "samples"),
+    ]
+    result = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     settings = json.loads((tmp_path / "samples" / "beta_0.json").read_text())["settings"]
     assert settings["guidance_scale"] == 2.5 and settings["effective_guidance_scale"] == 2.5

@@ -55,13 +55,18 @@ def test_a_long_sample_crosses_windows_with_the_same_tokens_for_the_same_seed(mo
     tokenizer, _ = load_tokenizer(model_dir)
     runs = []
     for _ in range(2):
-        plan = prepare_generation(model_dir, "bach,mozart", 1, max_new_tokens=LONG, min_new_tokens=LONG, seed=3, guidance_scale=1.0)
+        plan = prepare_generation(
+            model_dir, "bach,mozart", 1, max_new_tokens=LONG, min_new_tokens=LONG, seed=3, guidance_scale=1.0
+        )
         runs.append((plan, plan.sample_ids(plan.run(model))))
     (plan, ids), (again, ids_again) = runs
     assert ids == ids_again and again.windows == plan.windows
     assert plan.windows >= 4  # each window writes at most a context less the bars it reads again
     starts_bar = np.asarray(bar_start_table(tokenizer))
-    grammar, guard = RemiGrammar.for_tokenizer(tokenizer), NoteGuard.from_bounds(tokenizer, {"max_notes_per_onset": 3, "max_notes_per_bar": 12})
+    grammar, guard = (
+        RemiGrammar.for_tokenizer(tokenizer),
+        NoteGuard.from_bounds(tokenizer, {"max_notes_per_onset": 3, "max_notes_per_bar": 12}),
+    )
     for row in ids:
         assert plan.new_tokens(row) == LONG
         assert count_syntax_errors(tokenizer, row) == 0.0
@@ -74,9 +79,25 @@ def test_a_long_sample_crosses_windows_with_the_same_tokens_for_the_same_seed(mo
         assert guard.parse(torch.tensor([window])).tolist() == guard.parse(torch.tensor([row])).tolist()
 
 
-def test_cli_long_sample_with_guidance_records_its_windows_and_repeats_its_bytes(script, model_dir, tmp_path, monkeypatch):
-    args = ["--model_dir", str(model_dir), "--composer", "bach", "--num_samples", "2", "--max_new_tokens", str(LONG),
-            "--min_new_tokens", str(LONG), "--guidance_scale", "3", "--seed", "5"]
+def test_cli_long_sample_with_guidance_records_its_windows_and_repeats_its_bytes(
+    script, model_dir, tmp_path, monkeypatch
+):
+    args = [
+        "--model_dir",
+        str(model_dir),
+        "--composer",
+        "bach",
+        "--num_samples",
+        "2",
+        "--max_new_tokens",
+        str(LONG),
+        "--min_new_tokens",
+        str(LONG),
+        "--guidance_scale",
+        "3",
+        "--seed",
+        "5",
+    ]
     for name in ("a", "b"):
         assert run_cli(script, monkeypatch, *args, "--output_dir", str(tmp_path / name)) == 0
     for i in range(2):
@@ -93,11 +114,32 @@ def test_cli_long_continuation_keeps_the_whole_prompt(script, model_dir, tmp_pat
     prompt = load_prompt(tokenizer, prompt_path)
     assert len(prompt) > CONTEXT  # the prompt alone overflows the context: the first window reads its last bars
     out = tmp_path / "samples"
-    assert run_cli(script, monkeypatch, "--model_dir", str(model_dir), "--composer", "mozart", "--prompt_midi", str(prompt_path),
-                   "--max_new_tokens", str(2 * CONTEXT), "--min_new_tokens", str(2 * CONTEXT), "--output_dir", str(out)) == 0
+    assert (
+        run_cli(
+            script,
+            monkeypatch,
+            "--model_dir",
+            str(model_dir),
+            "--composer",
+            "mozart",
+            "--prompt_midi",
+            str(prompt_path),
+            "--max_new_tokens",
+            str(2 * CONTEXT),
+            "--min_new_tokens",
+            str(2 * CONTEXT),
+            "--output_dir",
+            str(out),
+        )
+        == 0
+    )
     record = json.loads((out / "mozart_0.json").read_text())
     assert record["prompt_tokens"] == len(prompt) and record["windows"] >= 2
-    assert record["tokens"][: HEADER_TOKENS + len(prompt)] == [tokenizer["BOS_None"], composer_map.id_of("mozart"), *prompt]
+    assert record["tokens"][: HEADER_TOKENS + len(prompt)] == [
+        tokenizer["BOS_None"],
+        composer_map.id_of("mozart"),
+        *prompt,
+    ]
     assert record["new_tokens"] == 2 * CONTEXT and record["syntax_error_rate"] == 0.0
 
 
@@ -111,7 +153,15 @@ def test_within_the_context_is_still_one_call(model_dir, model):
 def test_static_cache_gives_the_same_long_sample(model_dir, model):
     samples = []
     for static_cache in (False, True):
-        plan = prepare_generation(model_dir, "bach", 1, max_new_tokens=2 * CONTEXT, min_new_tokens=2 * CONTEXT, seed=7, static_cache=static_cache)
+        plan = prepare_generation(
+            model_dir,
+            "bach",
+            1,
+            max_new_tokens=2 * CONTEXT,
+            min_new_tokens=2 * CONTEXT,
+            seed=7,
+            static_cache=static_cache,
+        )
         samples.append(plan.sample_ids(plan.run(model)))
         assert plan.windows >= 2
     assert samples[0] == samples[1]

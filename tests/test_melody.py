@@ -64,7 +64,11 @@ def test_skyline_takes_a_lower_note_in_a_rest_and_trims_overlaps():
     melody = extract_melody(score_of(high, low))
     # 60 starts under the held 76 (hidden); 62 starts in the rest (kept, cut where 77 starts); 64 is under 77
     assert notes(melody.score.tracks[0]) == [(0, 960, 76), (1440, 480, 62), (1920, 480, 77)]
-    assert notes(extract_melody(score_of(high, low), trim=False).score.tracks[0]) == [(0, 960, 76), (1440, 960, 62), (1920, 480, 77)]
+    assert notes(extract_melody(score_of(high, low), trim=False).score.tracks[0]) == [
+        (0, 960, 76),
+        (1440, 960, 62),
+        (1920, 480, 77),
+    ]
 
 
 def test_legato_overlap_is_not_a_chord():
@@ -117,7 +121,15 @@ def test_empty_and_drum_tracks_are_never_marked():
 
 def test_chords_in_the_marked_track_give_their_top_note():
     track = Track(name="melody", program=0)
-    track.notes.extend([Note(0, 960, 60, 80), Note(0, 960, 64, 80), Note(0, 960, 67, 80), Note(480, 480, 62, 80), Note(960, 480, 65, 80)])
+    track.notes.extend(
+        [
+            Note(0, 960, 60, 80),
+            Note(0, 960, 64, 80),
+            Note(0, 960, 67, 80),
+            Note(480, 480, 62, 80),
+            Note(960, 480, 65, 80),
+        ]
+    )
     melody = extract_melody(score_of(track))
     # in a marked track a long note does not hide the notes that start under it: 62 is melody
     assert notes(melody.score.tracks[0]) == [(0, 480, 67), (480, 480, 62), (960, 480, 65)]

@@ -147,7 +147,9 @@ def test_bar_windows_cut_a_piece_into_passages_that_start_at_zero_under_its_time
     windows = bar_windows(piece, 3)
     assert len(windows) == 3  # the tenth bar is a remainder, dropped
     assert [(w.start(), w.end()) for w in windows] == [(0, 9 * TPQ)] * 3
-    assert [[n.pitch for n in w.tracks[0].notes] for w in windows] == [list(range(60 + 9 * k, 69 + 9 * k)) for k in range(3)]
+    assert [[n.pitch for n in w.tracks[0].notes] for w in windows] == [
+        list(range(60 + 9 * k, 69 + 9 * k)) for k in range(3)
+    ]
     assert all((w.time_signatures[0].numerator, w.time_signatures[0].time) == (3, 0) for w in windows)
     assert [piece_metrics(w)["n_bars"] for w in windows] == [3, 3, 3]
     assert bar_windows(piece, 10) == [piece] and len(bar_windows(piece, 1)) == 10
@@ -164,7 +166,10 @@ def test_passages_as_long_as_the_samples_remove_the_length_bias():
     measured = [piece_metrics(w) for w in samples]
     whole = compare(measured, [piece_metrics(p) for p in real])
     passages = compare(measured, [piece_metrics(w) for p in real for w in bar_windows(p, median_bars(measured))])
-    assert whole["pitch_range"]["generated_mean"] < whole["pitch_range"]["real_mean"] and whole["pitch_range"]["mean_gap"] > 1
+    assert (
+        whole["pitch_range"]["generated_mean"] < whole["pitch_range"]["real_mean"]
+        and whole["pitch_range"]["mean_gap"] > 1
+    )
     assert passages["pitch_range"]["mean_gap"] == 0.0 and passages["pitch_class_entropy"]["mean_gap"] == 0.0
 
 

@@ -6,8 +6,8 @@ import json
 import shlex
 
 import pytest
-
 from conftest import load_script, run_cli
+
 from midilm.sample_files import sample_stem
 from midilm.tokenizer import composer_token
 
@@ -18,10 +18,36 @@ def named_model(named_prepared, tmp_path_factory):
     one short sample per composer (the callback's file names)."""
     out = tmp_path_factory.mktemp("named_train") / "model"
     argv = [
-        "--dataset_dir", str(named_prepared["data"]), "--tokenizer_dir", str(named_prepared["tokenizer"]), "--output_dir", str(out),
-        "--model_preset", "tiny", "--max_steps", "4", "--per_device_train_batch_size", "2", "--logging_steps", "2", "--dataloader_num_workers", "0",
-        "--eval_strategy", "steps", "--eval_steps", "4", "--load_best_model_at_end", "false", "--save_strategy", "no",
-        "--samples_per_composer", "1", "--sample_max_new_tokens", "8", "--report_to", "none",
+        "--dataset_dir",
+        str(named_prepared["data"]),
+        "--tokenizer_dir",
+        str(named_prepared["tokenizer"]),
+        "--output_dir",
+        str(out),
+        "--model_preset",
+        "tiny",
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "2",
+        "--logging_steps",
+        "2",
+        "--dataloader_num_workers",
+        "0",
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "4",
+        "--load_best_model_at_end",
+        "false",
+        "--save_strategy",
+        "no",
+        "--samples_per_composer",
+        "1",
+        "--sample_max_new_tokens",
+        "8",
+        "--report_to",
+        "none",
     ]
     with pytest.MonkeyPatch.context() as patch:
         assert run_cli(load_script("train.py"), patch, *argv) == 0
@@ -43,12 +69,24 @@ def test_prepare_keeps_every_name_with_its_own_token(named_prepared):
 def test_generate_by_name_or_token_writes_the_users_name(named_model, tmp_path, monkeypatch, asked):
     expected = "Чайковский" if asked == "чайковский" else "Bach, Johann Sebastian"
     out = tmp_path / "samples"
-    argv = ["--model_dir", str(named_model), "--composer", asked, "--num_samples", "1", "--max_new_tokens", "16", "--output_dir", str(out), "--seed", "3"]
+    argv = [
+        "--model_dir",
+        str(named_model),
+        "--composer",
+        asked,
+        "--num_samples",
+        "1",
+        "--max_new_tokens",
+        "16",
+        "--output_dir",
+        str(out),
+        "--seed",
+        "3",
+    ]
     assert run_cli(load_script("generate.py"), monkeypatch, *argv) == 0
     stem = sample_stem(expected, 0)
     assert sorted(p.name for p in out.iterdir()) == [f"{stem}.json", f"{stem}.mid"]
     assert json.loads((out / f"{stem}.json").read_text())["composer"] == expected
-
 
 
 def test_model_card_command_names_the_composer_as_one_argument(named_model, named_prepared):

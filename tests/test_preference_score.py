@@ -22,7 +22,11 @@ def reference(prepared):
 
 
 def sample_of(tokenizer, composer_map, composer: str, score) -> dict:
-    ids = RowLayout.for_tokenizer(tokenizer).continuation(composer_map.id_of(composer), encode_ids(tokenizer, score), last=True).tolist()
+    ids = (
+        RowLayout.for_tokenizer(tokenizer)
+        .continuation(composer_map.id_of(composer), encode_ids(tokenizer, score), last=True)
+        .tolist()
+    )
     return {"composer": composer, "ids": ids, "score": decode_ids(tokenizer, ids)}
 
 
@@ -34,7 +38,10 @@ def test_a_real_piece_scores_above_the_same_piece_with_planted_seconds(reference
     track = planted.tracks[0]
     for note in list(track.notes):  # a major second above every note: a cluster of seconds at each onset
         track.notes.append(Note(note.time, note.duration, note.pitch + 2, note.velocity))
-    samples = [sample_of(tokenizer, composer_map, composer, real["score"]), sample_of(tokenizer, composer_map, composer, planted)]
+    samples = [
+        sample_of(tokenizer, composer_map, composer, real["score"]),
+        sample_of(tokenizer, composer_map, composer, planted),
+    ]
     scored = score_samples(samples, ref, tokenizer, ScoreWeights(), asked_tokens=len(samples[0]["ids"]))
     assert scored[1]["parts"]["vertical_seconds"] > scored[0]["parts"]["vertical_seconds"] + 0.2
     assert scored[1]["parts"]["seconds_excess"] > 0
@@ -49,7 +56,9 @@ def test_a_copy_of_a_training_piece_scores_below_a_fresh_piece(reference, prepar
     training = [p for p in join_pieces(rows, tokenizer["EOS_None"]) if composer_map.names[p["composer"]] == composer]
     copy = max(training, key=lambda p: len(p["ids"]))
     fresh = ref.heldout[composer][0]
-    samples = [{"composer": composer, "ids": ids, "score": decode_ids(tokenizer, ids)} for ids in (copy["ids"], fresh["ids"])]
+    samples = [
+        {"composer": composer, "ids": ids, "score": decode_ids(tokenizer, ids)} for ids in (copy["ids"], fresh["ids"])
+    ]
     scored = score_samples(samples, ref, tokenizer, ScoreWeights(), asked_tokens=200)
     assert scored[0]["parts"]["longest_copied_run"] > ref.copy_limit >= scored[1]["parts"]["longest_copied_run"]
     assert scored[0]["parts"]["copy_excess"] > 0 and scored[1]["parts"]["copy_excess"] == 0
@@ -75,7 +84,9 @@ def test_pairs_come_from_samples_of_the_same_composer():
     totals = [0.9, 0.1, 0.2, 0.8, 0.5, 0.5, 0.7, 0.3, 1.0]
     scores = [{"total": t} for t in totals]
     pairs = build_pairs(samples, scores, rule="extremes", fraction=0.5)
-    assert pairs and all(samples[p["chosen"]]["composer"] == samples[p["rejected"]]["composer"] == p["composer"] for p in pairs)
+    assert pairs and all(
+        samples[p["chosen"]]["composer"] == samples[p["rejected"]]["composer"] == p["composer"] for p in pairs
+    )
     assert all(scores[p["chosen"]]["total"] > scores[p["rejected"]]["total"] for p in pairs)
     a = [p for p in pairs if p["composer"] == "a"]
     assert [(p["chosen"], p["rejected"]) for p in a] == [(0, 2), (6, 4)]  # best with worst, second with second worst

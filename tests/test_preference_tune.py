@@ -13,26 +13,68 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, assert_refused, load_script
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-TINY = ["--samples_per_composer", "4", "--max_new_tokens", "48", "--pair_fraction", "0.5", "--min_margin", "0", "--batch_size", "2",
-        "--dpo_epochs", "1", "--stop_early", "false"]
+TINY = [
+    "--samples_per_composer",
+    "4",
+    "--max_new_tokens",
+    "48",
+    "--pair_fraction",
+    "0.5",
+    "--min_margin",
+    "0",
+    "--batch_size",
+    "2",
+    "--dpo_epochs",
+    "1",
+    "--stop_early",
+    "false",
+]
 
 
 def run_script(script: str, *args: str, **kwargs):
-    return subprocess.run([sys.executable, str(REPO / script), *args], check=False, cwd=REPO, env=ENV, capture_output=True, text=True, **kwargs)
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *args],
+        check=False,
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
 def model_dir(prepared, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tune_train") / "model_output"
     result = run_script(
-        "train.py", "--dataset_dir", str(prepared["data"]), "--tokenizer_dir", str(prepared["tokenizer"]), "--output_dir", str(out),
-        "--max_seq_len", "256", "--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--warmup_steps", "0",
-        "--dataloader_num_workers", "0", "--max_steps", "30", "--samples_per_composer", "0", "--eval_strategy", "no",
-        "--load_best_model_at_end", "false",
+        "train.py",
+        "--dataset_dir",
+        str(prepared["data"]),
+        "--tokenizer_dir",
+        str(prepared["tokenizer"]),
+        "--output_dir",
+        str(out),
+        "--max_seq_len",
+        "256",
+        "--per_device_train_batch_size",
+        "4",
+        "--learning_rate",
+        "3e-3",
+        "--warmup_steps",
+        "0",
+        "--dataloader_num_workers",
+        "0",
+        "--max_steps",
+        "30",
+        "--samples_per_composer",
+        "0",
+        "--eval_strategy",
+        "no",
+        "--load_best_model_at_end",
+        "false",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
@@ -41,7 +83,18 @@ def model_dir(prepared, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tuned(model_dir, prepared, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("tuned") / "model_tuned"
-    result = run_script("tune.py", "--model_dir", str(model_dir), "--dataset_dir", str(prepared["data"]), "--output_dir", str(out), "--rounds", "1", *TINY)
+    result = run_script(
+        "tune.py",
+        "--model_dir",
+        str(model_dir),
+        "--dataset_dir",
+        str(prepared["data"]),
+        "--output_dir",
+        str(out),
+        "--rounds",
+        "1",
+        *TINY,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return {"out": out, "stdout": result.stdout, "stderr": result.stderr}
 
@@ -90,8 +143,19 @@ def test_tensorboard_shows_rewards_margins_and_adherence(tuned):
 
 def test_resume_after_kill_between_rounds(model_dir, prepared, tmp_path):
     out = tmp_path / "model_tuned"
-    argv = [sys.executable, str(REPO / "tune.py"), "--model_dir", str(model_dir), "--dataset_dir", str(prepared["data"]), "--output_dir", str(out),
-            "--rounds", "2", *TINY]
+    argv = [
+        sys.executable,
+        str(REPO / "tune.py"),
+        "--model_dir",
+        str(model_dir),
+        "--dataset_dir",
+        str(prepared["data"]),
+        "--output_dir",
+        str(out),
+        "--rounds",
+        "2",
+        *TINY,
+    ]
     process = subprocess.Popen(argv, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = tmp_path / "model_tuned.tuning" / "round_1" / "round.json"
     deadline = time.time() + 600
@@ -105,7 +169,9 @@ def test_resume_after_kill_between_rounds(model_dir, prepared, tmp_path):
     assert "resuming: 1 round(s)" in result.stdout
     assert json.loads((out / "config.json").read_text())["midilm_tuning"]["rounds"] == 2
     report = json.loads((out / "tuning_report.json").read_text())
-    assert [h["round"] for h in report["round_history"]] == [1, 2] and report["before_after"]["before"]  # round 1's record survived the kill
+    assert [h["round"] for h in report["round_history"]] == [1, 2] and report["before_after"][
+        "before"
+    ]  # round 1's record survived the kill
 
 
 @pytest.mark.parametrize("case", ["no_dataset", "other_tokenizer", "rounds_0", "output_exists"])
@@ -113,8 +179,21 @@ def test_bad_input_is_refused_with_one_line(case, model_dir, prepared, named_pre
     script = load_script("tune.py")
     model = tmp_path / "model_output"
     shutil.copytree(model_dir, model)
-    argv = ["--model_dir", str(model), "--dataset_dir", str(prepared["data"]), "--output_dir", str(tmp_path / "out"), *TINY]
-    message = {"no_dataset": "is not there", "other_tokenizer": "has composers", "rounds_0": "--rounds 0", "output_exists": "already exists"}[case]
+    argv = [
+        "--model_dir",
+        str(model),
+        "--dataset_dir",
+        str(prepared["data"]),
+        "--output_dir",
+        str(tmp_path / "out"),
+        *TINY,
+    ]
+    message = {
+        "no_dataset": "is not there",
+        "other_tokenizer": "has composers",
+        "rounds_0": "--rounds 0",
+        "output_exists": "already exists",
+    }[case]
     if case == "no_dataset":
         argv = argv[:2] + argv[4:]  # no --dataset_dir: the one training_config.json names, which is gone
         config = json.loads((model / "training_config.json").read_text())

@@ -56,7 +56,9 @@ def test_music_metrics_module_reports_vertical_seconds_against_real(tmp_path):
     sample, real = tmp_path / "sample.mid", tmp_path / "real.mid"
     score_of(SMALL).dump_midi(sample)
     score_of([[(0, 60), (0, 64), (0, 67), (1, 62), (1, 65)]]).dump_midi(real)  # 4 pairs, no second
-    result = evaluate.load(path("music_metrics"), keep_in_memory=True).compute(predictions=[str(sample)], real=[str(real)])
+    result = evaluate.load(path("music_metrics"), keep_in_memory=True).compute(
+        predictions=[str(sample)], real=[str(real)]
+    )
     assert result["vertical_seconds"]["predictions"] == pytest.approx(3 / 11)
     assert result["vertical_seconds"]["real"] == 0.0
     assert result["per_piece"][0]["vertical_pairs"] == 11

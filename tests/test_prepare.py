@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-import unicodedata
 import sys
+import unicodedata
 from pathlib import Path
 
 import miditok
@@ -21,7 +21,9 @@ from midilm.tokenizer import bar_start_table, build_tokenizer, load_tokenizer
 
 
 def run_script(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "prepare_dataset.py"), *args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, str(REPO / "prepare_dataset.py"), *args], cwd=cwd, capture_output=True, text=True
+    )
 
 
 def test_folder_labels_and_other_bucket(prepared):
@@ -97,15 +99,30 @@ def test_bpe_shortens_and_decodes_to_the_same_notes(bach_files, tmp_path):
 def test_metadata_labels_override_folders(tmp_path):
     root = write_midi_folder(tmp_path / "midi", {"a": 4, "b": 4}, broken=False)
     (tmp_path / "meta.csv").write_text("path,composer\n" + "".join(f"a/piece{i}.mid,zeta\n" for i in range(4)))
-    args = PrepareArguments(midi_dir=str(root), metadata=str(tmp_path / "meta.csv"), output_dir=str(tmp_path / "d"),
-                            tokenizer_dir=str(tmp_path / "t"), vocab_size=0, min_pieces_per_composer=2, num_proc=1)
+    args = PrepareArguments(
+        midi_dir=str(root),
+        metadata=str(tmp_path / "meta.csv"),
+        output_dir=str(tmp_path / "d"),
+        tokenizer_dir=str(tmp_path / "t"),
+        vocab_size=0,
+        min_pieces_per_composer=2,
+        num_proc=1,
+    )
     report = prepare(args, TOKENIZER_SETTINGS)
     assert [r["composer"] for r in report["composers"]["composers"]] == ["b", "zeta"]
 
 
 def test_augmentation_only_on_train(tmp_path, midi_dir):
-    args = PrepareArguments(midi_dir=str(midi_dir), output_dir=str(tmp_path / "d"), tokenizer_dir=str(tmp_path / "t"),
-                            vocab_size=0, max_seq_len=512, augment=True, augment_pitch_offsets=[-2, 3], num_proc=2)
+    args = PrepareArguments(
+        midi_dir=str(midi_dir),
+        output_dir=str(tmp_path / "d"),
+        tokenizer_dir=str(tmp_path / "t"),
+        vocab_size=0,
+        max_seq_len=512,
+        augment=True,
+        augment_pitch_offsets=[-2, 3],
+        num_proc=2,
+    )
     prepare(args, TOKENIZER_SETTINGS)
     dataset = load_from_disk(str(tmp_path / "d"))
     train_aug = set(dataset["train"]["augmentation"])
@@ -117,8 +134,16 @@ def test_augmentation_only_on_train(tmp_path, midi_dir):
 
 def test_music21_corpus_default(tmp_path, bach_files):
     cache = bach_files[0].path.parent.parent
-    args = PrepareArguments(composers="bach", max_files_per_composer=6, cache_dir=str(cache), min_pieces_per_composer=2,
-                            output_dir=str(tmp_path / "d"), tokenizer_dir=str(tmp_path / "t"), vocab_size=700, num_proc=1)
+    args = PrepareArguments(
+        composers="bach",
+        max_files_per_composer=6,
+        cache_dir=str(cache),
+        min_pieces_per_composer=2,
+        output_dir=str(tmp_path / "d"),
+        tokenizer_dir=str(tmp_path / "t"),
+        vocab_size=700,
+        num_proc=1,
+    )
     report = prepare(args, TOKENIZER_SETTINGS)
     assert report["files"]["kept"] == 6
     assert report["tokens_per_note"]["after_bpe"] < report["tokens_per_note"]["before_bpe"]
@@ -130,10 +155,23 @@ def test_overwrite_refused_then_replaced(tmp_path, midi_dir):
     out, tok = tmp_path / "d", tmp_path / "t"
     out.mkdir()
     (out / "keep.txt").write_text("previous results")
-    args = ["--midi_dir", str(midi_dir), "--output_dir", str(out), "--tokenizer_dir", str(tok), "--vocab_size", "0", "--num_proc", "1"]
+    args = [
+        "--midi_dir",
+        str(midi_dir),
+        "--output_dir",
+        str(out),
+        "--tokenizer_dir",
+        str(tok),
+        "--vocab_size",
+        "0",
+        "--num_proc",
+        "1",
+    ]
     refused = run_script(*args)
     assert refused.returncode == 2
-    assert refused.stderr.strip().splitlines() == [f"error: --output_dir {out} already exists; pass --overwrite to replace it, or choose another folder"]
+    assert refused.stderr.strip().splitlines() == [
+        f"error: --output_dir {out} already exists; pass --overwrite to replace it, or choose another folder"
+    ]
     assert (out / "keep.txt").exists() and not tok.exists()
     done = run_script(*args, "--overwrite")
     assert done.returncode == 0, done.stderr
@@ -155,7 +193,9 @@ def test_bad_input_is_one_line_exit_2(args, message, tmp_path, midi_dir):
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.csv").write_text("file,who\nx.mid,y\n")
     args = [a.format(empty=tmp_path / "empty", midi=midi_dir, badmeta=tmp_path / "bad.csv") for a in args]
-    result = run_script(*args, "--output_dir", str(tmp_path / "d"), "--tokenizer_dir", str(tmp_path / "t"), "--num_proc", "1")
+    result = run_script(
+        *args, "--output_dir", str(tmp_path / "d"), "--tokenizer_dir", str(tmp_path / "t"), "--num_proc", "1"
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
@@ -170,13 +210,20 @@ def test_push_to_hub_sends_dataset_card_and_tokenizer(prepared, monkeypatch):
     from midilm.hub import push_dataset
 
     sent = {}
-    monkeypatch.setattr(DatasetDict, "push_to_hub", lambda self, repo_id, **kw: sent.setdefault("splits", (repo_id, dict(self.num_rows))))
+    monkeypatch.setattr(
+        DatasetDict,
+        "push_to_hub",
+        lambda self, repo_id, **kw: sent.setdefault("splits", (repo_id, dict(self.num_rows))),
+    )
     monkeypatch.setattr(HfApi, "upload_file", lambda self, **kw: sent.setdefault("card", kw))
     monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: sent.setdefault("tokenizer", kw))
     push_dataset(prepared["data"], prepared["tokenizer"], "someone/midilm-test")
     repo, rows = sent["splits"]
     assert repo == "someone/midilm-test" and set(rows) == {"train", "validation", "test"} and all(rows.values())
-    assert sent["card"]["path_in_repo"] == "README.md" and "## Composers" in Path(sent["card"]["path_or_fileobj"]).read_text()
+    assert (
+        sent["card"]["path_in_repo"] == "README.md"
+        and "## Composers" in Path(sent["card"]["path_or_fileobj"]).read_text()
+    )
     assert sent["tokenizer"]["repo_type"] == "dataset" and sent["tokenizer"]["path_in_repo"] == "tokenizer"
     tokenizer, composer_map = load_tokenizer(sent["tokenizer"]["folder_path"])
     assert composer_map.names == ["alpha", "beta", "OTHER"] and len(tokenizer) == 600
@@ -190,7 +237,9 @@ def write_troubled_folder(root: Path) -> Path:
 
     write_midi_folder(root, {"alpha": 6, "beta": 6}, broken=False)
     (root / "beta" / "copy.mid").write_bytes((root / "alpha" / "piece0.mid").read_bytes())
-    Score(root / "alpha" / "piece1.mid").resample(960).dump_midi(root / "beta" / "retimed.mid")  # same notes, another resolution
+    Score(root / "alpha" / "piece1.mid").resample(960).dump_midi(
+        root / "beta" / "retimed.mid"
+    )  # same notes, another resolution
     trouble = root / "trouble"
     trouble.mkdir()
     make_piece(101).dump_midi(trouble / "crash.mid")
@@ -241,8 +290,18 @@ def troubled(tmp_path_factory) -> dict:
         patch.setattr(prepare_module, "BarWordsIterator", CountingIterator)
         patch.setenv(CRASH_HOOK_ENV, "crash.mid")
         patch.setattr(scan_module, "START_METHOD", "fork")
-        args = PrepareArguments(midi_dir=str(root), output_dir=str(out / "d"), tokenizer_dir=str(out / "t"), vocab_size=560,
-                                max_seq_len=256, num_proc=2, min_pieces_per_composer=2, bpe_max_files=3, validation_ratio=0.2, test_ratio=0.2)
+        args = PrepareArguments(
+            midi_dir=str(root),
+            output_dir=str(out / "d"),
+            tokenizer_dir=str(out / "t"),
+            vocab_size=560,
+            max_seq_len=256,
+            num_proc=2,
+            min_pieces_per_composer=2,
+            bpe_max_files=3,
+            validation_ratio=0.2,
+            test_ratio=0.2,
+        )
         report = prepare(args, TOKENIZER_SETTINGS)
     return {"report": report, "data": out / "d", "bpe_files": len(seen_by_bpe)}
 
@@ -258,8 +317,17 @@ def test_bad_files_are_reported_and_never_end_the_run(troubled):
         "trouble/encodes-to-nothing.mid": "no tokens (the tokenizer encoded nothing)",
         "trouble/out_of_range.mid": "no notes inside the tokenizer's pitch range (21-108)",
     }
-    assert report["files"] == {"seen": 19, "kept": 13, "skipped": 4, "duplicates": 2, "cut": 1, "flagged": report["files"]["flagged"]}
-    sources = set().union(*(load_from_disk(str(troubled["data"]))[s]["source"] for s in ("train", "validation", "test")))
+    assert report["files"] == {
+        "seen": 19,
+        "kept": 13,
+        "skipped": 4,
+        "duplicates": 2,
+        "cut": 1,
+        "flagged": report["files"]["flagged"],
+    }
+    sources = set().union(
+        *(load_from_disk(str(troubled["data"]))[s]["source"] for s in ("train", "validation", "test"))
+    )
     assert not sources & set(skipped), "a skipped piece is never in the data"
     assert "trouble/stray.mid" in sources and len(sources) == 13
 
@@ -269,7 +337,10 @@ def test_stray_note_is_cut_and_costs_no_empty_bars(troubled):
     assert report["cut_files"]["trouble/stray.mid"].startswith("cut 1 stray notes after ")
     dataset = load_from_disk(str(troubled["data"]))
     rows = [r for s in dataset for r in dataset[s] if r["source"] == "trouble/stray.mid"]
-    assert sum(r["n_base_tokens"] for r in rows) / sum(r["n_notes"] for r in rows) < 2 * report["tokens_per_note"]["before_bpe"]
+    assert (
+        sum(r["n_base_tokens"] for r in rows) / sum(r["n_notes"] for r in rows)
+        < 2 * report["tokens_per_note"]["before_bpe"]
+    )
     assert report["tokens_per_note"]["before_bpe"] < 8
 
 
@@ -310,23 +381,47 @@ def test_composer_names_as_people_write_them(named_prepared):
     assert {r["composer"] for r in rows} == set(names)
     for row in rows:
         assert tokenizer[row["id"]] == row["token"] == composer_token(row["composer"]) and row["token"].count("_") == 1
-        for spelling in (row["composer"], row["composer"].upper(), row["token"], row["token"].removeprefix("COMPOSER_")):
+        for spelling in (
+            row["composer"],
+            row["composer"].upper(),
+            row["token"],
+            row["token"].removeprefix("COMPOSER_"),
+        ):
             assert composer_map.id_of(spelling) == row["id"]
     assert load_from_disk(str(named_prepared["data"]))["train"].features["composer"].names == composer_map.names
-    assert composer_names(composer_map, "Bach, Johann Sebastian,Dvořák, Чайковский") == ["Bach, Johann Sebastian", "Dvořák", "Чайковский"]
-    assert composer_map.id_of(unicodedata.normalize("NFD", "Dvořák")) == composer_map.id_of("Dvořák")  # decomposed, as macOS writes it
-    assert sample_stem("Bach, Johann Sebastian", 0) == "Bach, Johann Sebastian_0" and sample_stem("AC/DC", 1) == "AC-DC_1"
+    assert composer_names(composer_map, "Bach, Johann Sebastian,Dvořák, Чайковский") == [
+        "Bach, Johann Sebastian",
+        "Dvořák",
+        "Чайковский",
+    ]
+    assert composer_map.id_of(unicodedata.normalize("NFD", "Dvořák")) == composer_map.id_of(
+        "Dvořák"
+    )  # decomposed, as macOS writes it
+    assert (
+        sample_stem("Bach, Johann Sebastian", 0) == "Bach, Johann Sebastian_0" and sample_stem("AC/DC", 1) == "AC-DC_1"
+    )
     card = (named_prepared["data"] / "README.md").read_text()
-    assert "| Bach, Johann Sebastian | `COMPOSER_Bach-Johann-Sebastian`" in card and "| Чайковский | `COMPOSER_Чайковский`" in card
+    assert (
+        "| Bach, Johann Sebastian | `COMPOSER_Bach-Johann-Sebastian`" in card
+        and "| Чайковский | `COMPOSER_Чайковский`" in card
+    )
 
 
 def test_names_with_one_token_are_refused(tmp_path):
     from midilm.errors import InputError
 
     root = write_midi_folder(tmp_path / "midi", {"C.P.E. Bach": 2, "C P E Bach": 2}, broken=False)
-    args = PrepareArguments(midi_dir=str(root), output_dir=str(tmp_path / "d"), tokenizer_dir=str(tmp_path / "t"), vocab_size=0,
-                            min_pieces_per_composer=1, num_proc=1)
-    with pytest.raises(InputError, match=r"composers 'C P E Bach' and 'C.P.E. Bach' would share the token COMPOSER_C-P-E-Bach"):
+    args = PrepareArguments(
+        midi_dir=str(root),
+        output_dir=str(tmp_path / "d"),
+        tokenizer_dir=str(tmp_path / "t"),
+        vocab_size=0,
+        min_pieces_per_composer=1,
+        num_proc=1,
+    )
+    with pytest.raises(
+        InputError, match=r"composers 'C P E Bach' and 'C.P.E. Bach' would share the token COMPOSER_C-P-E-Bach"
+    ):
         prepare(args, TOKENIZER_SETTINGS)
     assert not (tmp_path / "d").exists() and not (tmp_path / "t").exists()
 
@@ -345,7 +440,12 @@ def test_metadata_with_10k_rows_and_237_composers(tmp_path):
     lines = ["path,composer"] + [f'"x/{i}.mid","{label}"' for i, label in enumerate(labels)]
     (tmp_path / "meta.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "midi").mkdir()
-    args = PrepareArguments(midi_dir=str(tmp_path / "midi"), metadata=str(tmp_path / "meta.csv"), output_dir=str(tmp_path / "d"), tokenizer_dir=str(tmp_path / "t"))
+    args = PrepareArguments(
+        midi_dir=str(tmp_path / "midi"),
+        metadata=str(tmp_path / "meta.csv"),
+        output_dir=str(tmp_path / "d"),
+        tokenizer_dir=str(tmp_path / "t"),
+    )
     files, skipped = collect_files(args)
     assert len(files) == 10_000 and not skipped
     counts = Counter(f.composer for f in files)

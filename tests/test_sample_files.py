@@ -40,7 +40,10 @@ def test_the_record_keeps_its_tokens_on_one_line(tmp_path):
     assert json.loads(text) == {"composer": "bach", "settings": {"seed": 0}, "tokens": [1, 5, 20, 2]}
     assert '  "tokens": [1, 5, 20, 2]\n}' in text
     assert Score(files[".mid"]).note_num() == 1
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bach_0.json", "bach_0.mid"]  # nothing staged is left
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "bach_0.json",
+        "bach_0.mid",
+    ]  # nothing staged is left
 
 
 def test_a_failure_leaves_no_file_behind(tmp_path, monkeypatch):

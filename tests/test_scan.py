@@ -76,10 +76,14 @@ def test_spill_round_trip(tmp_path):
     places = [spill.append(a), spill.append(b)]
     spill.close()
     assert places == [(0, 3), (3, 2)]
-    assert read_spill(tmp_path / "s.bin", 3, 2).tolist() == [400, 5] and read_spill(tmp_path / "s.bin", 0, 3).tolist() == [1, 2, 3]
+    assert read_spill(tmp_path / "s.bin", 3, 2).tolist() == [400, 5] and read_spill(
+        tmp_path / "s.bin", 0, 3
+    ).tolist() == [1, 2, 3]
 
 
-@pytest.mark.parametrize("name", ["Bach, Johann Sebastian", "composer_000", "C.P.E. Bach", "Dvořák", "Saint-Saëns", "Чайковский"])
+@pytest.mark.parametrize(
+    "name", ["Bach, Johann Sebastian", "composer_000", "C.P.E. Bach", "Dvořák", "Saint-Saëns", "Чайковский"]
+)
 def test_composer_tokens_keep_one_underscore_and_survive_a_reload(name, tmp_path):
     import miditok
 

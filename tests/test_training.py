@@ -16,11 +16,30 @@ import torch
 from conftest import REPO, assert_refused, load_script, train_until_killed
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from midilm.training import ComposerBalancedSampler, MidiCollator, MidiTrainer, TRAINING_DEFAULTS, dataset_tasks_and_row_len, last_complete_checkpoint
+from midilm.training import (
+    TRAINING_DEFAULTS,
+    ComposerBalancedSampler,
+    MidiCollator,
+    MidiTrainer,
+    dataset_tasks_and_row_len,
+    last_complete_checkpoint,
+)
 
 # No --max_seq_len: the context comes from the dataset (prepared with --max_seq_len 256).
-TINY = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
-        "--learning_rate", "3e-3", "--warmup_steps", "0", "--logging_steps", "5", "--dataloader_num_workers", "0"]
+TINY = [
+    "--per_device_train_batch_size",
+    "4",
+    "--per_device_eval_batch_size",
+    "4",
+    "--learning_rate",
+    "3e-3",
+    "--warmup_steps",
+    "0",
+    "--logging_steps",
+    "5",
+    "--dataloader_num_workers",
+    "0",
+]
 
 
 # The launchers of this interpreter, whether or not its bin/ folder is on PATH (`make test` does not put it there).
@@ -29,10 +48,21 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
 def train_args(prepared, output_dir: Path, *extra: str) -> list[str]:
-    return ["--dataset_dir", str(prepared["data"]), "--tokenizer_dir", str(prepared["tokenizer"]), "--output_dir", str(output_dir), *TINY, *extra]
+    return [
+        "--dataset_dir",
+        str(prepared["data"]),
+        "--tokenizer_dir",
+        str(prepared["tokenizer"]),
+        "--output_dir",
+        str(output_dir),
+        *TINY,
+        *extra,
+    ]
 
 
-def run_train(args: list[str], launcher: list[str] | None = None, target: list[str] | None = None, **kwargs) -> subprocess.CompletedProcess:
+def run_train(
+    args: list[str], launcher: list[str] | None = None, target: list[str] | None = None, **kwargs
+) -> subprocess.CompletedProcess:
     """train.py (or `target`: e.g. the packaged trainer, `-m midilm.commands.train`) under `launcher`."""
     command = (launcher or [sys.executable]) + (target or [str(REPO / "train.py")]) + args
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, **kwargs)
@@ -41,8 +71,22 @@ def run_train(args: list[str], launcher: list[str] | None = None, target: list[s
 @pytest.fixture(scope="module")
 def trained(prepared, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("train") / "model_output"
-    result = run_train(train_args(prepared, out, "--max_steps", "60", "--eval_steps", "30", "--save_steps", "30",
-                                  "--samples_per_composer", "1", "--sample_max_new_tokens", "48"))
+    result = run_train(
+        train_args(
+            prepared,
+            out,
+            "--max_steps",
+            "60",
+            "--eval_steps",
+            "30",
+            "--save_steps",
+            "30",
+            "--samples_per_composer",
+            "1",
+            "--sample_max_new_tokens",
+            "48",
+        )
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -65,16 +109,30 @@ def test_tensorboard_holds_scalars_piano_rolls_and_audio(trained):
         scalars |= set(tags["scalars"])
         images |= set(tags["images"])
         audio |= set(tags["audio"])
-    assert {"train/loss", "eval/loss", "eval/perplexity", "train/learning_rate", "train/train_tokens_per_second",
-            "train/train_real_tokens_per_second", "train/train_padding_share"} <= scalars
+    assert {
+        "train/loss",
+        "eval/loss",
+        "eval/perplexity",
+        "train/learning_rate",
+        "train/train_tokens_per_second",
+        "train/train_real_tokens_per_second",
+        "train/train_padding_share",
+    } <= scalars
     assert {"samples/alpha_0/piano_roll", "samples/beta_0/piano_roll", "samples/OTHER_0/piano_roll"} <= images
     assert "samples/alpha_0/audio" in audio
     assert (trained / "samples" / "step-30" / "alpha_0.mid").is_file()
 
 
 def test_output_is_hub_ready_and_loads_without_midilm(trained):
-    for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "composers.json",
-                 "training_config.json", "README.md"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "composers.json",
+        "training_config.json",
+        "README.md",
+    ):
         assert (trained / name).is_file(), name
     config = json.loads((trained / "config.json").read_text())
     assert set(config["composer_to_id"]) == {"alpha", "beta", "OTHER"} and "composer_none_id" in config
@@ -102,9 +160,13 @@ def test_composer_information_is_logged_and_on_the_card(trained):
     assert [e["step"] for e in evals] == [30, 60]
     for record in [*evals, summary]:
         assert record["eval_uncond_loss"] > 0 and record["eval_uncond_runtime"] > 0
-        assert record["eval_composer_information"] == pytest.approx(record["eval_uncond_loss"] - record["eval_loss"], abs=1e-12)
+        assert record["eval_composer_information"] == pytest.approx(
+            record["eval_uncond_loss"] - record["eval_loss"], abs=1e-12
+        )
         assert record["eval_uncond_loss"] != record["eval_loss"]
-    assert not any("eval_uncond_loss" in e and "eval_loss" not in e for e in state["log_history"]), "one record per evaluation"
+    assert not any("eval_uncond_loss" in e and "eval_loss" not in e for e in state["log_history"]), (
+        "one record per evaluation"
+    )
     assert state["best_metric"] == min(e["eval_loss"] for e in evals), "the conditional loss picks the best checkpoint"
     scalars = set()
     for event_file in (trained / "runs").glob("*/events.out.tfevents.*"):
@@ -114,7 +176,9 @@ def test_composer_information_is_logged_and_on_the_card(trained):
     assert {"eval/uncond_loss", "eval/composer_information"} <= scalars
     card = (trained / "README.md").read_text()
     assert f"| {summary['eval_uncond_loss']:.4f} |" in card
-    assert "| composer information (nats per token" in card and f"| {summary['eval_composer_information']:.4f} |" in card
+    assert (
+        "| composer information (nats per token" in card and f"| {summary['eval_composer_information']:.4f} |" in card
+    )
 
 
 def test_model_carries_the_guard_bounds(trained, prepared):
@@ -124,7 +188,10 @@ def test_model_carries_the_guard_bounds(trained, prepared):
     from midilm.tokenizer import load_tokenizer
 
     bounds = load_bounds(trained)
-    assert bounds is not None and bounds == json.loads((trained / "checkpoint-30" / "config.json").read_text())["midilm_guard"]
+    assert (
+        bounds is not None
+        and bounds == json.loads((trained / "checkpoint-30" / "config.json").read_text())["midilm_guard"]
+    )
     assert 1 <= bounds["max_notes_per_onset"] <= bounds["observed_max_notes_per_onset"]
     assert 1 <= bounds["max_notes_per_bar"] <= bounds["observed_max_notes_per_bar"]
     # the observed maxima are those of the original training rows, read here one by one
@@ -148,7 +215,9 @@ def test_evaluation_is_deterministic_and_conditional(prepared, tmp_path):
     from midilm.training import MidiTrainer
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
-    rows = load_from_disk(str(prepared["data"]))["train"].select_columns(["input_ids"]).select(range(8))  # any rows serve as validation
+    rows = (
+        load_from_disk(str(prepared["data"]))["train"].select_columns(["input_ids"]).select(range(8))
+    )  # any rows serve as validation
     torch.manual_seed(0)
     config = build_config("llama", "tiny", tokenizer, composer_map, 256)
     model = AutoModelForCausalLM.from_config(config)
@@ -166,8 +235,17 @@ def test_evaluation_is_deterministic_and_conditional(prepared, tmp_path):
     assert first["eval_loss"] == pytest.approx(conditional, rel=1e-5)
     assert first["eval_uncond_loss"] == pytest.approx(unconditional, rel=1e-5)
     assert abs(conditional - unconditional) > 1e-4, "the test could not tell the two passes apart"
-    assert first["eval_composer_information"] == second["eval_composer_information"] == first["eval_uncond_loss"] - first["eval_loss"]
-    assert "eval_uncond_loss" not in MidiTrainer(model=model, args=args, eval_dataset=rows, data_collator=collator, unconditional_eval=False).evaluate()
+    assert (
+        first["eval_composer_information"]
+        == second["eval_composer_information"]
+        == first["eval_uncond_loss"] - first["eval_loss"]
+    )
+    assert (
+        "eval_uncond_loss"
+        not in MidiTrainer(
+            model=model, args=args, eval_dataset=rows, data_collator=collator, unconditional_eval=False
+        ).evaluate()
+    )
 
 
 def test_context_and_tasks_come_from_the_dataset(trained, prepared):
@@ -196,7 +274,14 @@ def test_context_shorter_than_the_rows_is_refused(prepared, tmp_path, monkeypatc
     longest = max(len(ids) for ids in load_from_disk(str(prepared["data"]))["train"]["input_ids"])
     script = load_script("train.py")
     argv = train_args(prepared, tmp_path / "out", "--max_steps", "2", "--max_seq_len", str(longest - 1))
-    assert_refused(script, monkeypatch, capsys, tmp_path, argv, f"--max_seq_len {longest - 1} is shorter than the rows of --dataset_dir")
+    assert_refused(
+        script,
+        monkeypatch,
+        capsys,
+        tmp_path,
+        argv,
+        f"--max_seq_len {longest - 1} is shorter than the rows of --dataset_dir",
+    )
 
 
 def test_padding_figures_are_logged(trained):
@@ -207,7 +292,9 @@ def test_padding_figures_are_logged(trained):
     # Over the whole run, real / all tokens per second is one minus the run's padding share.
     last, summary = steps[-1], json.loads((trained / "all_results.json").read_text())
     assert last["step"] == 60
-    assert last["train_real_tokens_per_second"] / last["train_tokens_per_second"] == pytest.approx(1 - summary["train_padding_share"], abs=0.01)
+    assert last["train_real_tokens_per_second"] / last["train_tokens_per_second"] == pytest.approx(
+        1 - summary["train_padding_share"], abs=0.01
+    )
 
 
 def test_section_markers_survive_the_crop(prepared):
@@ -219,12 +306,18 @@ def test_section_markers_survive_the_crop(prepared):
     melody, full = list(range(100, 110)), list(range(200, 240))
     accompaniment = [bos, composer, melody_id, *melody, full_id, *full, eos]
     continuation = [bos, composer, *range(300, 360), eos]
-    collator = MidiCollator(0, composer_map.none_id, 0.0, 24, torch.Generator().manual_seed(0), section_ids=(melody_id, full_id))
+    collator = MidiCollator(
+        0, composer_map.none_id, 0.0, 24, torch.Generator().manual_seed(0), section_ids=(melody_id, full_id)
+    )
     batch = collator([{"input_ids": accompaniment}, {"input_ids": continuation}] * 50)
     rows = batch["input_ids"].tolist()
-    assert all(row == accompaniment[:24] for row in rows[0::2]), "an accompaniment row keeps its markers and its first bars"
+    assert all(row == accompaniment[:24] for row in rows[0::2]), (
+        "an accompaniment row keeps its markers and its first bars"
+    )
     starts = {row[2] for row in rows[1::2]}
-    assert all(row[:2] == [bos, composer] for row in rows[1::2]) and len(starts) > 10, "continuation rows are still cropped at random"
+    assert all(row[:2] == [bos, composer] for row in rows[1::2]) and len(starts) > 10, (
+        "continuation rows are still cropped at random"
+    )
     with pytest.raises(ValueError, match="melody section alone is longer than the context"):
         MidiCollator(0, composer_map.none_id, 0.0, 12, section_ids=(melody_id, full_id))([{"input_ids": accompaniment}])
 
@@ -242,11 +335,17 @@ def test_padding_free_batches_give_the_padded_loss(prepared):
         torch.manual_seed(0)
         config = build_config(model_type, "tiny", tokenizer, composer_map, 256)
         model = AutoModelForCausalLM.from_config(config).eval()
-        padded = MidiCollator(config.pad_token_id, composer_map.none_id, 0.5, 256, torch.Generator().manual_seed(1))(rows)
-        packed = MidiCollator(config.pad_token_id, composer_map.none_id, 0.5, 256, torch.Generator().manual_seed(1), padding_free=True)(rows)
+        padded = MidiCollator(config.pad_token_id, composer_map.none_id, 0.5, 256, torch.Generator().manual_seed(1))(
+            rows
+        )
+        packed = MidiCollator(
+            config.pad_token_id, composer_map.none_id, 0.5, 256, torch.Generator().manual_seed(1), padding_free=True
+        )(rows)
         assert "attention_mask" not in packed and packed["input_ids"].shape == (1, padded["attention_mask"].sum())
         with torch.no_grad():  # use_cache=False, as in training: transformers splits packed rows only without a cache
-            assert model(**packed, use_cache=False).loss.item() == pytest.approx(model(**padded, use_cache=False).loss.item(), abs=1e-4)
+            assert model(**packed, use_cache=False).loss.item() == pytest.approx(
+                model(**padded, use_cache=False).loss.item(), abs=1e-4
+            )
 
 
 def test_sigkill_then_resume_continues_from_last_checkpoint(prepared, tmp_path):
@@ -285,7 +384,9 @@ def test_composer_dropout_rate_and_labels():
     kept, replaced = collator.for_evaluation()(rows[:100]), collator.for_evaluation(unconditional=True)(rows[:100])
     assert torch.equal(generator.get_state(), state), "evaluating leaves training's random stream alone"
     assert kept["input_ids"][0::2].tolist() == [[1, 5, 20, 21, 22, 23]] * 50 and (kept["input_ids"][1::2, 1] == 6).all()
-    assert (replaced["input_ids"][:, 1] == 9).all() and torch.equal(replaced["input_ids"][:, 2:], kept["input_ids"][:, 2:])
+    assert (replaced["input_ids"][:, 1] == 9).all() and torch.equal(
+        replaced["input_ids"][:, 2:], kept["input_ids"][:, 2:]
+    )
     assert torch.equal(replaced["labels"], kept["labels"])
     assert collator.composer_dropout == 0.3, "the training collator is unchanged"
 
@@ -313,10 +414,16 @@ def test_trainer_uses_the_balanced_sampler_only_when_asked(tmp_path):
 
     rows = Dataset.from_dict({"input_ids": [[1, 5 + (i % 10 == 0), 20, 2] for i in range(200)]})
     composers = [int(i % 10 == 0) for i in range(200)]
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2))
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, report_to=[], use_cpu=True, seed=3)
+    model = LlamaForCausalLM(
+        LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=8, report_to=[], use_cpu=True, seed=3
+    )
     collator = MidiCollator(pad_id=0, none_id=9, composer_dropout=0.0, max_seq_len=8)
-    balanced = MidiTrainer(model=model, args=args, train_dataset=rows, data_collator=collator, balance_composers=composers)
+    balanced = MidiTrainer(
+        model=model, args=args, train_dataset=rows, data_collator=collator, balance_composers=composers
+    )
     seen = torch.cat([batch["input_ids"][:, 1] for batch in balanced.get_train_dataloader()])
     assert len(seen) == 200 and abs((seen == 6).float().mean().item() - 0.5) < 0.15  # 1:9 rows, drawn 1:1
     plain = MidiTrainer(model=model, args=args, train_dataset=rows, data_collator=collator)
@@ -326,7 +433,9 @@ def test_trainer_uses_the_balanced_sampler_only_when_asked(tmp_path):
 def test_warmup_stable_decay_decays_over_the_last_fifth_unless_told(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments
 
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2))
+    model = LlamaForCausalLM(
+        LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    )
 
     def rates(trainer: MidiTrainer, steps: int) -> list[float]:
         trainer.lr_scheduler = None
@@ -334,13 +443,22 @@ def test_warmup_stable_decay_decays_over_the_last_fifth_unless_told(tmp_path):
         return [trainer.lr_scheduler.lr_lambdas[0](step) for step in range(steps + 1)]
 
     def trainer_with(**kwargs) -> MidiTrainer:
-        args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, learning_rate=1.0, warmup_steps=2,
-                                 lr_scheduler_type=TRAINING_DEFAULTS["lr_scheduler_type"], **kwargs)
+        args = TrainingArguments(
+            output_dir=str(tmp_path),
+            report_to=[],
+            use_cpu=True,
+            learning_rate=1.0,
+            warmup_steps=2,
+            lr_scheduler_type=TRAINING_DEFAULTS["lr_scheduler_type"],
+            **kwargs,
+        )
         return MidiTrainer(model=model, args=args)
 
     trainer = trainer_with()
     default = rates(trainer, 50)
-    assert default[2:40] == [1.0] * 38 and default[40] == 1.0 > default[41] > default[45] > default[50] == 0.0  # decays over 10 of 50
+    assert (
+        default[2:40] == [1.0] * 38 and default[40] == 1.0 > default[41] > default[45] > default[50] == 0.0
+    )  # decays over 10 of 50
     longer = rates(trainer, 100)  # a second run on the same arguments derives its own decay length
     assert longer[80] == 1.0 > longer[81] and not trainer.args.lr_scheduler_kwargs
     told = rates(trainer_with(lr_scheduler_kwargs={"num_decay_steps": 25}), 50)
@@ -387,9 +505,32 @@ def test_bad_input_fails_before_training(extra, message, prepared, tmp_path):
 def test_accelerate_two_cpu_processes(prepared, tmp_path, target):
     """`accelerate launch train.py` in a clone, `accelerate launch -m midilm.commands.train` from an installed package."""
     result = run_train(
-        train_args(prepared, tmp_path / "ddp", "--max_steps", "4", "--eval_steps", "1000", "--save_steps", "1000", "--samples_per_composer", "0"),
-        launcher=[*ACCELERATE_LAUNCH, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
-        target=target, timeout=300,
+        train_args(
+            prepared,
+            tmp_path / "ddp",
+            "--max_steps",
+            "4",
+            "--eval_steps",
+            "1000",
+            "--save_steps",
+            "1000",
+            "--samples_per_composer",
+            "0",
+        ),
+        launcher=[
+            *ACCELERATE_LAUNCH,
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+        ],
+        target=target,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
@@ -400,12 +541,36 @@ def test_fsdp_config_on_cpu_says_it_runs_ddp(prepared, tmp_path):
     """accelerate runs FSDP on accelerators only: on CPU, configs/fsdp.yaml gives DDP, and train.py says so."""
     out = tmp_path / "fsdp"
     result = run_train(
-        train_args(prepared, out, "--max_steps", "2", "--eval_steps", "1000", "--save_steps", "1000", "--samples_per_composer", "0"),
-        launcher=[*ACCELERATE_LAUNCH, "--config_file", str(REPO / "configs" / "fsdp.yaml"), "--num_processes", "2", "--mixed_precision", "no"],
+        train_args(
+            prepared,
+            out,
+            "--max_steps",
+            "2",
+            "--eval_steps",
+            "1000",
+            "--save_steps",
+            "1000",
+            "--samples_per_composer",
+            "0",
+        ),
+        launcher=[
+            *ACCELERATE_LAUNCH,
+            "--config_file",
+            str(REPO / "configs" / "fsdp.yaml"),
+            "--num_processes",
+            "2",
+            "--mixed_precision",
+            "no",
+        ],
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("FSDP was asked for, but accelerate runs it on GPUs and other accelerators only: this run is MULTI_CPU over 2 process(es)") == 1
+    assert (
+        result.stdout.count(
+            "FSDP was asked for, but accelerate runs it on GPUs and other accelerators only: this run is MULTI_CPU over 2 process(es)"
+        )
+        == 1
+    )
     assert (out / "model.safetensors").is_file()
 
 
@@ -417,10 +582,38 @@ def test_two_nodes_on_localhost(prepared, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "two_nodes"
-    launcher = [*TORCHRUN, "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}"]
-    command = [*launcher, str(REPO / "train.py"), *train_args(prepared, out, "--max_steps", "4", "--eval_steps", "1000", "--save_steps", "1000", "--samples_per_composer", "0")]
+    launcher = [
+        *TORCHRUN,
+        "--nnodes",
+        "2",
+        "--nproc_per_node",
+        "1",
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        f"127.0.0.1:{port}",
+    ]
+    command = [
+        *launcher,
+        str(REPO / "train.py"),
+        *train_args(
+            prepared,
+            out,
+            "--max_steps",
+            "4",
+            "--eval_steps",
+            "1000",
+            "--save_steps",
+            "1000",
+            "--samples_per_composer",
+            "0",
+        ),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    nodes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    nodes = [
+        subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
     outputs = [node.communicate(timeout=300) for node in nodes]
     for node, (_, stderr) in zip(nodes, outputs):
         assert node.returncode == 0, stderr[-3000:]

@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
     if args.write_default_guidance and choice.get("written_to"):
         write_default_guidance(args.model_dir, choice["scale"])
     elif args.write_default_guidance:
-        print(f"warning: --write_default_guidance: no scale chosen ({choice.get('reason', 'no --adherence_scales')}); config.json is unchanged")
+        print(
+            f"warning: --write_default_guidance: no scale chosen ({choice.get('reason', 'no --adherence_scales')}); config.json is unchanged"
+        )
     print(headline(report))
     print(f"report: {output_dir / 'report.md'}")
 

@@ -40,12 +40,26 @@ from midilm.sampling import SamplingSettings
 @dataclass
 class GenerateArguments:
     model_dir: str = field(default="model_output", metadata={"help": "Model folder written by train.py."})
-    composer: str | None = field(default=None, metadata={"help": "Composer to imitate (case-insensitive): a name, a comma-separated list, `all`, or `none` (unconditional)."})
-    num_samples: int = field(default=1, metadata={"help": "Samples per composer; all come from one batched generate() call."})
+    composer: str | None = field(
+        default=None,
+        metadata={
+            "help": "Composer to imitate (case-insensitive): a name, a comma-separated list, `all`, or `none` (unconditional)."
+        },
+    )
+    num_samples: int = field(
+        default=1, metadata={"help": "Samples per composer; all come from one batched generate() call."}
+    )
     output_dir: str = field(default="samples", metadata={"help": "Where <composer>_<i>.mid/.json (and .wav, .png) go."})
     prompt_midi: str | None = field(default=None, metadata={"help": "MIDI file to continue."})
-    prompt_bars: int | None = field(default=None, metadata={"help": "Continue only the first N bars of --prompt_midi (default: all)."})
-    melody_midi: str | None = field(default=None, metadata={"help": "Accompany this melody (a marked melody track, else the top voice): writes accompaniment_<composer>_<i>.mid with the melody unchanged on its own track plus the generated parts, bar for bar; --composer is optional (default: none), --max_new_tokens does not apply (the melody sets the length)."})
+    prompt_bars: int | None = field(
+        default=None, metadata={"help": "Continue only the first N bars of --prompt_midi (default: all)."}
+    )
+    melody_midi: str | None = field(
+        default=None,
+        metadata={
+            "help": "Accompany this melody (a marked melody track, else the top voice): writes accompaniment_<composer>_<i>.mid with the melody unchanged on its own track plus the generated parts, bar for bar; --composer is optional (default: none), --max_new_tokens does not apply (the melody sets the length)."
+        },
+    )
     wav: bool = field(default=False, metadata={"help": "Also render a WAV with a General MIDI soundfont."})
     png: bool = field(default=False, metadata={"help": "Also draw a piano-roll PNG."})
     soundfont: str | None = field(default=None, metadata={"help": "Soundfont for --wav (default: one found locally)."})
@@ -74,15 +88,24 @@ def accompany(args, settings: SamplingSettings, device: str) -> None:
     seconds = time.perf_counter() - start
 
     # Write (under temporary names, moved into place once all are complete)
-    record = {"model_dir": args.model_dir, "melody_midi": args.melody_midi, "melody_source": job.melody.source, "device": device}
+    record = {
+        "model_dir": args.model_dir,
+        "melody_midi": args.melody_midi,
+        "melody_source": job.melody.source,
+        "device": device,
+    }
     write_accompaniments(results, files, record, soundfont)
     for paths in files:
         print(" ".join(str(p) for p in paths.values()))
-    print(f"{len(results)} accompaniment(s) of {job.melody.num_bars} bars in {results[0].windows} window(s), {seconds:.1f} s on {device}")
+    print(
+        f"{len(results)} accompaniment(s) of {job.melody.num_bars} bars in {results[0].windows} window(s), {seconds:.1f} s on {device}"
+    )
 
 
 def main(argv: list[str] | None = None, config_file: Path | None = None) -> None:
-    args, settings, _ = parse_args((GenerateArguments, SamplingSettings), ("generate",), argv, description=__doc__, config_file=config_file)
+    args, settings, _ = parse_args(
+        (GenerateArguments, SamplingSettings), ("generate",), argv, description=__doc__, config_file=config_file
+    )
     if args.list_composers:
         print(list_composers(args.model_dir))
         return
@@ -95,7 +118,13 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
 
     # Check every input before the weights are read
     plan = prepare_generation(
-        args.model_dir, args.composer, args.num_samples, settings, prompt_midi=args.prompt_midi, prompt_bars=args.prompt_bars, device=device
+        args.model_dir,
+        args.composer,
+        args.num_samples,
+        settings,
+        prompt_midi=args.prompt_midi,
+        prompt_bars=args.prompt_bars,
+        device=device,
     )
     files = sample_files(plan, Path(args.output_dir), args.wav, args.png, args.overwrite)
     soundfont = check_soundfont(args.soundfont) if args.wav else None
@@ -108,12 +137,21 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
     new_tokens = (output.shape[1] - plan.input_ids.shape[1]) * plan.num_samples
 
     # Write (under temporary names, moved into place once all are complete)
-    record = {"model_dir": args.model_dir, "prompt_midi": args.prompt_midi, "prompt_bars": args.prompt_bars, "device": device}
+    record = {
+        "model_dir": args.model_dir,
+        "prompt_midi": args.prompt_midi,
+        "prompt_bars": args.prompt_bars,
+        "device": device,
+    }
     write_samples(plan, output, files, record, soundfont)
     for paths in files:
         print(" ".join(str(p) for p in paths.values()))
     speed = " (static cache)" if plan.settings["static_cache"] else ""
-    speed = f" (static cache, compiled with {settings.compile_backend}: the time includes compiling)" if plan.settings["compile"] else speed
+    speed = (
+        f" (static cache, compiled with {settings.compile_backend}: the time includes compiling)"
+        if plan.settings["compile"]
+        else speed
+    )
     windows = f" in {plan.windows} windows" if plan.windows > 1 else ""
     print(f"{plan.num_samples} sample(s), up to {new_tokens} new tokens{windows} in {seconds:.1f} s on {device}{speed}")
 

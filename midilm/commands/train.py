@@ -70,8 +70,12 @@ from midilm.training import (
 def main(argv: list[str] | None = None, config_file: Path | None = None) -> None:
     # With no GPU, use_cpu makes `accelerate launch`/torchrun run real CPU DDP (gloo), not N separate runs.
     model_args, data_args, finetune_args, training_args, _ = parse_args(
-        (ModelArguments, DataArguments, FinetuneArguments, TrainingArguments), ("model", "data", "finetune", "training"), argv,
-        defaults={**TRAINING_DEFAULTS, "use_cpu": not torch.cuda.is_available()}, description=__doc__, config_file=config_file,
+        (ModelArguments, DataArguments, FinetuneArguments, TrainingArguments),
+        ("model", "data", "finetune", "training"),
+        argv,
+        defaults={**TRAINING_DEFAULTS, "use_cpu": not torch.cuda.is_available()},
+        description=__doc__,
+        config_file=config_file,
     )
     output_dir = Path(training_args.output_dir)
     # The Trainer's own pushes (at each checkpoint and in save_model) send its generic model card:
@@ -85,7 +89,12 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
         raise InputError(f"--tokenizer_dir: {err}") from err
     base = resolve_base(finetune_args.init_from, "--init_from") if finetune_args.init_from else None
     if base is not None:
-        new_composers = check_extends(base, tokenizer, composer_map, f"--dataset_dir {data_args.dataset_dir} (--tokenizer_dir {data_args.tokenizer_dir})")
+        new_composers = check_extends(
+            base,
+            tokenizer,
+            composer_map,
+            f"--dataset_dir {data_args.dataset_dir} (--tokenizer_dir {data_args.tokenizer_dir})",
+        )
         if model_args.model_overrides:
             raise InputError("--model_overrides does not apply with --init_from: the base model's architecture is kept")
     data = load_training_data(data_args, tokenizer, composer_map)
@@ -97,14 +106,31 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
 
     # Build model: random weights, or the base's with rows for the new composers
     if base is None:
-        model = AutoModelForCausalLM.from_config(build_config(
-            model_args.model_type, model_args.model_preset, tokenizer, composer_map, data_args.max_seq_len, model_args.overrides(),
-        ))
+        model = AutoModelForCausalLM.from_config(
+            build_config(
+                model_args.model_type,
+                model_args.model_preset,
+                tokenizer,
+                composer_map,
+                data_args.max_seq_len,
+                model_args.overrides(),
+            )
+        )
         described = f"{model_args.model_type} {model_args.model_preset}"
     else:
-        model, new_ids = load_base_model(base, composer_map, finetune_args, lineage(
-            base, finetune_args, new_composers, data_args.dataset_dir, data_args.tokenizer_dir, training_args.max_steps,
-        ))
+        model, new_ids = load_base_model(
+            base,
+            composer_map,
+            finetune_args,
+            lineage(
+                base,
+                finetune_args,
+                new_composers,
+                data_args.dataset_dir,
+                data_args.tokenizer_dir,
+                training_args.max_steps,
+            ),
+        )
         described = f"{model.config.model_type} from {base.source} (+{len(new_ids)} composers: {', '.join(new_composers) or 'none'})"
     config = model.config
     # What the model was trained for: generate.py refuses an accompaniment from a continuation-only model.
@@ -123,21 +149,37 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
 
     # Train
     if data_args.padding_free and training_args.use_cache:
-        raise InputError("--padding_free true needs --use_cache false: with a KV cache, transformers lets packed rows attend to each other")
+        raise InputError(
+            "--padding_free true needs --use_cache false: with a KV cache, transformers lets packed rows attend to each other"
+        )
     collator = MidiCollator(
-        config.pad_token_id, composer_map.none_id, data_args.composer_dropout, data_args.max_seq_len,
-        section_ids=section_token_ids(tokenizer), padding_free=data_args.padding_free,
+        config.pad_token_id,
+        composer_map.none_id,
+        data_args.composer_dropout,
+        data_args.max_seq_len,
+        section_ids=section_token_ids(tokenizer),
+        padding_free=data_args.padding_free,
     )
     trainer = MidiTrainer(
-        model=model, args=training_args, train_dataset=data.splits["train"], eval_dataset=data.splits["validation"],
-        data_collator=collator, unconditional_eval=data_args.unconditional_eval,
+        model=model,
+        args=training_args,
+        train_dataset=data.splits["train"],
+        eval_dataset=data.splits["validation"],
+        data_collator=collator,
+        unconditional_eval=data_args.unconditional_eval,
         balance_composers=data.train_composers if data_args.composer_balanced else None,
     )
     tensorboard = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TensorBoardCallback)), None)
-    trainer.add_callback(SampleLoggingCallback(
-        tokenizer, composer_map, evaluation_samples(trainer, data_args.samples_per_composer), data_args.sample_max_new_tokens, data_args.soundfont,
-        writer_source=lambda: getattr(tensorboard, "tb_writer", None),
-    ))
+    trainer.add_callback(
+        SampleLoggingCallback(
+            tokenizer,
+            composer_map,
+            evaluation_samples(trainer, data_args.samples_per_composer),
+            data_args.sample_max_new_tokens,
+            data_args.soundfont,
+            writer_source=lambda: getattr(tensorboard, "tb_writer", None),
+        )
+    )
     if data_args.early_stopping_patience:
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
     checkpoint = last_complete_checkpoint(output_dir) if output_dir.is_dir() else None
@@ -157,7 +199,9 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
     if trainer.is_world_process_zero():
         copy_tokenizer(Path(data_args.tokenizer_dir), output_dir)
         resolved = {
-            "model": asdict(model_args), "data": asdict(data_args), "finetune": asdict(finetune_args),
+            "model": asdict(model_args),
+            "data": asdict(data_args),
+            "finetune": asdict(finetune_args),
             "training": {**training_args.to_dict(), "push_to_hub": push_to_hub},
         }
         if base is not None:
@@ -167,8 +211,11 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
         write_model_card(output_dir, config, composer_map, metrics, resolved)
     if push_to_hub and trainer.is_world_process_zero():
         repo_id = push_model(
-            output_dir, training_args.hub_model_id, token=training_args.hub_token,
-            private=training_args.hub_private_repo, revision=training_args.hub_revision,
+            output_dir,
+            training_args.hub_model_id,
+            token=training_args.hub_token,
+            private=training_args.hub_private_repo,
+            revision=training_args.hub_revision,
         )
         print(f"pushed {output_dir} to https://huggingface.co/{repo_id}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():

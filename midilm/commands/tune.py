@@ -25,7 +25,9 @@ from midilm.tuning.score import ScoreWeights
 
 
 def main(argv: list[str] | None = None, config_file: Path | None = None) -> None:
-    args, weights, _ = parse_args((TuneArguments, ScoreWeights), ("tune",), argv, description=__doc__, config_file=config_file)
+    args, weights, _ = parse_args(
+        (TuneArguments, ScoreWeights), ("tune",), argv, description=__doc__, config_file=config_file
+    )
 
     # Tune: every refusal comes before anything is written; rounds resume from <output_dir>.tuning/
     tuning = tune(args, weights)

@@ -45,6 +45,8 @@ def read_pieces(items: Sequence, tokenizer=None) -> tuple[list, list[list[int]] 
     if all(isinstance(x, (str, Path)) for x in items):
         return scores_from_midi(items), None
     if tokenizer is None:
-        raise ValueError("token-id predictions need tokenizer= (a midilm tokenizer or model folder, or a miditok tokenizer)")
+        raise ValueError(
+            "token-id predictions need tokenizer= (a midilm tokenizer or model folder, or a miditok tokenizer)"
+        )
     ids = [[int(i) for i in row] for row in items]
     return scores_from_ids(tokenizer, ids), ids

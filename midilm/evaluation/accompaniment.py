@@ -17,7 +17,6 @@ from midilm.modeling import context_length
 from midilm.sample_files import sample_stem
 from midilm.sampling import SamplingSettings
 
-
 ACCOMPANIMENT_METRICS = ("melody_adherence", "harmonic_fit", "beat_fit", "key_fit")
 
 
@@ -26,11 +25,15 @@ def accompaniment_pieces(pieces: list[dict], composers: list[str], per_composer:
     ones a CPU accompanies in reasonable time."""
     chosen = []
     for c in composers:
-        chosen += sorted((p for p in pieces if p["composer"] == c), key=lambda p: (p["n_notes"], p["source"]))[:per_composer]
+        chosen += sorted((p for p in pieces if p["composer"] == c), key=lambda p: (p["n_notes"], p["source"]))[
+            :per_composer
+        ]
     return chosen
 
 
-def evaluate_accompaniment(models: dict, tokenizer, composer_map, pieces: list[dict], root: Path, defaults: dict, seed: int) -> tuple[dict, dict]:
+def evaluate_accompaniment(
+    models: dict, tokenizer, composer_map, pieces: list[dict], root: Path, defaults: dict, seed: int
+) -> tuple[dict, dict]:
     """Accompany the melody of each real piece (its marked melody track, else its top voice) with each
     model in `models`, under the piece's composer; measure melody adherence and harmonic fit of each
     result and of the real piece around the same melody. Returns the report section and the MIDI to write."""
@@ -45,12 +48,30 @@ def evaluate_accompaniment(models: dict, tokenizer, composer_map, pieces: list[d
         except (InputError, RuntimeError, OSError) as err:  # symusic raises RuntimeError on a broken file
             print(f"warning: {path}: {err}; left out of the accompaniment figures")
             continue
-        entry = {"composer": piece["composer"], "source": piece["source"], "bars": melody.num_bars, "melody": melody.source,
-                 "real": accompaniment_metrics(melody.melody, real)}
+        entry = {
+            "composer": piece["composer"],
+            "source": piece["source"],
+            "bars": melody.num_bars,
+            "melody": melody.source,
+            "real": accompaniment_metrics(melody.melody, real),
+        }
         stem = sample_stem(piece["composer"], sum(e["composer"] == piece["composer"] for e in entries))
         for name, model in models.items():
-            result = accompany(model, tokenizer, composer_map, melody, [piece["composer"]], SamplingSettings(seed=seed), defaults=defaults)[0]
-            entry[name] = {**result.metrics(), "syntax_error_rate": result.syntax_error_rate, "cut_bars": result.cut_bars, "windows": result.windows}
+            result = accompany(
+                model,
+                tokenizer,
+                composer_map,
+                melody,
+                [piece["composer"]],
+                SamplingSettings(seed=seed),
+                defaults=defaults,
+            )[0]
+            entry[name] = {
+                **result.metrics(),
+                "syntax_error_rate": result.syntax_error_rate,
+                "cut_bars": result.cut_bars,
+                "windows": result.windows,
+            }
             midi[f"accompaniment_{name}"].append({"name": stem, "score": result.score})
         entries.append(entry)
     sets = ["trained", "random", "real"]

@@ -19,7 +19,6 @@ from midilm.hub import rewrite_model_card
 from midilm.metrics import pooled_vertical_seconds
 from midilm.modeling import GUIDANCE_KEY, TRAINING_CONFIG_FILE
 
-
 UNCONDITIONAL = "unconditional"
 
 
@@ -36,8 +35,11 @@ def degenerate(pieces: list[dict], tokenizer, thresholds: dict[str, int]) -> dic
     largest = [onset_counts(tokenizer, p["ids"])[0] for p in pieces]
     over = [n > thresholds.get(p["composer"], overall) for p, n in zip(pieces, largest)]
     return {
-        "count": int(sum(over)), "n": len(pieces), "share": sum(over) / len(pieces) if pieces else None,
-        "max_notes_per_onset": max(largest, default=None), "pieces": [p["name"] for p, o in zip(pieces, over) if o],
+        "count": int(sum(over)),
+        "n": len(pieces),
+        "share": sum(over) / len(pieces) if pieces else None,
+        "max_notes_per_onset": max(largest, default=None),
+        "pieces": [p["name"] for p, o in zip(pieces, over) if o],
     }
 
 
@@ -48,7 +50,10 @@ def choose_guidance(rows: list[dict], real_rate: float | None) -> dict:
     fewest degenerate samples. Returns the scale (None when adherence is not measurable) and the reason."""
     measured = [r for r in rows if r["adherence"] is not None]
     if not measured:
-        return {"scale": None, "reason": "composer adherence is not measurable here (see the classifier's reasons), so the data cannot choose a scale"}
+        return {
+            "scale": None,
+            "reason": "composer adherence is not measurable here (see the classifier's reasons), so the data cannot choose a scale",
+        }
     limit = real_rate or 0.0
     allowed = [r for r in measured if r["degenerate_guard_on"]["share"] <= limit + 1e-12]
     if allowed:
@@ -84,8 +89,11 @@ class Judges:
 
     def judge(self, samples: list[dict]) -> dict:
         return self.adherence.compute(
-            predictions=[p["ids"] for p in samples], references=[p["composer"] for p in samples],
-            dataset=self.dataset_dir, tokenizer=self.tokenizer, **self.crop,
+            predictions=[p["ids"] for p in samples],
+            references=[p["composer"] for p in samples],
+            dataset=self.dataset_dir,
+            tokenizer=self.tokenizer,
+            **self.crop,
         )
 
     def metric_gap(self, samples: list[dict], window_bars: int) -> float | None:
@@ -94,7 +102,9 @@ class Judges:
         for c in self.composers:
             mine = [p["ids"] for p in samples if p["composer"] == c]
             if mine and self.real_ids[c]:
-                result = self.music.compute(predictions=mine, real=self.real_ids[c], tokenizer=self.tokenizer, real_windows=window_bars)
+                result = self.music.compute(
+                    predictions=mine, real=self.real_ids[c], tokenizer=self.tokenizer, real_windows=window_bars
+                )
                 gaps.append(result["distance"]["mean_gap"])
         return mean_or_none(gaps)
 
@@ -110,8 +120,16 @@ def run_summary(measured: list[dict]) -> dict:
     return {"max": max(runs, default=None), "median": float(np.median(runs)) if runs else None}
 
 
-def scale_row(scale: float, result: dict, guarded: list[dict], unguarded: list[dict], measured: list[dict], gap: float | None,
-              tokenizer, thresholds: dict[str, int]) -> dict:
+def scale_row(
+    scale: float,
+    result: dict,
+    guarded: list[dict],
+    unguarded: list[dict],
+    measured: list[dict],
+    gap: float | None,
+    tokenizer,
+    thresholds: dict[str, int],
+) -> dict:
     """One row of the adherence table: the classifier's verdict at `scale` beside what the samples are made of."""
     return {
         "scale": scale,
@@ -131,8 +149,17 @@ def scale_row(scale: float, result: dict, guarded: list[dict], unguarded: list[d
 
 
 def composer_adherence(
-    args, tokenizer, composers: list[str], real: list[dict], real_measured: list[dict], drawn: dict[str, list[dict]],
-    sweep_sets: dict[float, list[dict]], thresholds: dict[str, int], guard: dict | None, window_bars: int, real_runs: list[dict],
+    args,
+    tokenizer,
+    composers: list[str],
+    real: list[dict],
+    real_measured: list[dict],
+    drawn: dict[str, list[dict]],
+    sweep_sets: dict[float, list[dict]],
+    thresholds: dict[str, int],
+    guard: dict | None,
+    window_bars: int,
+    real_runs: list[dict],
     dataset=None,
 ) -> dict:
     """The adherence table: the composer classifier's ceiling on real held-out crops, the unconditional
@@ -143,21 +170,47 @@ def composer_adherence(
     crops are as long as the median sample. The classifier learns from `dataset` (a DatasetDict: a
     fine-tuning dataset joined with its base's), else from --dataset_dir."""
     guided = [p for s in args.scales for p in drawn[sweep_key(s)]]
-    crop = {"crop_length": typical_length([p["score"] for p in guided], "notes"), "crop_unit": "notes", "seed": args.seed}
+    crop = {
+        "crop_length": typical_length([p["score"] for p in guided], "notes"),
+        "crop_unit": "notes",
+        "seed": args.seed,
+    }
     judges = Judges(args.dataset_dir if dataset is None else dataset, tokenizer, composers, real, crop)
     groups = {UNCONDITIONAL: judges.judge(drawn[UNCONDITIONAL])}
     rows = []
     for s in args.scales:
         result = groups[f"s = {s:g}"] = judges.judge(drawn[sweep_key(s)])
         gap = judges.metric_gap(drawn[sweep_key(s)], window_bars)
-        rows.append(scale_row(s, result, drawn[sweep_key(s)], drawn[sweep_key(s, guard=False)], sweep_sets[s], gap, tokenizer, thresholds))
+        rows.append(
+            scale_row(
+                s,
+                result,
+                drawn[sweep_key(s)],
+                drawn[sweep_key(s, guard=False)],
+                sweep_sets[s],
+                gap,
+                tokenizer,
+                thresholds,
+            )
+        )
     first = groups[UNCONDITIONAL]
     real_rate = degenerate(real, tokenizer, thresholds)
     return {
-        "settings": {"scales": args.scales, "samples_per_composer": args.adherence_samples_per_composer, **crop, "real_window_bars": window_bars},
-        "classifier": {**first["classifier"], "chance": 1 / len(first["classifier"]["composers"]) if first["classifier"]["composers"] else None},
+        "settings": {
+            "scales": args.scales,
+            "samples_per_composer": args.adherence_samples_per_composer,
+            **crop,
+            "real_window_bars": window_bars,
+        },
+        "classifier": {
+            **first["classifier"],
+            "chance": 1 / len(first["classifier"]["composers"]) if first["classifier"]["composers"] else None,
+        },
         "ceiling": first["ceiling"],
-        "groups": {k: {key: v[key] for key in ("per_composer", "overall", "unconditional", "confusion", "predicted")} for k, v in groups.items()},
+        "groups": {
+            k: {key: v[key] for key in ("per_composer", "overall", "unconditional", "confusion", "predicted")}
+            for k, v in groups.items()
+        },
         "rows": rows,
         "real": {
             "degenerate": real_rate,

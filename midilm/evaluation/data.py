@@ -17,7 +17,6 @@ from midilm.memorization import ROW_COLUMNS, MemorizationIndex, PitchReader, tab
 from midilm.rows import body, body_mask, has_header, header, header_problems
 
 
-
 def load_eval_dataset(dataset_dir: str | Path, split: str, tokenizer, composer_map) -> DatasetDict:
     """The prepared dataset, checked against the model's tokenizer before any work is done."""
     needed = {"input_ids", "composer", "source", "chunk", "augmentation", "n_notes", "task"}
@@ -30,7 +29,9 @@ def token_rows(ds, tokenizer, composer_map, where: str) -> list[dict]:
     bos, vocab = tokenizer["BOS_None"], len(tokenizer)
     rows = ds.select_columns(["input_ids", "composer", "source", "chunk", "augmentation", "n_notes", "task"]).to_list()
     if rows and not any(row["task"] == "continuation" for row in rows):
-        raise InputError(f"{where}: no continuation rows (built with --tasks accompaniment only); prepare with --tasks continuation,accompaniment")
+        raise InputError(
+            f"{where}: no continuation rows (built with --tasks accompaniment only); prepare with --tasks continuation,accompaniment"
+        )
     rows = [row for row in rows if row["task"] == "continuation"]
     for row in rows:
         ids = row["input_ids"]
@@ -55,13 +56,15 @@ def join_pieces(rows: list[dict], eos_id: int, originals_only: bool = True) -> l
     for (source, augmentation), chunks in sorted(groups.items()):
         chunks.sort(key=lambda r: r["chunk"])
         music = [t for r in chunks for t in body(r["input_ids"]) if t != eos_id]
-        pieces.append({
-            "composer": chunks[0]["composer"],
-            "source": source,
-            "augmentation": augmentation,
-            "ids": list(header(chunks[0]["input_ids"])) + music + [eos_id],
-            "n_notes": sum(r["n_notes"] for r in chunks),
-        })
+        pieces.append(
+            {
+                "composer": chunks[0]["composer"],
+                "source": source,
+                "augmentation": augmentation,
+                "ids": list(header(chunks[0]["input_ids"])) + music + [eos_id],
+                "n_notes": sum(r["n_notes"] for r in chunks),
+            }
+        )
     return pieces
 
 
@@ -72,11 +75,15 @@ SCAN_BATCH_ROWS = 1024  # rows per Arrow batch of the training scan: its memory,
 class TrainingScan:
     """What evaluation needs from the training split, from one streamed pass over it."""
 
-    token_counts: np.ndarray  # per vocabulary id, over the scored tokens of every continuation row (augmented copies included)
+    token_counts: (
+        np.ndarray
+    )  # per vocabulary id, over the scored tokens of every continuation row (augmented copies included)
     pieces: np.ndarray  # original pieces per composer id
     rows: int  # continuation rows
     index: MemorizationIndex
-    max_notes_per_onset: np.ndarray  # per composer id, the most notes starting at one onset in its original pieces (0: none)
+    max_notes_per_onset: (
+        np.ndarray
+    )  # per composer id, the most notes starting at one onset in its original pieces (0: none)
 
 
 def scan_training(ds, tokenizer, composer_map, where: str, batch_size: int = SCAN_BATCH_ROWS) -> TrainingScan:
@@ -122,5 +129,7 @@ def scan_training(ds, tokenizer, composer_map, where: str, batch_size: int = SCA
         pitch_rows += table_pitch_rows(table, reader)
         rows += table.num_rows
     if any_rows and rows == 0:
-        raise InputError(f"{where}: no continuation rows (built with --tasks accompaniment only); prepare with --tasks continuation,accompaniment")
+        raise InputError(
+            f"{where}: no continuation rows (built with --tasks accompaniment only); prepare with --tasks continuation,accompaniment"
+        )
     return TrainingScan(counts, pieces, rows, MemorizationIndex.from_rows(pitch_rows), onset_max)

@@ -14,7 +14,6 @@ from midilm.rows import body, body_predictions
 from midilm.rows import windows as row_windows
 
 
-
 def scored_tokens(ids: list[int]) -> list[int]:
     """The tokens a row's likelihood is measured on: its body (nothing predicts BOS or the composer)."""
     return list(body(ids))
@@ -36,12 +35,16 @@ def unigram_from_counts(counts: np.ndarray) -> np.ndarray:
 
 def unigram_nll(log_probs: np.ndarray, rows: list[list[int]]) -> tuple[float, int]:
     """(total NLL in nats, scored tokens) of `rows` under a unigram model."""
-    tokens = np.concatenate([np.asarray(scored_tokens(ids), dtype=np.int64) for ids in rows] or [np.zeros(0, dtype=np.int64)])
+    tokens = np.concatenate(
+        [np.asarray(scored_tokens(ids), dtype=np.int64) for ids in rows] or [np.zeros(0, dtype=np.int64)]
+    )
     return float(-log_probs[tokens].sum()), len(tokens)
 
 
 @torch.no_grad()
-def model_nll(model, rows: list[list[int]], batch_size: int = 8, pad_id: int = 0, desc: str = "likelihood") -> tuple[float, int]:
+def model_nll(
+    model, rows: list[list[int]], batch_size: int = 8, pad_id: int = 0, desc: str = "likelihood"
+) -> tuple[float, int]:
     """(total NLL in nats, scored tokens) of `rows` under a causal LM, in padded batches.
 
     Rows longer than the model's context are scored in windows (see `windows`).

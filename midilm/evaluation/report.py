@@ -15,7 +15,6 @@ from midilm.evaluation.adherence import UNCONDITIONAL
 from midilm.metrics import DISTANCE_METRICS, HISTOGRAM_METRICS, SCALAR_METRICS
 from midilm.outputs import replace_dir, staging_dir
 
-
 SETS = {"real": "real held-out", "trained": "trained model", "random": "random weights"}
 
 
@@ -46,12 +45,24 @@ def _f(value, digits: int = 3) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"] + ["| " + " | ".join(r) + " |" for r in rows] + [""]
+    return (
+        ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+        + ["| " + " | ".join(r) + " |" for r in rows]
+        + [""]
+    )
 
 
 def _verdict(trained: dict, random: dict) -> str:
-    better = [k for k in ("mean_gap", "pitch_class_js", "duration_js") if trained.get(k) is not None and random.get(k) is not None and trained[k] < random[k]]
-    higher_overlap = trained.get("mean_overlap") is not None and random.get("mean_overlap") is not None and trained["mean_overlap"] > random["mean_overlap"]
+    better = [
+        k
+        for k in ("mean_gap", "pitch_class_js", "duration_js")
+        if trained.get(k) is not None and random.get(k) is not None and trained[k] < random[k]
+    ]
+    higher_overlap = (
+        trained.get("mean_overlap") is not None
+        and random.get("mean_overlap") is not None
+        and trained["mean_overlap"] > random["mean_overlap"]
+    )
     score = len(better) + higher_overlap
     return f"the trained model's samples are closer to the real pieces than the random-weight samples on {score} of 4 distances"
 
@@ -59,22 +70,34 @@ def _verdict(trained: dict, random: dict) -> str:
 def headline(report: dict) -> str:
     """A few lines for the terminal."""
     lik, comp = report["likelihood"], report["comparison"]
-    t_dist, r_dist = comp["trained"]["distance"]["mean_over_composers"], comp["random"]["distance"]["mean_over_composers"]
+    t_dist, r_dist = (
+        comp["trained"]["distance"]["mean_over_composers"],
+        comp["random"]["distance"]["mean_over_composers"],
+    )
     lines = [
-        (f"{lik['split']} perplexity {_f(lik['trained']['perplexity'])} (unigram {_f(lik['unigram']['perplexity'])}, "
-        f"ratio {_f(lik['perplexity_ratio_trained_to_unigram'])}); NLL per note {_f(lik['trained']['nll_per_note'])} nats"),
-        (f"metric gap to real: trained {_f(t_dist['mean_gap'])}, random weights {_f(r_dist['mean_gap'])}; "
-        f"pitch-class JS: trained {_f(t_dist['pitch_class_js'])}, random weights {_f(r_dist['pitch_class_js'])}"),
+        (
+            f"{lik['split']} perplexity {_f(lik['trained']['perplexity'])} (unigram {_f(lik['unigram']['perplexity'])}, "
+            f"ratio {_f(lik['perplexity_ratio_trained_to_unigram'])}); NLL per note {_f(lik['trained']['nll_per_note'])} nats"
+        ),
+        (
+            f"metric gap to real: trained {_f(t_dist['mean_gap'])}, random weights {_f(r_dist['mean_gap'])}; "
+            f"pitch-class JS: trained {_f(t_dist['pitch_class_js'])}, random weights {_f(r_dist['pitch_class_js'])}"
+        ),
         _verdict(t_dist, r_dist),
     ]
     adherence = report.get("adherence")
     if adherence and adherence["rows"]:
         ceiling = (adherence["ceiling"] or {}).get("overall", {}).get("share")
         scales = ", ".join(f"s={r['scale']:g} {_share_cell(r['adherence'])}" for r in adherence["rows"])
-        lines.append(f"composer adherence (classifier ceiling {_share_cell(ceiling)}, chance {_f(adherence['classifier']['chance'], 2)}): {scales}")
+        lines.append(
+            f"composer adherence (classifier ceiling {_share_cell(ceiling)}, chance {_f(adherence['classifier']['chance'], 2)}): {scales}"
+        )
         choice = adherence["choice"]
         if choice["scale"] is not None:
-            lines.append(f"guidance default: s = {choice['scale']:g}" + (f", written to {choice['written_to']}" if choice.get("written_to") else " (not written)"))
+            lines.append(
+                f"guidance default: s = {choice['scale']:g}"
+                + (f", written to {choice['written_to']}" if choice.get("written_to") else " (not written)")
+            )
     return "\n".join(lines)
 
 
@@ -82,9 +105,16 @@ def markdown_report(report: dict) -> str:
     """report.md: one section after another."""
     new = set(report["settings"].get("new_composers", []))
     named = [f"{c} (new)" if c in new else c for c in report["settings"]["composers_evaluated"]]
-    sections = [intro_markdown(report), headline_markdown(report), adherence_markdown(report.get("adherence"), report["settings"]["composers_evaluated"], named),
-                per_composer_markdown(report), sweep_markdown(report), accompaniment_section_markdown(report), memorization_markdown(report),
-                method_markdown(report)]
+    sections = [
+        intro_markdown(report),
+        headline_markdown(report),
+        adherence_markdown(report.get("adherence"), report["settings"]["composers_evaluated"], named),
+        per_composer_markdown(report),
+        sweep_markdown(report),
+        accompaniment_section_markdown(report),
+        memorization_markdown(report),
+        method_markdown(report),
+    ]
     return "\n".join(line for section in sections for line in section)
 
 
@@ -98,9 +128,17 @@ def intro_markdown(report: dict) -> list[str]:
         f"Model `{s['model_dir']}`, dataset `{s['dataset_dir']}` ({s['split']} split: "
         + ", ".join(f"{c} {n}" for c, n in report["data"]["held_out_pieces"].items())
         + " held-out pieces). "
-        + (f"The model is fine-tuned from another; composers new to it: {', '.join(s['new_composers'])}. " if s.get("new_composers") else "")
+        + (
+            f"The model is fine-tuned from another; composers new to it: {', '.join(s['new_composers'])}. "
+            if s.get("new_composers")
+            else ""
+        )
         + f"Trained-model samples: {'read from `' + s['samples_dir'] + '`' if s['samples_dir'] else 'sampled here'}"
-        + (f" (guidance scale {s['trained_samples_guidance_scale']:g})" if s["trained_samples_guidance_scale"] is not None else "")
+        + (
+            f" (guidance scale {s['trained_samples_guidance_scale']:g})"
+            if s["trained_samples_guidance_scale"] is not None
+            else ""
+        )
         + f", {len(samples['trained'])} in all; random-weight samples: the same architecture, initialised with seed {s['seed']}, "
         + f"{len(samples['random'])} in all, sampled with guidance scale {s['main_guidance_scale']:g}; "
         + f"{s['num_samples_per_composer']} samples per composer and call, up to {s['max_new_tokens_used']} tokens each. "
@@ -115,29 +153,88 @@ def intro_markdown(report: dict) -> list[str]:
 def headline_markdown(report: dict) -> list[str]:
     """The trained model beside random weights and the unigram model; the verdict."""
     s, lik, comp = report["settings"], report["likelihood"], report["comparison"]
-    t_dist, r_dist = comp["trained"]["distance"]["mean_over_composers"], comp["random"]["distance"]["mean_over_composers"]
+    t_dist, r_dist = (
+        comp["trained"]["distance"]["mean_over_composers"],
+        comp["random"]["distance"]["mean_over_composers"],
+    )
     mem = report["memorization"]
     samples = {k: report["pieces"][k] for k in ("trained", "random")}
     lines = []
     rows = [
-        [f"perplexity per token ({s['split']})", _f(lik["trained"]["perplexity"]), _f(lik["random_weights"]["perplexity"]), _f(lik["unigram"]["perplexity"])],
-        ["perplexity / unigram perplexity", _f(lik["perplexity_ratio_trained_to_unigram"]), _f(lik["random_weights"]["perplexity"] / lik["unigram"]["perplexity"]), "1.000"],
-        ["NLL per token (nats)", _f(lik["trained"]["nll_per_token"]), _f(lik["random_weights"]["nll_per_token"]), _f(lik["unigram"]["nll_per_token"])],
-        ["NLL per note (nats)", _f(lik["trained"]["nll_per_note"]), _f(lik["random_weights"]["nll_per_note"]), _f(lik["unigram"]["nll_per_note"])],
-        ["NLL per token with COMPOSER_NONE for the composer (nats)", _f(lik["trained_unconditional"]["nll_per_token"]), "–", "–"],
-        ["composer information: NLL per token without the composer minus with it (nats)", _f(lik["composer_information_nats_per_token"], 4), "–", "–"],
-        ["syntax error rate of samples (max)", _f(max(p["syntax_error_rate"] for p in samples["trained"])), _f(max(p["syntax_error_rate"] for p in samples["random"])), "–"],
-        ["music metrics: mean standardised gap to real (lower is closer)", _f(t_dist["mean_gap"]), _f(r_dist["mean_gap"]), "–"],
-        ["music metrics: mean distribution overlap with real (higher is closer)", _f(t_dist["mean_overlap"]), _f(r_dist["mean_overlap"]), "–"],
-        ["pitch-class histogram JS divergence to real (bits)", _f(t_dist["pitch_class_js"]), _f(r_dist["pitch_class_js"]), "–"],
+        [
+            f"perplexity per token ({s['split']})",
+            _f(lik["trained"]["perplexity"]),
+            _f(lik["random_weights"]["perplexity"]),
+            _f(lik["unigram"]["perplexity"]),
+        ],
+        [
+            "perplexity / unigram perplexity",
+            _f(lik["perplexity_ratio_trained_to_unigram"]),
+            _f(lik["random_weights"]["perplexity"] / lik["unigram"]["perplexity"]),
+            "1.000",
+        ],
+        [
+            "NLL per token (nats)",
+            _f(lik["trained"]["nll_per_token"]),
+            _f(lik["random_weights"]["nll_per_token"]),
+            _f(lik["unigram"]["nll_per_token"]),
+        ],
+        [
+            "NLL per note (nats)",
+            _f(lik["trained"]["nll_per_note"]),
+            _f(lik["random_weights"]["nll_per_note"]),
+            _f(lik["unigram"]["nll_per_note"]),
+        ],
+        [
+            "NLL per token with COMPOSER_NONE for the composer (nats)",
+            _f(lik["trained_unconditional"]["nll_per_token"]),
+            "–",
+            "–",
+        ],
+        [
+            "composer information: NLL per token without the composer minus with it (nats)",
+            _f(lik["composer_information_nats_per_token"], 4),
+            "–",
+            "–",
+        ],
+        [
+            "syntax error rate of samples (max)",
+            _f(max(p["syntax_error_rate"] for p in samples["trained"])),
+            _f(max(p["syntax_error_rate"] for p in samples["random"])),
+            "–",
+        ],
+        [
+            "music metrics: mean standardised gap to real (lower is closer)",
+            _f(t_dist["mean_gap"]),
+            _f(r_dist["mean_gap"]),
+            "–",
+        ],
+        [
+            "music metrics: mean distribution overlap with real (higher is closer)",
+            _f(t_dist["mean_overlap"]),
+            _f(r_dist["mean_overlap"]),
+            "–",
+        ],
+        [
+            "pitch-class histogram JS divergence to real (bits)",
+            _f(t_dist["pitch_class_js"]),
+            _f(r_dist["pitch_class_js"]),
+            "–",
+        ],
         ["duration histogram JS divergence to real (bits)", _f(t_dist["duration_js"]), _f(r_dist["duration_js"]), "–"],
-        ["longest interval run shared with a training piece, any transposition (max / median)", f"{mem['trained']['all']['max']} / {_f(mem['trained']['all']['median'], 1)}",
-         f"{mem['random']['all']['max']} / {_f(mem['random']['all']['median'], 1)}", "–"],
+        [
+            "longest interval run shared with a training piece, any transposition (max / median)",
+            f"{mem['trained']['all']['max']} / {_f(mem['trained']['all']['median'], 1)}",
+            f"{mem['random']['all']['max']} / {_f(mem['random']['all']['median'], 1)}",
+            "–",
+        ],
     ]
     lines += _table(["", "trained model", "random weights", "unigram"], rows)
     lines += [
-        (f"Verdict, averaged over composers: {_verdict(t_dist, r_dist)}. "
-        f"Real {s['split']} pieces read back with syntax error rate {_f(report['checks']['real_pieces_syntax_error_rate_max'])} (expected 0)."),
+        (
+            f"Verdict, averaged over composers: {_verdict(t_dist, r_dist)}. "
+            f"Real {s['split']} pieces read back with syntax error rate {_f(report['checks']['real_pieces_syntax_error_rate_max'])} (expected 0)."
+        ),
         "",
     ]
     return lines
@@ -149,9 +246,11 @@ def per_composer_markdown(report: dict) -> list[str]:
     lines = [
         "## Music metrics per composer",
         "",
-        (f"Mean ± std. Real: the held-out pieces cut into passages of {comp['real_window_bars']} bars, the samples' "
-         "median length (`midilm.metrics.bar_windows`; the guidance sweep's when there is one), since pitch range and the "
-         "like grow with length; for the sample sets, the standardised gap |mean − real mean| / real std in brackets."),
+        (
+            f"Mean ± std. Real: the held-out pieces cut into passages of {comp['real_window_bars']} bars, the samples' "
+            "median length (`midilm.metrics.bar_windows`; the guidance sweep's when there is one), since pitch range and the "
+            "like grow with length; for the sample sets, the standardised gap |mean − real mean| / real std in brackets."
+        ),
         "",
     ]
     for c in composers:
@@ -177,7 +276,13 @@ def per_composer_markdown(report: dict) -> list[str]:
                 cells.append("–" if k == "real" else _f(js))
             rows.append(cells)
         passages = comp["trained"]["per_composer"][c].get("notes_per_bar", {}).get("real_n", 0)
-        rows.append(["pieces"] + [f"{passages} passages ({len(by_set['real'])} pieces)" if k == "real" else str(len(by_set[k])) for k in SETS])
+        rows.append(
+            ["pieces"]
+            + [
+                f"{passages} passages ({len(by_set['real'])} pieces)" if k == "real" else str(len(by_set[k]))
+                for k in SETS
+            ]
+        )
         lines += _table(["metric", *SETS.values()], rows)
     return lines
 
@@ -187,20 +292,43 @@ def sweep_markdown(report: dict) -> list[str]:
     lines = [
         "## Histogram distances per guidance scale (secondary)",
         "",
-        ("The composer-adherence sweep's samples (guard on), per composer, against that composer's real pieces: "
-        "Jensen–Shannon divergence (bits) of the mean pitch-class and duration histograms, the mean standardised "
-        "metric gap (the real pieces as passages as long as the samples), and the pitch-class JS to the other composers' real pieces. Pitch-class histograms mostly encode "
-        "key and mode, which the transposition augmentation scrambles, so these distances are not a test of "
-        "conditioning: whether samples sound like their composer is read from the composer-adherence table above."),
+        (
+            "The composer-adherence sweep's samples (guard on), per composer, against that composer's real pieces: "
+            "Jensen–Shannon divergence (bits) of the mean pitch-class and duration histograms, the mean standardised "
+            "metric gap (the real pieces as passages as long as the samples), and the pitch-class JS to the other composers' real pieces. Pitch-class histograms mostly encode "
+            "key and mode, which the transposition augmentation scrambles, so these distances are not a test of "
+            "conditioning: whether samples sound like their composer is read from the composer-adherence table above."
+        ),
         "",
     ]
     rows = []
     for scale, per_composer in report["cfg_sweep"].items():
         for c, r in per_composer.items():
-            rows.append([scale, c, _f(r["pitch_class_js"]), _f(r["duration_js"]), _f(r["mean_gap"]), _f(r["pitch_class_js_other_composers"]), _f(r["notes"], 1),
-                         f"{_f(r.get('longest_training_run_max'))} / {_f(r.get('longest_training_run_median'), 1)}"])
-    lines += _table(["s", "composer", "pitch-class JS (own)", "duration JS (own)", "mean gap (own)", "pitch-class JS (others)", "notes per sample",
-                     "shared run with training (max / median)"], rows)
+            rows.append(
+                [
+                    scale,
+                    c,
+                    _f(r["pitch_class_js"]),
+                    _f(r["duration_js"]),
+                    _f(r["mean_gap"]),
+                    _f(r["pitch_class_js_other_composers"]),
+                    _f(r["notes"], 1),
+                    f"{_f(r.get('longest_training_run_max'))} / {_f(r.get('longest_training_run_median'), 1)}",
+                ]
+            )
+    lines += _table(
+        [
+            "s",
+            "composer",
+            "pitch-class JS (own)",
+            "duration JS (own)",
+            "mean gap (own)",
+            "pitch-class JS (others)",
+            "notes per sample",
+            "shared run with training (max / median)",
+        ],
+        rows,
+    )
     return lines
 
 
@@ -221,26 +349,51 @@ def memorization_markdown(report: dict) -> list[str]:
     lines = [
         "## Memorization",
         "",
-        ("Longest run of successive pitch intervals (notes in onset order, lowest first within an onset) that a piece "
-        "shares with one training piece at any transposition, so the augmented (transposed) copies count as their "
-        "original does; a run of k intervals is a passage of k + 1 notes. Real held-out pieces give the level that "
-        f"shared idioms (scales, cadences) reach by themselves. A whole piece has more chances to share a long run than "
-        f"a sample as long as a passage, so the real pieces are also cut into passages of {passages['notes']} notes, the samples' "
-        f"median length: that is the level to read the samples against. Index: {report['data']['memorization_index']['pieces']} "
-        f"original training pieces, {report['data']['memorization_index']['intervals']} intervals."),
+        (
+            "Longest run of successive pitch intervals (notes in onset order, lowest first within an onset) that a piece "
+            "shares with one training piece at any transposition, so the augmented (transposed) copies count as their "
+            "original does; a run of k intervals is a passage of k + 1 notes. Real held-out pieces give the level that "
+            f"shared idioms (scales, cadences) reach by themselves. A whole piece has more chances to share a long run than "
+            f"a sample as long as a passage, so the real pieces are also cut into passages of {passages['notes']} notes, the samples' "
+            f"median length: that is the level to read the samples against. Index: {report['data']['memorization_index']['pieces']} "
+            f"original training pieces, {report['data']['memorization_index']['intervals']} intervals."
+        ),
         "",
     ]
+
     def row(name: str, composer: str, v: dict) -> list[str]:
         return [name, composer, str(v["n"]), str(v["max"]), _f(v["median"], 1), _f(v["median_notes"], 1)]
 
     rows = [row(SETS["real"], c, v) for c, v in mem["real"].items()]
     rows += [row(f"real held-out, passages of {passages['notes']} notes", c, v) for c, v in passages["runs"].items()]
     rows += [row(SETS[k], c, v) for k in ("trained", "random") for c, v in mem[k].items()]
-    rows += [row(f"trained, s = {scale}", "all", by_composer["all"]) for scale, by_composer in report.get("memorization_by_scale", {}).items()]
+    rows += [
+        row(f"trained, s = {scale}", "all", by_composer["all"])
+        for scale, by_composer in report.get("memorization_by_scale", {}).items()
+    ]
     lines += _table(["set", "composer", "pieces", "max run", "median run", "median notes"], rows)
-    rows = [[p["name"], str(p["n_notes"]), str(p["longest_training_run"]), _f(p["longest_training_run_share"], 2), p.get("longest_training_run_source") or "–",
-             _f(p["syntax_error_rate"])] for p in samples["trained"]]
-    lines += ["Trained-model samples:", ""] + _table(["sample", "notes", "longest shared run (intervals)", "share of its intervals", "found in", "syntax error rate"], rows)
+    rows = [
+        [
+            p["name"],
+            str(p["n_notes"]),
+            str(p["longest_training_run"]),
+            _f(p["longest_training_run_share"], 2),
+            p.get("longest_training_run_source") or "–",
+            _f(p["syntax_error_rate"]),
+        ]
+        for p in samples["trained"]
+    ]
+    lines += ["Trained-model samples:", ""] + _table(
+        [
+            "sample",
+            "notes",
+            "longest shared run (intervals)",
+            "share of its intervals",
+            "found in",
+            "syntax error rate",
+        ],
+        rows,
+    )
     return lines
 
 
@@ -250,15 +403,21 @@ def method_markdown(report: dict) -> list[str]:
     lines = [
         "## How these numbers are made",
         "",
-        (f"- Likelihood: {lik['rows']} {s['split']} rows, {lik['scored_tokens']} tokens after BOS and the composer "
-        f"token (EOS included), {lik['notes']} notes; NLL per note = total NLL / notes. Rows longer than the "
-        f"model's context ({lik['windowed_rows']} here) are scored in windows that restart from [BOS, composer]. "
-        "The unigram model is fitted on the training split's tokens (augmented copies included, as the model saw them) "
-        "with add-one smoothing over the whole vocabulary."),
-        ("- Music metrics: `midilm.metrics.piece_metrics`; distances: `midilm.metrics.compare` per composer, averaged over "
-        f"composers (metrics: {', '.join(DISTANCE_METRICS)}), against the real held-out pieces cut into passages as long as "
-        "the samples (`midilm.metrics.bar_windows`)."),
-        "- Timings (s): " + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in report["timings"].items()) + f", on {s['device']}.",
+        (
+            f"- Likelihood: {lik['rows']} {s['split']} rows, {lik['scored_tokens']} tokens after BOS and the composer "
+            f"token (EOS included), {lik['notes']} notes; NLL per note = total NLL / notes. Rows longer than the "
+            f"model's context ({lik['windowed_rows']} here) are scored in windows that restart from [BOS, composer]. "
+            "The unigram model is fitted on the training split's tokens (augmented copies included, as the model saw them) "
+            "with add-one smoothing over the whole vocabulary."
+        ),
+        (
+            "- Music metrics: `midilm.metrics.piece_metrics`; distances: `midilm.metrics.compare` per composer, averaged over "
+            f"composers (metrics: {', '.join(DISTANCE_METRICS)}), against the real held-out pieces cut into passages as long as "
+            "the samples (`midilm.metrics.bar_windows`)."
+        ),
+        "- Timings (s): "
+        + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in report["timings"].items())
+        + f", on {s['device']}.",
         "",
     ]
     return lines
@@ -270,11 +429,13 @@ def accompaniment_markdown(section: dict) -> list[str]:
     lines = [
         "## Accompaniment",
         "",
-        ("Each listed held-out piece's melody (its marked melody track, else its top voice) accompanied under its "
-        "composer by the trained model and by the random-weight model, one sample each, beside the real piece around "
-        "the same melody. Melody adherence: share of melody notes the full-piece section sounds at the same onset and "
-        "pitch (1 for the real piece by construction). Harmonic fit: share of accompaniment note-time in a pitch class "
-        "the melody sounds in that beat or in the melody's key; beat fit and key fit are its two halves."),
+        (
+            "Each listed held-out piece's melody (its marked melody track, else its top voice) accompanied under its "
+            "composer by the trained model and by the random-weight model, one sample each, beside the real piece around "
+            "the same melody. Melody adherence: share of melody notes the full-piece section sounds at the same onset and "
+            "pitch (1 for the real piece by construction). Harmonic fit: share of accompaniment note-time in a pitch class "
+            "the melody sounds in that beat or in the melody's key; beat fit and key fit are its two halves."
+        ),
         "",
     ]
     rows = [[m.replace("_", " ")] + [_f(section["mean"][k][m]) for k in names] for m in ACCOMPANIMENT_METRICS]
@@ -283,9 +444,33 @@ def accompaniment_markdown(section: dict) -> list[str]:
     for e in section["pieces"]:
         for k in names:
             r = e[k]
-            rows.append([e["source"], str(e["bars"]), names[k], _f(r["melody_adherence"]), _f(r["harmonic_fit"]), _f(r["beat_fit"]),
-                         _f(r["key_fit"]), str(r["accompaniment_notes"]), _f(r.get("syntax_error_rate"))])
-    lines += _table(["piece", "bars", "set", "melody adherence", "harmonic fit", "beat fit", "key fit", "accompaniment notes", "syntax error rate"], rows)
+            rows.append(
+                [
+                    e["source"],
+                    str(e["bars"]),
+                    names[k],
+                    _f(r["melody_adherence"]),
+                    _f(r["harmonic_fit"]),
+                    _f(r["beat_fit"]),
+                    _f(r["key_fit"]),
+                    str(r["accompaniment_notes"]),
+                    _f(r.get("syntax_error_rate")),
+                ]
+            )
+    lines += _table(
+        [
+            "piece",
+            "bars",
+            "set",
+            "melody adherence",
+            "harmonic fit",
+            "beat fit",
+            "key fit",
+            "accompaniment notes",
+            "syntax error rate",
+        ],
+        rows,
+    )
     return lines
 
 
@@ -314,9 +499,17 @@ def adherence_markdown(section: dict | None, composers: list[str], labels: list[
     if not info["composers"]:
         reasons = "; ".join(f"{c}: {r}" for c, r in sorted(info["not_measurable"].items()))
         lines += [f"Composer adherence is not measurable: {reasons}.", ""]
-    lines += adherence_method_markdown(section) + adherence_table_markdown(section, composers, labels or composers) + guidance_choice_markdown(section["choice"])
+    lines += (
+        adherence_method_markdown(section)
+        + adherence_table_markdown(section, composers, labels or composers)
+        + guidance_choice_markdown(section["choice"])
+    )
     labels = {k: ("unconditional" if k == UNCONDITIONAL else k) for k in section["groups"]}
-    detail = {"classifier": info, "ceiling": section["ceiling"], "groups": {labels[k]: v for k, v in section["groups"].items()}}
+    detail = {
+        "classifier": info,
+        "ceiling": section["ceiling"],
+        "groups": {labels[k]: v for k, v in section["groups"].items()},
+    }
     lines += ["### Per composer, with intervals, and the confusion matrices", "", render_markdown(detail).rstrip(), ""]
     return lines
 
@@ -325,25 +518,33 @@ def adherence_method_markdown(section: dict) -> list[str]:
     """How adherence and degenerate samples are measured."""
     info, settings = section["classifier"], section["settings"]
     return [
-        (f"An independent composer classifier (`midilm.composer_classifier`: logistic regression on key-independent symbolic features, "
-        f"trained on the training split's real pieces, through the `composer_adherence` evaluate module) judges each sample on "
-        f"its first {settings['crop_length']} {settings['crop_unit']} (the median sample's length). Adherence is the share of "
-        f"samples classified as their intended composer, with its 95% Wilson interval; chance is {_f(info['chance'], 2)}. Its "
-        "accuracy on crops of held-out real pieces is the ceiling; unconditional samples (`COMPOSER_NONE`) show how often "
-        f"each composer is heard by default. {settings['samples_per_composer']} samples per composer at each scale, sampled "
-        "with the REMI grammar, and the musical guard on (and again off with the same seeds)."),
+        (
+            f"An independent composer classifier (`midilm.composer_classifier`: logistic regression on key-independent symbolic features, "
+            f"trained on the training split's real pieces, through the `composer_adherence` evaluate module) judges each sample on "
+            f"its first {settings['crop_length']} {settings['crop_unit']} (the median sample's length). Adherence is the share of "
+            f"samples classified as their intended composer, with its 95% Wilson interval; chance is {_f(info['chance'], 2)}. Its "
+            "accuracy on crops of held-out real pieces is the ceiling; unconditional samples (`COMPOSER_NONE`) show how often "
+            f"each composer is heard by default. {settings['samples_per_composer']} samples per composer at each scale, sampled "
+            "with the REMI grammar, and the musical guard on (and again off with the same seeds)."
+        ),
         "",
-        ("Degenerate: a piece with more notes starting at one onset than any training piece of its composer holds ("
-        + ", ".join(f"{c} {n}" for c, n in section["degenerate_threshold"].items()) + "). "
-        + (f"The guard's bounds (config.json's `midilm_guard`, learnt from the training split): {section['guard']['max_notes_per_onset']} "
-           f"notes per onset, {section['guard']['max_notes_per_bar']} per bar. " if section.get("guard") else
-           "This model carries no guard bounds (`midilm_guard`), so the guard never ran: retrain it with this train.py to get them. ")
-        + f"Metric gap: the music metrics' mean standardised gap to the composer's real held-out pieces cut into passages of "
-        f"{settings['real_window_bars']} bars, the samples' median length (`music_metrics` evaluate module, `real_windows`), "
-        "averaged over composers. Shared run: the longest run of pitch intervals shared with one training "
-        "piece at any transposition (max / median); the real pieces' is measured on passages as long as the median sample "
-        "(see Memorization). Vertical seconds: the share of pairs of notes that start together a minor or major second "
-        "apart (interval class 1 or 2), pooled over each composer's pieces; the ceiling's row gives the real held-out pieces'."),
+        (
+            "Degenerate: a piece with more notes starting at one onset than any training piece of its composer holds ("
+            + ", ".join(f"{c} {n}" for c, n in section["degenerate_threshold"].items())
+            + "). "
+            + (
+                f"The guard's bounds (config.json's `midilm_guard`, learnt from the training split): {section['guard']['max_notes_per_onset']} "
+                f"notes per onset, {section['guard']['max_notes_per_bar']} per bar. "
+                if section.get("guard")
+                else "This model carries no guard bounds (`midilm_guard`), so the guard never ran: retrain it with this train.py to get them. "
+            )
+            + f"Metric gap: the music metrics' mean standardised gap to the composer's real held-out pieces cut into passages of "
+            f"{settings['real_window_bars']} bars, the samples' median length (`music_metrics` evaluate module, `real_windows`), "
+            "averaged over composers. Shared run: the longest run of pitch intervals shared with one training "
+            "piece at any transposition (max / median); the real pieces' is measured on passages as long as the median sample "
+            "(see Memorization). Vertical seconds: the share of pairs of notes that start together a minor or major second "
+            "apart (interval class 1 or 2), pooled over each composer's pieces; the ceiling's row gives the real held-out pieces'."
+        ),
         "",
     ]
 
@@ -354,35 +555,72 @@ def adherence_table_markdown(section: dict, composers: list[str], labels: list[s
     not_measurable = info["not_measurable"]
     ceiling = section["ceiling"] or {}
     ceiling_overall = ceiling.get("overall") or {}
-    header = ["s", "adherence [95% interval]", "mean p(intended)", *labels, "degenerate, guard on", "degenerate, guard off",
-              "syntax errors (max)", "metric gap to real", "notes / sample", "shared run (max / median)",
-              f"vertical seconds ({' / '.join(labels)})"]
+    header = [
+        "s",
+        "adherence [95% interval]",
+        "mean p(intended)",
+        *labels,
+        "degenerate, guard on",
+        "degenerate, guard off",
+        "syntax errors (max)",
+        "metric gap to real",
+        "notes / sample",
+        "shared run (max / median)",
+        f"vertical seconds ({' / '.join(labels)})",
+    ]
     per_composer_ceiling = ceiling.get("per_composer", {})
 
     def composer_cells(shares: dict) -> list[str]:
         return ["not measurable" if c in not_measurable else _share_cell(shares.get(c)) for c in composers]
 
-    rows = [[
-        "real held-out crops (ceiling)", _share_cell(ceiling_overall.get("share"), ceiling_overall.get("interval")),
-        _f(ceiling_overall.get("mean_probability"), 2),
-        *composer_cells({c: v.get("share") for c, v in per_composer_ceiling.items()}),
-        _rate_cell(real["degenerate"]) + " of real pieces", "–", _f(real["syntax_error_rate_max"]), "–", "–",
-        f"{_f(real['memorization']['max'])} / {_f(real['memorization']['median'], 1)}", _seconds_cell(real.get("vertical_seconds"), composers),
-    ]]
+    rows = [
+        [
+            "real held-out crops (ceiling)",
+            _share_cell(ceiling_overall.get("share"), ceiling_overall.get("interval")),
+            _f(ceiling_overall.get("mean_probability"), 2),
+            *composer_cells({c: v.get("share") for c, v in per_composer_ceiling.items()}),
+            _rate_cell(real["degenerate"]) + " of real pieces",
+            "–",
+            _f(real["syntax_error_rate_max"]),
+            "–",
+            "–",
+            f"{_f(real['memorization']['max'])} / {_f(real['memorization']['median'], 1)}",
+            _seconds_cell(real.get("vertical_seconds"), composers),
+        ]
+    ]
     base = section["groups"].get(UNCONDITIONAL, {}).get("unconditional") or {}
-    rows.append([
-        "unconditional (share heard as each composer)", f"{_f(info['chance'], 2)} by construction", "–",
-        *composer_cells({c: v.get("share") for c, v in base.items()}),
-        _rate_cell(section["unconditional"]["degenerate_guard_on"]), "–", "–", "–", "–", "–", "–",
-    ])
+    rows.append(
+        [
+            "unconditional (share heard as each composer)",
+            f"{_f(info['chance'], 2)} by construction",
+            "–",
+            *composer_cells({c: v.get("share") for c, v in base.items()}),
+            _rate_cell(section["unconditional"]["degenerate_guard_on"]),
+            "–",
+            "–",
+            "–",
+            "–",
+            "–",
+            "–",
+        ]
+    )
     for r in section["rows"]:
         mark = " (default)" if choice.get("scale") == r["scale"] else ""
-        rows.append([
-            f"{r['scale']:g}{mark}", _share_cell(r["adherence"], r["interval"]), _f(r["mean_probability"], 2), *composer_cells(r["per_composer"]),
-            _rate_cell(r["degenerate_guard_on"]), _rate_cell(r["degenerate_guard_off"]), _f(r["syntax_error_rate_max"]), _f(r["metric_gap"]),
-            _f(r["notes_per_sample"], 1), f"{_f(r['memorization']['max'])} / {_f(r['memorization']['median'], 1)}",
-            _seconds_cell(r.get("vertical_seconds"), composers),
-        ])
+        rows.append(
+            [
+                f"{r['scale']:g}{mark}",
+                _share_cell(r["adherence"], r["interval"]),
+                _f(r["mean_probability"], 2),
+                *composer_cells(r["per_composer"]),
+                _rate_cell(r["degenerate_guard_on"]),
+                _rate_cell(r["degenerate_guard_off"]),
+                _f(r["syntax_error_rate_max"]),
+                _f(r["metric_gap"]),
+                _f(r["notes_per_sample"], 1),
+                f"{_f(r['memorization']['max'])} / {_f(r['memorization']['median'], 1)}",
+                _seconds_cell(r.get("vertical_seconds"), composers),
+            ]
+        )
     return _table(header, rows)
 
 
@@ -395,6 +633,9 @@ def guidance_choice_markdown(choice: dict) -> list[str]:
     if choice.get("scale") is None:
         return [f"Guidance default: unchanged, because {choice['reason']}.", ""]
     else:
-        where = (f"written to `{choice['written_to']}` (`midilm_guidance_scale`), which generate.py now uses by default"
-                 if choice.get("written_to") else "not written to the model folder (evaluate_samples.py --write_default_guidance writes it)")
+        where = (
+            f"written to `{choice['written_to']}` (`midilm_guidance_scale`), which generate.py now uses by default"
+            if choice.get("written_to")
+            else "not written to the model folder (evaluate_samples.py --write_default_guidance writes it)"
+        )
         return [f"Guidance default: **s = {choice['scale']:g}**, {where}. Why: {choice['reason']}.", ""]

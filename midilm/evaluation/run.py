@@ -16,12 +16,22 @@ from transformers import AutoModelForCausalLM
 
 from midilm.accompaniment import source_root
 from midilm.errors import InputError
-from midilm.finetune import new_composers_of, with_base_data
 from midilm.evaluation.accompaniment import accompaniment_pieces, evaluate_accompaniment
 from midilm.evaluation.adherence import UNCONDITIONAL, composer_adherence, sweep_key
 from midilm.evaluation.data import TrainingScan, join_pieces, load_eval_dataset, scan_training, token_rows
 from midilm.evaluation.likelihood import likelihood_summary, model_nll, unigram_from_counts, unigram_nll
-from midilm.evaluation.samples import Sampler, measure, median_notes, memorization, passage_runs, read_samples, real_passages, set_comparison, sweep_row
+from midilm.evaluation.samples import (
+    Sampler,
+    measure,
+    median_notes,
+    memorization,
+    passage_runs,
+    read_samples,
+    real_passages,
+    set_comparison,
+    sweep_row,
+)
+from midilm.finetune import new_composers_of, with_base_data
 from midilm.generation import composer_names, decode_ids, load_model
 from midilm.guard import bounds_from_config
 from midilm.metrics import median_bars
@@ -30,41 +40,103 @@ from midilm.rows import body_room, with_composer
 from midilm.sampling import SamplingSettings
 from midilm.tokenizer import load_tokenizer
 
-
 HELD_OUT_SPLITS = ("validation", "test")
 
 
 @dataclass
 class EvaluateArguments:
     model_dir: str = field(default="model_output", metadata={"help": "Model folder written by train.py."})
-    dataset_dir: str = field(default="data", metadata={"help": "DatasetDict written by prepare_dataset.py (the model's own)."})
-    base_dataset_dir: str | None = field(default=None, metadata={"help": "For a model fine-tuned from another (train.py --init_from): the base model's dataset, whose pieces of the base's composers join --dataset_dir's, so that every composer, old and new, is judged against real pieces (the classifier is trained on both)."})
-    output_dir: str = field(default="eval_report", metadata={"help": "Where report.json, report.md and the evaluated samples go."})
-    samples_dir: str | None = field(default=None, metadata={"help": "Evaluate the <composer>_<i>.mid files generate.py wrote here instead of sampling anew (the sweep and the random baseline are always sampled)."})
-    num_samples_per_composer: int = field(default=8, metadata={"help": "Samples per composer for each sample set and guidance scale."})
+    dataset_dir: str = field(
+        default="data", metadata={"help": "DatasetDict written by prepare_dataset.py (the model's own)."}
+    )
+    base_dataset_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "For a model fine-tuned from another (train.py --init_from): the base model's dataset, whose pieces of the base's composers join --dataset_dir's, so that every composer, old and new, is judged against real pieces (the classifier is trained on both)."
+        },
+    )
+    output_dir: str = field(
+        default="eval_report", metadata={"help": "Where report.json, report.md and the evaluated samples go."}
+    )
+    samples_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate the <composer>_<i>.mid files generate.py wrote here instead of sampling anew (the sweep and the random baseline are always sampled)."
+        },
+    )
+    num_samples_per_composer: int = field(
+        default=8, metadata={"help": "Samples per composer for each sample set and guidance scale."}
+    )
     max_new_tokens: int = field(default=512, metadata={"help": "Tokens per sample (capped to the model's context)."})
-    guidance_scale: float | None = field(default=None, metadata={"help": "Guidance scale of the main sample sets (default: the scale this evaluation chooses with --write_default_guidance, else the model's midilm_guidance_scale in config.json)."})
-    adherence_scales: str = field(default="1,1.5,2,3,5", metadata={"help": "Comma-separated guidance scales of the sweep: at each, every composer is sampled with the musical guard on and off, and judged by the composer classifier, the music metrics, degenerate onsets and memorization; unconditional samples give the base rate. Empty = no sweep, no adherence section."})
-    adherence_samples_per_composer: int = field(default=16, metadata={"help": "Samples per composer at each sweep scale (and guard setting); as many unconditional samples as one scale holds."})
-    guidance_scales: str | None = field(default=None, metadata={"help": "The former name of --adherence_scales; when given, it replaces them."})
-    write_default_guidance: bool = field(default=False, metadata={"help": "Write the guidance scale the sweep chooses (the highest composer adherence whose degenerate samples, guard on, stay at or below the real pieces' rate) into --model_dir's config.json (midilm_guidance_scale), so generate.py uses it by default."})
-    sample_batch_size: int = field(default=64, metadata={"help": "Samples per generate() call (twice as many rows under guidance): bounds the memory of the KV cache."})
+    guidance_scale: float | None = field(
+        default=None,
+        metadata={
+            "help": "Guidance scale of the main sample sets (default: the scale this evaluation chooses with --write_default_guidance, else the model's midilm_guidance_scale in config.json)."
+        },
+    )
+    adherence_scales: str = field(
+        default="1,1.5,2,3,5",
+        metadata={
+            "help": "Comma-separated guidance scales of the sweep: at each, every composer is sampled with the musical guard on and off, and judged by the composer classifier, the music metrics, degenerate onsets and memorization; unconditional samples give the base rate. Empty = no sweep, no adherence section."
+        },
+    )
+    adherence_samples_per_composer: int = field(
+        default=16,
+        metadata={
+            "help": "Samples per composer at each sweep scale (and guard setting); as many unconditional samples as one scale holds."
+        },
+    )
+    guidance_scales: str | None = field(
+        default=None, metadata={"help": "The former name of --adherence_scales; when given, it replaces them."}
+    )
+    write_default_guidance: bool = field(
+        default=False,
+        metadata={
+            "help": "Write the guidance scale the sweep chooses (the highest composer adherence whose degenerate samples, guard on, stay at or below the real pieces' rate) into --model_dir's config.json (midilm_guidance_scale), so generate.py uses it by default."
+        },
+    )
+    sample_batch_size: int = field(
+        default=64,
+        metadata={
+            "help": "Samples per generate() call (twice as many rows under guidance): bounds the memory of the KV cache."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seeds the samples and the random-weight model."})
-    split: str = field(default="validation", metadata={"help": "Held-out split of the reference pieces and the likelihood: validation or test."})
-    composers: str | None = field(default=None, metadata={"help": "Comma-separated composers to evaluate (default: all of the model's)."})
+    split: str = field(
+        default="validation",
+        metadata={"help": "Held-out split of the reference pieces and the likelihood: validation or test."},
+    )
+    composers: str | None = field(
+        default=None, metadata={"help": "Comma-separated composers to evaluate (default: all of the model's)."}
+    )
     batch_size: int = field(default=8, metadata={"help": "Rows per forward pass of the likelihood evaluation."})
-    accompaniment_pieces: int = field(default=2, metadata={"help": "Held-out pieces per composer (the shortest) whose melody the trained and the random-weight model accompany, for melody adherence and harmonic fit beside the real piece's; 0 = none. Only when the dataset holds accompaniment rows (prepare_dataset.py --tasks accompaniment)."})
+    accompaniment_pieces: int = field(
+        default=2,
+        metadata={
+            "help": "Held-out pieces per composer (the shortest) whose melody the trained and the random-weight model accompany, for melody adherence and harmonic fit beside the real piece's; 0 = none. Only when the dataset holds accompaniment rows (prepare_dataset.py --tasks accompaniment)."
+        },
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output_dir."})
 
     def __post_init__(self):
         if self.split not in HELD_OUT_SPLITS:
             raise InputError(f"--split {self.split!r}: choose a held-out split ({' or '.join(HELD_OUT_SPLITS)})")
-        for name in ("num_samples_per_composer", "max_new_tokens", "batch_size", "adherence_samples_per_composer", "sample_batch_size"):
+        for name in (
+            "num_samples_per_composer",
+            "max_new_tokens",
+            "batch_size",
+            "adherence_samples_per_composer",
+            "sample_batch_size",
+        ):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name} {getattr(self, name)}: must be at least 1")
         if self.accompaniment_pieces < 0:
             raise InputError(f"--accompaniment_pieces {self.accompaniment_pieces}: must be 0 or more")
-        flag, text = ("--guidance_scales", self.guidance_scales) if self.guidance_scales is not None else ("--adherence_scales", self.adherence_scales)
+        flag, text = (
+            ("--guidance_scales", self.guidance_scales)
+            if self.guidance_scales is not None
+            else ("--adherence_scales", self.adherence_scales)
+        )
         try:
             # sorted and unique: the table reads top to bottom, and one scale is sampled once
             self.scales = sorted({float(s) for s in str(text).split(",") if s.strip()})
@@ -78,7 +150,9 @@ class EvaluateArguments:
 def check_output_dir(args: EvaluateArguments) -> Path:
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not args.overwrite:
-        raise InputError(f"--output_dir {output_dir} already exists; pass --overwrite to replace it, or choose another folder")
+        raise InputError(
+            f"--output_dir {output_dir} already exists; pass --overwrite to replace it, or choose another folder"
+        )
     return output_dir
 
 
@@ -95,13 +169,19 @@ def evaluate(args: EvaluateArguments) -> dict:
         "settings": settings_section(run),
         "data": data_section(run),
         "likelihood": likelihood,
-        "pieces": {**run.measured, "sweep": {f"{s:g}": run.sweep_sets[s] for s in args.scales if sweep_key(s) in run.drawn}},
+        "pieces": {
+            **run.measured,
+            "sweep": {f"{s:g}": run.sweep_sets[s] for s in args.scales if sweep_key(s) in run.drawn},
+        },
         "comparison": comparison,
         "adherence": adherence,
         "cfg_sweep": sweep_section(run),
         **accompaniment,
         "memorization": {k: memorization(v, run.composers) for k, v in run.measured.items()},
-        "memorization_real_passages": {"notes": run.window_notes, "runs": memorization(run.real_passage_runs(), run.composers)},
+        "memorization_real_passages": {
+            "notes": run.window_notes,
+            "runs": memorization(run.real_passage_runs(), run.composers),
+        },
         "memorization_by_scale": {f"{s:g}": memorization(run.sweep_sets[s], run.composers) for s in args.scales},
         "checks": checks_section(run),
         "timings": run.timings,
@@ -164,7 +244,9 @@ def evaluated_composers(args: EvaluateArguments, composer_map, held_pieces: list
     composers = composer_map.names
     if args.composers:
         try:
-            composers = [composer_map.name_of(composer_map.id_of(c)) for c in composer_names(composer_map, args.composers)]
+            composers = [
+                composer_map.name_of(composer_map.id_of(c)) for c in composer_names(composer_map, args.composers)
+            ]
         except KeyError as err:
             raise InputError(f"--composers: {err.args[0]}") from err
     missing = [c for c in composers if not any(composer_map.names[p["composer"]] == c for p in held_pieces)]
@@ -190,7 +272,9 @@ def load_evaluation(args: EvaluateArguments) -> Evaluation:
     dataset = load_eval_dataset(args.dataset_dir, args.split, tokenizer, composer_map)
     if args.base_dataset_dir:
         dataset = with_base_data(dataset, args.base_dataset_dir, composer_map)
-    held_rows = token_rows(dataset[args.split], tokenizer, composer_map, f"--dataset_dir {args.dataset_dir} ({args.split})")
+    held_rows = token_rows(
+        dataset[args.split], tokenizer, composer_map, f"--dataset_dir {args.dataset_dir} ({args.split})"
+    )
     pieces = join_pieces(held_rows, config.eos_token_id)
     composers = evaluated_composers(args, composer_map, pieces)
     held_pieces = [p for p in pieces if composer_map.names[p["composer"]] in composers]
@@ -204,7 +288,12 @@ def load_evaluation(args: EvaluateArguments) -> Evaluation:
     timings["training_scan_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
     real = [
-        {**p, "composer": composer_map.names[p["composer"]], "name": p["source"], "score": decode_ids(tokenizer, p["ids"])}
+        {
+            **p,
+            "composer": composer_map.names[p["composer"]],
+            "name": p["source"],
+            "score": decode_ids(tokenizer, p["ids"]),
+        }
         for p in tqdm(held_pieces, desc=f"decoding {args.split} pieces", unit="piece")
     ]
     timings["decode_s"] = time.perf_counter() - tick
@@ -215,8 +304,23 @@ def load_evaluation(args: EvaluateArguments) -> Evaluation:
     random_model.generation_config = model.generation_config
     sampler = Sampler(tokenizer, composer_map, config, defaults, max_new_tokens, device, args.sample_batch_size)
     return Evaluation(
-        args, config, tokenizer, composer_map, dataset, composers, held_rows, real, training, defaults, device, model, random_model,
-        sampler, max_new_tokens, samples_from_dir, timings,
+        args,
+        config,
+        tokenizer,
+        composer_map,
+        dataset,
+        composers,
+        held_rows,
+        real,
+        training,
+        defaults,
+        device,
+        model,
+        random_model,
+        sampler,
+        max_new_tokens,
+        samples_from_dir,
+        timings,
     )
 
 
@@ -227,10 +331,16 @@ def likelihood_section(run: Evaluation) -> dict:
         args, config = run.args, run.config
         rows = [r["input_ids"] for r in run.held_rows]
         notes = sum(r["n_notes"] for r in run.held_rows)
-        trained_nll, tokens = model_nll(run.model, rows, args.batch_size, config.pad_token_id, desc="likelihood (trained)")
-        random_nll, _ = model_nll(run.random_model, rows, args.batch_size, config.pad_token_id, desc="likelihood (random weights)")
+        trained_nll, tokens = model_nll(
+            run.model, rows, args.batch_size, config.pad_token_id, desc="likelihood (trained)"
+        )
+        random_nll, _ = model_nll(
+            run.random_model, rows, args.batch_size, config.pad_token_id, desc="likelihood (random weights)"
+        )
         unconditional_rows = [with_composer(ids, run.composer_map.none_id) for ids in rows]
-        uncond_nll, _ = model_nll(run.model, unconditional_rows, args.batch_size, config.pad_token_id, desc="likelihood (unconditional)")
+        uncond_nll, _ = model_nll(
+            run.model, unconditional_rows, args.batch_size, config.pad_token_id, desc="likelihood (unconditional)"
+        )
         counts = np.zeros(config.vocab_size, dtype=np.int64)  # smoothed over the model's vocabulary, as before
         counts[: min(len(counts), len(run.training.token_counts))] = run.training.token_counts[: len(counts)]
         unigram_total, _ = unigram_nll(unigram_from_counts(counts), rows)
@@ -246,7 +356,9 @@ def likelihood_section(run: Evaluation) -> dict:
             "composer_information_nats_per_token": (uncond_nll - trained_nll) / tokens if tokens else None,
             "windowed_rows": sum(len(r) > context_length(config) for r in rows),
         }
-        likelihood["perplexity_ratio_trained_to_unigram"] = likelihood["trained"]["perplexity"] / likelihood["unigram"]["perplexity"]
+        likelihood["perplexity_ratio_trained_to_unigram"] = (
+            likelihood["trained"]["perplexity"] / likelihood["unigram"]["perplexity"]
+        )
     return likelihood
 
 
@@ -265,7 +377,9 @@ def adherence_section(run: Evaluation) -> dict | None:
     with run.timed("metrics_s"):
         run.measured["real"] = measure(run.real, run.tokenizer, run.training.index, "measuring real pieces")
         for s in args.scales:
-            run.sweep_sets[s] = measure(run.drawn[sweep_key(s)], run.tokenizer, run.training.index, f"measuring s={s:g}")
+            run.sweep_sets[s] = measure(
+                run.drawn[sweep_key(s)], run.tokenizer, run.training.index, f"measuring s={s:g}"
+            )
     if not args.scales:
         return None
     guided = [p for s in args.scales for p in run.sweep_sets[s]]
@@ -275,12 +389,24 @@ def adherence_section(run: Evaluation) -> dict | None:
         onset_max = run.training.max_notes_per_onset
         thresholds = {c: int(onset_max[run.composer_map.names.index(c)]) or int(onset_max.max()) for c in run.composers}
         adherence = composer_adherence(
-            args, run.tokenizer, run.composers, run.real, run.measured["real"], run.drawn, run.sweep_sets, thresholds, bounds_from_config(run.config),
-            run.window_bars, run.real_passage_runs(), dataset=run.dataset if args.base_dataset_dir else None,
+            args,
+            run.tokenizer,
+            run.composers,
+            run.real,
+            run.measured["real"],
+            run.drawn,
+            run.sweep_sets,
+            thresholds,
+            bounds_from_config(run.config),
+            run.window_bars,
+            run.real_passage_runs(),
+            dataset=run.dataset if args.base_dataset_dir else None,
         )
         adherence["choice"]["written_to"] = None
         if args.write_default_guidance and adherence["choice"]["scale"] is not None:
-            adherence["choice"]["written_to"] = str(Path(args.model_dir) / "config.json")  # once the report is written (evaluate_samples.py)
+            adherence["choice"]["written_to"] = str(
+                Path(args.model_dir) / "config.json"
+            )  # once the report is written (evaluate_samples.py)
     return adherence
 
 
@@ -290,7 +416,9 @@ def sample_sets_section(run: Evaluation, adherence: dict | None) -> dict:
     args, tokenizer, index = run.args, run.tokenizer, run.training.index
     chosen = adherence["choice"]["scale"] if adherence else None
     # --guidance_scale, else the default this evaluation is about to write, else the model's
-    given = args.guidance_scale if args.guidance_scale is not None else (chosen if args.write_default_guidance else None)
+    given = (
+        args.guidance_scale if args.guidance_scale is not None else (chosen if args.write_default_guidance else None)
+    )
     run.main_scale = SamplingSettings(guidance_scale=given).resolve(run.defaults).guidance_scale
     with run.timed("sampling_s"):
         per_composer = [c for c in run.composers for _ in range(args.num_samples_per_composer)]
@@ -303,16 +431,24 @@ def sample_sets_section(run: Evaluation, adherence: dict | None) -> dict:
             run.drawn["trained"], run.trained_scale = run.drawn.pop(sweep_key(run.main_scale)), run.main_scale
             run.measured["trained"] = run.sweep_sets[run.main_scale]
         else:
-            run.drawn["trained"], run.trained_scale = run.sampler.sample(run.model, per_composer, run.main_scale, args.seed), run.main_scale
+            run.drawn["trained"], run.trained_scale = (
+                run.sampler.sample(run.model, per_composer, run.main_scale, args.seed),
+                run.main_scale,
+            )
             run.measured["trained"] = measure(run.drawn["trained"], tokenizer, index, "measuring trained samples")
         run.drawn["random"] = run.sampler.sample(run.random_model, per_composer, run.main_scale, args.seed)
         run.measured["random"] = measure(run.drawn["random"], tokenizer, index, "measuring random-weight samples")
     if max(p["syntax_error_rate"] for p in run.measured["real"]) > 0:
-        print(f"warning: real {args.split} pieces read back with syntax errors; was the dataset built with this model's tokenizer?")
+        print(
+            f"warning: real {args.split} pieces read back with syntax errors; was the dataset built with this model's tokenizer?"
+        )
     # both sets against the same real passages: as long as the sweep's samples (one reference in the whole report), else the trained samples
     run.window_bars = run.window_bars or median_bars(run.measured["trained"])
     run.window_notes = run.window_notes or median_notes(run.measured["trained"])
-    comparison = {k: set_comparison(run.measured[k], run.real_passages(run.window_bars), run.composers) for k in ("trained", "random")}
+    comparison = {
+        k: set_comparison(run.measured[k], run.real_passages(run.window_bars), run.composers)
+        for k in ("trained", "random")
+    }
     return {**comparison, "real_window_bars": run.window_bars}
 
 
@@ -324,15 +460,22 @@ def accompaniment_section(run: Evaluation) -> dict:
     if args.accompaniment_pieces == 0:
         skipped = "--accompaniment_pieces 0"
     elif "accompaniment" not in run.dataset["train"].unique("task"):
-        skipped = "the dataset holds no accompaniment rows (prepare_dataset.py --tasks continuation,accompaniment adds them)"
+        skipped = (
+            "the dataset holds no accompaniment rows (prepare_dataset.py --tasks continuation,accompaniment adds them)"
+        )
     elif "accompaniment" not in model_tasks(config):
         skipped = f"the model was trained on {', '.join(model_tasks(config))} rows only (config.json's {TASKS_KEY}), never on accompaniment"
     if skipped:
         return {"accompaniment": None, "accompaniment_skipped": skipped}
     with run.timed("accompaniment_s"):
         section, accompanied = evaluate_accompaniment(
-            {"trained": run.model, "random": run.random_model}, run.tokenizer, run.composer_map,
-            accompaniment_pieces(run.real, run.composers, args.accompaniment_pieces), source_root(args.dataset_dir), run.defaults, args.seed,
+            {"trained": run.model, "random": run.random_model},
+            run.tokenizer,
+            run.composer_map,
+            accompaniment_pieces(run.real, run.composers, args.accompaniment_pieces),
+            source_root(args.dataset_dir),
+            run.defaults,
+            args.seed,
         )
     run.drawn.update(accompanied)
     return {"accompaniment": section, "accompaniment_skipped": None}
@@ -341,24 +484,29 @@ def accompaniment_section(run: Evaluation) -> dict:
 def sweep_section(run: Evaluation) -> dict:
     """Histogram distances of each guarded sweep set, per composer (the report's secondary table)."""
     real = run.real_passages(run.window_bars)
-    return {f"{s:g}": {c: sweep_row(run.sweep_sets[s], real, c, run.composers) for c in run.composers} for s in run.args.scales}
+    return {
+        f"{s:g}": {c: sweep_row(run.sweep_sets[s], real, c, run.composers) for c in run.composers}
+        for s in run.args.scales
+    }
 
 
 def settings_section(run: Evaluation) -> dict:
     """The arguments, and what they resolved to."""
     settings = asdict(run.args)
-    settings.update({
-        "main_guidance_scale": run.main_scale,
-        "trained_samples_guidance_scale": run.trained_scale,
-        "trained_samples_from": run.args.samples_dir or "sampled here",
-        "max_new_tokens_used": run.max_new_tokens,
-        "sampling": {k: run.defaults[k] for k in ("temperature", "top_k", "top_p", "repetition_penalty")},
-        "grammar": True,
-        "guard": bool(bounds_from_config(run.config)),
-        "device": run.device,
-        "composers_evaluated": run.composers,
-        "new_composers": [c for c in new_composers_of(run.config) if c in run.composers],
-    })
+    settings.update(
+        {
+            "main_guidance_scale": run.main_scale,
+            "trained_samples_guidance_scale": run.trained_scale,
+            "trained_samples_from": run.args.samples_dir or "sampled here",
+            "max_new_tokens_used": run.max_new_tokens,
+            "sampling": {k: run.defaults[k] for k in ("temperature", "top_k", "top_p", "repetition_penalty")},
+            "grammar": True,
+            "guard": bool(bounds_from_config(run.config)),
+            "device": run.device,
+            "composers_evaluated": run.composers,
+            "new_composers": [c for c in new_composers_of(run.config) if c in run.composers],
+        }
+    )
     return settings
 
 
@@ -368,7 +516,11 @@ def data_section(run: Evaluation) -> dict:
         "held_out_pieces": {c: sum(p["composer"] == c for p in run.real) for c in run.composers},
         "training_pieces": {c: int(training.pieces[names.index(c)]) for c in run.composers},
         "training_rows": training.rows,
-        "memorization_index": {"pieces": training.index.pieces, "intervals": training.index.intervals, "bytes": training.index.nbytes},
+        "memorization_index": {
+            "pieces": training.index.pieces,
+            "intervals": training.index.intervals,
+            "bytes": training.index.nbytes,
+        },
     }
 
 
@@ -377,5 +529,7 @@ def checks_section(run: Evaluation) -> dict:
     return {
         "real_pieces_syntax_error_rate_max": max(real_errors),
         "real_pieces_have_no_syntax_errors": max(real_errors) == 0,
-        "samples_syntax_error_rate_max": max([p["syntax_error_rate"] for k in ("trained", "random") for p in run.measured[k]] or [0.0]),
+        "samples_syntax_error_rate_max": max(
+            [p["syntax_error_rate"] for k in ("trained", "random") for p in run.measured[k]] or [0.0]
+        ),
     }

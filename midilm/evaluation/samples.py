@@ -22,7 +22,6 @@ from midilm.sample_files import sample_stem
 from midilm.sampling import SamplingSettings
 
 
-
 @dataclass
 class Sampler:
     """Draws sample sets the way generate.py does (`build_plan` + `plan.run`: CFG, the grammar and
@@ -42,13 +41,22 @@ class Sampler:
         out, counts = [], {}
         for start in range(0, len(composers), self.batch_samples):
             names = composers[start : start + self.batch_samples]
-            settings = SamplingSettings(guidance_scale=guidance_scale, max_new_tokens=self.max_new_tokens, seed=seed + start, guard=guard)
+            settings = SamplingSettings(
+                guidance_scale=guidance_scale, max_new_tokens=self.max_new_tokens, seed=seed + start, guard=guard
+            )
             settings = settings.resolve(self.defaults, context_length(self.config))
             plan = build_plan(self.tokenizer, self.composer_map, self.config, settings, names, device=self.device)
             for composer, row in zip(names, plan.sample_ids(plan.run(model))):
                 index = counts[composer] = counts.get(composer, -1) + 1
-                out.append({"composer": composer, "name": sample_stem(composer, index), "ids": row, "score": decode_ids(self.tokenizer, row),
-                            "guard": plan.settings["guard"]})
+                out.append(
+                    {
+                        "composer": composer,
+                        "name": sample_stem(composer, index),
+                        "ids": row,
+                        "score": decode_ids(self.tokenizer, row),
+                        "guard": plan.settings["guard"],
+                    }
+                )
         return out
 
 
@@ -79,8 +87,12 @@ def read_samples(samples_dir: Path, composers: list[str], tokenizer) -> tuple[di
             info = json.loads(record.read_text()) if record.is_file() else {}
             ids = info.get("tokens") or tokenizer.encode(score).ids
             if "settings" in info:
-                scales.append(float(info["settings"].get("effective_guidance_scale", info["settings"].get("guidance_scale"))))
-            samples.append({"composer": composer, "name": path.stem, "ids": list(ids), "score": score, "file": str(path)})
+                scales.append(
+                    float(info["settings"].get("effective_guidance_scale", info["settings"].get("guidance_scale")))
+                )
+            samples.append(
+                {"composer": composer, "name": path.stem, "ids": list(ids), "score": score, "file": str(path)}
+            )
         found[composer] = samples
     return found, scales
 
@@ -95,15 +107,17 @@ def measure(pieces: list[dict], tokenizer, index: MemorizationIndex, desc: str) 
         metrics = piece_metrics(piece["score"], syntax_error_rate=count_syntax_errors(tokenizer, piece["ids"]))
         pitches = reader.pitches(piece["ids"])
         run = index.longest_run(pitches)
-        rows.append({
-            "composer": piece["composer"],
-            "name": piece["name"],
-            "tokens": len(piece["ids"]),
-            **metrics,
-            "longest_training_run": run.length,
-            "longest_training_run_share": run.length / (len(pitches) - 1) if len(pitches) > 1 else None,
-            "longest_training_run_source": run.source,
-        })
+        rows.append(
+            {
+                "composer": piece["composer"],
+                "name": piece["name"],
+                "tokens": len(piece["ids"]),
+                **metrics,
+                "longest_training_run": run.length,
+                "longest_training_run_share": run.length / (len(pitches) - 1) if len(pitches) > 1 else None,
+                "longest_training_run_source": run.source,
+            }
+        )
     return rows
 
 
@@ -116,8 +130,15 @@ def passage_runs(pieces: list[dict], tokenizer, index: MemorizationIndex, n_note
     for piece in pieces:
         pitches = reader.pitches(piece["ids"])
         for start in range(0, max(len(pitches) - n_notes, 0) + 1, n_notes):
-            window = pitches[start:start + n_notes]
-            rows.append({"composer": piece["composer"], "name": piece["name"], "n_notes": len(window), "longest_training_run": index.longest_run(window).length})
+            window = pitches[start : start + n_notes]
+            rows.append(
+                {
+                    "composer": piece["composer"],
+                    "name": piece["name"],
+                    "n_notes": len(window),
+                    "longest_training_run": index.longest_run(window).length,
+                }
+            )
     return rows
 
 
@@ -144,11 +165,21 @@ def mean_histogram(pieces: list[dict], key: str) -> list[float] | None:
 def set_comparison(generated: list[dict], real: list[dict], composers: list[str]) -> dict:
     """`compare` per composer and pooled, with `summary_distance` of each, and its mean over composers;
     `real` is the reference (`real_passages` as long as the generated pieces)."""
-    per_composer = {c: compare([p for p in generated if p["composer"] == c], [p for p in real if p["composer"] == c]) for c in composers}
+    per_composer = {
+        c: compare([p for p in generated if p["composer"] == c], [p for p in real if p["composer"] == c])
+        for c in composers
+    }
     distances = {c: summary_distance(v) for c, v in per_composer.items()}
-    mean = {k: mean_or_none([d[k] for d in distances.values()]) for k in ("mean_gap", "mean_overlap", "pitch_class_js", "duration_js")}
+    mean = {
+        k: mean_or_none([d[k] for d in distances.values()])
+        for k in ("mean_gap", "mean_overlap", "pitch_class_js", "duration_js")
+    }
     pooled = compare(generated, real)
-    return {"per_composer": per_composer, "pooled": pooled, "distance": {"per_composer": distances, "mean_over_composers": mean, "pooled": summary_distance(pooled)}}
+    return {
+        "per_composer": per_composer,
+        "pooled": pooled,
+        "distance": {"per_composer": distances, "mean_over_composers": mean, "pooled": summary_distance(pooled)},
+    }
 
 
 def sweep_row(samples: list[dict], real: list[dict], composer: str, composers: list[str]) -> dict:
@@ -157,9 +188,15 @@ def sweep_row(samples: list[dict], real: list[dict], composer: str, composers: l
     own = [p for p in real if p["composer"] == composer]
     row = summary_distance(compare(mine, own))
     gen_pc = mean_histogram(mine, "pitch_class_histogram")
-    others = [mean_histogram([p for p in real if p["composer"] == c], "pitch_class_histogram") for c in composers if c != composer]
+    others = [
+        mean_histogram([p for p in real if p["composer"] == c], "pitch_class_histogram")
+        for c in composers
+        if c != composer
+    ]
     others = [h for h in others if h is not None]
-    row["pitch_class_js_other_composers"] = mean_or_none([js_divergence(gen_pc, h) for h in others]) if gen_pc and others else None
+    row["pitch_class_js_other_composers"] = (
+        mean_or_none([js_divergence(gen_pc, h) for h in others]) if gen_pc and others else None
+    )
     row["syntax_error_rate"] = mean_or_none([p["syntax_error_rate"] for p in mine])
     row["notes"] = mean_or_none([p["n_notes"] for p in mine])
     runs = [p["longest_training_run"] for p in mine]
@@ -179,5 +216,10 @@ def memorization(pieces: list[dict], composers: list[str]) -> dict:
     for c in [*composers, "all"]:
         runs = [p["longest_training_run"] for p in pieces if c == "all" or p["composer"] == c]
         notes = [p["n_notes"] for p in pieces if c == "all" or p["composer"] == c]
-        out[c] = {"n": len(runs), "max": max(runs) if runs else None, "median": float(np.median(runs)) if runs else None, "median_notes": float(np.median(notes)) if notes else None}
+        out[c] = {
+            "n": len(runs),
+            "max": max(runs) if runs else None,
+            "median": float(np.median(runs)) if runs else None,
+            "median_notes": float(np.median(notes)) if notes else None,
+        }
     return out

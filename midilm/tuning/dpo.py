@@ -32,7 +32,9 @@ def preference_rows(samples: list[dict], pairs: list[dict]) -> Dataset:
     for pair in pairs:
         chosen, rejected = samples[pair["chosen"]]["ids"], samples[pair["rejected"]]["ids"]
         assert list(header(chosen)) == list(header(rejected)), "a pair shares its prompt"
-        rows.append({"prompt_ids": list(header(chosen)), "chosen_ids": list(body(chosen)), "rejected_ids": list(body(rejected))})
+        rows.append(
+            {"prompt_ids": list(header(chosen)), "chosen_ids": list(body(chosen)), "rejected_ids": list(body(rejected))}
+        )
     return Dataset.from_list(rows)
 
 
@@ -47,7 +49,12 @@ def run_dpo(policy, reference, config, rows: Dataset, args: DPOConfig, callbacks
     """Train `policy` in place on the pairs against the frozen `reference`; returns the last logged metrics
     (rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies, loss) averaged over the round."""
     trainer = TokenIdDPOTrainer(
-        model=policy, ref_model=reference, args=args, train_dataset=rows, processing_class=id_tokenizer(config), callbacks=callbacks,
+        model=policy,
+        ref_model=reference,
+        args=args,
+        train_dataset=rows,
+        processing_class=id_tokenizer(config),
+        callbacks=callbacks,
     )
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]

@@ -31,7 +31,15 @@ from midilm.modeling import TRAINING_CONFIG_FILE, context_length, load_midilm_di
 from midilm.ngram_classifier import fit_ngram_classifier
 from midilm.outputs import replace_dir, staging_dir, write_file_atomic
 from midilm.tokenizer import load_tokenizer
-from midilm.tuning.score import PAIR_RULES, Reference, ScoreWeights, build_pairs, build_reference, load_dataset_for, score_samples
+from midilm.tuning.score import (
+    PAIR_RULES,
+    Reference,
+    ScoreWeights,
+    build_pairs,
+    build_reference,
+    load_dataset_for,
+    score_samples,
+)
 
 TUNING_KEY = "midilm_tuning"  # config.json: what the tuning did (transformers never reads it)
 ROUND_FILE = "round.json"  # written last in a round's folder: the round is finished
@@ -41,23 +49,77 @@ TUNING_CONFIG = "tuning_config.json"
 
 @dataclass
 class TuneArguments:
-    model_dir: str = field(default="model_output", metadata={"help": "The trained model folder to tune (train.py's output); it is never written."})
-    dataset_dir: str | None = field(default=None, metadata={"help": "The model's own dataset (prepare_dataset.py's output); default: the one its training_config.json names."})
-    output_dir: str = field(default="model_tuned", metadata={"help": "Where the tuned model folder goes (work in progress: <output_dir>.tuning/, kept for resuming)."})
+    model_dir: str = field(
+        default="model_output",
+        metadata={"help": "The trained model folder to tune (train.py's output); it is never written."},
+    )
+    dataset_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "The model's own dataset (prepare_dataset.py's output); default: the one its training_config.json names."
+        },
+    )
+    output_dir: str = field(
+        default="model_tuned",
+        metadata={
+            "help": "Where the tuned model folder goes (work in progress: <output_dir>.tuning/, kept for resuming)."
+        },
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output_dir."})
-    rounds: int = field(default=2, metadata={"help": "Rounds of sample -> score -> DPO (NotaGen's CLaMP-DPO used 2); fewer when every composer reaches its target or adherence stops rising. On the 1500-step demo model (bench/RESULTS.md, 64 samples per composer, seed 0) 2 rounds raised the mean adherence by both classifiers (reward 0.67 -> 0.82, independent 0.89 -> 0.93), 1 round did not (independent 0.89 -> 0.85), and --rounds 3 stopped after 2; at seeds 1 and 2 the independent classifier's mean moved +0.07 and 0.00, so the gain is not robust."})
-    samples_per_composer: int = field(default=32, metadata={"help": "Samples per composer per round (K): pairs come from within one composer's K."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Tokens per sample: the evaluation's demo length (about 65 notes)."})
-    guidance_scale: float | None = field(default=None, metadata={"help": "Guidance scale of the round's samples (default: the model's midilm_guidance_scale)."})
-    pair_rule: str = field(default="extremes", metadata={"help": f"How pairs are built per composer: {' or '.join(PAIR_RULES)} (see midilm.tuning.score.build_pairs). extremes: on the 1500-step demo model best_worst's 3 pairs stopped after 1 round with lower adherence (means 0.72 / 0.91 by the two classifiers, against extremes' 0.82 / 0.93)."})
-    pair_fraction: float = field(default=0.25, metadata={"help": "extremes: the top and bottom share of each composer's samples that are paired (best with worst)."})
-    min_margin: float = field(default=0.05, metadata={"help": "A pair whose scores differ by less carries no preference and is dropped."})
-    beta: float = field(default=0.1, metadata={"help": "DPO's beta: how far the policy may move from the reference (TRL's default)."})
-    learning_rate: float = field(default=5e-5, metadata={"help": "DPO learning rate (AdamW, constant): the tiny models of the demo barely move at TRL's 1e-6. On the 1500-step demo model 2e-5 kept the metric gap (0.64 -> 0.63) but the classifiers disagreed (reward 0.67 -> 0.70, independent 0.89 -> 0.82); 5e-5 raised both, at a metric-gap cost (0.64 -> 0.70)."})
+    rounds: int = field(
+        default=2,
+        metadata={
+            "help": "Rounds of sample -> score -> DPO (NotaGen's CLaMP-DPO used 2); fewer when every composer reaches its target or adherence stops rising. On the 1500-step demo model (bench/RESULTS.md, 64 samples per composer, seed 0) 2 rounds raised the mean adherence by both classifiers (reward 0.67 -> 0.82, independent 0.89 -> 0.93), 1 round did not (independent 0.89 -> 0.85), and --rounds 3 stopped after 2; at seeds 1 and 2 the independent classifier's mean moved +0.07 and 0.00, so the gain is not robust."
+        },
+    )
+    samples_per_composer: int = field(
+        default=32, metadata={"help": "Samples per composer per round (K): pairs come from within one composer's K."}
+    )
+    max_new_tokens: int = field(
+        default=256, metadata={"help": "Tokens per sample: the evaluation's demo length (about 65 notes)."}
+    )
+    guidance_scale: float | None = field(
+        default=None,
+        metadata={"help": "Guidance scale of the round's samples (default: the model's midilm_guidance_scale)."},
+    )
+    pair_rule: str = field(
+        default="extremes",
+        metadata={
+            "help": f"How pairs are built per composer: {' or '.join(PAIR_RULES)} (see midilm.tuning.score.build_pairs). extremes: on the 1500-step demo model best_worst's 3 pairs stopped after 1 round with lower adherence (means 0.72 / 0.91 by the two classifiers, against extremes' 0.82 / 0.93)."
+        },
+    )
+    pair_fraction: float = field(
+        default=0.25,
+        metadata={
+            "help": "extremes: the top and bottom share of each composer's samples that are paired (best with worst)."
+        },
+    )
+    min_margin: float = field(
+        default=0.05, metadata={"help": "A pair whose scores differ by less carries no preference and is dropped."}
+    )
+    beta: float = field(
+        default=0.1, metadata={"help": "DPO's beta: how far the policy may move from the reference (TRL's default)."}
+    )
+    learning_rate: float = field(
+        default=5e-5,
+        metadata={
+            "help": "DPO learning rate (AdamW, constant): the tiny models of the demo barely move at TRL's 1e-6. On the 1500-step demo model 2e-5 kept the metric gap (0.64 -> 0.63) but the classifiers disagreed (reward 0.67 -> 0.70, independent 0.89 -> 0.82); 5e-5 raised both, at a metric-gap cost (0.64 -> 0.70)."
+        },
+    )
     dpo_epochs: float = field(default=2.0, metadata={"help": "Passes over a round's pairs."})
     batch_size: int = field(default=8, metadata={"help": "Pairs per DPO step."})
-    stop_early: bool = field(default=True, metadata={"help": "Stop before --rounds once every composer reaches its target or adherence stops rising (--stop_early false runs every round)."})
-    target_ratio: float = field(default=0.9, metadata={"help": "A composer's adherence target: this share of the classifier's ceiling on real held-out crops."})
+    stop_early: bool = field(
+        default=True,
+        metadata={
+            "help": "Stop before --rounds once every composer reaches its target or adherence stops rising (--stop_early false runs every round)."
+        },
+    )
+    target_ratio: float = field(
+        default=0.9,
+        metadata={
+            "help": "A composer's adherence target: this share of the classifier's ceiling on real held-out crops."
+        },
+    )
     sample_batch_size: int = field(default=64, metadata={"help": "Samples per generate() call."})
     seed: int = field(default=0, metadata={"help": "Seeds the samples (round r draws with seed + 1000 r) and DPO."})
 
@@ -86,7 +148,9 @@ def check_inputs(args: TuneArguments):
     """Every refusal before anything is written: the output folder, the model folder, its dataset."""
     output = Path(args.output_dir)
     if output.exists() and not args.overwrite:
-        raise InputError(f"--output_dir {output} already exists; pass --overwrite to replace it, or choose another folder")
+        raise InputError(
+            f"--output_dir {output} already exists; pass --overwrite to replace it, or choose another folder"
+        )
     config, tokenizer, _ = load_midilm_dir(args.model_dir)
     _, composer_map = load_tokenizer(args.model_dir)  # composers.json: the dataset's ClassLabel order
     dataset_dir = args.dataset_dir
@@ -94,9 +158,13 @@ def check_inputs(args: TuneArguments):
         recorded = Path(args.model_dir) / TRAINING_CONFIG_FILE
         dataset_dir = json.loads(recorded.read_text())["data"]["dataset_dir"] if recorded.is_file() else None
         if dataset_dir is None or not Path(dataset_dir).exists():
-            raise InputError(f"--model_dir {args.model_dir}: its dataset ({dataset_dir or 'not recorded'}) is not there; pass --dataset_dir, the folder prepare_dataset.py wrote for it")
+            raise InputError(
+                f"--model_dir {args.model_dir}: its dataset ({dataset_dir or 'not recorded'}) is not there; pass --dataset_dir, the folder prepare_dataset.py wrote for it"
+            )
     if not Path(dataset_dir).exists():
-        raise InputError(f"--dataset_dir {dataset_dir}: no such folder; tuning needs the model's own dataset (prepare_dataset.py's output)")
+        raise InputError(
+            f"--dataset_dir {dataset_dir}: no such folder; tuning needs the model's own dataset (prepare_dataset.py's output)"
+        )
     load_dataset_for(dataset_dir, tokenizer, composer_map)  # composers and splits
     return config, tokenizer, composer_map, dataset_dir
 
@@ -116,7 +184,11 @@ def adherence_of(scored: list[dict], samples: list[dict], reference: Reference) 
     for c in classes:
         mine = [s for s, x in zip(scored, samples) if x["composer"] == c]
         hits = sum(s["parts"]["argmax"] == c for s in mine)
-        out[c] = {"share": hits / len(mine) if mine else None, "n": len(mine), "interval": list(wilson_interval(hits, len(mine)) or [])}
+        out[c] = {
+            "share": hits / len(mine) if mine else None,
+            "n": len(mine),
+            "interval": list(wilson_interval(hits, len(mine)) or []),
+        }
     return out
 
 
@@ -138,15 +210,26 @@ def describe_samples(samples: list[dict], reference: Reference, tokenizer, indep
         for name, clf, p in (("reward_classifier", reward, p_reward), ("independent_classifier", independent, p_indep)):
             if c in clf.composers:
                 hits = int(sum(clf.composers[int(np.argmax(p[i]))] == c for i in idx))
-                row[name] = {"share": hits / len(idx), "interval": list(wilson_interval(hits, len(idx))),
-                             "ceiling": (clf.ceiling.get("per_composer", {}).get(c) or {}).get("share")}
+                row[name] = {
+                    "share": hits / len(idx),
+                    "interval": list(wilson_interval(hits, len(idx))),
+                    "ceiling": (clf.ceiling.get("per_composer", {}).get(c) or {}).get("share"),
+                }
             else:
                 row[name] = None
         row["vertical_seconds"] = pooled_vertical_seconds(metrics)
         row["vertical_seconds_real"] = reference.real_seconds.get(c)
         row["notes_per_sample"] = float(np.mean([m["n_notes"] for m in metrics]))
-        row["memorization"] = {"max": max(runs), "median": float(np.median(runs)), "real_passages_max": reference.copy_limit}
-        row["degenerate"] = int(sum(onset_counts(tokenizer, samples[i]["ids"])[0] > reference.max_notes_per_onset.get(c, 10**6) for i in idx))
+        row["memorization"] = {
+            "max": max(runs),
+            "median": float(np.median(runs)),
+            "real_passages_max": reference.copy_limit,
+        }
+        row["degenerate"] = int(
+            sum(
+                onset_counts(tokenizer, samples[i]["ids"])[0] > reference.max_notes_per_onset.get(c, 10**6) for i in idx
+            )
+        )
         out[c] = row
     return out
 
@@ -161,8 +244,14 @@ def tune(args: TuneArguments, weights: ScoreWeights, log=print) -> dict:
     done = finished_rounds(work) if work.is_dir() else []
     if work.is_dir() and (work / TUNING_CONFIG).is_file():
         before = json.loads((work / TUNING_CONFIG).read_text())
-        if {**before["args"], "rounds": None, "overwrite": None} != {**settings["args"], "rounds": None, "overwrite": None} or before["weights"] != settings["weights"]:
-            raise InputError(f"{work} holds an unfinished tuning with other settings; start it again with those, or delete {work}")
+        if {**before["args"], "rounds": None, "overwrite": None} != {
+            **settings["args"],
+            "rounds": None,
+            "overwrite": None,
+        } or before["weights"] != settings["weights"]:
+            raise InputError(
+                f"{work} holds an unfinished tuning with other settings; start it again with those, or delete {work}"
+            )
     if done:
         log(f"resuming: {len(done)} round(s) of {work} finished")
     work.mkdir(parents=True, exist_ok=True)
@@ -175,16 +264,22 @@ def tune(args: TuneArguments, weights: ScoreWeights, log=print) -> dict:
     max_new = min(args.max_new_tokens, context_length(config) - 2)
     sampler = Sampler(tokenizer, composer_map, config, defaults, max_new, device, args.sample_batch_size)
     composers = composer_map.names
-    probe = sampler.sample(base, [c for c in composers for _ in range(2)], scale, args.seed + 999)  # sets the classifier's crop length
+    probe = sampler.sample(
+        base, [c for c in composers for _ in range(2)], scale, args.seed + 999
+    )  # sets the classifier's crop length
     crop = typical_length([s["score"] for s in probe], "notes")
     # copies are judged against real held-out passages as long as the samples (in notes), as the report judges them
     reference = build_reference(dataset_dir, tokenizer, composer_map, crop, crop, seed=args.seed)
-    independent = fit_ngram_classifier(reference.train_pieces, reference.heldout_scores, crop_length=crop, seed=args.seed)
+    independent = fit_ngram_classifier(
+        reference.train_pieces, reference.heldout_scores, crop_length=crop, seed=args.seed
+    )
     tuned = [c for c in composers if c in reference.measurable]
     for c, reason in sorted(reference.not_measurable.items()):
         log(f"warning: {c} is left untuned: the classifier cannot measure it ({reason})")
     if not tuned:
-        raise InputError(f"--dataset_dir {dataset_dir}: no composer is measurable by the classifier, so nothing can be tuned")
+        raise InputError(
+            f"--dataset_dir {dataset_dir}: no composer is measurable by the classifier, so nothing can be tuned"
+        )
     targets = {c: args.target_ratio * (reference.classifier.ceiling["per_composer"][c]["share"] or 0) for c in tuned}
 
     from torch.utils.tensorboard import SummaryWriter  # TensorBoard: loaded only when tuning
@@ -198,8 +293,12 @@ def tune(args: TuneArguments, weights: ScoreWeights, log=print) -> dict:
     for r in range(len(done) + 1, args.rounds + 1):
         tick = time.perf_counter()
         # Sample K per composer from the current model, with midilm's processors
-        samples = sampler.sample(policy, [c for c in tuned for _ in range(args.samples_per_composer)], scale, args.seed + 1000 * r)
-        scored = score_samples(samples, reference, tokenizer, weights, max_new)  # its parts hold the composer each is heard as
+        samples = sampler.sample(
+            policy, [c for c in tuned for _ in range(args.samples_per_composer)], scale, args.seed + 1000 * r
+        )
+        scored = score_samples(
+            samples, reference, tokenizer, weights, max_new
+        )  # its parts hold the composer each is heard as
         adherence = adherence_of(scored, samples, reference)
         last_samples = samples
         for c in tuned:
@@ -207,9 +306,16 @@ def tune(args: TuneArguments, weights: ScoreWeights, log=print) -> dict:
         writer.add_scalar("score/mean", float(np.mean([s["total"] for s in scored])), r - 1)
         # Stop once every composer reaches its target, or adherence stopped rising
         if args.stop_early and all(adherence[c]["share"] >= targets[c] for c in tuned):
-            stop_reason = f"before round {r}: every tuned composer at or above {args.target_ratio:g} x the classifier's ceiling"
+            stop_reason = (
+                f"before round {r}: every tuned composer at or above {args.target_ratio:g} x the classifier's ceiling"
+            )
             break
-        if args.stop_early and history and np.mean([adherence[c]["share"] for c in tuned]) <= np.mean([history[-1]["adherence"][c]["share"] for c in tuned]):
+        if (
+            args.stop_early
+            and history
+            and np.mean([adherence[c]["share"] for c in tuned])
+            <= np.mean([history[-1]["adherence"][c]["share"] for c in tuned])
+        ):
             stop_reason = f"before round {r}: adherence stopped rising ({np.mean([adherence[c]['share'] for c in tuned]):.2f} after {np.mean([history[-1]['adherence'][c]['share'] for c in tuned]):.2f})"
             break
         pairs = build_pairs(samples, scored, args.pair_rule, args.pair_fraction, args.min_margin)
@@ -217,14 +323,26 @@ def tune(args: TuneArguments, weights: ScoreWeights, log=print) -> dict:
             stop_reason = f"before round {r}: no pair with a score margin of {args.min_margin} or more"
             break
         # DPO against the model before tuning
-        from midilm.tuning.dpo import preference_rows, run_dpo  # TRL: loaded only when tuning
         from trl import DPOConfig
 
+        from midilm.tuning.dpo import preference_rows, run_dpo  # TRL: loaded only when tuning
+
         dpo_args = DPOConfig(
-            output_dir=str(work / f".round_{r}.trainer"), per_device_train_batch_size=args.batch_size, num_train_epochs=args.dpo_epochs,
-            learning_rate=args.learning_rate, lr_scheduler_type="constant", beta=args.beta, max_length=context_length(config),
-            gradient_checkpointing=False, bf16=False, logging_steps=1, save_strategy="no", report_to="none",
-            seed=args.seed + r, disable_tqdm=True, use_cpu=device == "cpu",
+            output_dir=str(work / f".round_{r}.trainer"),
+            per_device_train_batch_size=args.batch_size,
+            num_train_epochs=args.dpo_epochs,
+            learning_rate=args.learning_rate,
+            lr_scheduler_type="constant",
+            beta=args.beta,
+            max_length=context_length(config),
+            gradient_checkpointing=False,
+            bf16=False,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            seed=args.seed + r,
+            disable_tqdm=True,
+            use_cpu=device == "cpu",
         )
         # TRL logs rewards/chosen, rewards/rejected, rewards/margins and rewards/accuracies per step, one run per round
         board = TensorBoardCallback(SummaryWriter(str(work / "runs" / f"dpo_round_{r}")))
@@ -233,9 +351,15 @@ def tune(args: TuneArguments, weights: ScoreWeights, log=print) -> dict:
             writer.add_scalar(f"dpo/{k}", v, r)
         writer.flush()
         record = {
-            "round": r, "samples": len(samples), "pairs": len(pairs), "pairs_per_composer": {c: sum(p["composer"] == c for p in pairs) for c in tuned},
-            "adherence": adherence, "mean_score": float(np.mean([s["total"] for s in scored])),
-            "mean_margin": float(np.mean([p["margin"] for p in pairs])), "dpo": dpo, "seconds": time.perf_counter() - tick,
+            "round": r,
+            "samples": len(samples),
+            "pairs": len(pairs),
+            "pairs_per_composer": {c: sum(p["composer"] == c for p in pairs) for c in tuned},
+            "adherence": adherence,
+            "mean_score": float(np.mean([s["total"] for s in scored])),
+            "mean_margin": float(np.mean([p["margin"] for p in pairs])),
+            "dpo": dpo,
+            "seconds": time.perf_counter() - tick,
         }
         if r == 1:  # the round's samples are the model before tuning's: the "before" of the table
             record["before"] = describe_samples(samples, reference, tokenizer, independent, tuned)
@@ -246,12 +370,22 @@ def tune(args: TuneArguments, weights: ScoreWeights, log=print) -> dict:
         shutil.rmtree(work / f".round_{r}.trainer", ignore_errors=True)
         write_file_atomic(round_dir / ROUND_FILE, json.dumps(record, indent=2).encode())
         history.append(record)
-        log(f"round {r}: {len(pairs)} pairs, adherence before it " + ", ".join(f"{c} {adherence[c]['share']:.2f}" for c in tuned)
-            + f", DPO margin {dpo['rewards/margins']:.3f}, {record['seconds']:.0f} s")
+        log(
+            f"round {r}: {len(pairs)} pairs, adherence before it "
+            + ", ".join(f"{c} {adherence[c]['share']:.2f}" for c in tuned)
+            + f", DPO margin {dpo['rewards/margins']:.3f}, {record['seconds']:.0f} s"
+        )
     # After: the tuned model's own samples (those the loop stopped on, else fresh ones, seeded after the last round's)
     if stop_reason is None:
-        last_samples = sampler.sample(policy, [c for c in tuned for _ in range(args.samples_per_composer)], scale, args.seed + 1000 * (args.rounds + 1))
-    before = history[0]["before"] if history else describe_samples(last_samples, reference, tokenizer, independent, tuned)
+        last_samples = sampler.sample(
+            policy,
+            [c for c in tuned for _ in range(args.samples_per_composer)],
+            scale,
+            args.seed + 1000 * (args.rounds + 1),
+        )
+    before = (
+        history[0]["before"] if history else describe_samples(last_samples, reference, tokenizer, independent, tuned)
+    )
     after = describe_samples(last_samples, reference, tokenizer, independent, tuned)
     for c in tuned:
         for name in ("reward_classifier", "independent_classifier"):
@@ -259,13 +393,23 @@ def tune(args: TuneArguments, weights: ScoreWeights, log=print) -> dict:
                 writer.add_scalar(f"after/{name}/{c}", after[c][name]["share"], len(history))
     writer.close()
     tuning = {
-        "base_model": str(Path(args.model_dir).resolve()), "dataset_dir": str(dataset_dir), "rounds": len(history),
-        "rounds_asked": args.rounds, "stopped": stop_reason or f"after {len(history)} round(s) (--rounds {args.rounds})",
-        "samples_per_composer": args.samples_per_composer, "pairs_per_round": [h["pairs"] for h in history],
-        "guidance_scale": scale, "tuned_composers": tuned, "untuned_composers": reference.not_measurable,
-        "targets": targets, "weights": asdict(weights), "settings": asdict(args), "reference": reference.summary(),
+        "base_model": str(Path(args.model_dir).resolve()),
+        "dataset_dir": str(dataset_dir),
+        "rounds": len(history),
+        "rounds_asked": args.rounds,
+        "stopped": stop_reason or f"after {len(history)} round(s) (--rounds {args.rounds})",
+        "samples_per_composer": args.samples_per_composer,
+        "pairs_per_round": [h["pairs"] for h in history],
+        "guidance_scale": scale,
+        "tuned_composers": tuned,
+        "untuned_composers": reference.not_measurable,
+        "targets": targets,
+        "weights": asdict(weights),
+        "settings": asdict(args),
+        "reference": reference.summary(),
         "before_after": {"before": before, "after": after, "verdict": verdict(before, after, tuned)},
-        "wall_seconds": time.perf_counter() - started, "round_history": history,
+        "wall_seconds": time.perf_counter() - started,
+        "round_history": history,
     }
     write_tuned_folder(policy, args, tuning, work)
     return tuning
@@ -273,12 +417,19 @@ def tune(args: TuneArguments, weights: ScoreWeights, log=print) -> dict:
 
 def verdict(before: dict, after: dict, composers: list[str]) -> str:
     """Did both classifiers hear the tuned model's samples as their composer more often? A disagreement is said, never called a success."""
+
     def mean(side: dict, name: str) -> float | None:
         shares = [side[c][name]["share"] for c in composers if side[c].get(name)]
         return float(np.mean(shares)) if shares else None
 
-    changes = {name: (mean(before, name), mean(after, name)) for name in ("reward_classifier", "independent_classifier")}
-    text = "; ".join(f"{name.replace('_', ' ')} {b:.2f} -> {a:.2f}" for name, (b, a) in changes.items() if b is not None and a is not None)
+    changes = {
+        name: (mean(before, name), mean(after, name)) for name in ("reward_classifier", "independent_classifier")
+    }
+    text = "; ".join(
+        f"{name.replace('_', ' ')} {b:.2f} -> {a:.2f}"
+        for name, (b, a) in changes.items()
+        if b is not None and a is not None
+    )
     ups = [a > b for b, a in changes.values() if b is not None and a is not None]
     if len(ups) == 2 and ups[0] != ups[1]:
         return f"the two classifiers disagree ({text}): not a success, the tuning may have learnt the reward classifier, not the music"
@@ -292,7 +443,11 @@ def save_model_folder(model, base_dir: str | Path, target: Path, tuning: dict | 
     generation config) with the model's weights and config.json written by `save_pretrained`."""
     shutil.copytree(base_dir, target, ignore=shutil.ignore_patterns("checkpoint-*", "runs", "*.safetensors", "*.bin"))
     if tuning is not None:
-        setattr(model.config, TUNING_KEY, {k: v for k, v in tuning.items() if k not in ("round_history", "settings", "reference")})
+        setattr(
+            model.config,
+            TUNING_KEY,
+            {k: v for k, v in tuning.items() if k not in ("round_history", "settings", "reference")},
+        )
     model.save_pretrained(target)
 
 
@@ -321,24 +476,27 @@ def tuning_card(tuning: dict) -> str:
     """The card's section on the preference tuning."""
     weights = ", ".join(f"{k} {v:g}" for k, v in tuning["weights"].items())
     rows = "\n".join(
-        f"| {h['round']} | {h['samples']} | {h['pairs']} | " + " / ".join(f"{c} {v['share']:.2f}" for c, v in h["adherence"].items())
-        + f" | {h['dpo']['rewards/margins']:.3f} | {h['dpo']['rewards/accuracies']:.2f} |" for h in tuning["round_history"])
+        f"| {h['round']} | {h['samples']} | {h['pairs']} | "
+        + " / ".join(f"{c} {v['share']:.2f}" for c, v in h["adherence"].items())
+        + f" | {h['dpo']['rewards/margins']:.3f} | {h['dpo']['rewards/accuracies']:.2f} |"
+        for h in tuning["round_history"]
+    )
     untuned = "".join(f"\n- {c} was left untuned: {reason}." for c, reason in tuning["untuned_composers"].items())
     return f"""
 ## Preference tuning
-Tuned from `{tuning['base_model']}` with DPO (TRL, the base model as the reference) in {tuning['rounds']} round(s) of
-{tuning['samples_per_composer']} samples per composer at guidance {tuning['guidance_scale']:g}, scored by the composer
+Tuned from `{tuning["base_model"]}` with DPO (TRL, the base model as the reference) in {tuning["rounds"]} round(s) of
+{tuning["samples_per_composer"]} samples per composer at guidance {tuning["guidance_scale"]:g}, scored by the composer
 classifier, vertical seconds over the composer's real rate, copying, clusters, syntax and length (weights: {weights});
-stopped {tuning['stopped']}. config.json's `{TUNING_KEY}` holds the record, `{TUNING_REPORT}` the rounds.{untuned}
+stopped {tuning["stopped"]}. config.json's `{TUNING_KEY}` holds the record, `{TUNING_REPORT}` the rounds.{untuned}
 
 | round | samples | pairs | reward classifier's adherence of the samples it tuned on | DPO reward margin | DPO reward accuracy |
 |---|---|---|---|---|---|
 {rows}
 
-Before and after ({tuning['samples_per_composer']} samples per composer each; the independent classifier is the n-gram
-naive Bayes of `midilm.ngram_classifier`, which was not the reward): {tuning['before_after']['verdict']}.
+Before and after ({tuning["samples_per_composer"]} samples per composer each; the independent classifier is the n-gram
+naive Bayes of `midilm.ngram_classifier`, which was not the reward): {tuning["before_after"]["verdict"]}.
 
-{before_after_markdown(tuning['before_after'])}
+{before_after_markdown(tuning["before_after"])}
 Tuning moves what classifier-free guidance mixes: run `evaluate_samples.py --write_default_guidance` on this folder
 to choose the guidance default again.
 """
@@ -346,11 +504,14 @@ to choose the guidance default again.
 
 def before_after_markdown(table: dict) -> str:
     """One row per composer and side: both classifiers' adherence with intervals, vertical seconds against real, notes, memorization."""
+
     def share(cell: dict | None) -> str:
         return "–" if not cell else f"{cell['share']:.2f} [{cell['interval'][0]:.2f}, {cell['interval'][1]:.2f}]"
 
-    lines = ["| composer | model | reward classifier | independent classifier | vertical seconds (real) | notes / sample | copied run max / median (real passages max) | clusters |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| composer | model | reward classifier | independent classifier | vertical seconds (real) | notes / sample | copied run max / median (real passages max) | clusters |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for c in table["before"]:
         for side in ("before", "after"):
             row = table[side].get(c)
@@ -358,5 +519,6 @@ def before_after_markdown(table: dict) -> str:
                 lines.append(
                     f"| {c} | {side} | {share(row['reward_classifier'])} | {share(row['independent_classifier'])} | "
                     f"{row['vertical_seconds'] or 0:.3f} ({row['vertical_seconds_real'] or 0:.3f}) | {row['notes_per_sample']:.1f} | "
-                    f"{row['memorization']['max']} / {row['memorization']['median']:g} ({row['memorization']['real_passages_max']}) | {row['degenerate']}/{row['n']} |")
+                    f"{row['memorization']['max']} / {row['memorization']['median']:g} ({row['memorization']['real_passages_max']}) | {row['degenerate']}/{row['n']} |"
+                )
     return "\n".join(lines) + "\n"

@@ -38,13 +38,45 @@ from midilm.rows import body
 class ScoreWeights:
     """The score's parts and their weights (see the module docstring)."""
 
-    classifier_weight: float = field(default=1.0, metadata={"help": "Weight of the report's classifier's probability of the intended composer (the term every penalty is measured against: it spans 0..1)."})
-    seconds_weight: float = field(default=5.0, metadata={"help": "Penalty per unit of vertical-second share above the composer's real rate: Palestrina samples of the 1500-step demo model run 0.17 against their real 0.004 (64 samples at s = 1.5), an excess that costs 0.83 at weight 5, most of the classifier's range, so neither term alone decides a pair. 20 was tried (bench/RESULTS.md): it stopped after 1 round, lowered Palestrina's seconds no further than 5 did (0.149 against 0.152) and lowered the independent classifier's mean adherence (0.89 -> 0.85), so 5 stays."})
-    copy_weight: float = field(default=0.1, metadata={"help": "Penalty per note of a run copied from a training piece beyond the longest run real held-out passages of the samples' length share: a copy 10 notes longer than real music shares costs the classifier's whole range."})
-    degenerate_weight: float = field(default=1.0, metadata={"help": "Penalty for a sample with more notes at one onset than any training piece of its composer (a note cluster): as much as the classifier's range."})
-    syntax_weight: float = field(default=10.0, metadata={"help": "Penalty per unit of miditok syntax error rate (0 with the grammar on): 10% errors cost the classifier's range."})
-    short_weight: float = field(default=1.0, metadata={"help": "Penalty for a sample that stopped (EOS) far short of the tokens asked, rising to this at 0 tokens."})
-    short_fraction: float = field(default=0.5, metadata={"help": "A sample shorter than this share of the tokens asked counts as short."})
+    classifier_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the report's classifier's probability of the intended composer (the term every penalty is measured against: it spans 0..1)."
+        },
+    )
+    seconds_weight: float = field(
+        default=5.0,
+        metadata={
+            "help": "Penalty per unit of vertical-second share above the composer's real rate: Palestrina samples of the 1500-step demo model run 0.17 against their real 0.004 (64 samples at s = 1.5), an excess that costs 0.83 at weight 5, most of the classifier's range, so neither term alone decides a pair. 20 was tried (bench/RESULTS.md): it stopped after 1 round, lowered Palestrina's seconds no further than 5 did (0.149 against 0.152) and lowered the independent classifier's mean adherence (0.89 -> 0.85), so 5 stays."
+        },
+    )
+    copy_weight: float = field(
+        default=0.1,
+        metadata={
+            "help": "Penalty per note of a run copied from a training piece beyond the longest run real held-out passages of the samples' length share: a copy 10 notes longer than real music shares costs the classifier's whole range."
+        },
+    )
+    degenerate_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Penalty for a sample with more notes at one onset than any training piece of its composer (a note cluster): as much as the classifier's range."
+        },
+    )
+    syntax_weight: float = field(
+        default=10.0,
+        metadata={
+            "help": "Penalty per unit of miditok syntax error rate (0 with the grammar on): 10% errors cost the classifier's range."
+        },
+    )
+    short_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Penalty for a sample that stopped (EOS) far short of the tokens asked, rising to this at 0 tokens."
+        },
+    )
+    short_fraction: float = field(
+        default=0.5, metadata={"help": "A sample shorter than this share of the tokens asked counts as short."}
+    )
 
     def __post_init__(self):
         for name, value in asdict(self).items():
@@ -61,10 +93,14 @@ class Reference:
     classifier: ComposerClassifier  # the report's classifier (the reward)
     real_seconds: dict[str, float]  # vertical-second share of each composer's real training pieces
     max_notes_per_onset: dict[str, int]  # the most notes at one onset in any training piece of the composer
-    copy_limit: int  # the longest interval run real held-out passages of the samples' length share with a training piece
+    copy_limit: (
+        int  # the longest interval run real held-out passages of the samples' length share with a training piece
+    )
     index: MemorizationIndex  # of the training split
     heldout: dict[str, list]  # held-out real pieces per composer ({"ids", "score"}): the reference of a report
-    train_pieces: dict[str, list]  # the training split's original pieces per composer (Scores), for the independent classifier
+    train_pieces: dict[
+        str, list
+    ]  # the training split's original pieces per composer (Scores), for the independent classifier
     heldout_scores: dict[str, list]
 
     @property
@@ -78,11 +114,14 @@ class Reference:
     def summary(self) -> dict:
         """JSON-ready: what the score compares with."""
         return {
-            "classifier_composers": self.measurable, "not_measurable": self.not_measurable,
+            "classifier_composers": self.measurable,
+            "not_measurable": self.not_measurable,
             "classifier_crop_length": self.classifier.crop_length,
-            "classifier_ceiling": (self.classifier.ceiling.get("per_composer") or {}) and {
-                c: v.get("share") for c, v in self.classifier.ceiling["per_composer"].items()},
-            "real_vertical_seconds": self.real_seconds, "max_notes_per_onset": self.max_notes_per_onset, "copy_limit": self.copy_limit,
+            "classifier_ceiling": (self.classifier.ceiling.get("per_composer") or {})
+            and {c: v.get("share") for c, v in self.classifier.ceiling["per_composer"].items()},
+            "real_vertical_seconds": self.real_seconds,
+            "max_notes_per_onset": self.max_notes_per_onset,
+            "copy_limit": self.copy_limit,
         }
 
 
@@ -91,7 +130,15 @@ def load_dataset_for(dataset_dir: str, tokenizer, composer_map, split: str = "va
     return load_eval_dataset(dataset_dir, split, tokenizer, composer_map)
 
 
-def build_reference(dataset_dir: str, tokenizer, composer_map, crop_length: int, passage_notes: int, split: str = "validation", seed: int = 0) -> Reference:
+def build_reference(
+    dataset_dir: str,
+    tokenizer,
+    composer_map,
+    crop_length: int,
+    passage_notes: int,
+    split: str = "validation",
+    seed: int = 0,
+) -> Reference:
     """Read the dataset once: the classifier on crops of `crop_length` notes (the samples' length), the real
     rates, the memorization index and the copy limit on held-out passages of `passage_notes` notes."""
     dataset = load_dataset_for(dataset_dir, tokenizer, composer_map, split)
@@ -99,10 +146,14 @@ def build_reference(dataset_dir: str, tokenizer, composer_map, crop_length: int,
     held_rows = token_rows(dataset[split], tokenizer, composer_map, f"--dataset_dir {dataset_dir} ({split})")
     eos = tokenizer["EOS_None"]
     names = composer_map.names
-    held = [{"composer": names[p["composer"]], "name": p["source"], "ids": p["ids"]} for p in join_pieces(held_rows, eos)]
+    held = [
+        {"composer": names[p["composer"]], "name": p["source"], "ids": p["ids"]} for p in join_pieces(held_rows, eos)
+    ]
     if held and max(count_syntax_errors(tokenizer, p["ids"]) for p in held[:8]) > 0:
-        raise InputError(f"--dataset_dir {dataset_dir}: its real pieces read back with syntax errors under the model's tokenizer; "
-                         "it was built with another tokenizer: use the dataset the model was trained on")
+        raise InputError(
+            f"--dataset_dir {dataset_dir}: its real pieces read back with syntax errors under the model's tokenizer; "
+            "it was built with another tokenizer: use the dataset the model was trained on"
+        )
     classifier = train_classifier(dataset, tokenizer, crop_length=crop_length, crop_unit="notes", seed=seed)
     train_pieces = real_pieces(dataset["train"], tokenizer, seed=seed)
     heldout_scores: dict[str, list] = {}
@@ -111,13 +162,17 @@ def build_reference(dataset_dir: str, tokenizer, composer_map, crop_length: int,
             for name, pieces in real_pieces(dataset[s], tokenizer, seed=seed).items():
                 heldout_scores.setdefault(name, []).extend(pieces)
     real_seconds = {c: seconds_share(train_pieces.get(c, [])) for c in names}
-    onset_max = {c: int(training.max_notes_per_onset[k]) or int(training.max_notes_per_onset.max()) for k, c in enumerate(names)}
+    onset_max = {
+        c: int(training.max_notes_per_onset[k]) or int(training.max_notes_per_onset.max()) for k, c in enumerate(names)
+    }
     for p in held:
         p["score"] = decode_ids(tokenizer, p["ids"])
     runs = passage_runs(held, tokenizer, training.index, passage_notes)
     copy_limit = max((r["longest_training_run"] for r in runs), default=0)
     heldout = {c: [p for p in held if p["composer"] == c] for c in names}
-    return Reference(classifier, real_seconds, onset_max, copy_limit, training.index, heldout, train_pieces, heldout_scores)
+    return Reference(
+        classifier, real_seconds, onset_max, copy_limit, training.index, heldout, train_pieces, heldout_scores
+    )
 
 
 def seconds_share(scores) -> float:
@@ -128,25 +183,35 @@ def seconds_share(scores) -> float:
     return sum(k for k, _ in counts) / pairs if pairs else 0.0
 
 
-def score_samples(samples: list[dict], reference: Reference, tokenizer, weights: ScoreWeights, asked_tokens: int) -> list[dict]:
+def score_samples(
+    samples: list[dict], reference: Reference, tokenizer, weights: ScoreWeights, asked_tokens: int
+) -> list[dict]:
     """Each sample ({"composer", "ids", "score"}) with its parts and total ({"parts": {...}, "total": float}).
     A composer the classifier cannot measure gets p = None and no classifier term; `argmax` is the
     composer the classifier hears (None without a classifier)."""
     classifier = reference.classifier
-    probabilities = classifier.probabilities([s["score"] for s in samples]) if classifier.composers and samples else None
+    probabilities = (
+        classifier.probabilities([s["score"] for s in samples]) if classifier.composers and samples else None
+    )
     reader = PitchReader.for_tokenizer(tokenizer)
     eos = tokenizer["EOS_None"]
     out = []
     for k, sample in enumerate(samples):
         c = sample["composer"]
-        p = float(probabilities[k, classifier.composers.index(c)]) if probabilities is not None and c in classifier.composers else None
+        p = (
+            float(probabilities[k, classifier.composers.index(c)])
+            if probabilities is not None and c in classifier.composers
+            else None
+        )
         share = seconds_share([sample["score"]])
         run = reference.index.longest_run(reader.pitches(sample["ids"])).length
         largest = onset_counts(tokenizer, sample["ids"])[0]
         music = [t for t in body(sample["ids"]) if t != eos]
         parts = {
             "p_composer": p,
-            "argmax": classifier.composers[int(np.argmax(probabilities[k]))] if probabilities is not None else None,  # the composer it is heard as
+            "argmax": classifier.composers[int(np.argmax(probabilities[k]))]
+            if probabilities is not None
+            else None,  # the composer it is heard as
             "vertical_seconds": share,
             "seconds_excess": max(0.0, share - reference.real_seconds.get(c, 0.0)),
             "longest_copied_run": run,
@@ -170,7 +235,9 @@ def score_samples(samples: list[dict], reference: Reference, tokenizer, weights:
 PAIR_RULES = ("extremes", "best_worst")
 
 
-def build_pairs(samples: list[dict], scores: list[dict], rule: str = "extremes", fraction: float = 0.25, min_margin: float = 0.05) -> list[dict]:
+def build_pairs(
+    samples: list[dict], scores: list[dict], rule: str = "extremes", fraction: float = 0.25, min_margin: float = 0.05
+) -> list[dict]:
     """Chosen/rejected pairs, each from two samples of one composer (never across composers).
 
     `extremes`: per composer, sort by score and pair the i-th best with the i-th worst for the top and

@@ -55,7 +55,9 @@ def _classifier(classifier, dataset, tokenizer_arg, settings: dict) -> ComposerC
         return ComposerClassifier.load(classifier)
     if dataset is None or tokenizer_arg is None:
         raise ValueError("composer_adherence needs classifier=, or dataset= and tokenizer= to train one")
-    key = tuple(str(x) if isinstance(x, (str, Path)) else id(x) for x in (dataset, tokenizer_arg)) + tuple(sorted(settings.items()))
+    key = tuple(str(x) if isinstance(x, (str, Path)) else id(x) for x in (dataset, tokenizer_arg)) + tuple(
+        sorted(settings.items())
+    )
     if key not in _CLASSIFIERS:
         tokenizer = load_tokenizer_arg(tokenizer_arg)
         if isinstance(dataset, (str, Path)):
@@ -73,7 +75,9 @@ class ComposerAdherence(evaluate.Metric):
             inputs_description=_KWARGS_DESCRIPTION,
             features=[
                 datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
-                datasets.Features({"predictions": datasets.Sequence(datasets.Value("int64")), "references": datasets.Value("string")}),
+                datasets.Features(
+                    {"predictions": datasets.Sequence(datasets.Value("int64")), "references": datasets.Value("string")}
+                ),
             ],
         )
 
@@ -90,7 +94,9 @@ class ComposerAdherence(evaluate.Metric):
             **result,
             "ceiling": model.ceiling,
             "classifier": {
-                "composers": model.composers, "not_measurable": model.not_measurable,
-                "crop": {"length": model.crop_length, "unit": model.crop_unit}, "training": model.training,
+                "composers": model.composers,
+                "not_measurable": model.not_measurable,
+                "crop": {"length": model.crop_length, "unit": model.crop_unit},
+                "training": model.training,
             },
         }

@@ -9,7 +9,15 @@ import numpy as np
 
 from midilm.evaluate_modules import load_tokenizer_arg, read_pieces
 from midilm.grammar import count_syntax_errors
-from midilm.metrics import SCALAR_METRICS, bar_windows, compare, median_bars, piece_metrics, pooled_vertical_seconds, summary_distance
+from midilm.metrics import (
+    SCALAR_METRICS,
+    bar_windows,
+    compare,
+    median_bars,
+    piece_metrics,
+    pooled_vertical_seconds,
+    summary_distance,
+)
 
 _DESCRIPTION = """
 Music metrics of symbolic pieces (midilm.metrics.piece_metrics): pitch-class entropy, scale
@@ -57,12 +65,17 @@ _CITATION = """
 def _metrics(items, tokenizer, positions_per_quarter: int) -> list[dict]:
     scores, ids = read_pieces(items, tokenizer)
     errors = [count_syntax_errors(tokenizer, row) for row in ids] if ids is not None else [None] * len(scores)
-    return [piece_metrics(s, syntax_error_rate=e, positions_per_quarter=positions_per_quarter) for s, e in zip(scores, errors)]
+    return [
+        piece_metrics(s, syntax_error_rate=e, positions_per_quarter=positions_per_quarter)
+        for s, e in zip(scores, errors)
+    ]
 
 
 def _window_metrics(items, tokenizer, n_bars: int, positions_per_quarter: int) -> list[dict]:
     scores, _ = read_pieces(items, tokenizer)
-    return [piece_metrics(w, positions_per_quarter=positions_per_quarter) for s in scores for w in bar_windows(s, n_bars)]
+    return [
+        piece_metrics(w, positions_per_quarter=positions_per_quarter) for s in scores for w in bar_windows(s, n_bars)
+    ]
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -78,8 +91,17 @@ class MusicMetrics(evaluate.Metric):
             ],
         )
 
-    def _compute(self, predictions, real=None, tokenizer=None, positions_per_quarter: int = 12, real_windows: int | str | None = None):
-        if not (real_windows is None or real_windows == "auto" or (isinstance(real_windows, int) and real_windows >= 1)):
+    def _compute(
+        self,
+        predictions,
+        real=None,
+        tokenizer=None,
+        positions_per_quarter: int = 12,
+        real_windows: int | str | None = None,
+    ):
+        if not (
+            real_windows is None or real_windows == "auto" or (isinstance(real_windows, int) and real_windows >= 1)
+        ):
             raise ValueError(f"real_windows must be None, 'auto' or a number of bars (1 or more), got {real_windows!r}")
         tokenizer = load_tokenizer_arg(tokenizer)
         pieces = _metrics(predictions, tokenizer, positions_per_quarter)
@@ -87,8 +109,12 @@ class MusicMetrics(evaluate.Metric):
         for key in SCALAR_METRICS + ("n_notes", "n_bars"):
             values = [p[key] for p in pieces if p.get(key) is not None]
             mean[key] = float(np.mean(values)) if values else None
-        result = {"n_pieces": len(pieces), "mean": mean, "per_piece": pieces,
-                  "vertical_seconds": {"predictions": pooled_vertical_seconds(pieces), "real": None}}
+        result = {
+            "n_pieces": len(pieces),
+            "mean": mean,
+            "per_piece": pieces,
+            "vertical_seconds": {"predictions": pooled_vertical_seconds(pieces), "real": None},
+        }
         if real is not None:
             if real_windows is None:
                 reference = _metrics(real, tokenizer, positions_per_quarter)
