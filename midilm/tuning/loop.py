@@ -31,6 +31,7 @@ from midilm.modeling import TRAINING_CONFIG_FILE, context_length, load_midilm_di
 from midilm.ngram_classifier import fit_ngram_classifier
 from midilm.outputs import replace_dir, staging_dir, write_file_atomic
 from midilm.tokenizer import load_tokenizer
+from midilm.tuning.report import TUNING_KEY, TUNING_REPORT, tuning_card, verdict
 from midilm.tuning.score import (
     PAIR_RULES,
     Reference,
@@ -41,9 +42,7 @@ from midilm.tuning.score import (
     score_samples,
 )
 
-TUNING_KEY = "midilm_tuning"  # config.json: what the tuning did (transformers never reads it)
 ROUND_FILE = "round.json"  # written last in a round's folder: the round is finished
-TUNING_REPORT = "tuning_report.json"
 TUNING_CONFIG = "tuning_config.json"
 
 
@@ -234,160 +233,187 @@ def describe_samples(samples: list[dict], reference: Reference, tokenizer, indep
     return out
 
 
-def tune(args: TuneArguments, weights: ScoreWeights, log=print) -> dict:
-    """Run (or resume) the rounds and write the tuned model folder; returns the tuning record."""
-    started = time.perf_counter()
-    config, tokenizer, composer_map, dataset_dir = check_inputs(args)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+@dataclass
+class Setup:
+    """What every round reads: the frozen reference model, the sampler, and the score's reference data."""
+
+    config: object
+    tokenizer: object
+    dataset_dir: str
+    base: torch.nn.Module
+    sampler: Sampler
+    scale: float
+    max_new: int
+    reference: Reference
+    independent: object
+    tuned: list[str]
+    targets: dict[str, float]
+
+    def draw(self, policy, per_composer: int, seed: int) -> list[dict]:
+        """`per_composer` samples of every tuned composer from `policy`."""
+        return self.sampler.sample(policy, [c for c in self.tuned for _ in range(per_composer)], self.scale, seed)
+
+    def describe(self, samples: list[dict]) -> dict:
+        return describe_samples(samples, self.reference, self.tokenizer, self.independent, self.tuned)
+
+
+def open_work(args: TuneArguments, weights: ScoreWeights, dataset_dir: str, log) -> tuple[Path, list[dict]]:
+    """The work folder and its finished rounds; a folder left by a tuning with other settings is refused."""
     work = work_dir(args)
     settings = {"args": asdict(args), "weights": asdict(weights), "dataset_dir": dataset_dir}
-    done = finished_rounds(work) if work.is_dir() else []
-    if work.is_dir() and (work / TUNING_CONFIG).is_file():
+    if (work / TUNING_CONFIG).is_file():
         before = json.loads((work / TUNING_CONFIG).read_text())
-        if {**before["args"], "rounds": None, "overwrite": None} != {
-            **settings["args"],
-            "rounds": None,
-            "overwrite": None,
-        } or before["weights"] != settings["weights"]:
+        free = {"rounds": None, "overwrite": None}  # what a resumed run may change
+        if {**before["args"], **free} != {**settings["args"], **free} or before["weights"] != settings["weights"]:
             raise InputError(
                 f"{work} holds an unfinished tuning with other settings; start it again with those, or delete {work}"
             )
+    done = finished_rounds(work) if work.is_dir() else []
     if done:
         log(f"resuming: {len(done)} round(s) of {work} finished")
     work.mkdir(parents=True, exist_ok=True)
     write_file_atomic(work / TUNING_CONFIG, json.dumps(settings, indent=2).encode())
+    return work, done
 
-    # Reference: the model before tuning, frozen; the score's reference data, read once
+
+def prepare(args: TuneArguments, config, tokenizer, composer_map, dataset_dir: str, device: str, log) -> Setup:
+    """Load the reference model and read the score's reference data once; say which composers stay untuned."""
     base = load_model(args.model_dir, device)
     defaults = sampling_defaults(args.model_dir)
     scale = defaults["guidance_scale"] if args.guidance_scale is None else args.guidance_scale
     max_new = min(args.max_new_tokens, context_length(config) - 2)
     sampler = Sampler(tokenizer, composer_map, config, defaults, max_new, device, args.sample_batch_size)
-    composers = composer_map.names
-    probe = sampler.sample(
-        base, [c for c in composers for _ in range(2)], scale, args.seed + 999
-    )  # sets the classifier's crop length
+    # a few samples set the classifier's crop length: the notes a sample of this length holds
+    probe = sampler.sample(base, [c for c in composer_map.names for _ in range(2)], scale, args.seed + 999)
     crop = typical_length([s["score"] for s in probe], "notes")
     # copies are judged against real held-out passages as long as the samples (in notes), as the report judges them
     reference = build_reference(dataset_dir, tokenizer, composer_map, crop, crop, seed=args.seed)
     independent = fit_ngram_classifier(
         reference.train_pieces, reference.heldout_scores, crop_length=crop, seed=args.seed
     )
-    tuned = [c for c in composers if c in reference.measurable]
+    tuned = [c for c in composer_map.names if c in reference.measurable]
     for c, reason in sorted(reference.not_measurable.items()):
         log(f"warning: {c} is left untuned: the classifier cannot measure it ({reason})")
     if not tuned:
         raise InputError(
             f"--dataset_dir {dataset_dir}: no composer is measurable by the classifier, so nothing can be tuned"
         )
-    targets = {c: args.target_ratio * (reference.classifier.ceiling["per_composer"][c]["share"] or 0) for c in tuned}
+    ceiling = reference.classifier.ceiling["per_composer"]
+    targets = {c: args.target_ratio * (ceiling[c]["share"] or 0) for c in tuned}
+    return Setup(config, tokenizer, dataset_dir, base, sampler, scale, max_new, reference, independent, tuned, targets)
 
-    from torch.utils.tensorboard import SummaryWriter  # TensorBoard: loaded only when tuning
+
+def stop_reason(r: int, adherence: dict, history: list[dict], setup: Setup, args: TuneArguments) -> str | None:
+    """Why round `r` should not run: every composer at its target, or adherence no higher than a round ago."""
+    if not args.stop_early:
+        return None
+    if all(adherence[c]["share"] >= setup.targets[c] for c in setup.tuned):
+        return f"before round {r}: every tuned composer at or above {args.target_ratio:g} x the classifier's ceiling"
+    now = np.mean([adherence[c]["share"] for c in setup.tuned])
+    if history and now <= (last := np.mean([history[-1]["adherence"][c]["share"] for c in setup.tuned])):
+        return f"before round {r}: adherence stopped rising ({now:.2f} after {last:.2f})"
+    return None
+
+
+def dpo_round(policy, setup: Setup, samples, pairs, args: TuneArguments, work: Path, r: int, device: str) -> dict:
+    """One round's DPO on its pairs, against the model before tuning; TensorBoard gets TRL's per-step rewards."""
+    from torch.utils.tensorboard import SummaryWriter  # TensorBoard and TRL: loaded only when tuning
     from transformers.integrations import TensorBoardCallback
+    from trl import DPOConfig
 
+    from midilm.tuning.dpo import preference_rows, run_dpo
+
+    dpo_args = DPOConfig(
+        output_dir=str(work / f".round_{r}.trainer"),
+        per_device_train_batch_size=args.batch_size,
+        num_train_epochs=args.dpo_epochs,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type="constant",
+        beta=args.beta,
+        max_length=context_length(setup.config),
+        gradient_checkpointing=False,
+        bf16=False,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=args.seed + r,
+        disable_tqdm=True,
+        use_cpu=device == "cpu",
+    )
+    # TRL logs rewards/chosen, rewards/rejected, rewards/margins and rewards/accuracies per step, one run per round
+    board = TensorBoardCallback(SummaryWriter(str(work / "runs" / f"dpo_round_{r}")))
+    result = run_dpo(policy, setup.base, setup.config, preference_rows(samples, pairs), dpo_args, callbacks=[board])
+    shutil.rmtree(work / f".round_{r}.trainer", ignore_errors=True)
+    return result
+
+
+def run_round(r: int, policy, setup: Setup, args, weights, work: Path, writer, history: list[dict], device: str):
+    """Sample → score → pair → DPO, then the round's checkpoint. Returns (its record or None, why it stopped, samples)."""
+    tick = time.perf_counter()
+    samples = setup.draw(policy, args.samples_per_composer, args.seed + 1000 * r)
+    scored = score_samples(samples, setup.reference, setup.tokenizer, weights, setup.max_new)
+    adherence = adherence_of(scored, samples, setup.reference)
+    for c in setup.tuned:
+        writer.add_scalar(f"adherence/{c}", adherence[c]["share"], r - 1)
+    writer.add_scalar("score/mean", float(np.mean([s["total"] for s in scored])), r - 1)
+    if reason := stop_reason(r, adherence, history, setup, args):
+        return None, reason, samples
+    pairs = build_pairs(samples, scored, args.pair_rule, args.pair_fraction, args.min_margin)
+    if not pairs:
+        return None, f"before round {r}: no pair with a score margin of {args.min_margin} or more", samples
+    dpo = dpo_round(policy, setup, samples, pairs, args, work, r, device)
+    for k, v in dpo.items():
+        writer.add_scalar(f"dpo/{k}", v, r)
+    writer.flush()
+    record = {
+        "round": r,
+        "samples": len(samples),
+        "pairs": len(pairs),
+        "pairs_per_composer": {c: sum(p["composer"] == c for p in pairs) for c in setup.tuned},
+        "adherence": adherence,
+        "mean_score": float(np.mean([s["total"] for s in scored])),
+        "mean_margin": float(np.mean([p["margin"] for p in pairs])),
+        "dpo": dpo,
+        "seconds": time.perf_counter() - tick,
+    }
+    if r == 1:  # the round's samples are the model before tuning's: the "before" of the table
+        record["before"] = setup.describe(samples)
+    # Checkpoint: the round's model folder, then its record (written last: the round is finished)
+    round_dir = work / f"round_{r}"
+    shutil.rmtree(round_dir, ignore_errors=True)
+    save_model_folder(policy, args.model_dir, round_dir)
+    write_file_atomic(round_dir / ROUND_FILE, json.dumps(record, indent=2).encode())
+    return record, None, samples
+
+
+def tune(args: TuneArguments, weights: ScoreWeights, log=print) -> dict:
+    """Run (or resume) the rounds and write the tuned model folder; returns the tuning record."""
+    from torch.utils.tensorboard import SummaryWriter  # TensorBoard: loaded only when tuning
+
+    started = time.perf_counter()
+    config, tokenizer, composer_map, dataset_dir = check_inputs(args)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    work, history = open_work(args, weights, dataset_dir, log)
+    setup = prepare(args, config, tokenizer, composer_map, dataset_dir, device, log)
     writer = SummaryWriter(str(work / "runs" / "tune"))
-    policy_dir = work / f"round_{len(done)}" if done else Path(args.model_dir)
-    policy = load_model(policy_dir, device)
-    history = list(done)
-    stop_reason = None
-    for r in range(len(done) + 1, args.rounds + 1):
-        tick = time.perf_counter()
-        # Sample K per composer from the current model, with midilm's processors
-        samples = sampler.sample(
-            policy, [c for c in tuned for _ in range(args.samples_per_composer)], scale, args.seed + 1000 * r
-        )
-        scored = score_samples(
-            samples, reference, tokenizer, weights, max_new
-        )  # its parts hold the composer each is heard as
-        adherence = adherence_of(scored, samples, reference)
-        last_samples = samples
-        for c in tuned:
-            writer.add_scalar(f"adherence/{c}", adherence[c]["share"], r - 1)
-        writer.add_scalar("score/mean", float(np.mean([s["total"] for s in scored])), r - 1)
-        # Stop once every composer reaches its target, or adherence stopped rising
-        if args.stop_early and all(adherence[c]["share"] >= targets[c] for c in tuned):
-            stop_reason = (
-                f"before round {r}: every tuned composer at or above {args.target_ratio:g} x the classifier's ceiling"
-            )
+    policy = load_model(work / f"round_{len(history)}" if history else Path(args.model_dir), device)
+    reason, samples = None, None
+    for r in range(len(history) + 1, args.rounds + 1):
+        record, reason, samples = run_round(r, policy, setup, args, weights, work, writer, history, device)
+        if record is None:
             break
-        if (
-            args.stop_early
-            and history
-            and np.mean([adherence[c]["share"] for c in tuned])
-            <= np.mean([history[-1]["adherence"][c]["share"] for c in tuned])
-        ):
-            stop_reason = f"before round {r}: adherence stopped rising ({np.mean([adherence[c]['share'] for c in tuned]):.2f} after {np.mean([history[-1]['adherence'][c]['share'] for c in tuned]):.2f})"
-            break
-        pairs = build_pairs(samples, scored, args.pair_rule, args.pair_fraction, args.min_margin)
-        if not pairs:
-            stop_reason = f"before round {r}: no pair with a score margin of {args.min_margin} or more"
-            break
-        # DPO against the model before tuning
-        from trl import DPOConfig
-
-        from midilm.tuning.dpo import preference_rows, run_dpo  # TRL: loaded only when tuning
-
-        dpo_args = DPOConfig(
-            output_dir=str(work / f".round_{r}.trainer"),
-            per_device_train_batch_size=args.batch_size,
-            num_train_epochs=args.dpo_epochs,
-            learning_rate=args.learning_rate,
-            lr_scheduler_type="constant",
-            beta=args.beta,
-            max_length=context_length(config),
-            gradient_checkpointing=False,
-            bf16=False,
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            seed=args.seed + r,
-            disable_tqdm=True,
-            use_cpu=device == "cpu",
-        )
-        # TRL logs rewards/chosen, rewards/rejected, rewards/margins and rewards/accuracies per step, one run per round
-        board = TensorBoardCallback(SummaryWriter(str(work / "runs" / f"dpo_round_{r}")))
-        dpo = run_dpo(policy, base, config, preference_rows(samples, pairs), dpo_args, callbacks=[board])
-        for k, v in dpo.items():
-            writer.add_scalar(f"dpo/{k}", v, r)
-        writer.flush()
-        record = {
-            "round": r,
-            "samples": len(samples),
-            "pairs": len(pairs),
-            "pairs_per_composer": {c: sum(p["composer"] == c for p in pairs) for c in tuned},
-            "adherence": adherence,
-            "mean_score": float(np.mean([s["total"] for s in scored])),
-            "mean_margin": float(np.mean([p["margin"] for p in pairs])),
-            "dpo": dpo,
-            "seconds": time.perf_counter() - tick,
-        }
-        if r == 1:  # the round's samples are the model before tuning's: the "before" of the table
-            record["before"] = describe_samples(samples, reference, tokenizer, independent, tuned)
-        # Checkpoint: the round's model folder, then its record (written last: the round is finished)
-        round_dir = work / f"round_{r}"
-        shutil.rmtree(round_dir, ignore_errors=True)
-        save_model_folder(policy, args.model_dir, round_dir)
-        shutil.rmtree(work / f".round_{r}.trainer", ignore_errors=True)
-        write_file_atomic(round_dir / ROUND_FILE, json.dumps(record, indent=2).encode())
         history.append(record)
         log(
-            f"round {r}: {len(pairs)} pairs, adherence before it "
-            + ", ".join(f"{c} {adherence[c]['share']:.2f}" for c in tuned)
-            + f", DPO margin {dpo['rewards/margins']:.3f}, {record['seconds']:.0f} s"
+            f"round {r}: {record['pairs']} pairs, adherence before it "
+            + ", ".join(f"{c} {record['adherence'][c]['share']:.2f}" for c in setup.tuned)
+            + f", DPO margin {record['dpo']['rewards/margins']:.3f}, {record['seconds']:.0f} s"
         )
     # After: the tuned model's own samples (those the loop stopped on, else fresh ones, seeded after the last round's)
-    if stop_reason is None:
-        last_samples = sampler.sample(
-            policy,
-            [c for c in tuned for _ in range(args.samples_per_composer)],
-            scale,
-            args.seed + 1000 * (args.rounds + 1),
-        )
-    before = (
-        history[0]["before"] if history else describe_samples(last_samples, reference, tokenizer, independent, tuned)
-    )
-    after = describe_samples(last_samples, reference, tokenizer, independent, tuned)
-    for c in tuned:
+    if reason is None:
+        samples = setup.draw(policy, args.samples_per_composer, args.seed + 1000 * (args.rounds + 1))
+    after = setup.describe(samples)
+    before = history[0]["before"] if history else after
+    for c in setup.tuned:
         for name in ("reward_classifier", "independent_classifier"):
             if after[c].get(name):
                 writer.add_scalar(f"after/{name}/{c}", after[c][name]["share"], len(history))
@@ -397,45 +423,22 @@ def tune(args: TuneArguments, weights: ScoreWeights, log=print) -> dict:
         "dataset_dir": str(dataset_dir),
         "rounds": len(history),
         "rounds_asked": args.rounds,
-        "stopped": stop_reason or f"after {len(history)} round(s) (--rounds {args.rounds})",
+        "stopped": reason or f"after {len(history)} round(s) (--rounds {args.rounds})",
         "samples_per_composer": args.samples_per_composer,
         "pairs_per_round": [h["pairs"] for h in history],
-        "guidance_scale": scale,
-        "tuned_composers": tuned,
-        "untuned_composers": reference.not_measurable,
-        "targets": targets,
+        "guidance_scale": setup.scale,
+        "tuned_composers": setup.tuned,
+        "untuned_composers": setup.reference.not_measurable,
+        "targets": setup.targets,
         "weights": asdict(weights),
         "settings": asdict(args),
-        "reference": reference.summary(),
-        "before_after": {"before": before, "after": after, "verdict": verdict(before, after, tuned)},
+        "reference": setup.reference.summary(),
+        "before_after": {"before": before, "after": after, "verdict": verdict(before, after, setup.tuned)},
         "wall_seconds": time.perf_counter() - started,
         "round_history": history,
     }
     write_tuned_folder(policy, args, tuning, work)
     return tuning
-
-
-def verdict(before: dict, after: dict, composers: list[str]) -> str:
-    """Did both classifiers hear the tuned model's samples as their composer more often? A disagreement is said, never called a success."""
-
-    def mean(side: dict, name: str) -> float | None:
-        shares = [side[c][name]["share"] for c in composers if side[c].get(name)]
-        return float(np.mean(shares)) if shares else None
-
-    changes = {
-        name: (mean(before, name), mean(after, name)) for name in ("reward_classifier", "independent_classifier")
-    }
-    text = "; ".join(
-        f"{name.replace('_', ' ')} {b:.2f} -> {a:.2f}"
-        for name, (b, a) in changes.items()
-        if b is not None and a is not None
-    )
-    ups = [a > b for b, a in changes.values() if b is not None and a is not None]
-    if len(ups) == 2 and ups[0] != ups[1]:
-        return f"the two classifiers disagree ({text}): not a success, the tuning may have learnt the reward classifier, not the music"
-    if ups and all(ups):
-        return f"both classifiers hear the composers more often ({text})"
-    return f"adherence did not rise ({text})"
 
 
 def save_model_folder(model, base_dir: str | Path, target: Path, tuning: dict | None = None) -> None:
@@ -470,55 +473,3 @@ def write_tuned_folder(policy, args: TuneArguments, tuning: dict, work: Path) ->
         replace_dir(tmp, final)
         tmp.mkdir()  # staging_dir removes it
     shutil.rmtree(work, ignore_errors=True)
-
-
-def tuning_card(tuning: dict) -> str:
-    """The card's section on the preference tuning."""
-    weights = ", ".join(f"{k} {v:g}" for k, v in tuning["weights"].items())
-    rows = "\n".join(
-        f"| {h['round']} | {h['samples']} | {h['pairs']} | "
-        + " / ".join(f"{c} {v['share']:.2f}" for c, v in h["adherence"].items())
-        + f" | {h['dpo']['rewards/margins']:.3f} | {h['dpo']['rewards/accuracies']:.2f} |"
-        for h in tuning["round_history"]
-    )
-    untuned = "".join(f"\n- {c} was left untuned: {reason}." for c, reason in tuning["untuned_composers"].items())
-    return f"""
-## Preference tuning
-Tuned from `{tuning["base_model"]}` with DPO (TRL, the base model as the reference) in {tuning["rounds"]} round(s) of
-{tuning["samples_per_composer"]} samples per composer at guidance {tuning["guidance_scale"]:g}, scored by the composer
-classifier, vertical seconds over the composer's real rate, copying, clusters, syntax and length (weights: {weights});
-stopped {tuning["stopped"]}. config.json's `{TUNING_KEY}` holds the record, `{TUNING_REPORT}` the rounds.{untuned}
-
-| round | samples | pairs | reward classifier's adherence of the samples it tuned on | DPO reward margin | DPO reward accuracy |
-|---|---|---|---|---|---|
-{rows}
-
-Before and after ({tuning["samples_per_composer"]} samples per composer each; the independent classifier is the n-gram
-naive Bayes of `midilm.ngram_classifier`, which was not the reward): {tuning["before_after"]["verdict"]}.
-
-{before_after_markdown(tuning["before_after"])}
-Tuning moves what classifier-free guidance mixes: run `evaluate_samples.py --write_default_guidance` on this folder
-to choose the guidance default again.
-"""
-
-
-def before_after_markdown(table: dict) -> str:
-    """One row per composer and side: both classifiers' adherence with intervals, vertical seconds against real, notes, memorization."""
-
-    def share(cell: dict | None) -> str:
-        return "–" if not cell else f"{cell['share']:.2f} [{cell['interval'][0]:.2f}, {cell['interval'][1]:.2f}]"
-
-    lines = [
-        "| composer | model | reward classifier | independent classifier | vertical seconds (real) | notes / sample | copied run max / median (real passages max) | clusters |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for c in table["before"]:
-        for side in ("before", "after"):
-            row = table[side].get(c)
-            if row:
-                lines.append(
-                    f"| {c} | {side} | {share(row['reward_classifier'])} | {share(row['independent_classifier'])} | "
-                    f"{row['vertical_seconds'] or 0:.3f} ({row['vertical_seconds_real'] or 0:.3f}) | {row['notes_per_sample']:.1f} | "
-                    f"{row['memorization']['max']} / {row['memorization']['median']:g} ({row['memorization']['real_passages_max']}) | {row['degenerate']}/{row['n']} |"
-                )
-    return "\n".join(lines) + "\n"
