@@ -72,7 +72,7 @@ data/dataset_dict.json:
 model_output/model.safetensors: data/dataset_dict.json
 	$(PYTHON) $(ROOT)train.py --max_steps $(DEMO_STEPS) --eval_steps $(DEMO_EVAL_STEPS) --save_steps $(DEMO_EVAL_STEPS)
 
-# The evaluation chooses the guidance default (config.json's midilm_guidance_scale) that generate.py then uses, so it runs first.
+# The evaluation chooses the guidance default (model_output/config.json's midilm_guidance_scale) that generate.py then uses, so it runs first.
 samples/eval/report.md: model_output/model.safetensors
 	$(PYTHON) $(ROOT)evaluate_samples.py --model_dir model_output --dataset_dir data --output_dir samples/eval --write_default_guidance --max_new_tokens $(DEMO_EVAL_TOKENS) $(DEMO_EVAL)
 

@@ -27,11 +27,12 @@ from symusic import Score
 
 from midilm.corpus import music21_corpus_files
 from midilm.prepare import PrepareArguments, prepare
-from midilm.tokenizer import build_tokenizer, load_tokenizer
+from midilm.tokenizer import build_tokenizer, load_tokenizer, tokenizer_settings
 
 REPO = Path(__file__).resolve().parent.parent  # for config.json; midilm itself is the installed package
 
-SETTINGS = json.loads((REPO / "config.json").read_text())["tokenizer"]
+# What prepare_dataset.py builds its tokenizer with: the package defaults and config.json's overrides.
+SETTINGS = tokenizer_settings(json.loads((REPO / "config.json").read_text()).get("tokenizer"))
 
 
 def timed_prepare(

@@ -35,7 +35,7 @@ from midilm.generation import build_plan, model_settings
 from midilm.modeling import PRESETS, build_config, context_length, generation_config, load_midilm_dir
 from midilm.rows import RowLayout, body_room, new_tokens_start
 from midilm.sampling import SamplingSettings, fast_sampling
-from midilm.tokenizer import build_tokenizer
+from midilm.tokenizer import build_tokenizer, tokenizer_settings
 
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = {"temperature": 0.9, "top_k": 40, "top_p": 0.95, "repetition_penalty": 1.02}  # the models' defaults
@@ -63,7 +63,7 @@ def synthetic_piece(seed: int, bars: int = 16) -> Score:
 
 def random_model(preset: str, vocab_size: int, device: str):
     """A random-weight Llama of `preset` with a REMI+BPE tokenizer trained on synthetic pieces."""
-    settings = json.loads((REPO / "config.json").read_text())["tokenizer"]
+    settings = tokenizer_settings(json.loads((REPO / "config.json").read_text()).get("tokenizer"))
     tokenizer, composer_map = build_tokenizer(settings, ["bach", "mozart"])
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
@@ -96,7 +96,7 @@ def parse_arguments() -> argparse.Namespace:
         "--vocab_size",
         type=int,
         default=1000,
-        help="BPE vocabulary of the random-weight model (config.json's default).",
+        help="BPE vocabulary of the random-weight model (prepare_dataset.py's default).",
     )
     parser.add_argument("--batch_sizes", default="1,4,8")
     parser.add_argument("--new_tokens", type=int, default=256)

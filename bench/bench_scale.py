@@ -252,9 +252,9 @@ def bpe_one(midi_dir: Path, n_train: int, vocab_size: int, seed: int = 0) -> dic
     process: seconds, this process's peak RSS, and tokens per note on 300 other files."""
     import resource
 
-    from midilm.tokenizer import build_tokenizer, encode_ids
+    from midilm.tokenizer import build_tokenizer, encode_ids, tokenizer_settings
 
-    settings = json.loads((REPO / "config.json").read_text())["tokenizer"]
+    settings = tokenizer_settings(json.loads((REPO / "config.json").read_text()).get("tokenizer"))
     paths = sorted(midi_dir.rglob("*.mid"))
     random.Random(seed).shuffle(paths)
     held_out, train = paths[:300], paths[300 : 300 + n_train]
