@@ -32,8 +32,8 @@ $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 
 install: $(filter $(VENV)/bin/python,$(PYTHON))
-	@# CPU machines get torch's CPU build (a plain `pip install torch` pulls a multi-GB CUDA build).
-	@command -v nvidia-smi >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "torch==2.13.0"
+	@# Without an NVIDIA driver, torch's CPU build from PyTorch's CPU index, else from the default index (the script says why).
+	PYTHON="$(PYTHON)" sh $(ROOT)scripts/install_torch.sh
 	$(PYTHON) -m pip install --quiet -r $(ROOT)requirements.txt -r $(ROOT)requirements-app.txt -r $(ROOT)requirements-dev.txt
 	@# --no-deps: tinysoundfont (WAV rendering) declares pyaudio, for live playback only, which fails to build without PortAudio's headers.
 	$(PYTHON) -m pip install --quiet --no-deps -r $(ROOT)requirements-audio.txt
