@@ -26,7 +26,7 @@ DEMO_TASKS ?= continuation,accompaniment
 # The demo harmonizes the melody (soprano) of this composer's first validation-split piece.
 DEMO_MELODY_COMPOSER ?= bach
 
-.PHONY: install install-browser test demo demo-full pipeline pipeline-full clean-demo clean-demo-full
+.PHONY: install install-browser lint test demo demo-full pipeline pipeline-full clean-demo clean-demo-full
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -44,7 +44,11 @@ install-browser:
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; }
 
-test: install install-browser
+# The style CI enforces (pyproject's [tool.ruff]): `ruff format` to fix the layout, `ruff check --fix` the imports.
+lint: install
+	cd $(ROOT) && $(PYTHON) -m ruff check . && $(PYTHON) -m ruff format --check .
+
+test: install install-browser lint
 	@# Offline, as CI is: any test that tries to reach the Hub or send telemetry fails instead.
 	cd $(ROOT) && HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False $(PYTHON) -m pytest -q
 

@@ -99,11 +99,13 @@ def main() -> None:
     n = len(files)
     fps = {w: kept / s for w, (s, kept) in timings.items()}
     print(
-        f"### Data preparation — {datetime.date.today()}, {platform.node()}, {platform.processor() or platform.machine()}, "
+        f"### Data preparation — {datetime.date.today()}, {platform.node()}, "
+        f"{platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}"
     )
     print(
-        f"`python bench/bench_prepare.py --composers {args.composers} --pieces {args.pieces} --vocab_sizes {args.vocab_sizes}` "
+        f"`python bench/bench_prepare.py --composers {args.composers} --pieces {args.pieces} --vocab_sizes "
+        f"{args.vocab_sizes}` "
         f"({n} music21 pieces, BPE {vocab_sizes[0]})\n"
     )
     print("| measure | value |\n|---|---|")

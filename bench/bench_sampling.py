@@ -131,7 +131,10 @@ def bench_model(args: argparse.Namespace):
         )
     else:
         model, tokenizer, composer_map = random_model(args.preset, args.vocab_size, args.device)
-        model_name = f"random-weight Llama `{args.preset}` ({model.num_parameters() / 1e6:.2f}M parameters, vocabulary {model.config.vocab_size})"
+        model_name = (
+            f"random-weight Llama `{args.preset}` ({model.num_parameters() / 1e6:.2f}M parameters, "
+            f"vocabulary {model.config.vocab_size})"
+        )
     if args.new_tokens > body_room(context_length(model.config)):
         raise SystemExit(f"--new_tokens is over the model's context of {context_length(model.config)}")
     return model, tokenizer, composer_map, model_name
@@ -242,7 +245,8 @@ def report(args: argparse.Namespace, names: list[str], results: dict, model_name
         f"- machine: {machine(args.device)}",
         (
             f"- model: {model_name}; device {args.device}; {'static cache' if args.static_cache else 'dynamic cache'}"
-            f"{', torch.compile' if args.compile else ''}; {n} new tokens per sample; median of {args.repeats} runs after one warm-up"
+            f"{', torch.compile' if args.compile else ''}; {n} new tokens per sample; median of {args.repeats} runs "
+            "after one warm-up"
         ),
         f"- settings: {', '.join(f'{k} {v}' for k, v in SETTINGS.items())}",
         "",
@@ -254,7 +258,8 @@ def report(args: argparse.Namespace, names: list[str], results: dict, model_name
         for name in names:
             seconds = results[name, batch]
             lines.append(
-                f"| {name} | {batch} | {seconds:.3f} | {batch * n / seconds:.1f} | {seconds / results[plain, batch]:.2f}x |"
+                f"| {name} | {batch} | {seconds:.3f} | {batch * n / seconds:.1f} | "
+                f"{seconds / results[plain, batch]:.2f}x |"
             )
     lines += [
         "",
@@ -341,7 +346,8 @@ def compare_modes(args, model, tokenizer, composer_map, composer: str, model_nam
         "",
         f"- command: `python {' '.join(sys.argv)}`",
         f"- machine: {machine(args.device)}; load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        f"- model: {model_name}; device {args.device}; {n} new tokens per sample; median of {args.repeats} runs after one warm-up; "
+        f"- model: {model_name}; device {args.device}; {n} new tokens per sample; median of {args.repeats} runs "
+        "after one warm-up; "
         f"compile backend {args.compile_backend}",
         f"- settings: {', '.join(f'{k} {v}' for k, v in SETTINGS.items())}",
         "",
@@ -351,7 +357,8 @@ def compare_modes(args, model, tokenizer, composer_map, composer: str, model_nam
     for method, batch, mode, secs, first, same in rows:
         base = seconds[modes[0], batch, method]
         lines.append(
-            f"| {method} | {batch} | {mode} | {batch * n / secs:.1f} | {base / secs:.2f}x | {first:.1f} | {'yes' if same else 'NO'} |"
+            f"| {method} | {batch} | {mode} | {batch * n / secs:.1f} | {base / secs:.2f}x | {first:.1f} | "
+            f"{'yes' if same else 'NO'} |"
         )
     print("\n".join(lines))
 

@@ -76,8 +76,13 @@ MODEL_CARD = "README.md"
 # A tuned folder's card section (tune.py writes it): kept when the card is written anew.
 TUNING_CARD = "tuning_card.md"
 TASK_TEXT = {
-    "continuation": "continuation: `[BOS, COMPOSER_x, tokens..., EOS]`, music in the composer's style, from nothing or from a MIDI prompt",
-    "accompaniment": "accompaniment: `[BOS, COMPOSER_x, MELODY, melody bars, FULL, the full piece's bars, EOS]`, a melody harmonized",
+    "continuation": (
+        "continuation: `[BOS, COMPOSER_x, tokens..., EOS]`, music in the composer's style, from nothing "
+        "or from a MIDI prompt"
+    ),
+    "accompaniment": (
+        "accompaniment: `[BOS, COMPOSER_x, MELODY, melody bars, FULL, the full piece's bars, EOS]`, a melody harmonized"
+    ),
 }
 
 
@@ -120,7 +125,8 @@ def push_model(
     missing = [n for n in ("config.json", TOKENIZER_FILE, COMPOSERS_FILE, TRAINING_CONFIG_FILE) if n not in files]
     if missing or not any(n.endswith(".safetensors") for n in files):
         raise InputError(
-            f"--output_dir {model_dir}: not a complete midilm model folder (missing {', '.join(missing) or 'the weights'}); train it first"
+            f"--output_dir {model_dir}: not a complete midilm model folder (missing "
+            f"{', '.join(missing) or 'the weights'}); train it first"
         )
     api = HfApi(token=token)
     repo = api.create_repo(repo_id or model_dir.absolute().name, private=private, exist_ok=True, repo_type="model")
@@ -186,7 +192,10 @@ def _card_data(config, composer_map, resolved: dict) -> str:
     if prepare.get("midi_dir") or prepare.get("metadata"):
         source = f"the MIDI files of `{prepare.get('midi_dir') or prepare.get('metadata')}`"
     elif prepare:
-        source = f"the scores bundled in the music21 package ({prepare.get('composers') or 'all composers'}), converted to MIDI"
+        source = (
+            f"the scores bundled in the music21 package ({prepare.get('composers') or 'all composers'}), "
+            "converted to MIDI"
+        )
     else:
         source = "not recorded"
     task_lines = "\n".join(f"- {TASK_TEXT.get(t, t)}" for t in model_tasks(config))
@@ -230,7 +239,10 @@ def _card_lineage(config) -> str:
     lines = [
         f"| base model | `{base['model']}` (revision `{base['revision']}`) |",
         f"| method | {base['method']} |",
-        f"| new composers | {', '.join(base['new_composers']) or 'none'} (embedding rows initialised from {'COMPOSER_NONE' if base['new_composer_init'] == 'none' else 'the mean of the known composers'}) |",
+        (
+            f"| new composers | {', '.join(base['new_composers']) or 'none'} (embedding rows initialised from "
+            f"{'COMPOSER_NONE' if base['new_composer_init'] == 'none' else 'the mean of the known composers'}) |"
+        ),
         f"| data | `{base['dataset']}` (tokenizer `{base['tokenizer']}`, the base's extended) |",
         f"| steps | {base['steps']} |",
     ] + (
@@ -249,8 +261,10 @@ def _card_metrics(metrics: dict, resolved: dict) -> str:
     conditioning = ""
     if uncond_loss is not None and information is not None:
         conditioning = (
-            f"| eval loss with `COMPOSER_NONE` in place of the composer (unconditional, per token) | {uncond_loss:.4f} |\n"
-            f"| composer information (nats per token: unconditional - conditional loss; above 0, the model uses the composer token) | {information:.4f} |\n"
+            "| eval loss with `COMPOSER_NONE` in place of the composer (unconditional, per token) | "
+            f"{uncond_loss:.4f} |\n"
+            "| composer information (nats per token: unconditional - conditional loss; above 0, the model uses the "
+            f"composer token) | {information:.4f} |\n"
         )
     return f"""## Metrics
 | metric | value |
@@ -274,7 +288,8 @@ def _card_generate(model_dir: Path, config, composer_map, repo_id: str | None) -
     folder = f'snapshot_download("{repo_id}")' if repo_id else f'"{model_dir.name}"'
     fetch = "from huggingface_hub import snapshot_download\n" if repo_id else ""
     accompany = (
-        f"python generate.py --model_dir {'MODEL_DIR' if repo_id else model_dir.name} --melody_midi melody.mid --composer {first_arg}"
+        f"python generate.py --model_dir {'MODEL_DIR' if repo_id else model_dir.name} --melody_midi melody.mid "
+        f"--composer {first_arg}"
         "  # a melody harmonized\n"
         if "accompaniment" in model_tasks(config)
         else ""

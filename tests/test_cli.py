@@ -174,7 +174,10 @@ def test_import_midilm_is_light_and_names_the_public_api():
     import subprocess
     import sys
 
-    code = "import sys, midilm, midilm.commands; print(sorted(m for m in ('torch', 'transformers', 'datasets', 'miditok') if m in sys.modules))"
+    code = (
+        "import sys, midilm, midilm.commands; print(sorted(m for m in ('torch', 'transformers', 'datasets', "
+        "'miditok') if m in sys.modules))"
+    )
     assert (
         subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip() == "[]"
     )

@@ -256,9 +256,9 @@ def test_lora_run_saves_a_merged_folder_with_the_adapters_logits(base_dir, ft_pr
     assert result.returncode == 0, result.stderr[-3000:]
     new_rows = len(load_from_disk(str(ft_prepared["data"]))["train"])
     assert (
-        f"replay: {round(new_rows / 3)} rows of {prepared['data']} mixed into {new_rows + round(new_rows / 3)} training rows"
-        in result.stdout
-    )
+        f"replay: {round(new_rows / 3)} rows of {prepared['data']} mixed into {new_rows + round(new_rows / 3)} "
+        "training rows"
+    ) in result.stdout
     assert not (out / "adapter_config.json").exists()  # a plain model folder: transformers would look for a base model
     assert (out / "adapter" / "adapter_model.safetensors").stat().st_size < (out / "model.safetensors").stat().st_size
     merged = AutoModelForCausalLM.from_pretrained(out).eval()

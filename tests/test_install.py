@@ -37,7 +37,7 @@ def stand_in_python(tmp_path, fails_with_index_url: bool, fails_without: bool = 
         "#!/bin/sh\n"
         f'echo "$*" >> {log}\n'
         'case "$*" in\n'
-        f'  *--index-url*) exit {int(fails_with_index_url)} ;;\n'
+        f"  *--index-url*) exit {int(fails_with_index_url)} ;;\n"
         f"  *) exit {int(fails_without)} ;;\n"
         "esac\n"
     )
@@ -47,8 +47,6 @@ def stand_in_python(tmp_path, fails_with_index_url: bool, fails_without: bool = 
 
 def calls(log) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
-
-
 
 
 def test_the_cpu_index_is_asked_first_without_retries(tmp_path):
@@ -117,4 +115,6 @@ def test_real_pip_gives_up_on_an_unreachable_index_at_once_and_falls_back(tmp_pa
     assert time.monotonic() - start < 60
     assert "trying the default index" in result.stderr
     (install,) = json.loads(report.read_text())["install"]
-    assert install["metadata"]["version"] == "2.13.0" and install["download_info"]["url"].startswith(env["PIP_INDEX_URL"])
+    assert install["metadata"]["version"] == "2.13.0" and install["download_info"]["url"].startswith(
+        env["PIP_INDEX_URL"]
+    )

@@ -567,7 +567,8 @@ def test_fsdp_config_on_cpu_says_it_runs_ddp(prepared, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (
         result.stdout.count(
-            "FSDP was asked for, but accelerate runs it on GPUs and other accelerators only: this run is MULTI_CPU over 2 process(es)"
+            "FSDP was asked for, but accelerate runs it on GPUs and other accelerators only: this run is MULTI_CPU "
+            "over 2 process(es)"
         )
         == 1
     )
@@ -618,7 +619,10 @@ def test_two_nodes_on_localhost(prepared, tmp_path):
     for node, (_, stderr) in zip(nodes, outputs):
         assert node.returncode == 0, stderr[-3000:]
     assert all("2 process(es)" in stdout for stdout, _ in outputs)
-    code = f"from transformers import AutoModelForCausalLM; m = AutoModelForCausalLM.from_pretrained({str(out)!r}); print(m.num_parameters())"
+    code = (
+        f"from transformers import AutoModelForCausalLM; m = AutoModelForCausalLM.from_pretrained({str(out)!r}); "
+        "print(m.num_parameters())"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert loaded.returncode == 0 and int(loaded.stdout.strip()) > 0, loaded.stderr[-2000:]
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())

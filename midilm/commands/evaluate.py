@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
         write_default_guidance(args.model_dir, choice["scale"])
     elif args.write_default_guidance:
         print(
-            f"warning: --write_default_guidance: no scale chosen ({choice.get('reason', 'no --adherence_scales')}); config.json is unchanged"
+            f"warning: --write_default_guidance: no scale chosen ({choice.get('reason', 'no --adherence_scales')}); "
+            "config.json is unchanged"
         )
     print(headline(report))
     print(f"report: {output_dir / 'report.md'}")

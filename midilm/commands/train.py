@@ -131,7 +131,10 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
                 training_args.max_steps,
             ),
         )
-        described = f"{model.config.model_type} from {base.source} (+{len(new_ids)} composers: {', '.join(new_composers) or 'none'})"
+        described = (
+            f"{model.config.model_type} from {base.source} (+{len(new_ids)} composers: "
+            f"{', '.join(new_composers) or 'none'})"
+        )
     config = model.config
     # What the model was trained for: generate.py refuses an accompaniment from a continuation-only model.
     config.update({"midilm_tasks": data.tasks, "midilm_max_seq_len": data.row_len})
@@ -142,15 +145,18 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
     if finetune_args.lora_r:
         model = wrap_lora(model, finetune_args, new_ids)
     print(
-        f"{described}: {model.num_parameters() / 1e6:.2f}M parameters ({trainable_parameters(model) / 1e6:.3f}M trained, {finetune_args.method()}), "
-        f"vocabulary {config.vocab_size}, context {data_args.max_seq_len}, tasks {'+'.join(data.tasks)}, {training_args.world_size} process(es); "
+        f"{described}: {model.num_parameters() / 1e6:.2f}M parameters ({trainable_parameters(model) / 1e6:.3f}M "
+        f"trained, {finetune_args.method()}), "
+        f"vocabulary {config.vocab_size}, context {data_args.max_seq_len}, tasks {'+'.join(data.tasks)}, "
+        f"{training_args.world_size} process(es); "
         f"musical guard: at most {bounds['max_notes_per_onset']} notes per onset, {bounds['max_notes_per_bar']} per bar"
     )
 
     # Train
     if data_args.padding_free and training_args.use_cache:
         raise InputError(
-            "--padding_free true needs --use_cache false: with a KV cache, transformers lets packed rows attend to each other"
+            "--padding_free true needs --use_cache false: with a KV cache, transformers lets packed rows attend to "
+            "each other"
         )
     collator = MidiCollator(
         config.pad_token_id,
