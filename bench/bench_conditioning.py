@@ -169,7 +169,8 @@ def experiment(work: Path, name: str, steps: int) -> dict:
 
 
 def sweep(model: Path, data: Path, out: Path, log: Path) -> dict:
-    """evaluate_samples.py's guidance sweep on `model` into `out` (a finished report is reused): its adherence section."""
+    """evaluate_samples.py's guidance sweep on `model` into `out` (a finished report is reused): its adherence
+    section."""
     if not (out / "report.json").exists():
         run(
             [
@@ -262,8 +263,8 @@ def curve(work: Path, name: str) -> list[dict]:
 def table(work: Path) -> str:
     lines = [
         (
-            "| experiment | data | change | val NLL/token (cond / uncond) | composer information (nats/token) | ceiling "
-            "| adherence s = 1 (per composer) | chosen s: adherence (per composer) | train time (s) |"
+            "| experiment | data | change | val NLL/token (cond / uncond) | composer information (nats/token) "
+            "| ceiling | adherence s = 1 (per composer) | chosen s: adherence (per composer) | train time (s) |"
         ),
         "|---|---|---|---|---|---|---|---|---|",
     ]

@@ -1,7 +1,7 @@
 """Evaluation at scale: time and peak memory of `evaluate_samples.py` against the size of the training split.
 
     python bench/bench_eval.py --files 1000,10000             # build, prepare, train 20 steps, evaluate, per size
-    python bench/bench_eval.py --dataset_dir D --tokenizer_dir T --model_dir M    # an existing prepared dataset and model
+    python bench/bench_eval.py --dataset_dir D --tokenizer_dir T --model_dir M  # an existing dataset and model
 
 For each N, a corpus of N files from bench/bench_scale.py's `build_corpus` (transposed, re-timed,
 cropped copies of music21 pieces in 237 composer folders, kept and reused under --corpus_dir) is
@@ -244,7 +244,7 @@ def main() -> None:
             "before → after |",
             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
-        for label, data, composers, m, report, timings, before, after in results:
+        for label, data, _, m, report, _, before, after in results:
             sizes, index, t = split_sizes(data), report["data"]["memorization_index"], report["timings"]
             lines.append(
                 f"| {label} | {sizes['train_rows']:,} | {sizes['train_mb']:.0f} | {index['pieces']:,}, "

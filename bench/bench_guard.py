@@ -1,7 +1,7 @@
 """The musical guard's cost beside the grammar's, on generate.py's sampling path (CFG s = 3 + grammar).
 
-    python bench/bench_guard.py                                  # CPU, tiny random-weight model, batch 1, 4, 8, 256 new tokens
-    python bench/bench_guard.py --new_tokens 32 --repeats 1      # smoke run
+    python bench/bench_guard.py                              # CPU, tiny random-weight model, batch 1, 4, 8, 256 tokens
+    python bench/bench_guard.py --new_tokens 32 --repeats 1  # smoke run
 
 Per batch size: the time of one call of each processor (the grammar's, the guard's; both see the 2B
 rows of guidance), and generate()'s wall time with the grammar alone and with grammar + guard, every

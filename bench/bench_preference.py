@@ -1,7 +1,8 @@
 """Preference tuning before and after: both classifiers, vertical seconds, metric gap, memorization, wall time.
 
     python bench/bench_preference.py --model_dir model_output --dataset_dir data --work_dir /tmp/bench_preference
-    python bench/bench_preference.py --model_dir model_output --dataset_dir data --work_dir /tmp/bp --variants "rounds=1;rounds=2;rounds=2,pair_rule=best_worst"
+    python bench/bench_preference.py --model_dir model_output --dataset_dir data --work_dir /tmp/bp \\
+        --variants "rounds=1;rounds=2;rounds=2,pair_rule=best_worst"
 
 Each variant (`;`-separated, each a comma-separated list of TuneArguments or ScoreWeights overrides,
 e.g. "rounds=2,seconds_weight=20") runs tune.py's `tune()`

@@ -4,7 +4,7 @@
     python bench/bench_sampling.py --new_tokens 16 --repeats 1       # smoke run
     python bench/bench_sampling.py --device cuda --preset small --static_cache --compile
     python bench/bench_sampling.py --model_dir model_output          # a trained model instead of random weights
-    python bench/bench_sampling.py --modes dynamic,static,compile --batch_sizes 1,4   # generate.py's path per cache mode
+    python bench/bench_sampling.py --modes dynamic,static,compile --batch_sizes 1,4  # generate.py's path per cache mode
 
 Every method generates exactly --new_tokens tokens per sample (min_new_tokens = max_new_tokens), from
 the same model, prompt ([BOS, COMPOSER]) and sampling settings. tokens/s counts the samples' tokens

@@ -14,7 +14,8 @@ folders of Zipf-like sizes, named as people name them (commas, dots, accents, ot
 Each (N, workers) runs the whole prepare step as a subprocess; its peak resident memory is the
 largest sum, over the process tree (workers included), of the RSS polled every 0.1 s. The step's
 own `prepare_report.json` says where the time went (scan = parse + checks + base tokenize; bpe;
-rows = BPE encode + chunk + Arrow shards, in the workers; write = `save_to_disk` of the mapped shards). Prints a Markdown block for bench/RESULTS.md.
+rows = BPE encode + chunk + Arrow shards, in the workers; write = `save_to_disk` of the mapped shards).
+Prints a Markdown block for bench/RESULTS.md.
 """
 
 from __future__ import annotations

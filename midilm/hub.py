@@ -24,6 +24,7 @@ def write_dataset_card(data_dir: Path, report: dict, resolved: dict) -> None:
         f"| {r['composer']} | `{r['token']}` | {r['id']} | {r['pieces']} |" for r in report["composers"]["composers"]
     )
     splits = "\n".join(f"| {s} | {v['pieces']} | {v['chunks']} | {v['tokens']} |" for s, v in report["splits"].items())
+    files = report["files"]
     card = f"""---
 tags: [midi, symbolic-music, midilm, miditok]
 ---
@@ -36,7 +37,7 @@ The split is by piece, from a hash of its notes (its base tokens), not of its fi
 chunks in two splits, and the same music under two names is one piece, kept once (the others are listed
 as duplicates in `prepare_report.json`).
 
-Source: {source}. Files seen {report["files"]["seen"]}, kept {report["files"]["kept"]}, skipped {report["files"]["skipped"]}.
+Source: {source}. Files seen {files["seen"]}, kept {files["kept"]}, skipped {files["skipped"]}.
 
 ## Composers
 | composer | token | id | pieces |
@@ -198,6 +199,7 @@ def _card_data(config, composer_map, resolved: dict) -> str:
         )
     else:
         source = "not recorded"
+    vocabulary = f"{config.vocab_size} tokens (miditok REMI{' + BPE' if prepare.get('vocab_size') else ''})"
     task_lines = "\n".join(f"- {TASK_TEXT.get(t, t)}" for t in model_tasks(config))
     model, base = resolved["model"], getattr(config, BASE_KEY, None)
     title = (
@@ -221,7 +223,7 @@ Trained on (config.json `midilm_tasks`):
 {task_lines}
 
 ## Data
-Dataset: `{data_dir}`, built from {source}. Vocabulary {config.vocab_size} tokens (miditok REMI{" + BPE" if prepare.get("vocab_size") else ""}), context {context_length(config)} tokens.
+Dataset: `{data_dir}`, built from {source}. Vocabulary {vocabulary}, context {context_length(config)} tokens.
 
 | composer | token | id | pieces |
 |---|---|---|---|
@@ -231,7 +233,8 @@ Dataset: `{data_dir}`, built from {source}. Vocabulary {config.vocab_size} token
 
 
 def _card_lineage(config) -> str:
-    """What a model built on another was built on (config.json's midilm_base_model); nothing for one trained from scratch."""
+    """What a model built on another was built on (config.json's midilm_base_model); nothing for one trained
+    from scratch."""
     base = getattr(config, BASE_KEY, None)
     if not base:
         return ""
@@ -287,9 +290,16 @@ def _card_generate(model_dir: Path, config, composer_map, repo_id: str | None) -
     where = repo_id or model_dir.name
     folder = f'snapshot_download("{repo_id}")' if repo_id else f'"{model_dir.name}"'
     fetch = "from huggingface_hub import snapshot_download\n" if repo_id else ""
+    model_arg = "MODEL_DIR" if repo_id else model_dir.name
+    sample = f"python generate.py --model_dir {model_arg} --composer {first_arg} --num_samples 4"
+    local_copy = (
+        f', and `MODEL_DIR` a local copy of this repository (`huggingface_hub.snapshot_download("{repo_id}")` '
+        "makes one)"
+        if repo_id
+        else ""
+    )
     accompany = (
-        f"python generate.py --model_dir {'MODEL_DIR' if repo_id else model_dir.name} --melody_midi melody.mid "
-        f"--composer {first_arg}"
+        f"python generate.py --model_dir {model_arg} --melody_midi melody.mid --composer {first_arg}"
         "  # a melody harmonized\n"
         if "accompaniment" in model_tasks(config)
         else ""
@@ -298,9 +308,9 @@ def _card_generate(model_dir: Path, config, composer_map, repo_id: str | None) -
 Guided samples come from midilm: its logits processors add classifier-free guidance (the composer's
 row against a `COMPOSER_NONE` row, scale {guidance:g} by default: `midilm_guidance_scale` in config.json)
 and a REMI grammar that masks every token that would make the music invalid, and it decodes to MIDI.
-With midilm installed{', and `MODEL_DIR` a local copy of this repository (`huggingface_hub.snapshot_download("' + repo_id + '")` makes one)' if repo_id else ""}:
+With midilm installed{local_copy}:
 ```bash
-python generate.py --model_dir {"MODEL_DIR" if repo_id else model_dir.name} --composer {first_arg} --num_samples 4   # --guidance_scale {guidance:g} by default
+{sample}   # --guidance_scale {guidance:g} by default
 {accompany}```
 ```python
 {fetch}from transformers import AutoModelForCausalLM

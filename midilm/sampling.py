@@ -81,7 +81,8 @@ class SamplingSettings:
         metadata={
             "help": (
                 "Preallocated KV cache (transformers' cache_implementation='static'): same seed, same MIDI bytes "
-                "as without it (tested). Pays off with --compile; alone it is slower on CPU."
+                "as without it (tested). Meant for --compile, whose fixed shapes it provides (speeds: "
+                'bench/RESULTS.md, "Fast sampling").'
             )
         },
     )
@@ -89,9 +90,9 @@ class SamplingSettings:
         default=False,
         metadata={
             "help": (
-                "torch.compile the decoding forward (implies --static_cache). The first call compiles (25-50 s "
-                "on a 2-core CPU with inductor, for the tiny model), so it pays off for long or many samples, "
-                "mostly on a GPU. Same seed, same MIDI bytes as without it on CPU (tested with aot_eager; seen "
+                "torch.compile the decoding forward (implies --static_cache). The first call compiles the model "
+                'before it samples, so the flag is for long or many samples (timings: bench/RESULTS.md, "Fast '
+                'sampling"). Same seed, same MIDI bytes as without it on CPU (tested with aot_eager; seen '
                 "with inductor in bench/RESULTS.md), but inductor may reorder float sums, so on another machine "
                 "or a GPU a draw can change."
             )

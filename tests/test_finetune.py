@@ -397,7 +397,8 @@ def test_prepare_refusals(case, message, midi_dir, tmp_path):
 
 
 def test_a_cached_hub_model_is_a_base_offline(base_dir, midi_dir, tmp_path):
-    """--base_model with a Hub repo id resolves through the Hub cache (offline: the cache alone) and records the commit."""
+    """--base_model with a Hub repo id resolves through the Hub cache (offline: the cache alone) and records the
+    commit."""
     import shutil
 
     commit = "0123456789abcdef0123456789abcdef01234567"

@@ -81,7 +81,8 @@ def test_with_an_nvidia_driver_requirements_txt_brings_torch(tmp_path):
 
 
 def fake_torch_wheel(folder) -> None:
-    """A local simple index (a folder per project, its index.html) holding a torch 2.13.0 wheel with only its metadata."""
+    """A local simple index (a folder per project, its index.html) holding a torch 2.13.0 wheel with only its
+    metadata."""
     project = folder / "torch"
     project.mkdir(parents=True)
     dist_info = "torch-2.13.0.dist-info"

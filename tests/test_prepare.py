@@ -85,12 +85,15 @@ def test_bpe_shortens_and_decodes_to_the_same_notes(bach_files, tmp_path):
     base, _ = build_tokenizer(TOKENIZER_SETTINGS, ["bach"])
     bpe, _ = build_tokenizer(TOKENIZER_SETTINGS, ["bach"])
     bpe.train(vocab_size=800, model="BPE", files_paths=paths)
+
+    def notes(score):
+        return sorted((n.time, n.pitch, n.duration) for t in score.tracks for n in t.notes)
+
     for path in paths:
         score = Score(path)
         plain_ids, bpe_ids = base.encode(score).ids, bpe.encode(score).ids
         assert len(bpe_ids) < 0.8 * len(plain_ids)
         a, b = base.decode(plain_ids), bpe.decode(bpe_ids)
-        notes = lambda s: sorted((n.time, n.pitch, n.duration) for t in s.tracks for n in t.notes)
         assert notes(a) == notes(b) and len(notes(a)) > 20
     bpe.save(tmp_path, filename="tokenizer.json")
     assert miditok.REMI(params=tmp_path / "tokenizer.json").vocab_size == 800

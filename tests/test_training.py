@@ -503,7 +503,8 @@ def test_bad_input_fails_before_training(extra, message, prepared, tmp_path):
 
 @pytest.mark.parametrize("target", [None, ["-m", "midilm.commands.train"]], ids=["train.py", "module"])
 def test_accelerate_two_cpu_processes(prepared, tmp_path, target):
-    """`accelerate launch train.py` in a clone, `accelerate launch -m midilm.commands.train` from an installed package."""
+    """`accelerate launch train.py` in a clone, `accelerate launch -m midilm.commands.train` from an installed
+    package."""
     result = run_train(
         train_args(
             prepared,

@@ -4,8 +4,10 @@
     midilm train --model_preset small --max_seq_len 2048 --bf16 true
     accelerate launch --multi_gpu --num_processes 2 -m midilm.commands.train --model_preset small
     midilm train my_config.json --output_dir runs/bach --max_steps 2000
-    midilm train --init_from model_output --dataset_dir data_ft --tokenizer_dir tokenizer_ft --output_dir model_ft --max_steps 500
-    midilm train --init_from model_output --dataset_dir data_ft --tokenizer_dir tokenizer_ft --output_dir model_lora --lora_r 16
+    midilm train --init_from model_output --dataset_dir data_ft --tokenizer_dir tokenizer_ft \\
+        --output_dir model_ft --max_steps 500
+    midilm train --init_from model_output --dataset_dir data_ft --tokenizer_dir tokenizer_ft \\
+        --output_dir model_lora --lora_r 16
 
 In a clone, `python train.py` takes the same flags and reads the config.json beside it.
 The context (--max_seq_len) is the dataset's row length (prepare_dataset.py --max_seq_len) unless given;
@@ -13,8 +15,8 @@ a shorter one is refused. Running the same command again on the same --output_di
 newest complete checkpoint. With --init_from, training starts from a trained midilm model (its
 architecture and weights; the data prepared with prepare_dataset.py --base_model), fully or with LoRA
 adapters (--lora_r), which the saved folder holds merged.
-Defaults come from the package (midilm.training); the `model`, `data`, `finetune` and `training` sections of a config file
-override them, and any flag overrides both.
+Defaults come from the package (midilm.training); the `model`, `data`, `finetune` and `training` sections
+of a config file override them, and any flag overrides both.
 """
 
 from __future__ import annotations

@@ -445,7 +445,8 @@ def tune(args: TuneArguments, weights: ScoreWeights, log=print) -> dict:
 
 
 def verdict(before: dict, after: dict, composers: list[str]) -> str:
-    """Did both classifiers hear the tuned model's samples as their composer more often? A disagreement is said, never called a success."""
+    """Did both classifiers hear the tuned model's samples as their composer more often? A disagreement is
+    said, never called a success."""
 
     def mean(side: dict, name: str) -> float | None:
         shares = [side[c][name]["share"] for c in composers if side[c].get(name)]
@@ -515,6 +516,10 @@ def tuning_card(tuning: dict) -> str:
         for h in tuning["round_history"]
     )
     untuned = "".join(f"\n- {c} was left untuned: {reason}." for c, reason in tuning["untuned_composers"].items())
+    header = (
+        "| round | samples | pairs | reward classifier's adherence of the samples it tuned on | DPO reward margin "
+        "| DPO reward accuracy |"
+    )
     return f"""
 ## Preference tuning
 Tuned from `{tuning["base_model"]}` with DPO (TRL, the base model as the reference) in {tuning["rounds"]} round(s) of
@@ -522,7 +527,7 @@ Tuned from `{tuning["base_model"]}` with DPO (TRL, the base model as the referen
 classifier, vertical seconds over the composer's real rate, copying, clusters, syntax and length (weights: {weights});
 stopped {tuning["stopped"]}. config.json's `{TUNING_KEY}` holds the record, `{TUNING_REPORT}` the rounds.{untuned}
 
-| round | samples | pairs | reward classifier's adherence of the samples it tuned on | DPO reward margin | DPO reward accuracy |
+{header}
 |---|---|---|---|---|---|
 {rows}
 
@@ -536,15 +541,16 @@ to choose the guidance default again.
 
 
 def before_after_markdown(table: dict) -> str:
-    """One row per composer and side: both classifiers' adherence with intervals, vertical seconds against real, notes, memorization."""
+    """One row per composer and side: both classifiers' adherence with intervals, vertical seconds against
+    real, notes, memorization."""
 
     def share(cell: dict | None) -> str:
         return "–" if not cell else f"{cell['share']:.2f} [{cell['interval'][0]:.2f}, {cell['interval'][1]:.2f}]"
 
     lines = [
         (
-            "| composer | model | reward classifier | independent classifier | vertical seconds (real) | notes / sample "
-            "| copied run max / median (real passages max) | clusters |"
+            "| composer | model | reward classifier | independent classifier | vertical seconds (real) "
+            "| notes / sample | copied run max / median (real passages max) | clusters |"
         ),
         "|---|---|---|---|---|---|---|---|",
     ]
