@@ -26,14 +26,14 @@ DEMO_TASKS ?= continuation,accompaniment
 # The demo harmonizes the melody (soprano) of this composer's first validation-split piece.
 DEMO_MELODY_COMPOSER ?= bach
 
-.PHONY: install install-browser test demo demo-full pipeline pipeline-full clean-demo clean-demo-full
+.PHONY: install install-browser lint test demo demo-full pipeline pipeline-full clean-demo clean-demo-full
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 
 install: $(filter $(VENV)/bin/python,$(PYTHON))
-	@# CPU machines get torch's CPU build (a plain `pip install torch` pulls a multi-GB CUDA build).
-	@command -v nvidia-smi >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "torch==2.13.0"
+	@# Without an NVIDIA driver, torch's CPU build from PyTorch's CPU index, else from the default index (the script says why).
+	PYTHON="$(PYTHON)" sh $(ROOT)scripts/install_torch.sh
 	$(PYTHON) -m pip install --quiet -r $(ROOT)requirements.txt -r $(ROOT)requirements-app.txt -r $(ROOT)requirements-dev.txt
 	@# --no-deps: tinysoundfont (WAV rendering) declares pyaudio, for live playback only, which fails to build without PortAudio's headers.
 	$(PYTHON) -m pip install --quiet --no-deps -r $(ROOT)requirements-audio.txt
@@ -44,7 +44,11 @@ install-browser:
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; }
 
-test: install install-browser
+# The style CI enforces (pyproject's [tool.ruff]): `ruff format` to fix the layout, `ruff check --fix` the imports.
+lint: install
+	cd $(ROOT) && $(PYTHON) -m ruff check . && $(PYTHON) -m ruff format --check .
+
+test: install install-browser lint
 	@# Offline, as CI is: any test that tries to reach the Hub or send telemetry fails instead.
 	cd $(ROOT) && HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False $(PYTHON) -m pytest -q
 
@@ -72,7 +76,7 @@ data/dataset_dict.json:
 model_output/model.safetensors: data/dataset_dict.json
 	$(PYTHON) $(ROOT)train.py --max_steps $(DEMO_STEPS) --eval_steps $(DEMO_EVAL_STEPS) --save_steps $(DEMO_EVAL_STEPS)
 
-# The evaluation chooses the guidance default (config.json's midilm_guidance_scale) that generate.py then uses, so it runs first.
+# The evaluation chooses the guidance default (model_output/config.json's midilm_guidance_scale) that generate.py then uses, so it runs first.
 samples/eval/report.md: model_output/model.safetensors
 	$(PYTHON) $(ROOT)evaluate_samples.py --model_dir model_output --dataset_dir data --output_dir samples/eval --write_default_guidance --max_new_tokens $(DEMO_EVAL_TOKENS) $(DEMO_EVAL)
 

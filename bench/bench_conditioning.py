@@ -169,7 +169,8 @@ def experiment(work: Path, name: str, steps: int) -> dict:
 
 
 def sweep(model: Path, data: Path, out: Path, log: Path) -> dict:
-    """evaluate_samples.py's guidance sweep on `model` into `out` (a finished report is reused): its adherence section."""
+    """evaluate_samples.py's guidance sweep on `model` into `out` (a finished report is reused): its adherence
+    section."""
     if not (out / "report.json").exists():
         run(
             [
@@ -261,7 +262,10 @@ def curve(work: Path, name: str) -> list[dict]:
 
 def table(work: Path) -> str:
     lines = [
-        "| experiment | data | change | val NLL/token (cond / uncond) | composer information (nats/token) | ceiling | adherence s = 1 (per composer) | chosen s: adherence (per composer) | train time (s) |",
+        (
+            "| experiment | data | change | val NLL/token (cond / uncond) | composer information (nats/token) "
+            "| ceiling | adherence s = 1 (per composer) | chosen s: adherence (per composer) | train time (s) |"
+        ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in [*EXPERIMENTS, *SAMPLING]:
@@ -271,13 +275,16 @@ def table(work: Path) -> str:
         s = json.loads(path.read_text())
         per = lambda d: " / ".join(f"{v:.2f}" for v in d.values())  # noqa: E731
         lines.append(
-            f"| {name} | {s['data']} | `{s['flags']}` | {s['eval_loss']:.3f} / {s['eval_uncond_loss']:.3f} | {s['composer_information']:.4f} | "
-            f"{s['ceiling']:.2f} | {s['s1']:.2f} ({per(s['s1_per_composer'])}) | s = {s['chosen_scale']:g}: {s['chosen']:.2f} ({per(s['chosen_per_composer'])}) | "
+            f"| {name} | {s['data']} | `{s['flags']}` | {s['eval_loss']:.3f} / {s['eval_uncond_loss']:.3f} | "
+            f"{s['composer_information']:.4f} | "
+            f"{s['ceiling']:.2f} | {s['s1']:.2f} ({per(s['s1_per_composer'])}) | s = {s['chosen_scale']:g}: "
+            f"{s['chosen']:.2f} ({per(s['chosen_per_composer'])}) | "
             f"{s['train_runtime_s']:.0f} |"
         )
     composers = "bach / monteverdi / palestrina"
     lines.append(
-        f"\nPer composer: {composers}. {SAMPLES} samples per composer per scale, {TOKENS} tokens; {STEPS} steps unless the change says otherwise. "
+        f"\nPer composer: {composers}. {SAMPLES} samples per composer per scale, {TOKENS} tokens; {STEPS} steps "
+        "unless the change says otherwise. "
         f"{platform.machine()}, {os.cpu_count()} cores, {datetime.date.today()}."
     )
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Evaluation at scale: time and peak memory of `evaluate_samples.py` against the size of the training split.
 
     python bench/bench_eval.py --files 1000,10000             # build, prepare, train 20 steps, evaluate, per size
-    python bench/bench_eval.py --dataset_dir D --tokenizer_dir T --model_dir M    # an existing prepared dataset and model
+    python bench/bench_eval.py --dataset_dir D --tokenizer_dir T --model_dir M  # an existing dataset and model
 
 For each N, a corpus of N files from bench/bench_scale.py's `build_corpus` (transposed, re-timed,
 cropped copies of music21 pieces in 237 composer folders, kept and reused under --corpus_dir) is
@@ -221,32 +221,46 @@ def main() -> None:
             print(f"{label}: {measured['seconds']:.1f} s, peak RSS {measured['VmRSS']:.0f} MB", file=sys.stderr)
 
         lines = [
-            f"### Evaluation at scale — {datetime.date.today()}, {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+            (
+                f"### Evaluation at scale — {datetime.date.today()}, {platform.machine()}, {os.cpu_count()} cores, "
+                f"Python {platform.python_version()}"
+            ),
             "",
             f"- command: `python {' '.join(sys.argv)}`",
             (
-                f"- evaluate_samples.py with {args.samples} samples of {args.composers} composers (the most training pieces), "
-                f"{args.max_new_tokens} new tokens, no guidance sweep, no accompaniment; a tiny model trained {args.max_steps} steps"
+                f"- evaluate_samples.py with {args.samples} samples of {args.composers} composers (the most training "
+                "pieces), "
+                f"{args.max_new_tokens} new tokens, no guidance sweep, no accompaniment; a tiny model trained "
+                f"{args.max_steps} steps"
             ),
-            "- peak memory of the evaluation process, polled every 0.05 s: resident in all (VmRSS), anonymous (RssAnon), file-backed (RssFile: mapped Arrow and libraries)",
+            (
+                "- peak memory of the evaluation process, polled every 0.05 s: resident in all (VmRSS), anonymous "
+                "(RssAnon), file-backed (RssFile: mapped Arrow and libraries)"
+            ),
             "",
-            "| corpus | train rows | train Arrow (MB) | memorization index: pieces, intervals, MB | eval s | training scan s | decode held-out s | "
-            "likelihood s | sampling s | metrics s | peak VmRSS (MB) | peak RssAnon (MB) | peak RssFile (MB) | load before → after |",
+            "| corpus | train rows | train Arrow (MB) | memorization index: pieces, intervals, MB | eval s | "
+            "training scan s | decode held-out s | "
+            "likelihood s | sampling s | metrics s | peak VmRSS (MB) | peak RssAnon (MB) | peak RssFile (MB) | load "
+            "before → after |",
             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
-        for label, data, composers, m, report, timings, before, after in results:
+        for label, data, _, m, report, _, before, after in results:
             sizes, index, t = split_sizes(data), report["data"]["memorization_index"], report["timings"]
             lines.append(
-                f"| {label} | {sizes['train_rows']:,} | {sizes['train_mb']:.0f} | {index['pieces']:,}, {index['intervals']:,}, {index['bytes'] / 2**20:.1f} | "
-                f"{m['seconds']:.1f} | {t.get('training_scan_s', 0):.1f} | {t.get('decode_s', 0):.1f} | {t.get('likelihood_s', 0):.1f} | "
-                f"{t.get('sampling_s', 0):.1f} | {t.get('metrics_s', 0):.1f} | {m['VmRSS']:.0f} | {m['RssAnon']:.0f} | {m['RssFile']:.0f} | "
+                f"| {label} | {sizes['train_rows']:,} | {sizes['train_mb']:.0f} | {index['pieces']:,}, "
+                f"{index['intervals']:,}, {index['bytes'] / 2**20:.1f} | "
+                f"{m['seconds']:.1f} | {t.get('training_scan_s', 0):.1f} | {t.get('decode_s', 0):.1f} | "
+                f"{t.get('likelihood_s', 0):.1f} | "
+                f"{t.get('sampling_s', 0):.1f} | {t.get('metrics_s', 0):.1f} | {m['VmRSS']:.0f} | {m['RssAnon']:.0f} "
+                f"| {m['RssFile']:.0f} | "
                 f"{before[0]:.2f} → {after[0]:.2f} |"
             )
         lines.append("")
         for label, _, composers, _, report, timings, _, _ in results:
             if timings:
                 lines.append(
-                    f"- {label}: prepare {timings['prepare_s']:.0f} s, train {timings['train_s']:.0f} s; evaluated {composers}; "
+                    f"- {label}: prepare {timings['prepare_s']:.0f} s, train {timings['train_s']:.0f} s; evaluated "
+                    f"{composers}; "
                     f"held-out rows {report['likelihood']['rows']:,}"
                 )
         print("\n".join(lines))

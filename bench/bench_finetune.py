@@ -116,7 +116,8 @@ def prepare(work: Path, composers: str, base: str | None) -> Path:
 
 
 def nll_per_note(model_dir: Path, data: Path, checkpoint: Path | None = None) -> float:
-    """Validation NLL per note (nats) of the held-out continuation rows, by the model folder or one of its checkpoints."""
+    """Validation NLL per note (nats) of the held-out continuation rows, by the model folder or one of its
+    checkpoints."""
     import torch
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM
@@ -137,7 +138,8 @@ def nll_per_note(model_dir: Path, data: Path, checkpoint: Path | None = None) ->
 
 
 def grown(base: str, tokenizer_dir: Path, init: str):
-    """The base model with rows for the composers of `tokenizer_dir` (a tokenizer prepared with --base_model), started as `init`."""
+    """The base model with rows for the composers of `tokenizer_dir` (a tokenizer prepared with --base_model),
+    started as `init`."""
     from transformers import AutoModelForCausalLM
 
     from midilm.finetune import grow_embeddings

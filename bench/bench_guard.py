@@ -1,7 +1,7 @@
 """The musical guard's cost beside the grammar's, on generate.py's sampling path (CFG s = 3 + grammar).
 
-    python bench/bench_guard.py                                  # CPU, tiny random-weight model, batch 1, 4, 8, 256 new tokens
-    python bench/bench_guard.py --new_tokens 32 --repeats 1      # smoke run
+    python bench/bench_guard.py                              # CPU, tiny random-weight model, batch 1, 4, 8, 256 tokens
+    python bench/bench_guard.py --new_tokens 32 --repeats 1  # smoke run
 
 Per batch size: the time of one call of each processor (the grammar's, the guard's; both see the 2B
 rows of guidance), and generate()'s wall time with the grammar alone and with grammar + guard, every
@@ -113,18 +113,22 @@ def main() -> None:
     print(f"- machine: {machine('cpu')}")
     print(f"- date: {datetime.date.today().isoformat()}; command: `python {' '.join(sys.argv)}`")
     print(
-        f"- model: random-weight Llama `{args.preset}` ({model.num_parameters() / 1e6:.2f}M parameters, vocabulary {len(tokenizer)}); "
-        f"CFG s = {args.guidance_scale} (2B rows) + grammar; {args.new_tokens} new tokens per sample; median of {args.repeats}"
+        f"- model: random-weight Llama `{args.preset}` ({model.num_parameters() / 1e6:.2f}M parameters, vocabulary "
+        f"{len(tokenizer)}); "
+        f"CFG s = {args.guidance_scale} (2B rows) + grammar; {args.new_tokens} new tokens per sample; median of "
+        f"{args.repeats}"
     )
     print(f"- guard bounds (99.9% quantile of the synthetic training pieces): {bounds}")
     print()
     print(
-        "| batch | grammar ms/call | guard ms/call | guard / grammar | generate s, grammar | generate s, grammar + guard | guard's cost | most notes at one onset, guard on / off |"
+        "| batch | grammar ms/call | guard ms/call | guard / grammar | generate s, grammar | generate s, grammar + "
+        "guard | guard's cost | most notes at one onset, guard on / off |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for batch, grammar_ms, guard_ms, plain, guarded, worst, worst_off in rows:
         print(
-            f"| {batch} | {grammar_ms:.3f} | {guard_ms:.3f} | {guard_ms / grammar_ms:.2f}x | {plain:.3f} | {guarded:.3f} | "
+            f"| {batch} | {grammar_ms:.3f} | {guard_ms:.3f} | {guard_ms / grammar_ms:.2f}x | {plain:.3f} | "
+            f"{guarded:.3f} | "
             f"{guarded / plain:.2f}x | {worst} / {worst_off} |"
         )
 

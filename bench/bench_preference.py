@@ -1,7 +1,8 @@
 """Preference tuning before and after: both classifiers, vertical seconds, metric gap, memorization, wall time.
 
     python bench/bench_preference.py --model_dir model_output --dataset_dir data --work_dir /tmp/bench_preference
-    python bench/bench_preference.py --model_dir model_output --dataset_dir data --work_dir /tmp/bp --variants "rounds=1;rounds=2;rounds=2,pair_rule=best_worst"
+    python bench/bench_preference.py --model_dir model_output --dataset_dir data --work_dir /tmp/bp \\
+        --variants "rounds=1;rounds=2;rounds=2,pair_rule=best_worst"
 
 Each variant (`;`-separated, each a comma-separated list of TuneArguments or ScoreWeights overrides,
 e.g. "rounds=2,seconds_weight=20") runs tune.py's `tune()`
@@ -160,15 +161,22 @@ def markdown(results: dict, composers: list[str]) -> str:
         return "–" if not x else f"{x['share']:.2f} [{x['interval'][0]:.2f}, {x['interval'][1]:.2f}]"
 
     lines = [
-        f"{results['machine']}, {results['date']}; {results['eval_samples']} samples per composer at s = {results['guidance_scale']:g}, "
+        f"{results['machine']}, {results['date']}; {results['eval_samples']} samples per composer at s = "
+        f"{results['guidance_scale']:g}, "
         f"crops of {results['crop_notes']} notes; ceilings (reward / independent): "
         + ", ".join(
-            f"{c} {results['ceiling']['reward_classifier'][c]:.2f} / {results['ceiling']['independent_classifier'].get(c, float('nan')):.2f}"
+            (
+                f"{c} {results['ceiling']['reward_classifier'][c]:.2f} / "
+                f"{results['ceiling']['independent_classifier'].get(c, float('nan')):.2f}"
+            )
             for c in composers
         )
         + f"; real held-out passages share at most {results['copy_limit']} intervals with a training piece.",
         "",
-        "| model | tuning wall time | composer | reward classifier | independent classifier | vertical seconds (real) | metric gap | notes / sample | copied run max / median | clusters |",
+        (
+            "| model | tuning wall time | composer | reward classifier | independent classifier | vertical seconds "
+            "(real) | metric gap | notes / sample | copied run max / median | clusters |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     sides = [("before tuning", None, results["before"])] + [
@@ -179,8 +187,10 @@ def markdown(results: dict, composers: list[str]) -> str:
         for c in composers:
             r = side[c]
             lines.append(
-                f"| {name} | {'–' if seconds is None else f'{seconds:.0f} s'} | {c} | {cell(r['reward_classifier'])} | {cell(r['independent_classifier'])} | "
-                f"{r['vertical_seconds']:.3f} ({r['vertical_seconds_real']:.3f}) | {r['metric_gap']:.3f} | {r['notes_per_sample']:.1f} | "
+                f"| {name} | {'–' if seconds is None else f'{seconds:.0f} s'} | {c} | {cell(r['reward_classifier'])} "
+                f"| {cell(r['independent_classifier'])} | "
+                f"{r['vertical_seconds']:.3f} ({r['vertical_seconds_real']:.3f}) | {r['metric_gap']:.3f} | "
+                f"{r['notes_per_sample']:.1f} | "
                 f"{r['memorization']['max']} / {r['memorization']['median']:g} | {r['degenerate']}/{r['n']} |"
             )
         lines.append(f"| {name} | | mean metric gap | | | | {side['metric_gap_mean']:.3f} | | | |")

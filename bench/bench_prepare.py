@@ -27,11 +27,12 @@ from symusic import Score
 
 from midilm.corpus import music21_corpus_files
 from midilm.prepare import PrepareArguments, prepare
-from midilm.tokenizer import build_tokenizer, load_tokenizer
+from midilm.tokenizer import build_tokenizer, load_tokenizer, tokenizer_settings
 
 REPO = Path(__file__).resolve().parent.parent  # for config.json; midilm itself is the installed package
 
-SETTINGS = json.loads((REPO / "config.json").read_text())["tokenizer"]
+# What prepare_dataset.py builds its tokenizer with: the package defaults and config.json's overrides.
+SETTINGS = tokenizer_settings(json.loads((REPO / "config.json").read_text()).get("tokenizer"))
 
 
 def timed_prepare(
@@ -98,11 +99,13 @@ def main() -> None:
     n = len(files)
     fps = {w: kept / s for w, (s, kept) in timings.items()}
     print(
-        f"### Data preparation — {datetime.date.today()}, {platform.node()}, {platform.processor() or platform.machine()}, "
+        f"### Data preparation — {datetime.date.today()}, {platform.node()}, "
+        f"{platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}"
     )
     print(
-        f"`python bench/bench_prepare.py --composers {args.composers} --pieces {args.pieces} --vocab_sizes {args.vocab_sizes}` "
+        f"`python bench/bench_prepare.py --composers {args.composers} --pieces {args.pieces} --vocab_sizes "
+        f"{args.vocab_sizes}` "
         f"({n} music21 pieces, BPE {vocab_sizes[0]})\n"
     )
     print("| measure | value |\n|---|---|")

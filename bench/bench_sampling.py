@@ -4,7 +4,7 @@
     python bench/bench_sampling.py --new_tokens 16 --repeats 1       # smoke run
     python bench/bench_sampling.py --device cuda --preset small --static_cache --compile
     python bench/bench_sampling.py --model_dir model_output          # a trained model instead of random weights
-    python bench/bench_sampling.py --modes dynamic,static,compile --batch_sizes 1,4   # generate.py's path per cache mode
+    python bench/bench_sampling.py --modes dynamic,static,compile --batch_sizes 1,4  # generate.py's path per cache mode
 
 Every method generates exactly --new_tokens tokens per sample (min_new_tokens = max_new_tokens), from
 the same model, prompt ([BOS, COMPOSER]) and sampling settings. tokens/s counts the samples' tokens
@@ -35,7 +35,7 @@ from midilm.generation import build_plan, model_settings
 from midilm.modeling import PRESETS, build_config, context_length, generation_config, load_midilm_dir
 from midilm.rows import RowLayout, body_room, new_tokens_start
 from midilm.sampling import SamplingSettings, fast_sampling
-from midilm.tokenizer import build_tokenizer
+from midilm.tokenizer import build_tokenizer, tokenizer_settings
 
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = {"temperature": 0.9, "top_k": 40, "top_p": 0.95, "repetition_penalty": 1.02}  # the models' defaults
@@ -63,7 +63,7 @@ def synthetic_piece(seed: int, bars: int = 16) -> Score:
 
 def random_model(preset: str, vocab_size: int, device: str):
     """A random-weight Llama of `preset` with a REMI+BPE tokenizer trained on synthetic pieces."""
-    settings = json.loads((REPO / "config.json").read_text())["tokenizer"]
+    settings = tokenizer_settings(json.loads((REPO / "config.json").read_text()).get("tokenizer"))
     tokenizer, composer_map = build_tokenizer(settings, ["bach", "mozart"])
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
@@ -96,7 +96,7 @@ def parse_arguments() -> argparse.Namespace:
         "--vocab_size",
         type=int,
         default=1000,
-        help="BPE vocabulary of the random-weight model (config.json's default).",
+        help="BPE vocabulary of the random-weight model (prepare_dataset.py's default).",
     )
     parser.add_argument("--batch_sizes", default="1,4,8")
     parser.add_argument("--new_tokens", type=int, default=256)
@@ -131,7 +131,10 @@ def bench_model(args: argparse.Namespace):
         )
     else:
         model, tokenizer, composer_map = random_model(args.preset, args.vocab_size, args.device)
-        model_name = f"random-weight Llama `{args.preset}` ({model.num_parameters() / 1e6:.2f}M parameters, vocabulary {model.config.vocab_size})"
+        model_name = (
+            f"random-weight Llama `{args.preset}` ({model.num_parameters() / 1e6:.2f}M parameters, "
+            f"vocabulary {model.config.vocab_size})"
+        )
     if args.new_tokens > body_room(context_length(model.config)):
         raise SystemExit(f"--new_tokens is over the model's context of {context_length(model.config)}")
     return model, tokenizer, composer_map, model_name
@@ -242,7 +245,8 @@ def report(args: argparse.Namespace, names: list[str], results: dict, model_name
         f"- machine: {machine(args.device)}",
         (
             f"- model: {model_name}; device {args.device}; {'static cache' if args.static_cache else 'dynamic cache'}"
-            f"{', torch.compile' if args.compile else ''}; {n} new tokens per sample; median of {args.repeats} runs after one warm-up"
+            f"{', torch.compile' if args.compile else ''}; {n} new tokens per sample; median of {args.repeats} runs "
+            "after one warm-up"
         ),
         f"- settings: {', '.join(f'{k} {v}' for k, v in SETTINGS.items())}",
         "",
@@ -254,7 +258,8 @@ def report(args: argparse.Namespace, names: list[str], results: dict, model_name
         for name in names:
             seconds = results[name, batch]
             lines.append(
-                f"| {name} | {batch} | {seconds:.3f} | {batch * n / seconds:.1f} | {seconds / results[plain, batch]:.2f}x |"
+                f"| {name} | {batch} | {seconds:.3f} | {batch * n / seconds:.1f} | "
+                f"{seconds / results[plain, batch]:.2f}x |"
             )
     lines += [
         "",
@@ -341,7 +346,8 @@ def compare_modes(args, model, tokenizer, composer_map, composer: str, model_nam
         "",
         f"- command: `python {' '.join(sys.argv)}`",
         f"- machine: {machine(args.device)}; load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        f"- model: {model_name}; device {args.device}; {n} new tokens per sample; median of {args.repeats} runs after one warm-up; "
+        f"- model: {model_name}; device {args.device}; {n} new tokens per sample; median of {args.repeats} runs "
+        "after one warm-up; "
         f"compile backend {args.compile_backend}",
         f"- settings: {', '.join(f'{k} {v}' for k, v in SETTINGS.items())}",
         "",
@@ -351,7 +357,8 @@ def compare_modes(args, model, tokenizer, composer_map, composer: str, model_nam
     for method, batch, mode, secs, first, same in rows:
         base = seconds[modes[0], batch, method]
         lines.append(
-            f"| {method} | {batch} | {mode} | {batch * n / secs:.1f} | {base / secs:.2f}x | {first:.1f} | {'yes' if same else 'NO'} |"
+            f"| {method} | {batch} | {mode} | {batch * n / secs:.1f} | {base / secs:.2f}x | {first:.1f} | "
+            f"{'yes' if same else 'NO'} |"
         )
     print("\n".join(lines))
 

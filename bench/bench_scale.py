@@ -14,7 +14,8 @@ folders of Zipf-like sizes, named as people name them (commas, dots, accents, ot
 Each (N, workers) runs the whole prepare step as a subprocess; its peak resident memory is the
 largest sum, over the process tree (workers included), of the RSS polled every 0.1 s. The step's
 own `prepare_report.json` says where the time went (scan = parse + checks + base tokenize; bpe;
-rows = BPE encode + chunk + Arrow shards, in the workers; write = `save_to_disk` of the mapped shards). Prints a Markdown block for bench/RESULTS.md.
+rows = BPE encode + chunk + Arrow shards, in the workers; write = `save_to_disk` of the mapped shards).
+Prints a Markdown block for bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -252,9 +253,9 @@ def bpe_one(midi_dir: Path, n_train: int, vocab_size: int, seed: int = 0) -> dic
     process: seconds, this process's peak RSS, and tokens per note on 300 other files."""
     import resource
 
-    from midilm.tokenizer import build_tokenizer, encode_ids
+    from midilm.tokenizer import build_tokenizer, encode_ids, tokenizer_settings
 
-    settings = json.loads((REPO / "config.json").read_text())["tokenizer"]
+    settings = tokenizer_settings(json.loads((REPO / "config.json").read_text()).get("tokenizer"))
     paths = sorted(midi_dir.rglob("*.mid"))
     random.Random(seed).shuffle(paths)
     held_out, train = paths[:300], paths[300 : 300 + n_train]
@@ -277,7 +278,11 @@ def bpe_sweep(midi_dir: Path, sizes: list[int], vocab_size: int) -> list[dict]:
     """`bpe_one` for each size, each in a fresh process (its own peak memory)."""
     rows = []
     for n in sizes:
-        code = f"import json, sys; sys.argv = ['x']; from pathlib import Path; import importlib.util as u; spec = u.spec_from_file_location('b', {str(Path(__file__))!r}); m = u.module_from_spec(spec); spec.loader.exec_module(m); print(json.dumps(m.bpe_one(Path({str(midi_dir)!r}), {n}, {vocab_size})))"
+        code = (
+            "import json, sys; sys.argv = ['x']; from pathlib import Path; import importlib.util as u; spec = "
+            f"u.spec_from_file_location('b', {str(Path(__file__))!r}); m = u.module_from_spec(spec); "
+            f"spec.loader.exec_module(m); print(json.dumps(m.bpe_one(Path({str(midi_dir)!r}), {n}, {vocab_size})))"
+        )
         out = subprocess.run(
             [sys.executable, "-c", code],
             capture_output=True,
@@ -324,7 +329,10 @@ def main() -> None:
                 result["load"] = (before, load())
                 results[(n, w)] = result
                 print(
-                    f"N={n} workers={w}: {result['seconds']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB, load {before} -> {result['load'][1]}",
+                    (
+                        f"N={n} workers={w}: {result['seconds']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB, load "
+                        f"{before} -> {result['load'][1]}"
+                    ),
                     file=sys.stderr,
                 )
 
@@ -347,21 +355,25 @@ def main() -> None:
         f"(synthetic corpus of music21 pieces, {COMPOSERS} composer folders, BPE {args.vocab_size})\n"
     )
     print(
-        "| files | workers | kept | s | files/s | peak RSS, process tree (MB) | peak PSS, process tree (MB) | largest process (MB) | scan s | BPE s (files) | rows s | write s | load before → after |"
+        "| files | workers | kept | s | files/s | peak RSS, process tree (MB) | peak PSS, process tree (MB) | "
+        "largest process (MB) | scan s | BPE s (files) | rows s | write s | load before → after |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for (n, w), r in results.items():
         t, rep = r["report"]["seconds"], r["report"]
         print(
-            f"| {n:,} | {w} | {rep['files']['kept']:,} | {r['seconds']:.1f} | {n / r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['peak_pss_mb']:.0f} | {r['peak_one_mb']:.0f} | "
-            f"{t['scan']:.1f} | {t['bpe']:.1f} ({rep['bpe']['training_files']}) | {t['rows']:.1f} | {t['write']:.1f} | {r['load'][0]} → {r['load'][1]} |"
+            f"| {n:,} | {w} | {rep['files']['kept']:,} | {r['seconds']:.1f} | {n / r['seconds']:.1f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['peak_pss_mb']:.0f} | {r['peak_one_mb']:.0f} | "
+            f"{t['scan']:.1f} | {t['bpe']:.1f} ({rep['bpe']['training_files']}) | {t['rows']:.1f} | {t['write']:.1f} "
+            f"| {r['load'][0]} → {r['load'][1]} |"
         )
     print()
     for w in workers:
         if (sizes[0], w) in results and (sizes[-1], w) in results:
             a, b = results[(sizes[0], w)], results[(sizes[-1], w)]
             print(
-                f"- {w} worker(s), {sizes[0]:,} → {sizes[-1]:,} files: peak RSS x{b['peak_rss_mb'] / a['peak_rss_mb']:.2f} (goal < 1.5), "
+                f"- {w} worker(s), {sizes[0]:,} → {sizes[-1]:,} files: peak RSS "
+                f"x{b['peak_rss_mb'] / a['peak_rss_mb']:.2f} (goal < 1.5), "
                 f"peak PSS x{b['peak_pss_mb'] / a['peak_pss_mb']:.2f}, "
                 f"files/s x{(sizes[-1] / b['seconds']) / (sizes[0] / a['seconds']):.2f} (goal ≥ 0.8)"
             )
@@ -370,19 +382,23 @@ def main() -> None:
             one, two = results[(n, 1)]["report"]["seconds"], results[(n, 2)]["report"]["seconds"]
             outside = lambda t: t["scan"] + t["rows"]  # noqa: E731
             print(
-                f"- {n:,} files: 2 workers vs 1 on scan + rows (outside BPE and writing): x{outside(one) / outside(two):.2f} (goal ≥ 1.6)"
+                f"- {n:,} files: 2 workers vs 1 on scan + rows (outside BPE and writing): "
+                f"x{outside(one) / outside(two):.2f} (goal ≥ 1.6)"
             )
     if sweep:
         print(
-            f"\nBPE {args.vocab_size} learnt from a sample of the {sizes[-1]:,}-file corpus (miditok's own file reader, one process; "
+            f"\nBPE {args.vocab_size} learnt from a sample of the {sizes[-1]:,}-file corpus (miditok's own file "
+            "reader, one process; "
             "tokens per note on 300 other files):\n"
         )
         print(
-            "| training files | BPE s | s per file | peak RSS (MB) | tokens/note after BPE |\n|---:|---:|---:|---:|---:|"
+            "| training files | BPE s | s per file | peak RSS (MB) | tokens/note after BPE "
+            "|\n|---:|---:|---:|---:|---:|"
         )
         for r in sweep:
             print(
-                f"| {r['files']:,} | {r['seconds']:.1f} | {r['seconds'] / r['files'] * 1000:.1f} ms | {r['peak_rss_mb']:.0f} | {r['tokens_per_note']:.3f} |"
+                f"| {r['files']:,} | {r['seconds']:.1f} | {r['seconds'] / r['files'] * 1000:.1f} ms | "
+                f"{r['peak_rss_mb']:.0f} | {r['tokens_per_note']:.3f} |"
             )
 
 

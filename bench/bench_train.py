@@ -144,12 +144,14 @@ def main() -> None:
     bare_tps, trainer_tps = tokens / bare_seconds, tokens / trainer_seconds
     print(
         f"### Training throughput — {datetime.date.today()}, {platform.node()}, {args.device}"
-        f"{' ' + torch.cuda.get_device_name() if args.device == 'cuda' else f' ({os.cpu_count()} cores)'}, torch {torch.__version__}"
+        f"{' ' + torch.cuda.get_device_name() if args.device == 'cuda' else f' ({os.cpu_count()} cores)'}, torch "
+        f"{torch.__version__}"
     )
     print(
         f"`python bench/bench_train.py {' '.join(sys.argv[1:])}` — {args.model_type} {args.preset} "
         f"({params / 1e6:.1f}M parameters, tied head counted once), batch {args.batch} x {args.seq_len}, "
-        f"{args.steps} timed steps after {args.warmup} warm-up, {'bf16' if args.bf16 else 'fp32'}{', compiled' if args.compile else ''}\n"
+        f"{args.steps} timed steps after {args.warmup} warm-up, "
+        f"{'bf16' if args.bf16 else 'fp32'}{', compiled' if args.compile else ''}\n"
     )
     print("| loop | tokens/s | ratio to bare loop |\n|---|---|---|")
     print(f"| bare PyTorch | {bare_tps:,.0f} | 1.00 |")
@@ -158,7 +160,8 @@ def main() -> None:
         layers, hidden = config.num_hidden_layers, config.hidden_size
         flops_per_token = 6 * params + 12 * layers * hidden * args.seq_len
         print(
-            f"\nMFU (Trainer): {flops_per_token * trainer_tps / (args.peak_tflops * 1e12):.1%} of {args.peak_tflops:g} TFLOPS"
+            f"\nMFU (Trainer): {flops_per_token * trainer_tps / (args.peak_tflops * 1e12):.1%} of "
+            f"{args.peak_tflops:g} TFLOPS"
         )
 
 

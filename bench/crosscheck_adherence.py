@@ -172,7 +172,8 @@ def main() -> None:
         rows.append((set_name, [lab for lab, _ in kept], [first_crop(s, length) for _, s in kept]))
 
     print(
-        f"Crops of {length} notes; {platform.machine()}, {os.cpu_count()} cores, {datetime.date.today()}; samples: {args.samples_dir}\n"
+        f"Crops of {length} notes; {platform.machine()}, {os.cpu_count()} cores, {datetime.date.today()}; samples: "
+        f"{args.samples_dir}\n"
     )
     seconds = [FEATURE_NAMES.index("harmonic_ic_1"), FEATURE_NAMES.index("harmonic_ic_2")]
 
@@ -195,8 +196,10 @@ def main() -> None:
                 cells.append(f"{overall:.2f} (" + " / ".join(f"{v:.2f}" for v in per) + ")")
         print(f"| {set_name} | " + " | ".join(cells) + f" | {seconds_share(cs, labels)} |")
     print(
-        f"\nA cell: share classified as the intended composer, all (then {' / '.join(composers)}). Seconds: the mean share of "
-        "minor and major seconds (interval classes 1 and 2) among the intervals between notes that start together, per composer."
+        f"\nA cell: share classified as the intended composer, all (then {' / '.join(composers)}). Seconds: the mean "
+        "share of "
+        "minor and major seconds (interval classes 1 and 2) among the intervals between notes that start together, "
+        "per composer."
     )
 
 

@@ -2,7 +2,8 @@
 commit dc8b41e) and against the held-out pieces cut into passages as long as the samples (the measure
 since).
 
-    python bench/metric_gap_passages.py --model_dir model_output --dataset_dir data --samples_dir samples/eval/samples trained sweep_s2
+    python bench/metric_gap_passages.py --model_dir model_output --dataset_dir data \\
+        --samples_dir samples/eval/samples trained sweep_s2
 
 Each named set under --samples_dir (`<composer>_<i>.mid`) is compared, per composer, with that
 composer's pieces of --split: `midilm.metrics.compare` and `summary_distance`'s mean standardised gap.

@@ -1,4 +1,5 @@
-"""`python -m midilm train ...`: the `midilm` command without its console script (e.g. in an editable install made before it existed)."""
+"""`python -m midilm train ...`: the `midilm` command without its console script (e.g. in an editable install
+made before it existed)."""
 
 from midilm.commands import main
 

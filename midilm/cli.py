@@ -1,8 +1,9 @@
 """What every midilm script shares: defaults, then config.json, then flags under HfArgumentParser; one-line errors.
 
 The defaults live in the package (the dataclasses' fields, `midilm.training.TRAINING_DEFAULTS`,
-`midilm.tokenizer.TOKENIZER_DEFAULTS`). config.json beside the scripts only overrides them: it may be
-whole, partial, empty or absent."""
+`midilm.tokenizer.TOKENIZER_DEFAULTS`). A config file only overrides them: it may be whole, partial,
+empty or absent. The repository's config.json holds deliberate overrides only, each with its reason under
+`_reasons` (keys starting with `_` are for readers; tests/test_cli.py fails on one that repeats a default)."""
 
 from __future__ import annotations
 

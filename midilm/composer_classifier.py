@@ -513,7 +513,10 @@ def fit_classifier(
         crop_unit=crop_unit,
         not_measurable=not_measurable,
         training={
-            "model": f"logistic regression (C={regularization}, balanced classes) on {len(FEATURE_NAMES)} standardised features",
+            "model": (
+                f"logistic regression (C={regularization}, balanced classes) on {len(FEATURE_NAMES)} "
+                "standardised features"
+            ),
             "train_pieces": {n: len(train[n]) for n in measurable},
             "train_crops": {n: len(data[n][0]) for n in measurable},
             "heldout_pieces": {n: len(heldout[n]) for n in measurable},

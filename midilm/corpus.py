@@ -93,7 +93,7 @@ def music21_corpus_files(
     if jobs:
         with ProcessPoolExecutor(max_workers=max(1, num_proc)) as pool:
             results = pool.map(_convert, jobs, chunksize=1)
-            for (score_path, midi_path), error in tqdm(
+            for (_, midi_path), error in tqdm(
                 zip(jobs, results), total=len(jobs), desc="music21 corpus → MIDI (cached)", unit="score"
             ):
                 if error:

@@ -66,7 +66,8 @@ def load_prepared(
         names = dataset[name].features["composer"].names
         if names != composers:
             raise InputError(
-                f"--dataset_dir {path} has composers {names} but {owner} has {composers}; use the two that prepare_dataset.py and train.py made together"
+                f"--dataset_dir {path} has composers {names} but {owner} has {composers}; use the two that "
+                "prepare_dataset.py and train.py made together"
             )
     return dataset
 

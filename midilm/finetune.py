@@ -35,7 +35,11 @@ class FinetuneArguments:
     init_from: str | None = field(
         default=None,
         metadata={
-            "help": "Start from this trained midilm model (a folder, or a Hub repo id, loaded with from_pretrained) instead of random weights. Its architecture and context are kept; the dataset must be prepared with prepare_dataset.py --base_model pointing at the same model."
+            "help": (
+                "Start from this trained midilm model (a folder, or a Hub repo id, loaded with from_pretrained) "
+                "instead of random weights. Its architecture and context are kept; the dataset must be prepared "
+                "with prepare_dataset.py --base_model pointing at the same model."
+            )
         },
     )
     # bench/RESULTS.md ("Fine-tuning"): at step 0 the two give the new composers' held-out pieces the same NLL per
@@ -44,13 +48,19 @@ class FinetuneArguments:
     new_composer_init: str = field(
         default="none",
         metadata={
-            "help": f"How a new composer's embedding starts: {' or '.join(NEW_COMPOSER_INITS)} (COMPOSER_NONE's row, or the mean of the known composers' rows)."
+            "help": (
+                f"How a new composer's embedding starts: {' or '.join(NEW_COMPOSER_INITS)} (COMPOSER_NONE's row, "
+                "or the mean of the known composers' rows)."
+            )
         },
     )
     lora_r: int = field(
         default=0,
         metadata={
-            "help": "LoRA rank (peft); 0 = full fine-tuning. With LoRA only the adapters and the new composers' embedding rows train; the saved folder has the adapters merged."
+            "help": (
+                "LoRA rank (peft); 0 = full fine-tuning. With LoRA only the adapters and the new composers' "
+                "embedding rows train; the saved folder has the adapters merged."
+            )
         },
     )
     lora_alpha: float = field(
@@ -60,19 +70,28 @@ class FinetuneArguments:
     lora_target_modules: str = field(
         default=DEFAULT_LORA_TARGETS,
         metadata={
-            "help": "Comma-separated module names to adapt, or all-linear (every linear layer of the blocks: fits the Llama and GPT-2 presets)."
+            "help": (
+                "Comma-separated module names to adapt, or all-linear (every linear layer of the blocks: fits "
+                "the Llama and GPT-2 presets)."
+            )
         },
     )
     save_adapter: bool = field(
         default=False,
         metadata={
-            "help": "With --lora_r: also write the adapter alone (peft's adapter_model.safetensors, a few MB) to <output_dir>/adapter."
+            "help": (
+                "With --lora_r: also write the adapter alone (peft's adapter_model.safetensors, a few MB) to "
+                "<output_dir>/adapter."
+            )
         },
     )
     replay_dataset: str | None = field(
         default=None,
         metadata={
-            "help": "The base model's own dataset (prepare_dataset.py output): a share of its training rows is mixed into every epoch, so the base's composers are not forgotten."
+            "help": (
+                "The base model's own dataset (prepare_dataset.py output): a share of its training rows is mixed "
+                "into every epoch, so the base's composers are not forgotten."
+            )
         },
     )
     # bench/RESULTS.md ("Fine-tuning"): at 0.5 the demo's composers kept more of their adherence than at 0.2
@@ -184,7 +203,8 @@ def extend_tokenizer(tokenizer, base: ComposerMap, composers: list[str]) -> Comp
     tokens = composer_tokens(composers)[len(base.names) :]  # refuses two names with one token
     if new and not tokenizer.is_trained:
         raise InputError(
-            "--base_model: its tokenizer has no BPE vocabulary (prepared with --vocab_size 0), and miditok rebuilds such a "
+            "--base_model: its tokenizer has no BPE vocabulary (prepared with --vocab_size 0), and miditok rebuilds "
+            "such a "
             f"vocabulary from its settings, so new composers ({', '.join(new)}) cannot be appended after its ids"
         )
     for token in tokens:
@@ -223,7 +243,8 @@ def check_extends(base: BaseModel, tokenizer, composer_map: ComposerMap, where: 
 def check_context(base: BaseModel, max_seq_len: int) -> None:
     if max_seq_len > context_length(base.config):
         raise InputError(
-            f"--max_seq_len {max_seq_len} is longer than --init_from {base.source} can position ({context_length(base.config)} tokens); "
+            f"--max_seq_len {max_seq_len} is longer than --init_from {base.source} can position "
+            f"({context_length(base.config)} tokens); "
             f"prepare the data with prepare_dataset.py --max_seq_len {context_length(base.config)} or less"
         )
 
@@ -316,7 +337,8 @@ def replay_rows(
     names = train.features["composer"].names
     if names != composer_map.names[: len(names)] or not len(train):
         raise InputError(
-            f"--replay_dataset {path} has composers {names}, which are not the base's ({composer_map.names}); give the base model's own dataset"
+            f"--replay_dataset {path} has composers {names}, which are not the base's ({composer_map.names}); give "
+            "the base model's own dataset"
         )
     if "task" in train.column_names:
         train = train.filter(lambda task: task in tasks, input_columns="task")
@@ -326,7 +348,8 @@ def replay_rows(
     top = pc.max(pc.list_flatten(train.with_format("arrow")[:]["input_ids"])).as_py() or 0
     if top >= base_vocab:
         raise InputError(
-            f"--replay_dataset {path}: token id {top} is outside the base's vocabulary ({base_vocab}); give the base model's own dataset"
+            f"--replay_dataset {path}: token id {top} is outside the base's vocabulary ({base_vocab}); give the base "
+            "model's own dataset"
         )
     wanted = max(1, round(new_rows * share / (1 - share)))
     rng = np.random.default_rng(seed)
@@ -390,7 +413,8 @@ def with_base_data(dataset, base_dataset_dir: str, composer_map: ComposerMap):
     names = base["train"].features["composer"].names if "train" in base else None
     if names is None or names != composer_map.names[: len(names)] or set(splits) != set(dataset):
         raise InputError(
-            f"--base_dataset_dir {path}: needs {', '.join(dataset)} splits whose composers are the base's, the first of the model's "
+            f"--base_dataset_dir {path}: needs {', '.join(dataset)} splits whose composers are the base's, the first "
+            "of the model's "
             f"({', '.join(composer_map.names)}); give the dataset the base model was trained on"
         )
     label = ClassLabel(names=composer_map.names)

@@ -110,7 +110,8 @@ class NoteGuard:
     def __init__(self, tokenizer: miditok.REMI, max_notes_per_onset: int, max_notes_per_bar: int):
         if max_notes_per_onset < 1 or max_notes_per_bar < 1:
             raise ValueError(
-                f"the guard's bounds must be at least 1 (got {max_notes_per_onset} per onset, {max_notes_per_bar} per bar)"
+                f"the guard's bounds must be at least 1 (got {max_notes_per_onset} per onset, {max_notes_per_bar} "
+                "per bar)"
             )
         self.max_notes_per_onset, self.max_notes_per_bar = int(max_notes_per_onset), int(max_notes_per_bar)
         grammar = RemiGrammar.for_tokenizer(tokenizer)

@@ -93,7 +93,8 @@ class CFGSamplingProcessor(LogitsProcessor):
         if self.paired:
             if scores.shape[0] % 2:
                 raise ValueError(
-                    f"guidance_scale {self.guidance_scale} needs 2B rows (B conditional, then B unconditional), got {scores.shape[0]}"
+                    f"guidance_scale {self.guidance_scale} needs 2B rows (B conditional, then B unconditional), got "
+                    f"{scores.shape[0]}"
                 )
             half = scores.shape[0] // 2
             input_ids, scores = input_ids[:half], guided_log_probs(scores[:half], scores[half:], self.guidance_scale)

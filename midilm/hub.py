@@ -24,6 +24,7 @@ def write_dataset_card(data_dir: Path, report: dict, resolved: dict) -> None:
         f"| {r['composer']} | `{r['token']}` | {r['id']} | {r['pieces']} |" for r in report["composers"]["composers"]
     )
     splits = "\n".join(f"| {s} | {v['pieces']} | {v['chunks']} | {v['tokens']} |" for s, v in report["splits"].items())
+    files = report["files"]
     card = f"""---
 tags: [midi, symbolic-music, midilm, miditok]
 ---
@@ -36,7 +37,7 @@ The split is by piece, from a hash of its notes (its base tokens), not of its fi
 chunks in two splits, and the same music under two names is one piece, kept once (the others are listed
 as duplicates in `prepare_report.json`).
 
-Source: {source}. Files seen {report["files"]["seen"]}, kept {report["files"]["kept"]}, skipped {report["files"]["skipped"]}.
+Source: {source}. Files seen {files["seen"]}, kept {files["kept"]}, skipped {files["skipped"]}.
 
 ## Composers
 | composer | token | id | pieces |
@@ -76,8 +77,13 @@ MODEL_CARD = "README.md"
 # A tuned folder's card section (tune.py writes it): kept when the card is written anew.
 TUNING_CARD = "tuning_card.md"
 TASK_TEXT = {
-    "continuation": "continuation: `[BOS, COMPOSER_x, tokens..., EOS]`, music in the composer's style, from nothing or from a MIDI prompt",
-    "accompaniment": "accompaniment: `[BOS, COMPOSER_x, MELODY, melody bars, FULL, the full piece's bars, EOS]`, a melody harmonized",
+    "continuation": (
+        "continuation: `[BOS, COMPOSER_x, tokens..., EOS]`, music in the composer's style, from nothing "
+        "or from a MIDI prompt"
+    ),
+    "accompaniment": (
+        "accompaniment: `[BOS, COMPOSER_x, MELODY, melody bars, FULL, the full piece's bars, EOS]`, a melody harmonized"
+    ),
 }
 
 
@@ -120,7 +126,8 @@ def push_model(
     missing = [n for n in ("config.json", TOKENIZER_FILE, COMPOSERS_FILE, TRAINING_CONFIG_FILE) if n not in files]
     if missing or not any(n.endswith(".safetensors") for n in files):
         raise InputError(
-            f"--output_dir {model_dir}: not a complete midilm model folder (missing {', '.join(missing) or 'the weights'}); train it first"
+            f"--output_dir {model_dir}: not a complete midilm model folder (missing "
+            f"{', '.join(missing) or 'the weights'}); train it first"
         )
     api = HfApi(token=token)
     repo = api.create_repo(repo_id or model_dir.absolute().name, private=private, exist_ok=True, repo_type="model")
@@ -186,9 +193,13 @@ def _card_data(config, composer_map, resolved: dict) -> str:
     if prepare.get("midi_dir") or prepare.get("metadata"):
         source = f"the MIDI files of `{prepare.get('midi_dir') or prepare.get('metadata')}`"
     elif prepare:
-        source = f"the scores bundled in the music21 package ({prepare.get('composers') or 'all composers'}), converted to MIDI"
+        source = (
+            f"the scores bundled in the music21 package ({prepare.get('composers') or 'all composers'}), "
+            "converted to MIDI"
+        )
     else:
         source = "not recorded"
+    vocabulary = f"{config.vocab_size} tokens (miditok REMI{' + BPE' if prepare.get('vocab_size') else ''})"
     task_lines = "\n".join(f"- {TASK_TEXT.get(t, t)}" for t in model_tasks(config))
     model, base = resolved["model"], getattr(config, BASE_KEY, None)
     title = (
@@ -212,7 +223,7 @@ Trained on (config.json `midilm_tasks`):
 {task_lines}
 
 ## Data
-Dataset: `{data_dir}`, built from {source}. Vocabulary {config.vocab_size} tokens (miditok REMI{" + BPE" if prepare.get("vocab_size") else ""}), context {context_length(config)} tokens.
+Dataset: `{data_dir}`, built from {source}. Vocabulary {vocabulary}, context {context_length(config)} tokens.
 
 | composer | token | id | pieces |
 |---|---|---|---|
@@ -222,7 +233,8 @@ Dataset: `{data_dir}`, built from {source}. Vocabulary {config.vocab_size} token
 
 
 def _card_lineage(config) -> str:
-    """What a model built on another was built on (config.json's midilm_base_model); nothing for one trained from scratch."""
+    """What a model built on another was built on (config.json's midilm_base_model); nothing for one trained
+    from scratch."""
     base = getattr(config, BASE_KEY, None)
     if not base:
         return ""
@@ -230,7 +242,10 @@ def _card_lineage(config) -> str:
     lines = [
         f"| base model | `{base['model']}` (revision `{base['revision']}`) |",
         f"| method | {base['method']} |",
-        f"| new composers | {', '.join(base['new_composers']) or 'none'} (embedding rows initialised from {'COMPOSER_NONE' if base['new_composer_init'] == 'none' else 'the mean of the known composers'}) |",
+        (
+            f"| new composers | {', '.join(base['new_composers']) or 'none'} (embedding rows initialised from "
+            f"{'COMPOSER_NONE' if base['new_composer_init'] == 'none' else 'the mean of the known composers'}) |"
+        ),
         f"| data | `{base['dataset']}` (tokenizer `{base['tokenizer']}`, the base's extended) |",
         f"| steps | {base['steps']} |",
     ] + (
@@ -249,8 +264,10 @@ def _card_metrics(metrics: dict, resolved: dict) -> str:
     conditioning = ""
     if uncond_loss is not None and information is not None:
         conditioning = (
-            f"| eval loss with `COMPOSER_NONE` in place of the composer (unconditional, per token) | {uncond_loss:.4f} |\n"
-            f"| composer information (nats per token: unconditional - conditional loss; above 0, the model uses the composer token) | {information:.4f} |\n"
+            "| eval loss with `COMPOSER_NONE` in place of the composer (unconditional, per token) | "
+            f"{uncond_loss:.4f} |\n"
+            "| composer information (nats per token: unconditional - conditional loss; above 0, the model uses the "
+            f"composer token) | {information:.4f} |\n"
         )
     return f"""## Metrics
 | metric | value |
@@ -273,8 +290,16 @@ def _card_generate(model_dir: Path, config, composer_map, repo_id: str | None) -
     where = repo_id or model_dir.name
     folder = f'snapshot_download("{repo_id}")' if repo_id else f'"{model_dir.name}"'
     fetch = "from huggingface_hub import snapshot_download\n" if repo_id else ""
+    model_arg = "MODEL_DIR" if repo_id else model_dir.name
+    sample = f"python generate.py --model_dir {model_arg} --composer {first_arg} --num_samples 4"
+    local_copy = (
+        f', and `MODEL_DIR` a local copy of this repository (`huggingface_hub.snapshot_download("{repo_id}")` '
+        "makes one)"
+        if repo_id
+        else ""
+    )
     accompany = (
-        f"python generate.py --model_dir {'MODEL_DIR' if repo_id else model_dir.name} --melody_midi melody.mid --composer {first_arg}"
+        f"python generate.py --model_dir {model_arg} --melody_midi melody.mid --composer {first_arg}"
         "  # a melody harmonized\n"
         if "accompaniment" in model_tasks(config)
         else ""
@@ -283,9 +308,9 @@ def _card_generate(model_dir: Path, config, composer_map, repo_id: str | None) -
 Guided samples come from midilm: its logits processors add classifier-free guidance (the composer's
 row against a `COMPOSER_NONE` row, scale {guidance:g} by default: `midilm_guidance_scale` in config.json)
 and a REMI grammar that masks every token that would make the music invalid, and it decodes to MIDI.
-With midilm installed{', and `MODEL_DIR` a local copy of this repository (`huggingface_hub.snapshot_download("' + repo_id + '")` makes one)' if repo_id else ""}:
+With midilm installed{local_copy}:
 ```bash
-python generate.py --model_dir {"MODEL_DIR" if repo_id else model_dir.name} --composer {first_arg} --num_samples 4   # --guidance_scale {guidance:g} by default
+{sample}   # --guidance_scale {guidance:g} by default
 {accompany}```
 ```python
 {fetch}from transformers import AutoModelForCausalLM

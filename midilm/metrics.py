@@ -476,7 +476,7 @@ def longest_shared_run(sample: Sequence, training_sequences: Sequence[Sequence])
 # `accompaniment_metrics(extract_melody(score).score, score)`) give the reference; there
 # melody adherence is 1 by construction.
 
-DEFAULT_ONSET_TOLERANCE = 1 / 16  # quarter notes: half a 32nd, the REMI grid of config.json
+DEFAULT_ONSET_TOLERANCE = 1 / 16  # quarter notes: half a 32nd, the finest REMI grid (TOKENIZER_DEFAULTS' beat_res)
 
 
 def _notes_in_quarters(score: Score) -> dict[str, np.ndarray]:

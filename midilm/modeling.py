@@ -149,7 +149,8 @@ def copy_tokenizer(tokenizer_dir: Path, model_dir: Path) -> None:
 
 
 def load_midilm_dir(model_dir: str | Path, flag: str = "--model_dir"):
-    """Check a model folder and return (config, tokenizer, composer map); one clear error naming `flag` if it is not one."""
+    """Check a model folder and return (config, tokenizer, composer map); one clear error naming `flag` if it is
+    not one."""
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise InputError(f"{flag} {model_dir}: no config.json; train a model with train.py first")

@@ -66,7 +66,8 @@ class NgramClassifier:
     ceiling: dict = field(default_factory=dict)  # `judge` on the held-out real crops
 
     def probabilities(self, pieces: Sequence[Score | Notes]) -> np.ndarray:
-        """[N, K] probability of each composer, each piece judged on its first crop (as the report's classifier judges)."""
+        """[N, K] probability of each composer, each piece judged on its first crop (as the report's classifier
+        judges)."""
         first = []
         for piece in pieces:
             notes = piece if isinstance(piece, Notes) else Notes.of(piece)
@@ -79,7 +80,8 @@ class NgramClassifier:
         return self.model.predict_proba(self.vectorizer.transform([ngrams(c) for c in cut]))
 
     def adherence(self, pieces: Sequence[Score | Notes], intended: Sequence[str | None]) -> dict:
-        """`midilm.composer_classifier.judge` with this classifier's verdicts: the same shares, intervals and confusion."""
+        """`midilm.composer_classifier.judge` with this classifier's verdicts: the same shares, intervals and
+        confusion."""
         return judge(self, self.probabilities(pieces), intended)
 
     @property

@@ -36,7 +36,10 @@ class SamplingSettings:
     guidance_scale: float | None = field(
         default=None,
         metadata={
-            "help": "Classifier-free guidance scale s; 1 = off, 0 = unconditional (default: the model's midilm_guidance_scale)."
+            "help": (
+                "Classifier-free guidance scale s; 1 = off, 0 = unconditional (default: the model's "
+                "midilm_guidance_scale)."
+            )
         },
     )
     temperature: float | None = field(default=None, metadata={"help": "Softmax temperature."})
@@ -48,7 +51,11 @@ class SamplingSettings:
     max_new_tokens: int | None = field(
         default=None,
         metadata={
-            "help": "Tokens to generate (default: the model's generation_config.json, at most the context). More than the context holds are written in windows: each rereads the header and the latest whole bars (up to half the context) and writes on."
+            "help": (
+                "Tokens to generate (default: the model's generation_config.json, at most the context). More "
+                "than the context holds are written in windows: each rereads the header and the latest whole "
+                "bars (up to half the context) and writes on."
+            )
         },
     )
     min_new_tokens: int | None = field(
@@ -62,25 +69,41 @@ class SamplingSettings:
     guard: bool = field(
         default=True,
         metadata={
-            "help": "The musical guard: it caps the notes starting at one onset and in one bar at the bounds learnt from the training data (config.json's midilm_guard), on for a model that carries them; --no_guard turns it off."
+            "help": (
+                "The musical guard: it caps the notes starting at one onset and in one bar at the bounds learnt "
+                "from the training data (config.json's midilm_guard), on for a model that carries them; "
+                "--no_guard turns it off."
+            )
         },
     )
     static_cache: bool = field(
         default=False,
         metadata={
-            "help": "Preallocated KV cache (transformers' cache_implementation='static'): same seed, same MIDI bytes as without it (tested). Pays off with --compile; alone it is slower on CPU."
+            "help": (
+                "Preallocated KV cache (transformers' cache_implementation='static'): same seed, same MIDI bytes "
+                "as without it (tested). Meant for --compile, whose fixed shapes it provides (speeds: "
+                'bench/RESULTS.md, "Fast sampling").'
+            )
         },
     )
     compile: bool = field(
         default=False,
         metadata={
-            "help": "torch.compile the decoding forward (implies --static_cache). The first call compiles (25-50 s on a 2-core CPU with inductor, for the tiny model), so it pays off for long or many samples, mostly on a GPU. Same seed, same MIDI bytes as without it on CPU (tested with aot_eager; seen with inductor in bench/RESULTS.md), but inductor may reorder float sums, so on another machine or a GPU a draw can change."
+            "help": (
+                "torch.compile the decoding forward (implies --static_cache). The first call compiles the model "
+                'before it samples, so the flag is for long or many samples (timings: bench/RESULTS.md, "Fast '
+                'sampling"). Same seed, same MIDI bytes as without it on CPU (tested with aot_eager; seen '
+                "with inductor in bench/RESULTS.md), but inductor may reorder float sums, so on another machine "
+                "or a GPU a draw can change."
+            )
         },
     )
     compile_backend: str = field(
         default="inductor",
         metadata={
-            "help": "torch.compile backend for --compile (inductor; eager or aot_eager only check that the model compiles)."
+            "help": (
+                "torch.compile backend for --compile (inductor; eager or aot_eager only check that the model compiles)."
+            )
         },
     )
 

@@ -95,7 +95,10 @@ def bound_silence(score, bounds: Bounds):
         if after > max(1, bounds.stray_share * len(starts)):
             return (
                 None,
-                f"silence of {gap:.0f} beats at beat {at:.0f} with {after} notes after it (bound {bounds.max_silence_beats:g})",
+                (
+                    f"silence of {gap:.0f} beats at beat {at:.0f} with {after} notes after it (bound "
+                    f"{bounds.max_silence_beats:g})"
+                ),
                 None,
             )
         end = int(reach[first_after - 1])

@@ -25,7 +25,14 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-TOKENIZER_SETTINGS = json.loads((REPO / "config.json").read_text())["tokenizer"]
+def _tokenizer_settings() -> dict:
+    from midilm.tokenizer import tokenizer_settings
+
+    return tokenizer_settings(json.loads((REPO / "config.json").read_text()).get("tokenizer"))
+
+
+# What prepare_dataset.py in the clone builds its tokenizer with: the package's defaults and config.json's overrides.
+TOKENIZER_SETTINGS = _tokenizer_settings()
 
 
 def load_script(name: str):

@@ -140,7 +140,10 @@ def test_continuation_rows_do_not_change(both, prepared):
     old = load_from_disk(str(prepared["data"]))["train"]
     new = load_from_disk(str(both["data"]))["train"].filter(lambda r: r["task"] == "continuation")
     assert set(old["task"]) == {"continuation"}
-    key = lambda r: (r["source"], r["chunk"])
+
+    def key(row):
+        return row["source"], row["chunk"]
+
     assert sorted((key(r), r["input_ids"]) for r in old) == sorted((key(r), r["input_ids"]) for r in new)
     assert both["report"]["splits"]["train"]["tasks"]["accompaniment"] > 0
 

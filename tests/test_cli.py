@@ -58,8 +58,8 @@ def _effective(config_file, argv=()):
     "content", [None, "", "{}", '{"training": {"max_steps": 2000}, "tokenizer": {"num_velocities": 16}}']
 )
 def test_config_json_may_be_absent_empty_or_partial(content, tmp_path):
-    """The package holds every default: the repository's config.json only repeats them, so without it,
-    empty or partial, every script's effective settings are the same."""
+    """The package holds every default and the repository's config.json overrides none of them, so without
+    it, empty or partial (repeating defaults), every script's effective settings are the same."""
     from conftest import REPO
 
     path = tmp_path / "config.json"
@@ -76,13 +76,108 @@ def test_config_json_and_flags_override_the_defaults(tmp_path):
     assert effective["tokenizer"]["num_velocities"] == 8 and effective["tokenizer"]["pitch_range"] == [21, 109]
 
 
+def _package_defaults(section: str) -> dict:
+    """The defaults a config file's section overrides: the fields of the dataclasses its command parses,
+    with the package constants for classes midilm does not own (TRAINING_DEFAULTS, TOKENIZER_DEFAULTS) over them."""
+    from dataclasses import MISSING, fields
+
+    if section == "tokenizer":
+        from midilm.tokenizer import TOKENIZER_DEFAULTS
+
+        return dict(TOKENIZER_DEFAULTS)
+    if section == "prepare":
+        from midilm.prepare import PrepareArguments as classes
+    elif section in ("model", "data", "finetune", "training"):
+        from midilm.finetune import FinetuneArguments
+
+        classes = (ModelArguments, DataArguments, FinetuneArguments, TrainingArguments)
+    elif section == "generate":
+        from midilm.commands.generate import GenerateArguments
+        from midilm.sampling import SamplingSettings
+
+        classes = (GenerateArguments, SamplingSettings)
+    elif section == "evaluate":
+        from midilm.evaluation.run import EvaluateArguments as classes
+    elif section == "tune":
+        from midilm.tuning.loop import TuneArguments
+        from midilm.tuning.score import ScoreWeights
+
+        classes = (TuneArguments, ScoreWeights)
+    elif section == "app":
+        from midilm.app import AppArguments as classes
+    else:
+        raise AssertionError(f"config.json section {section!r} is read by no command")
+    defaults = {
+        f.name: f.default if f.default is not MISSING else f.default_factory()
+        for cls in (classes if isinstance(classes, tuple) else (classes,))
+        for f in fields(cls)
+        if f.default is not MISSING or f.default_factory is not MISSING
+    }
+    if section == "training":
+        from midilm.training import TRAINING_DEFAULTS
+
+        defaults.update(TRAINING_DEFAULTS)
+    return defaults
+
+
+def repeated_defaults(config: dict) -> list[str]:
+    """`section.key` of every override in a config file that only repeats the package default (which
+    would mask a later change of that default), and of every override without its reason in `_reasons`."""
+    reasons = config.get("_reasons", {})
+    problems = []
+    for section, values in config.items():
+        if section.startswith("_"):  # `_comment`, `_reasons`: for readers, read by no command
+            continue
+        defaults = _package_defaults(section)
+        for key, value in values.items():
+            if key in defaults and value == defaults[key]:
+                problems.append(f"{section}.{key} repeats the default {value!r}")
+            elif f"{section}.{key}" not in reasons:
+                problems.append(f"{section}.{key} has no reason in _reasons")
+    return problems
+
+
+def test_config_json_holds_only_deliberate_overrides():
+    """Each default lives once, in the package: the repository's config.json may only change one, and says why."""
+    import json
+
+    from conftest import REPO
+
+    assert repeated_defaults(json.loads((REPO / "config.json").read_text())) == []
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("prepare", "vocab_size", 1000),
+        ("tokenizer", "pitch_range", [21, 109]),
+        ("model", "model_preset", "tiny"),
+        ("data", "composer_dropout", 0.15),
+        ("training", "learning_rate", 0.001),  # TRAINING_DEFAULTS, over TrainingArguments' own 5e-5
+        ("training", "adam_beta1", 0.9),  # TrainingArguments' own default
+        ("generate", "num_samples", 1),
+        ("evaluate", "output_dir", "eval_report"),
+        ("tune", "dpo_epochs", 2.0),
+        ("app", "model_dir", "model_output"),
+    ],
+)
+def test_a_repeated_default_or_an_unexplained_override_is_caught(section, key, value):
+    assert repeated_defaults({section: {key: value}}) == [f"{section}.{key} repeats the default {value!r}"]
+    changed = [value] if not isinstance(value, (int, float)) else value * 2
+    assert repeated_defaults({section: {key: changed}}) == [f"{section}.{key} has no reason in _reasons"]
+    assert repeated_defaults({section: {key: changed}, "_reasons": {f"{section}.{key}": "why"}}) == []
+
+
 def test_import_midilm_is_light_and_names_the_public_api():
     """`import midilm` (and the `midilm` command's module, which the data step's spawned workers import
     first) loads no torch, transformers or datasets; each public name then resolves to its module's."""
     import subprocess
     import sys
 
-    code = "import sys, midilm, midilm.commands; print(sorted(m for m in ('torch', 'transformers', 'datasets', 'miditok') if m in sys.modules))"
+    code = (
+        "import sys, midilm, midilm.commands; print(sorted(m for m in ('torch', 'transformers', 'datasets', "
+        "'miditok') if m in sys.modules))"
+    )
     assert (
         subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip() == "[]"
     )

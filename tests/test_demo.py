@@ -24,7 +24,10 @@ def test_demo_pipeline_on_a_tiny_subset(tmp_path):
         "DEMO_TOKENS=48",
         "DEMO_EVAL_STEPS=3",
         "DEMO_AUGMENT=",
-        "DEMO_EVAL=--num_samples_per_composer 1 --max_new_tokens 48 --adherence_scales 1,2 --adherence_samples_per_composer 2 --accompaniment_pieces 1",
+        (
+            "DEMO_EVAL=--num_samples_per_composer 1 --max_new_tokens 48 --adherence_scales 1,2 "
+            "--adherence_samples_per_composer 2 --accompaniment_pieces 1"
+        ),
     ]
     result = subprocess.run(
         ["make", "-f", str(REPO / "Makefile"), "pipeline", *tiny],

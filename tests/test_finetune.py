@@ -256,9 +256,9 @@ def test_lora_run_saves_a_merged_folder_with_the_adapters_logits(base_dir, ft_pr
     assert result.returncode == 0, result.stderr[-3000:]
     new_rows = len(load_from_disk(str(ft_prepared["data"]))["train"])
     assert (
-        f"replay: {round(new_rows / 3)} rows of {prepared['data']} mixed into {new_rows + round(new_rows / 3)} training rows"
-        in result.stdout
-    )
+        f"replay: {round(new_rows / 3)} rows of {prepared['data']} mixed into {new_rows + round(new_rows / 3)} "
+        "training rows"
+    ) in result.stdout
     assert not (out / "adapter_config.json").exists()  # a plain model folder: transformers would look for a base model
     assert (out / "adapter" / "adapter_model.safetensors").stat().st_size < (out / "model.safetensors").stat().st_size
     merged = AutoModelForCausalLM.from_pretrained(out).eval()
@@ -397,7 +397,8 @@ def test_prepare_refusals(case, message, midi_dir, tmp_path):
 
 
 def test_a_cached_hub_model_is_a_base_offline(base_dir, midi_dir, tmp_path):
-    """--base_model with a Hub repo id resolves through the Hub cache (offline: the cache alone) and records the commit."""
+    """--base_model with a Hub repo id resolves through the Hub cache (offline: the cache alone) and records the
+    commit."""
     import shutil
 
     commit = "0123456789abcdef0123456789abcdef01234567"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import unicodedata
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import REPO, TOKENIZER_SETTINGS, make_piece, write_midi_folder
 from datasets import load_from_disk
-from symusic import Score
+from symusic import Score, Tempo, TimeSignature
 
 from midilm.dataset import chunk_bars, split_of
 from midilm.prepare import PrepareArguments, prepare
@@ -45,14 +46,28 @@ def test_broken_files_are_reported_not_fatal(prepared):
     assert report["files"] == {"seen": 31, "kept": 27, "skipped": 4, "duplicates": 0, "cut": 0, "flagged": 0}
 
 
-def test_no_piece_in_two_splits_and_split_is_deterministic(prepared):
+def test_no_piece_in_two_splits(prepared):
     dataset = load_from_disk(str(prepared["data"]))
     sources = {split: set(dataset[split]["source"]) for split in dataset}
     assert all(sources.values())
     assert not sources["train"] & sources["validation"]
     assert not sources["train"] & sources["test"]
     assert not sources["validation"] & sources["test"]
-    assert split_of("alpha/piece0.mid", 0.1, 0.1) == split_of("alpha/piece0.mid", 0.1, 0.1)
+
+
+def test_split_of_depends_on_the_key_alone():
+    """A piece's split comes from a stable hash of its key, not Python's hash() (salted per process): the
+    same in another process, and pinned, since a change would move the pieces of every prepared dataset
+    between splits. Over many keys the shares follow the ratios."""
+    keys = [f"piece{i}" for i in range(5000)]
+    here = [split_of(key, 0.1, 0.3) for key in keys]
+    code = "from midilm.dataset import split_of; print(*(split_of(f'piece{i}', 0.1, 0.3) for i in range(5000)))"
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": os.pathsep.join(sys.path)}
+    elsewhere = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert elsewhere.stdout.split() == here
+    assert [split_of(key, 0.1, 0.1) for key in "ghijk"] == ["train", "validation", "test", "train", "test"]
+    shares = {split: here.count(split) / len(keys) for split in ("train", "validation", "test")}
+    assert shares == pytest.approx({"train": 0.6, "validation": 0.1, "test": 0.3}, abs=0.02)
 
 
 def test_chunk_layout(prepared):
@@ -85,12 +100,15 @@ def test_bpe_shortens_and_decodes_to_the_same_notes(bach_files, tmp_path):
     base, _ = build_tokenizer(TOKENIZER_SETTINGS, ["bach"])
     bpe, _ = build_tokenizer(TOKENIZER_SETTINGS, ["bach"])
     bpe.train(vocab_size=800, model="BPE", files_paths=paths)
+
+    def notes(score):
+        return sorted((n.time, n.pitch, n.duration) for t in score.tracks for n in t.notes)
+
     for path in paths:
         score = Score(path)
         plain_ids, bpe_ids = base.encode(score).ids, bpe.encode(score).ids
         assert len(bpe_ids) < 0.8 * len(plain_ids)
         a, b = base.decode(plain_ids), bpe.decode(bpe_ids)
-        notes = lambda s: sorted((n.time, n.pitch, n.duration) for t in s.tracks for n in t.notes)
         assert notes(a) == notes(b) and len(notes(a)) > 20
     bpe.save(tmp_path, filename="tokenizer.json")
     assert miditok.REMI(params=tmp_path / "tokenizer.json").vocab_size == 800
@@ -229,8 +247,21 @@ def test_push_to_hub_sends_dataset_card_and_tokenizer(prepared, monkeypatch):
     assert composer_map.names == ["alpha", "beta", "OTHER"] and len(tokenizer) == 600
 
 
+def sparse_piece(bars: int = 24) -> Score:
+    """Music, but not like the rest of a corpus of make_piece()s: one short note per bar, so about 6
+    tokens per bar against their 40 or more (an outlier to flag, not a file to skip)."""
+    from symusic import Note, Track
+
+    score = Score(480)
+    score.time_signatures.append(TimeSignature(0, 4, 4))
+    score.tempos.append(Tempo(0, 100))
+    score.tracks.append(Track(name="sparse", program=0))
+    score.tracks[0].notes.extend(Note(bar * 4 * 480, 240, 60 + bar % 12, 80) for bar in range(bars))
+    return score
+
+
 # Real corpora hold files that crash the parser, files the tokenizer rejects, stray notes after
-# hours of silence, out-of-range tracks and the same music under two names.
+# hours of silence, out-of-range tracks, the same music under two names and music unlike the rest.
 def write_troubled_folder(root: Path) -> Path:
     from symusic import Note, Track
     from test_scan import STRAY_TICK, with_notes_after
@@ -240,6 +271,7 @@ def write_troubled_folder(root: Path) -> Path:
     Score(root / "alpha" / "piece1.mid").resample(960).dump_midi(
         root / "beta" / "retimed.mid"
     )  # same notes, another resolution
+    sparse_piece().dump_midi(root / "alpha" / "sparse.mid")
     trouble = root / "trouble"
     trouble.mkdir()
     make_piece(101).dump_midi(trouble / "crash.mid")
@@ -317,19 +349,27 @@ def test_bad_files_are_reported_and_never_end_the_run(troubled):
         "trouble/encodes-to-nothing.mid": "no tokens (the tokenizer encoded nothing)",
         "trouble/out_of_range.mid": "no notes inside the tokenizer's pitch range (21-108)",
     }
-    assert report["files"] == {
-        "seen": 19,
-        "kept": 13,
-        "skipped": 4,
-        "duplicates": 2,
-        "cut": 1,
-        "flagged": report["files"]["flagged"],
-    }
+    assert report["files"] == {"seen": 20, "kept": 14, "skipped": 4, "duplicates": 2, "cut": 1, "flagged": 1}
     sources = set().union(
         *(load_from_disk(str(troubled["data"]))[s]["source"] for s in ("train", "validation", "test"))
     )
     assert not sources & set(skipped), "a skipped piece is never in the data"
-    assert "trouble/stray.mid" in sources and len(sources) == 13
+    assert "trouble/stray.mid" in sources and len(sources) == 14
+
+
+def test_music_unlike_the_corpus_is_flagged_and_kept(troubled):
+    """One note per bar among pieces of about ten: its tokens per bar lie outside the corpus's normal
+    range, so the report flags it (with the figure and the range), and the data still holds it."""
+    report = troubled["report"]
+    low, high = report["normal_range"]["tokens_per_bar"]
+    assert list(report["flagged_files"]) == ["alpha/sparse.mid"]
+    reason = report["flagged_files"]["alpha/sparse.mid"]
+    assert reason.startswith("tokens per bar ") and f"outside the corpus's normal {low:.1f}-{high:.1f}" in reason
+    assert float(reason.split()[3]) < low
+    sources = set().union(
+        *(load_from_disk(str(troubled["data"]))[s]["source"] for s in ("train", "validation", "test"))
+    )
+    assert "alpha/sparse.mid" in sources
 
 
 def test_stray_note_is_cut_and_costs_no_empty_bars(troubled):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import struct
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,8 +89,27 @@ def test_find_soundfont(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=render.SOUNDFONT_ENV):
         find_soundfont()
     monkeypatch.delenv(render.SOUNDFONT_ENV)
-    default = find_soundfont()
-    assert default is None or default.is_file()
+
+
+def test_default_soundfont_is_debians_else_pretty_midis_else_none(tmp_path, monkeypatch):
+    """pretty_midi (a requirement) ships TimGM6mb.sf2, so a default always exists where midilm is installed;
+    Debian's FluidR3_GM comes first where its package is installed; None only without both."""
+    import sys
+
+    import pretty_midi
+
+    monkeypatch.delenv(render.SOUNDFONT_ENV, raising=False)
+    bundled = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
+    assert bundled.is_file()
+    monkeypatch.setattr(render, "DEBIAN_SOUNDFONT", tmp_path / "not_installed.sf2")
+    assert find_soundfont() == bundled
+    debian = tmp_path / "FluidR3_GM.sf2"
+    debian.write_bytes(b"RIFF")
+    monkeypatch.setattr(render, "DEBIAN_SOUNDFONT", debian)
+    assert find_soundfont() == debian
+    monkeypatch.setattr(render, "DEBIAN_SOUNDFONT", tmp_path / "not_installed.sf2")
+    monkeypatch.setitem(sys.modules, "pretty_midi", None)  # `import pretty_midi` raises ImportError
+    assert find_soundfont() is None
 
 
 def test_audio_unavailable(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ two nodes."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -503,7 +504,8 @@ def test_bad_input_fails_before_training(extra, message, prepared, tmp_path):
 
 @pytest.mark.parametrize("target", [None, ["-m", "midilm.commands.train"]], ids=["train.py", "module"])
 def test_accelerate_two_cpu_processes(prepared, tmp_path, target):
-    """`accelerate launch train.py` in a clone, `accelerate launch -m midilm.commands.train` from an installed package."""
+    """`accelerate launch train.py` in a clone, `accelerate launch -m midilm.commands.train` from an installed
+    package."""
     result = run_train(
         train_args(
             prepared,
@@ -567,7 +569,8 @@ def test_fsdp_config_on_cpu_says_it_runs_ddp(prepared, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (
         result.stdout.count(
-            "FSDP was asked for, but accelerate runs it on GPUs and other accelerators only: this run is MULTI_CPU over 2 process(es)"
+            "FSDP was asked for, but accelerate runs it on GPUs and other accelerators only: this run is MULTI_CPU "
+            "over 2 process(es)"
         )
         == 1
     )
@@ -618,8 +621,111 @@ def test_two_nodes_on_localhost(prepared, tmp_path):
     for node, (_, stderr) in zip(nodes, outputs):
         assert node.returncode == 0, stderr[-3000:]
     assert all("2 process(es)" in stdout for stdout, _ in outputs)
-    code = f"from transformers import AutoModelForCausalLM; m = AutoModelForCausalLM.from_pretrained({str(out)!r}); print(m.num_parameters())"
+    code = (
+        f"from transformers import AutoModelForCausalLM; m = AutoModelForCausalLM.from_pretrained({str(out)!r}); "
+        "print(m.num_parameters())"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert loaded.returncode == 0 and int(loaded.stdout.strip()) > 0, loaded.stderr[-2000:]
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
+
+
+def test_gpt2_preset_trains_saves_samples_and_accompanies(midi_dir, tmp_path):
+    """The GPT-2 preset end to end, as the Llama one: a few real Trainer steps (train's main, tiny sizes
+    through --model_overrides) on data with both tasks, a folder plain transformers loads as GPT-2,
+    samples with guidance and the grammar that read back without syntax errors, and an accompaniment."""
+    from conftest import TOKENIZER_SETTINGS, make_piece
+    from transformers import AutoModelForCausalLM, GPT2LMHeadModel
+
+    from midilm.accompaniment import harmonize
+    from midilm.commands import train
+    from midilm.generation import prepare_generation
+    from midilm.grammar import GrammarLogitsProcessor, count_syntax_errors
+    from midilm.guidance import CFGSamplingProcessor
+    from midilm.prepare import PrepareArguments, prepare
+    from midilm.tokenizer import load_tokenizer
+
+    data, tokenizer_dir, out = tmp_path / "data", tmp_path / "tokenizer", tmp_path / "model_output"
+    prepare(
+        PrepareArguments(
+            midi_dir=str(midi_dir),
+            composers="alpha,beta",
+            max_files_per_composer=5,
+            min_pieces_per_composer=2,
+            output_dir=str(data),
+            tokenizer_dir=str(tokenizer_dir),
+            vocab_size=0,
+            max_seq_len=256,
+            num_proc=1,
+            tasks="continuation,accompaniment",
+        ),
+        TOKENIZER_SETTINGS,
+    )
+    overrides = json.dumps({"n_layer": 2, "n_head": 2, "n_embd": 64, "n_inner": 128})
+    no_eval = ["--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false"]
+    train.main(
+        [
+            *train_args({"data": data, "tokenizer": tokenizer_dir}, out, "--max_steps", "12", *no_eval),
+            *["--model_type", "gpt2", "--model_overrides", overrides, "--samples_per_composer", "0"],
+            *["--report_to", "none"],
+        ]
+    )
+
+    # Save: plain transformers, no midilm, finds a GPT-2 of the overridden size, trained (loss below chance)
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert isinstance(model, GPT2LMHeadModel) and model.config.n_layer == 2 and model.config.n_embd == 64
+    assert json.loads((out / "all_results.json").read_text())["train_loss"] < math.log(model.config.vocab_size)
+
+    # Sample: guidance (2 rows per sample) and the grammar, through plain generate()
+    plan = prepare_generation(out, composer="beta", num_samples=2, seed=0, guidance_scale=2.0, max_new_tokens=48)
+    assert {type(p) for p in plan.logits_processor} >= {CFGSamplingProcessor, GrammarLogitsProcessor}
+    assert plan.input_ids.shape[0] == 4
+    output = model.generate(
+        plan.input_ids,
+        attention_mask=plan.attention_mask,
+        generation_config=plan.generation_config,
+        logits_processor=plan.logits_processor,
+    )
+    tokenizer, _ = load_tokenizer(out)
+    for ids, score in zip(plan.sample_ids(output), plan.decode(output)):
+        assert count_syntax_errors(tokenizer, ids) == 0.0 and score.note_num() > 0
+
+    # Accompany: a melody comes back unchanged under new parts, as many bars long
+    melody = make_piece(7, bars=3)
+    melody.tracks = melody.tracks[:1]
+    melody.dump_midi(tmp_path / "melody.mid")
+    (accompaniment,) = harmonize(out, tmp_path / "melody.mid", "alpha", device="cpu", seed=0)
+    assert accompaniment.bars == 3 and accompaniment.syntax_error_rate == 0.0
+    assert [(n.time, n.pitch) for n in accompaniment.score.tracks[0].notes] == [
+        (n.time, n.pitch) for n in melody.tracks[0].notes
+    ]
+
+
+def test_early_stopping_stops_and_the_folder_holds_the_best_checkpoint(prepared, tmp_path):
+    """--early_stopping_patience 1 with load_best_model_at_end (a default): a rate far too high makes the
+    validation loss stop improving, training stops there, long before --max_steps, and the saved folder
+    holds the best checkpoint's weights, not the last one's (which, stopped early, is never the best)."""
+    from safetensors.torch import load_file
+
+    from midilm.commands import train
+
+    out = tmp_path / "model_output"
+    flags = ["--max_steps", "200", "--eval_steps", "2", "--save_steps", "2", "--early_stopping_patience", "1"]
+    unstable = ["--learning_rate", "1.0", "--lr_scheduler_type", "constant", "--max_eval_samples", "8"]
+    train.main([*train_args(prepared, out, *flags), *unstable, "--samples_per_composer", "0", "--report_to", "none"])
+
+    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    last = checkpoints[-1]
+    state = json.loads((last / "trainer_state.json").read_text())
+    assert state["global_step"] < 200, "early stopping never stopped the run"
+    evals = [e["eval_loss"] for e in state["log_history"] if "eval_loss" in e]
+    assert evals[-1] >= min(evals[:-1]) and state["best_metric"] == min(evals)
+    best = Path(state["best_model_checkpoint"])
+    assert best.name != last.name and best.name == f"checkpoint-{evals.index(min(evals)) * 2 + 2}"
+    final, best_weights, last_weights = (load_file(p / "model.safetensors") for p in (out, best, last))
+    assert final.keys() == best_weights.keys()
+    assert all(torch.equal(final[k], best_weights[k]) for k in final)
+    assert not all(torch.equal(final[k], last_weights[k]) for k in final)
+    # the folder's evaluation is the best checkpoint's
+    assert json.loads((out / "all_results.json").read_text())["eval_loss"] == pytest.approx(state["best_metric"])

@@ -2,7 +2,7 @@
 
     midilm evaluate --model_dir model_output --dataset_dir data --output_dir eval_report
     midilm evaluate --model_dir model_output --dataset_dir data --samples_dir samples --output_dir samples/eval
-    midilm evaluate --model_dir model_output --dataset_dir data --write_default_guidance   # and set the model's guidance default
+    midilm evaluate --model_dir model_output --dataset_dir data --write_default_guidance  # and sets its guidance
     midilm evaluate --adherence_scales 1,2,3 --adherence_samples_per_composer 32 --split test --overwrite
 
 In a clone, `python evaluate_samples.py` takes the same flags and reads the config.json beside it.
@@ -11,8 +11,9 @@ of the model's samples and of random-weight samples with the real pieces of each
 guidance scale (composer adherence by an independent classifier, degenerate samples with the musical
 guard on and off, metric gap, memorization) and chooses the guidance default from it: the highest
 adherence whose degenerate samples stay at or below the real pieces' rate. --write_default_guidance
-writes that scale into the model's config.json once the report is written (see midilm/evaluation/). The training split is streamed from Arrow, never loaded whole: memory
-stays flat in its size apart from the memorization index (bench/bench_eval.py measures it).
+writes that scale into the model's config.json once the report is written (see midilm/evaluation/).
+The training split is streamed from Arrow, never loaded whole: memory stays flat in its size apart
+from the memorization index (bench/bench_eval.py measures it).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
         write_default_guidance(args.model_dir, choice["scale"])
     elif args.write_default_guidance:
         print(
-            f"warning: --write_default_guidance: no scale chosen ({choice.get('reason', 'no --adherence_scales')}); config.json is unchanged"
+            f"warning: --write_default_guidance: no scale chosen ({choice.get('reason', 'no --adherence_scales')}); "
+            "config.json is unchanged"
         )
     print(headline(report))
     print(f"report: {output_dir / 'report.md'}")

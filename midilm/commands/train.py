@@ -4,8 +4,10 @@
     midilm train --model_preset small --max_seq_len 2048 --bf16 true
     accelerate launch --multi_gpu --num_processes 2 -m midilm.commands.train --model_preset small
     midilm train my_config.json --output_dir runs/bach --max_steps 2000
-    midilm train --init_from model_output --dataset_dir data_ft --tokenizer_dir tokenizer_ft --output_dir model_ft --max_steps 500
-    midilm train --init_from model_output --dataset_dir data_ft --tokenizer_dir tokenizer_ft --output_dir model_lora --lora_r 16
+    midilm train --init_from model_output --dataset_dir data_ft --tokenizer_dir tokenizer_ft \\
+        --output_dir model_ft --max_steps 500
+    midilm train --init_from model_output --dataset_dir data_ft --tokenizer_dir tokenizer_ft \\
+        --output_dir model_lora --lora_r 16
 
 In a clone, `python train.py` takes the same flags and reads the config.json beside it.
 The context (--max_seq_len) is the dataset's row length (prepare_dataset.py --max_seq_len) unless given;
@@ -13,8 +15,8 @@ a shorter one is refused. Running the same command again on the same --output_di
 newest complete checkpoint. With --init_from, training starts from a trained midilm model (its
 architecture and weights; the data prepared with prepare_dataset.py --base_model), fully or with LoRA
 adapters (--lora_r), which the saved folder holds merged.
-Defaults come from the package (midilm.training); the `model`, `data`, `finetune` and `training` sections of a config file
-override them, and any flag overrides both.
+Defaults come from the package (midilm.training); the `model`, `data`, `finetune` and `training` sections
+of a config file override them, and any flag overrides both.
 """
 
 from __future__ import annotations
@@ -131,7 +133,10 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
                 training_args.max_steps,
             ),
         )
-        described = f"{model.config.model_type} from {base.source} (+{len(new_ids)} composers: {', '.join(new_composers) or 'none'})"
+        described = (
+            f"{model.config.model_type} from {base.source} (+{len(new_ids)} composers: "
+            f"{', '.join(new_composers) or 'none'})"
+        )
     config = model.config
     # What the model was trained for: generate.py refuses an accompaniment from a continuation-only model.
     config.update({"midilm_tasks": data.tasks, "midilm_max_seq_len": data.row_len})
@@ -142,15 +147,18 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
     if finetune_args.lora_r:
         model = wrap_lora(model, finetune_args, new_ids)
     print(
-        f"{described}: {model.num_parameters() / 1e6:.2f}M parameters ({trainable_parameters(model) / 1e6:.3f}M trained, {finetune_args.method()}), "
-        f"vocabulary {config.vocab_size}, context {data_args.max_seq_len}, tasks {'+'.join(data.tasks)}, {training_args.world_size} process(es); "
+        f"{described}: {model.num_parameters() / 1e6:.2f}M parameters ({trainable_parameters(model) / 1e6:.3f}M "
+        f"trained, {finetune_args.method()}), "
+        f"vocabulary {config.vocab_size}, context {data_args.max_seq_len}, tasks {'+'.join(data.tasks)}, "
+        f"{training_args.world_size} process(es); "
         f"musical guard: at most {bounds['max_notes_per_onset']} notes per onset, {bounds['max_notes_per_bar']} per bar"
     )
 
     # Train
     if data_args.padding_free and training_args.use_cache:
         raise InputError(
-            "--padding_free true needs --use_cache false: with a KV cache, transformers lets packed rows attend to each other"
+            "--padding_free true needs --use_cache false: with a KV cache, transformers lets packed rows attend to "
+            "each other"
         )
     collator = MidiCollator(
         config.pad_token_id,

@@ -1,7 +1,8 @@
 """Preference-tune a trained midilm model with DPO (TRL): rounds of sample -> score -> pair -> DPO.
 
     midilm tune --model_dir model_output --dataset_dir data --output_dir model_tuned
-    midilm tune --model_dir model_output --dataset_dir data --output_dir model_tuned --rounds 3 --samples_per_composer 64
+    midilm tune --model_dir model_output --dataset_dir data --output_dir model_tuned \\
+        --rounds 3 --samples_per_composer 64
     midilm tune --model_dir model_output --output_dir model_tuned --seconds_weight 0 --copy_weight 0.2
 
 In a clone, `python tune.py` takes the same flags and reads the config.json beside it.

@@ -55,7 +55,10 @@ class TuneArguments:
     dataset_dir: str | None = field(
         default=None,
         metadata={
-            "help": "The model's own dataset (prepare_dataset.py's output); default: the one its training_config.json names."
+            "help": (
+                "The model's own dataset (prepare_dataset.py's output); default: the one its "
+                "training_config.json names."
+            )
         },
     )
     output_dir: str = field(
@@ -68,7 +71,14 @@ class TuneArguments:
     rounds: int = field(
         default=2,
         metadata={
-            "help": "Rounds of sample -> score -> DPO (NotaGen's CLaMP-DPO used 2); fewer when every composer reaches its target or adherence stops rising. On the 1500-step demo model (bench/RESULTS.md, 64 samples per composer, seed 0) 2 rounds raised the mean adherence by both classifiers (reward 0.67 -> 0.82, independent 0.89 -> 0.93), 1 round did not (independent 0.89 -> 0.85), and --rounds 3 stopped after 2; at seeds 1 and 2 the independent classifier's mean moved +0.07 and 0.00, so the gain is not robust."
+            "help": (
+                "Rounds of sample -> score -> DPO (NotaGen's CLaMP-DPO used 2); fewer when every composer "
+                "reaches its target or adherence stops rising. On the 1500-step demo model (bench/RESULTS.md, 64 "
+                "samples per composer, seed 0) 2 rounds raised the mean adherence by both classifiers (reward "
+                "0.67 -> 0.82, independent 0.89 -> 0.93), 1 round did not (independent 0.89 -> 0.85), and "
+                "--rounds 3 stopped after 2; at seeds 1 and 2 the independent classifier's mean moved +0.07 and "
+                "0.00, so the gain is not robust."
+            )
         },
     )
     samples_per_composer: int = field(
@@ -84,7 +94,12 @@ class TuneArguments:
     pair_rule: str = field(
         default="extremes",
         metadata={
-            "help": f"How pairs are built per composer: {' or '.join(PAIR_RULES)} (see midilm.tuning.score.build_pairs). extremes: on the 1500-step demo model best_worst's 3 pairs stopped after 1 round with lower adherence (means 0.72 / 0.91 by the two classifiers, against extremes' 0.82 / 0.93)."
+            "help": (
+                f"How pairs are built per composer: {' or '.join(PAIR_RULES)} (see "
+                "midilm.tuning.score.build_pairs). extremes: on the 1500-step demo model best_worst's 3 pairs "
+                "stopped after 1 round with lower adherence (means 0.72 / 0.91 by the two classifiers, against "
+                "extremes' 0.82 / 0.93)."
+            )
         },
     )
     pair_fraction: float = field(
@@ -102,7 +117,12 @@ class TuneArguments:
     learning_rate: float = field(
         default=5e-5,
         metadata={
-            "help": "DPO learning rate (AdamW, constant): the tiny models of the demo barely move at TRL's 1e-6. On the 1500-step demo model 2e-5 kept the metric gap (0.64 -> 0.63) but the classifiers disagreed (reward 0.67 -> 0.70, independent 0.89 -> 0.82); 5e-5 raised both, at a metric-gap cost (0.64 -> 0.70)."
+            "help": (
+                "DPO learning rate (AdamW, constant): the tiny models of the demo barely move at TRL's 1e-6. On "
+                "the 1500-step demo model 2e-5 kept the metric gap (0.64 -> 0.63) but the classifiers disagreed "
+                "(reward 0.67 -> 0.70, independent 0.89 -> 0.82); 5e-5 raised both, at a metric-gap cost (0.64 "
+                "-> 0.70)."
+            )
         },
     )
     dpo_epochs: float = field(default=2.0, metadata={"help": "Passes over a round's pairs."})
@@ -110,7 +130,10 @@ class TuneArguments:
     stop_early: bool = field(
         default=True,
         metadata={
-            "help": "Stop before --rounds once every composer reaches its target or adherence stops rising (--stop_early false runs every round)."
+            "help": (
+                "Stop before --rounds once every composer reaches its target or adherence stops rising "
+                "(--stop_early false runs every round)."
+            )
         },
     )
     target_ratio: float = field(
@@ -158,11 +181,13 @@ def check_inputs(args: TuneArguments):
         dataset_dir = json.loads(recorded.read_text())["data"]["dataset_dir"] if recorded.is_file() else None
         if dataset_dir is None or not Path(dataset_dir).exists():
             raise InputError(
-                f"--model_dir {args.model_dir}: its dataset ({dataset_dir or 'not recorded'}) is not there; pass --dataset_dir, the folder prepare_dataset.py wrote for it"
+                f"--model_dir {args.model_dir}: its dataset ({dataset_dir or 'not recorded'}) is not there; pass "
+                "--dataset_dir, the folder prepare_dataset.py wrote for it"
             )
     if not Path(dataset_dir).exists():
         raise InputError(
-            f"--dataset_dir {dataset_dir}: no such folder; tuning needs the model's own dataset (prepare_dataset.py's output)"
+            f"--dataset_dir {dataset_dir}: no such folder; tuning needs the model's own dataset "
+            "(prepare_dataset.py's output)"
         )
     load_dataset_for(dataset_dir, tokenizer, composer_map)  # composers and splits
     return config, tokenizer, composer_map, dataset_dir
@@ -348,7 +373,9 @@ def dpo_round(policy, setup: Setup, samples, pairs, args: TuneArguments, work: P
 
 
 def run_round(r: int, policy, setup: Setup, args, weights, work: Path, writer, history: list[dict], device: str):
-    """Sample → score → pair → DPO, then the round's checkpoint. Returns (its record or None, why it stopped, samples)."""
+    """Sample → score → pair → DPO, then the round's checkpoint.
+
+    Returns (the round's record, or None when it did not run; why it did not; the samples it drew)."""
     tick = time.perf_counter()
     samples = setup.draw(policy, args.samples_per_composer, args.seed + 1000 * r)
     scored = score_samples(samples, setup.reference, setup.tokenizer, weights, setup.max_new)
@@ -464,7 +491,8 @@ def write_tuned_folder(policy, args: TuneArguments, tuning: dict, work: Path) ->
         if (work / "runs").is_dir():
             shutil.copytree(work / "runs", tmp / "runs" / "tuning")
         (tmp / TUNING_REPORT).write_text(json.dumps(tuning, indent=2) + "\n")
-        # the card's tuning section also stands alone, so a card written anew (a new guidance default, a Hub push) keeps it
+        # the card's tuning section also stands alone, so a card written anew (a new guidance default, a Hub push) keeps
+        # it
         (tmp / TUNING_CARD).write_text(tuning_card(tuning))
         if (tmp / TRAINING_CONFIG_FILE).is_file():
             rewrite_model_card(tmp)

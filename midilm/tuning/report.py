@@ -9,7 +9,8 @@ TUNING_REPORT = "tuning_report.json"
 
 
 def verdict(before: dict, after: dict, composers: list[str]) -> str:
-    """Did both classifiers hear the tuned model's samples as their composer more often? A disagreement is said, never called a success."""
+    """Did both classifiers hear the tuned model's samples as their composer more often? A disagreement is
+    said, never called a success."""
 
     def mean(side: dict, name: str) -> float | None:
         shares = [side[c][name]["share"] for c in composers if side[c].get(name)]
@@ -25,7 +26,10 @@ def verdict(before: dict, after: dict, composers: list[str]) -> str:
     )
     ups = [a > b for b, a in changes.values() if b is not None and a is not None]
     if len(ups) == 2 and ups[0] != ups[1]:
-        return f"the two classifiers disagree ({text}): not a success, the tuning may have learnt the reward classifier, not the music"
+        return (
+            f"the two classifiers disagree ({text}): not a success, the tuning may have learnt the reward "
+            "classifier, not the music"
+        )
     if ups and all(ups):
         return f"both classifiers hear the composers more often ({text})"
     return f"adherence did not rise ({text})"
@@ -41,6 +45,10 @@ def tuning_card(tuning: dict) -> str:
         for h in tuning["round_history"]
     )
     untuned = "".join(f"\n- {c} was left untuned: {reason}." for c, reason in tuning["untuned_composers"].items())
+    header = (
+        "| round | samples | pairs | reward classifier's adherence of the samples it tuned on | DPO reward margin "
+        "| DPO reward accuracy |"
+    )
     return f"""
 ## Preference tuning
 Tuned from `{tuning["base_model"]}` with DPO (TRL, the base model as the reference) in {tuning["rounds"]} round(s) of
@@ -48,7 +56,7 @@ Tuned from `{tuning["base_model"]}` with DPO (TRL, the base model as the referen
 classifier, vertical seconds over the composer's real rate, copying, clusters, syntax and length (weights: {weights});
 stopped {tuning["stopped"]}. config.json's `{TUNING_KEY}` holds the record, `{TUNING_REPORT}` the rounds.{untuned}
 
-| round | samples | pairs | reward classifier's adherence of the samples it tuned on | DPO reward margin | DPO reward accuracy |
+{header}
 |---|---|---|---|---|---|
 {rows}
 
@@ -62,13 +70,17 @@ to choose the guidance default again.
 
 
 def before_after_markdown(table: dict) -> str:
-    """One row per composer and side: both classifiers' adherence with intervals, vertical seconds against real, notes, memorization."""
+    """One row per composer and side: both classifiers' adherence with intervals, vertical seconds against
+    real, notes, memorization."""
 
     def share(cell: dict | None) -> str:
         return "–" if not cell else f"{cell['share']:.2f} [{cell['interval'][0]:.2f}, {cell['interval'][1]:.2f}]"
 
     lines = [
-        "| composer | model | reward classifier | independent classifier | vertical seconds (real) | notes / sample | copied run max / median (real passages max) | clusters |",
+        (
+            "| composer | model | reward classifier | independent classifier | vertical seconds (real) "
+            "| notes / sample | copied run max / median (real passages max) | clusters |"
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for c in table["before"]:
@@ -77,7 +89,9 @@ def before_after_markdown(table: dict) -> str:
             if row:
                 lines.append(
                     f"| {c} | {side} | {share(row['reward_classifier'])} | {share(row['independent_classifier'])} | "
-                    f"{row['vertical_seconds'] or 0:.3f} ({row['vertical_seconds_real'] or 0:.3f}) | {row['notes_per_sample']:.1f} | "
-                    f"{row['memorization']['max']} / {row['memorization']['median']:g} ({row['memorization']['real_passages_max']}) | {row['degenerate']}/{row['n']} |"
+                    f"{row['vertical_seconds'] or 0:.3f} ({row['vertical_seconds_real'] or 0:.3f}) | "
+                    f"{row['notes_per_sample']:.1f} | "
+                    f"{row['memorization']['max']} / {row['memorization']['median']:g} "
+                    f"({row['memorization']['real_passages_max']}) | {row['degenerate']}/{row['n']} |"
                 )
     return "\n".join(lines) + "\n"

@@ -41,31 +41,51 @@ class ScoreWeights:
     classifier_weight: float = field(
         default=1.0,
         metadata={
-            "help": "Weight of the report's classifier's probability of the intended composer (the term every penalty is measured against: it spans 0..1)."
+            "help": (
+                "Weight of the report's classifier's probability of the intended composer (the term every "
+                "penalty is measured against: it spans 0..1)."
+            )
         },
     )
     seconds_weight: float = field(
         default=5.0,
         metadata={
-            "help": "Penalty per unit of vertical-second share above the composer's real rate: Palestrina samples of the 1500-step demo model run 0.17 against their real 0.004 (64 samples at s = 1.5), an excess that costs 0.83 at weight 5, most of the classifier's range, so neither term alone decides a pair. 20 was tried (bench/RESULTS.md): it stopped after 1 round, lowered Palestrina's seconds no further than 5 did (0.149 against 0.152) and lowered the independent classifier's mean adherence (0.89 -> 0.85), so 5 stays."
+            "help": (
+                "Penalty per unit of vertical-second share above the composer's real rate: Palestrina samples of "
+                "the 1500-step demo model run 0.17 against their real 0.004 (64 samples at s = 1.5), an excess "
+                "that costs 0.83 at weight 5, most of the classifier's range, so neither term alone decides a "
+                "pair. 20 was tried (bench/RESULTS.md): it stopped after 1 round, lowered Palestrina's seconds "
+                "no further than 5 did (0.149 against 0.152) and lowered the independent classifier's mean "
+                "adherence (0.89 -> 0.85), so 5 stays."
+            )
         },
     )
     copy_weight: float = field(
         default=0.1,
         metadata={
-            "help": "Penalty per note of a run copied from a training piece beyond the longest run real held-out passages of the samples' length share: a copy 10 notes longer than real music shares costs the classifier's whole range."
+            "help": (
+                "Penalty per note of a run copied from a training piece beyond the longest run real held-out "
+                "passages of the samples' length share: a copy 10 notes longer than real music shares costs the "
+                "classifier's whole range."
+            )
         },
     )
     degenerate_weight: float = field(
         default=1.0,
         metadata={
-            "help": "Penalty for a sample with more notes at one onset than any training piece of its composer (a note cluster): as much as the classifier's range."
+            "help": (
+                "Penalty for a sample with more notes at one onset than any training piece of its composer (a "
+                "note cluster): as much as the classifier's range."
+            )
         },
     )
     syntax_weight: float = field(
         default=10.0,
         metadata={
-            "help": "Penalty per unit of miditok syntax error rate (0 with the grammar on): 10% errors cost the classifier's range."
+            "help": (
+                "Penalty per unit of miditok syntax error rate (0 with the grammar on): 10% errors cost the "
+                "classifier's range."
+            )
         },
     )
     short_weight: float = field(

@@ -41,9 +41,9 @@ Args:
 Returns:
     n_pieces; mean: the mean of every scalar metric over the pieces that define it; per_piece: every
     piece's metrics; vertical_seconds: {"predictions": share over all their pairs, "real": the same
-    for `real` (its windows), or None without it}; with `real`: comparison (midilm.metrics.compare) and distance: mean_gap and
-    mean_overlap over the scalar metrics but the syntax error rate, pitch_class_js, duration_js; with
-    `real_windows`, real_window_bars: the window length used.
+    for `real` (its windows), or None without it}; with `real`: comparison (midilm.metrics.compare) and
+    distance: mean_gap and mean_overlap over the scalar metrics but the syntax error rate, pitch_class_js,
+    duration_js; with `real_windows`, real_window_bars: the window length used.
 Examples:
     >>> import evaluate
     >>> from midilm.evaluate_modules import path
