@@ -4,11 +4,14 @@ the piece's last context's worth of new tokens against its first).
     python bench/bench_long_pieces.py --model_dir model_output --dataset_dir data --composer palestrina --num_samples 8
 
 Draws --num_samples samples of --max_new_tokens (default: 4x the context; EOS held off unless
---allow_eos) with the model's default sampling settings (as generate.py does), in one batched windowed run. Each sample's first and last
-`body_room(context)` new tokens, each cut to whole bars, are decoded and measured (`midilm.metrics`);
-the drift is `summary_distance(compare(last, first))["mean_gap"]`. Reference points: each set's gap
-to the composer's held-out pieces cut into passages of the samples' bar count, and the gap between two
-halves of those real passages (alternate passages: what two sets of real music of the composer differ by).
+--allow_eos) with the model's default sampling settings (as generate.py does), in one batched windowed run.
+The drift is measured as evaluate_samples.py --long_tokens measures it (`midilm.evaluation.long_pieces.drift`):
+each sample's first and last `body_room(context)` new tokens, each cut to whole bars, decoded and measured
+(`midilm.metrics`); the drift is `summary_distance(compare(last, first))["mean_gap"]`. Reference points: each
+set's gap to the composer's held-out pieces cut into passages of the windows' median bar count; the gap
+between two sets of as many real passages drawn from two random halves of those pieces (real pieces vs
+real pieces, the issue's target); and, as in earlier runs, between two halves of all those passages taken
+alternately (passages of one piece on both sides).
 """
 
 from __future__ import annotations
@@ -20,22 +23,13 @@ import time
 import numpy as np
 
 from midilm.evaluation.data import join_pieces, load_eval_dataset, token_rows
+from midilm.evaluation.long_pieces import drift, mean_gap
 from midilm.generation import decode_ids, load_model, prepare_generation
 from midilm.grammar import count_syntax_errors
-from midilm.metrics import bar_windows, compare, median_bars, piece_metrics, summary_distance
+from midilm.metrics import bar_windows, piece_metrics
 from midilm.modeling import context_length, load_midilm_dir
 from midilm.rows import body_room
 from midilm.tokenizer import bar_start_table
-
-
-def whole_bars(ids: list[int], starts_bar: np.ndarray, from_start: bool) -> list[int]:
-    """`ids` cut to whole bars: from its first bar line (`from_start` False), or up to its last one."""
-    lines = np.flatnonzero(starts_bar[np.asarray(ids, dtype=np.int64)])
-    return ids[lines[0] :] if not from_start else ids[: lines[-1]]
-
-
-def mean_gap(a: list[dict], b: list[dict]) -> float | None:
-    return summary_distance(compare(a, b))["mean_gap"]
 
 
 def main() -> None:
@@ -71,42 +65,44 @@ def main() -> None:
     seconds = time.perf_counter() - start
 
     starts_bar = np.asarray(bar_start_table(tokenizer))
-    room = body_room(context)
-    first, last, errors, new = [], [], [], []
-    for ids in plan.sample_ids(output):
-        errors.append(count_syntax_errors(tokenizer, ids))
-        music = ids[2:]
-        music = music[:-1] if music and music[-1] == config.eos_token_id else music
-        new.append(len(music))
-        first.append(piece_metrics(decode_ids(tokenizer, whole_bars(music[:room], starts_bar, from_start=True))))
-        last.append(piece_metrics(decode_ids(tokenizer, whole_bars(music[-room:], starts_bar, from_start=False))))
+    samples = [
+        {"composer": c, "name": f"{c}_{i}", "ids": ids, "windows": plan.windows}
+        for i, (c, ids) in enumerate(zip(plan.composers, plan.sample_ids(output)))
+    ]
+    errors = [count_syntax_errors(tokenizer, s["ids"]) for s in samples]
 
     dataset = load_eval_dataset(args.dataset_dir, args.split, tokenizer, composer_map)
+    composer = plan.composers[0]
     real = [
-        decode_ids(tokenizer, p["ids"])
+        {"composer": composer, "score": decode_ids(tokenizer, p["ids"])}
         for p in join_pieces(token_rows(dataset[args.split], tokenizer, composer_map, args.split), config.eos_token_id)
-        if composer_map.names[p["composer"]] == plan.composers[0]
+        if composer_map.names[p["composer"]] == composer
     ]
-    bars = median_bars(first + last)
-    passages = [piece_metrics(w) for s in real for w in bar_windows(s, bars)]
+    section = drift(
+        samples, real, [composer], tokenizer, starts_bar, body_room(context), config.eos_token_id, args.seed
+    )
+    row = section["per_composer"][composer]
+    passages = [piece_metrics(w) for p in real for w in bar_windows(p["score"], row["bars_per_window"])]
     print(
         json.dumps(
             {
-                "composer": plan.composers[0],
+                "composer": composer,
                 "samples": args.num_samples,
                 "max_new_tokens": total,
                 "context": context,
-                "new_tokens": new,
+                "new_tokens": row["new_tokens"],
                 "windows": plan.windows,
                 "syntax_error_rates": errors,
                 "seconds": round(seconds, 1),
                 "guidance_scale": plan.settings["effective_guidance_scale"],
-                "bars_per_context": bars,
+                "bars_per_context": row["bars_per_window"],
                 "held_out_pieces": len(real),
                 "real_passages": len(passages),
-                "drift_gap_last_vs_first": mean_gap(last, first),
-                "gap_first_vs_real": mean_gap(first, passages),
-                "gap_last_vs_real": mean_gap(last, passages),
+                "drift_gap_last_vs_first": row["drift_gap"],
+                "gap_first_vs_real": row["first_vs_real"],
+                "gap_last_vs_real": row["last_vs_real"],
+                "gap_real_pieces_vs_real_pieces": row["real_pieces_gap"],
+                "drift_within_real_pieces_gap": row["within_reference"],
                 "gap_real_half_vs_half": mean_gap(passages[0::2], passages[1::2]),
             },
             indent=1,

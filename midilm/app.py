@@ -2,7 +2,9 @@
 continue in; audio, piano roll, MIDI download and the equivalent `generate.py` command line out.
 
 The model is loaded once. Each request is one `prepare_generation` + `plan.run` + `write_samples`,
-the same calls as generate.py, so a result is reproduced by the command line the page shows.
+the same calls as generate.py, so a result is reproduced by the command line the page shows. A length
+beyond the model's context (up to LONGEST_CONTEXTS contexts) is written in windows, as generate.py
+writes it (midilm.generation); the page says so before and after.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ CONTROL_LABELS = {
     "--melody_midi": "Melody to accompany",
 }
 KEEP_RESULTS = 32  # result folders kept on disk; gradio serves its own copies of the files shown
+# The length control reaches this many contexts: a long piece on a 2-core CPU (4 contexts of the demo model took 4.8 s),
+# and one request holds the queue for at most that long.
+LONGEST_CONTEXTS = 4
 
 
 @dataclass
@@ -57,14 +62,33 @@ class AppArguments:
 
 
 class TokenProgress(StoppingCriteria):
-    """Reports each generated token to the page's progress bar; never stops generation itself."""
+    """Reports each generated token to the page's progress bar; never stops generation itself. It counts
+    its calls (one per decoding step), so the count runs on across the windows of a long piece."""
 
-    def __init__(self, progress, prompt_length: int, total: int):
-        self.progress, self.prompt_length, self.total = progress, prompt_length, total
+    def __init__(self, progress, total: int):
+        self.progress, self.total, self.done = progress, total, 0
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        self.progress((input_ids.shape[1] - self.prompt_length, self.total), desc="sampling", unit="tokens")
+        self.done += 1
+        self.progress((self.done, self.total), desc="sampling", unit="tokens")
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def length_note(max_new_tokens, context: int) -> str:
+    """What the page says under the length control: one call, or windows beyond the context."""
+    room = body_room(context)
+    if max_new_tokens is None or int(max_new_tokens) <= room:
+        return f"Up to {room} tokens fit the model's context ({context}): one pass."
+    return (
+        f"Beyond the model's context ({room} tokens after BOS and the composer): written in windows, each "
+        "rereading BOS, the composer and the latest bars (up to half the context) and writing on."
+    )
+
+
+def result_note(plan, new_tokens: int) -> str:
+    """What the page says about a finished sample: its length, and the windows it took."""
+    windows = f"in {plan.windows} windows (longer than the context)" if plan.windows > 1 else "in one pass"
+    return f"{plan.composers[0]}: {new_tokens} new tokens, written {windows}."
 
 
 def command_line(
@@ -95,6 +119,12 @@ def page_message(message: str, upload: str | None) -> str:
         message = message.replace(upload, Path(upload).name)
     flag, _, rest = message.partition(" ")
     return f"{CONTROL_LABELS[flag]}: {rest}" if flag in CONTROL_LABELS else message
+
+
+def relay_warnings(caught: list, upload: str | None) -> None:
+    """Warnings caught while preparing or sampling, each once, as the page's yellow toasts."""
+    for message in dict.fromkeys(str(w.message).splitlines()[0] for w in caught):
+        gr.Warning(page_message(message, upload))
 
 
 def page_error(err: InputError, upload: str | None) -> gr.Error:
@@ -171,16 +201,16 @@ class LoadedModel:
                     prompt_bars=prompt_bars if prompt_midi else None,
                     device=self.device,
                 )
-            for message in dict.fromkeys(str(w.message).splitlines()[0] for w in caught):
-                gr.Warning(page_message(message, prompt_midi))
+            relay_warnings(caught, prompt_midi)
             folder = Path(tempfile.mkdtemp(dir=self.results))
             files = sample_files(plan, folder, wav=self.soundfont is not None, png=True, overwrite=False)[0]
 
             progress((0, plan.settings["max_new_tokens"]), desc="sampling", unit="tokens")
-            criteria = StoppingCriteriaList(
-                [TokenProgress(progress, plan.input_ids.shape[1], plan.settings["max_new_tokens"])]
-            )
-            output = plan.run(self.model, stopping_criteria=criteria)
+            criteria = StoppingCriteriaList([TokenProgress(progress, plan.settings["max_new_tokens"])])
+            with warnings.catch_warnings(record=True) as caught:  # a long piece whose bar fills a window ends early
+                warnings.simplefilter("always")
+                output = plan.run(self.model, stopping_criteria=criteria)
+            relay_warnings(caught, prompt_midi)
             progress(1.0, desc="rendering audio and piano roll")
             record = {
                 "model_dir": self.model_dir,
@@ -193,16 +223,20 @@ class LoadedModel:
             raise page_error(err, prompt_midi) from None
         self._prune()
 
+        new_tokens = plan.new_tokens(plan.sample_ids(output)[0])
         settings = {
             "composer": plan.composers[0],
             **plan.settings,
             "prompt_midi": prompt_name,
             "prompt_bars": prompt_bars,
+            "new_tokens": new_tokens,
+            "windows": plan.windows,
         }
         composer_flag = NONE.lower() if plan.composers[0] == NONE else plan.composers[0]
         command = command_line(self.model_dir, composer_flag, plan.settings, prompt_name, prompt_bars)
         wav = str(files[".wav"]) if ".wav" in files else None
-        return wav, str(files[".png"]), [str(files[".mid"]), str(files[".json"])], settings, command
+        files_out = [str(files[".mid"]), str(files[".json"])]
+        return wav, str(files[".png"]), files_out, settings, command, result_note(plan, new_tokens)
 
     def accompany(self, composer, settings: SamplingSettings, prompt_midi, melody_midi, progress):
         """The full piece around an uploaded melody, through generate.py's own accompaniment path."""
@@ -215,8 +249,7 @@ class LoadedModel:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 job = prepare_accompaniment(self.model_dir, melody_midi, composer, 1, settings)
-            for message in dict.fromkeys(str(w.message).splitlines()[0] for w in caught):
-                gr.Warning(page_message(message, melody_midi))
+            relay_warnings(caught, melody_midi)
             folder = Path(tempfile.mkdtemp(dir=self.results))
             files = accompaniment_files(
                 job.composers, folder, wav=self.soundfont is not None, png=True, overwrite=False
@@ -243,7 +276,8 @@ class LoadedModel:
             self.model_dir, flag, {**vars(self.defaults), **result.settings, "seed": seed}, None, None, melody_name
         )
         wav = str(files[".wav"]) if ".wav" in files else None
-        return wav, str(files[".png"]), [str(files[".mid"]), str(files[".json"])], settings, command
+        note = f"{result.composer}: an accompaniment of {result.bars} bars, written in {result.windows} window(s)."
+        return wav, str(files[".png"]), [str(files[".mid"]), str(files[".json"])], settings, command, note
 
     def _prune(self) -> None:
         folders = sorted(self.results.iterdir(), key=lambda p: p.stat().st_mtime)
@@ -261,7 +295,8 @@ def build_app(model_dir: str | Path, soundfont: str | None = None, device: str |
     `model_dir` is not a midilm model folder."""
     loaded = LoadedModel(model_dir, soundfont, device)
     d = vars(loaded.defaults)
-    longest = body_room(loaded.context)
+    room = body_room(loaded.context)
+    longest = LONGEST_CONTEXTS * room
     names = ", ".join(loaded.composer_map.names)
     intro = (
         f"# midilm\nModel `{Path(loaded.model_dir).name}`: {len(loaded.composer_map.names)} composers ({names}), "
@@ -282,8 +317,10 @@ def build_app(model_dir: str | Path, soundfont: str | None = None, device: str |
                     value=d["max_new_tokens"],
                     step=1,
                     label="Length (tokens)",
-                    info=f"at most {longest}: the model's context less BOS and the composer",
+                    info=f"at most {longest}; beyond {room}, the model's context less BOS and the composer, in windows",
+                    elem_id="length",
                 )
+                length_info = gr.Markdown(length_note(d["max_new_tokens"], loaded.context), elem_id="length-note")
                 guidance = gr.Slider(
                     0.0,
                     max(10.0, d["guidance_scale"]),
@@ -328,12 +365,22 @@ def build_app(model_dir: str | Path, soundfont: str | None = None, device: str |
                     interactive=False,
                     elem_id="command",
                 )
+                result = gr.Markdown(elem_id="result-note")
                 with gr.Accordion("Settings used", open=False):
                     settings = gr.JSON(label="Settings", elem_id="settings")
+        # the note follows the control at once, also while a sample is being written (outside the queue)
+        length.change(
+            lambda n: length_note(n, loaded.context),
+            length,
+            length_info,
+            queue=False,
+            show_progress="hidden",
+            api_visibility="private",
+        )
         button.click(
             loaded.generate,
             [composer, length, guidance, temperature, top_k, top_p, seed, prompt_midi, prompt_bars, melody_midi],
-            [audio, roll, download, settings, command],
+            [audio, roll, download, settings, command, result],
             api_name="generate",
         )
     demo.loaded_model = loaded

@@ -313,6 +313,12 @@ def js_divergence(p: Sequence[float], q: Sequence[float]) -> float:
     return max(0.0, (kl(p) + kl(q)) / 2)
 
 
+def _spread(values: np.ndarray) -> float:
+    """The standard deviation, 0 where it is only float rounding (equal values can give 1e-17: a gap of 1e14)."""
+    std = float(values.std())
+    return std if std > 1e-9 * max(1.0, float(np.abs(values).max())) else 0.0
+
+
 def compare(generated: Sequence[dict], real: Sequence[dict]) -> dict[str, dict[str, float | int | list[float] | None]]:
     """Compare two sets of `piece_metrics` dicts; `real` is the reference (held-out real pieces).
 
@@ -329,7 +335,7 @@ def compare(generated: Sequence[dict], real: Sequence[dict]) -> dict[str, dict[s
         if len(gen) == 0 or len(ref) == 0:
             continue
         gap = abs(gen.mean() - ref.mean())
-        unit = ref.std() or np.concatenate([gen, ref]).std() or 1.0
+        unit = _spread(ref) or _spread(np.concatenate([gen, ref])) or 1.0
         result[key] = {
             "generated_mean": float(gen.mean()),
             "generated_std": float(gen.std()),

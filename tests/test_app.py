@@ -23,13 +23,14 @@ from symusic import Score
 from transformers import AutoModelForCausalLM
 
 from midilm import render
-from midilm.app import build_app
+from midilm.app import LONGEST_CONTEXTS, build_app, length_note
 from midilm.generation import load_prompt
 from midilm.modeling import build_config, generation_config
 from midilm.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
 
 CONTEXT = 256
-LONGEST = CONTEXT - 2  # BOS and the composer take two
+ROOM = CONTEXT - 2  # BOS and the composer take two
+LONGEST = LONGEST_CONTEXTS * ROOM  # the length control's end: beyond ROOM, the page writes in windows
 # The test model's generation_config.json: short samples (each request takes well under a second) and
 # sampling settings unlike the library's, so the page's defaults show where they come from.
 MODEL_DEFAULTS = {"max_new_tokens": 32, "temperature": 0.8, "top_k": 30, "top_p": 0.9, "guidance_scale": 2.5}
@@ -130,13 +131,14 @@ def test_page_defaults_are_the_models(client):
 
 
 def test_generate_gives_audio_roll_midi_and_a_command_that_reproduces_it(client, tmp_path, monkeypatch):
-    wav, png, files, settings, command = generate(client)
+    wav, png, files, settings, command, note = generate(client)
     assert Path(wav).read_bytes()[:4] == b"RIFF" and Path(wav).stat().st_size > 1000
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     midi = next(Path(f) for f in files if f.endswith(".mid"))
     record = json.loads(next(Path(f) for f in files if f.endswith(".json")).read_text())
     assert Score(midi).note_num() > 0
     assert settings["composer"] == record["composer"] == "bach"
+    assert settings["windows"] == record["windows"] == 1 and note.endswith("written in one pass.")
     assert {name: settings[name] for name in MODEL_DEFAULTS} == MODEL_DEFAULTS and settings["seed"] == 0
     assert settings["repetition_penalty"] == 1.02  # not a control: the model's default, on the record
 
@@ -151,7 +153,7 @@ def test_generate_gives_audio_roll_midi_and_a_command_that_reproduces_it(client,
 def test_continue_an_uploaded_midi(client, app_model_dir, tmp_path):
     theme = tmp_path / "theme.mid"
     make_piece(7, bars=6).dump_midi(theme)
-    _, _, files, settings, command = generate(
+    _, _, files, settings, command, _ = generate(
         client, composer="mozart", seed=3, prompt_midi=handle_file(theme), prompt_bars=2
     )
     tokenizer, composer_map = load_tokenizer(app_model_dir)
@@ -168,7 +170,7 @@ def test_accompany_an_uploaded_melody(client, tmp_path):
     piece = make_piece(11, bars=4)
     piece.tracks = piece.tracks[:1]  # the melody track alone
     piece.dump_midi(melody)
-    _, png, files, settings, command = generate(client, composer="bach", seed=2, melody_midi=handle_file(melody))
+    _, png, files, settings, command, note = generate(client, composer="bach", seed=2, melody_midi=handle_file(melody))
     midi = Score(next(Path(f) for f in files if f.endswith(".mid")))
     given = sorted((n.time, n.pitch) for n in Score(melody).tracks[0].notes)
     kept = sorted(
@@ -176,6 +178,7 @@ def test_accompany_an_uploaded_melody(client, tmp_path):
     )
     assert kept == given, "the melody comes back note for note on its own track"
     assert settings["melody_midi"] == "tune.mid" and settings["bars"] == 4
+    assert note.startswith("bach: an accompaniment of 4 bars, written in ") and note.endswith(" window(s).")
     assert "--melody_midi tune.mid" in command and Path(png).is_file()
     with pytest.raises(AppError, match="not both"):
         generate(client, melody_midi=handle_file(melody), prompt_midi=handle_file(melody))
@@ -205,11 +208,35 @@ def test_over_long_request_is_refused_with_the_bound(client):
         generate(client, max_new_tokens=LONGEST + 1)
 
 
+def test_a_length_beyond_the_context_is_written_in_windows(client, tmp_path, monkeypatch):
+    """Twice the context and more: the page says windows before (the note under the length) and after (the
+    result), progress counts on across windows, and the command line it shows writes the same MIDI file."""
+    assert "one pass" in length_note(ROOM, CONTEXT) and "in windows" in length_note(ROOM + 1, CONTEXT)
+    length = 2 * ROOM + 20
+    job = submit(client, max_new_tokens=length, seed=1)
+    updates = updates_of(job)
+    _, _, files, settings, command, note = job.result()
+    record = json.loads(next(Path(f) for f in files if f.endswith(".json")).read_text())
+    assert settings["windows"] == record["windows"] >= 3 and settings["new_tokens"] == record["new_tokens"] > 2 * ROOM
+    windows = f"written in {settings['windows']} windows (longer than the context)"
+    assert note == f"bach: {settings['new_tokens']} new tokens, {windows}."
+    steps = [p for u in updates if getattr(u, "progress_data", None) for p in u.progress_data if p.unit == "tokens"]
+    assert {p.length for p in steps} == {length} and max(p.index for p in steps) > ROOM  # one count over all windows
+    if settings["new_tokens"] < length:  # a bar of the random-weight model filled a window: the page says so
+        assert any("fills the model's context" in u.log[0] for u in updates if getattr(u, "log", None)), updates
+
+    words = shlex.split(command)
+    assert f"--max_new_tokens {length}" in command
+    assert run_cli(load_script("generate.py"), monkeypatch, *words[2:], "--output_dir", str(tmp_path / "cli")) == 0
+    midi = next(Path(f) for f in files if f.endswith(".mid"))
+    assert (tmp_path / "cli" / "bach_0.mid").read_bytes() == midi.read_bytes()
+
+
 def test_progress_and_warnings_reach_the_page(client, tmp_path):
     """A long prompt with a long request: the prompt is cut (a warning in the page), progress is per token."""
     long_piece = tmp_path / "long.mid"
     make_piece(8, bars=16).dump_midi(long_piece)
-    length = LONGEST - 40
+    length = ROOM - 40
     job = submit(client, max_new_tokens=length, prompt_midi=handle_file(long_piece))
     updates = updates_of(job)
     warnings = [u.log[0] for u in updates if getattr(u, "log", None) and u.log[1] == "warning"]
@@ -247,7 +274,7 @@ def test_without_a_soundfont_the_page_goes_on_without_audio(app_model_dir, monke
     assert "soundfont" in loaded.audio_problem
     steps = []
     try:
-        wav, png, files, settings, _ = loaded.generate(
+        wav, png, files, settings, _, _ = loaded.generate(
             "none", 8, 3.0, 0.9, 40, 0.95, 0, None, 0, progress=lambda *a, **k: steps.append(a[0])
         )
         assert wav is None and Path(png).is_file() and [Path(f).suffix for f in files] == [".mid", ".json"]

@@ -1,6 +1,7 @@
 """The page in a real headless Chromium (Debian's `chromium` and `chromium-driver`, driven by selenium):
-open it, press Generate, wait for the audio player and the piano roll, save a screenshot; a bad upload
-shows a message, not a stack trace; the page asks nothing of any host but the app's own.
+open it, type a length beyond the model's context, press Generate, wait for the audio player, the piano
+roll and the windows the piece took, save a screenshot; a bad upload shows a message, not a stack trace;
+the page asks nothing of any host but the app's own.
 
 CI installs the browser (`apt-get install -y chromium chromium-driver`); without it this test fails, unless
 MIDILM_SKIP_BROWSER=1. MIDILM_SCREENSHOT_DIR=docs keeps the screenshot (docs/app.png, shown in the README).
@@ -17,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from test_app import app, app_model_dir, app_url  # noqa: F401  (the same served test model)
+from test_app import ROOM, app, app_model_dir, app_url  # noqa: F401  (the same served test model)
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # A fresh profile that talks to no one: this machine has no network, and the page must not need one.
@@ -73,11 +74,18 @@ def requests_of(driver) -> list[tuple[str, int | None]]:
 
 def test_page_generates_in_a_real_browser(browser, app_url, tmp_path):  # noqa: F811
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     wait = WebDriverWait(browser, TIMEOUT)
     browser.get(app_url)
-    wait.until(lambda d: d.find_element(By.ID, "generate")).click()
+    # A length beyond the context, typed into the slider's box: the note under it says windows before sampling.
+    box = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#length input[type=number]"))
+    assert "one pass" in browser.find_element(By.ID, "length-note").text
+    box.clear()
+    box.send_keys(str(ROOM + 24), Keys.TAB)
+    wait.until(lambda d: "written in windows" in d.find_element(By.ID, "length-note").text)
+    browser.find_element(By.ID, "generate").click()
 
     # The audio player gets the rendered WAV, the piano roll its PNG, the command line its settings.
     wav_link = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#audio a[download$='.wav']"))[0]
@@ -89,6 +97,10 @@ def test_page_generates_in_a_real_browser(browser, app_url, tmp_path):  # noqa: 
         lambda d: "--composer bach" in d.find_element(By.CSS_SELECTOR, "#command textarea").get_attribute("value")
     )
     assert browser.find_elements(By.CSS_SELECTOR, "#download a[href$='/bach_0.mid']")
+    note = wait.until(lambda d: d.find_element(By.ID, "result-note").text)
+    assert note.startswith("bach: ") and "windows (longer than the context)" in note, note
+    command = browser.find_element(By.CSS_SELECTOR, "#command textarea").get_attribute("value")
+    assert f"--max_new_tokens {ROOM + 24}" in command, command
 
     height = browser.execute_script("return document.documentElement.scrollHeight")
     browser.set_window_size(1280, max(1200, height))

@@ -577,3 +577,107 @@ def test_accompaniment_is_skipped_for_a_model_not_trained_on_it(model_dir, prepa
     report = evaluate(args)
     assert report["accompaniment"] is None and "never on accompaniment" in report["accompaniment_skipped"]
     assert report["adherence"] is None  # no scales, no sweep
+
+
+# Long pieces: drift over a piece longer than the context ------------------------------------------
+
+
+def test_long_pieces_report_their_drift_beside_real_pieces(model_dir, prepared, tmp_path, monkeypatch):
+    """evaluate_samples.py --long_tokens: long samples written in windows, the drift of their last window
+    against their first recomputed from the samples themselves, and the real-pieces reference, in both reports."""
+    from midilm.commands import evaluate as command
+    from midilm.evaluation.long_pieces import edge_windows, mean_gap
+    from midilm.metrics import piece_metrics
+    from midilm.tokenizer import bar_start_table
+
+    captured = {}
+
+    def keep(args):
+        captured["report"] = evaluate(args)
+        captured["midi"] = dict(captured["report"]["_midi"])
+        return captured["report"]
+
+    def three_more_alpha_pieces(dataset):
+        """The validation split holds one piece per composer: three of alpha's training pieces join it, so alpha
+        has real pieces to compare with one another and beta does not."""
+        from datasets import concatenate_datasets
+
+        alpha = dataset["train"].features["composer"].str2int("alpha")
+        sources = sorted(
+            {r["source"] for r in dataset["train"].select_columns(["source", "composer"]) if r["composer"] == alpha}
+        )
+        moved = dataset["train"].filter(lambda r: r["source"] in sources[:3])
+        dataset["validation"] = concatenate_datasets([dataset["validation"], moved])
+        return dataset
+
+    monkeypatch.setattr(command, "evaluate", keep)
+    room, long_tokens = 254, 2 * 254  # the tiny model's context is 256
+    out = tmp_path / "eval"
+    dataset_dir = _save_variant(prepared, tmp_path, three_more_alpha_pieces)
+    argv = ["--model_dir", str(model_dir), "--dataset_dir", dataset_dir, "--output_dir", str(out)]
+    argv += ["--composers", "alpha,beta", "--num_samples_per_composer", "1", "--max_new_tokens", "8"]
+    argv += ["--adherence_scales", "", "--accompaniment_pieces", "0", "--long_tokens", str(long_tokens)]
+    command.main(argv + ["--long_samples_per_composer", "3"])
+
+    report, long = captured["report"], captured["midi"]["long"]
+    section = report["long_pieces"]
+    assert section["long_tokens"] == long_tokens and section["window_tokens"] == room
+    assert section["windows"] >= 3 and section["syntax_error_rate_max"] == 0.0
+    assert [s["composer"] for s in long] == ["alpha"] * 3 + ["beta"] * 3
+    tokenizer, _ = load_tokenizer(model_dir)
+    starts_bar = np.asarray(bar_start_table(tokenizer))
+    for c in ("alpha", "beta"):
+        row = section["per_composer"][c]
+        mine = [s for s in long if s["composer"] == c]
+        assert row["samples"] == 3 and row["new_tokens"] == [len(s["ids"]) - 2 for s in mine]
+        assert (
+            max(row["new_tokens"]) == long_tokens
+        )  # EOS held off (a sample may stop early only if a bar fills a window)
+        windows = [edge_windows(s["ids"][2:], room, starts_bar) for s in mine]
+        first = [piece_metrics(decode_ids(tokenizer, head)) for head, _ in windows]
+        last = [piece_metrics(decode_ids(tokenizer, tail)) for _, tail in windows]
+        assert row["drift_gap"] == pytest.approx(mean_gap(last, first))
+    alpha, beta = section["per_composer"]["alpha"], section["per_composer"]["beta"]
+    reference = alpha["real_pieces_gap"]
+    assert reference["pieces"] == 4 and reference["draws"] > 0 and reference["p10"] <= reference["p90"]
+    assert alpha["within_reference"] is (alpha["drift_gap"] <= reference["mean_gap"])
+    assert beta["real_pieces_gap"] is None and beta["within_reference"] is None  # one held-out piece: no reference
+    assert section["mean_over_composers"]["composers"] == 1
+    assert [p["name"] for p in section["pieces"]["first"]] == [s["name"] for s in long]
+    assert len(list((out / "samples" / "long").glob("*.mid"))) == 6
+
+    written = json.loads((out / "report.json").read_text())["long_pieces"]
+    assert written["per_composer"]["alpha"]["drift_gap"] == pytest.approx(section["per_composer"]["alpha"]["drift_gap"])
+    markdown = (out / "report.md").read_text()
+    assert f"## Long pieces: drift over {long_tokens} tokens" in markdown
+    assert "| – (fewer than 2 held-out pieces) | – |" in markdown
+    span = (
+        f"{min(alpha['new_tokens'])}–{max(alpha['new_tokens'])}" if len(set(alpha["new_tokens"])) > 1 else long_tokens
+    )
+    assert f"| alpha | 3 | {span} |" in markdown
+    assert f"**{alpha['drift_gap']:.2f}** | {alpha['real_pieces_gap']['mean_gap']:.2f} [" in markdown
+
+
+def test_real_pieces_gap_is_between_pieces():
+    from midilm.evaluation.long_pieces import real_pieces_gap
+
+    def passages(values):
+        return [{"notes_per_bar": v, "pitch_range": v} for v in values]
+
+    assert real_pieces_gap([passages([1.0, 2.0])], 2, seed=0) is None  # one piece: nothing to compare it with
+    alike = real_pieces_gap([passages([1.0, 2.0, 3.0]), passages([1.0, 2.0, 3.0])], 3, seed=0)
+    assert alike["mean_gap"] == 0.0 and alike["pieces"] == 2 and alike["passages"] == 6
+    apart = real_pieces_gap([passages([1.0, 2.0, 3.0]), passages([11.0, 12.0, 13.0])], 3, seed=0)
+    assert apart["mean_gap"] == pytest.approx(10 / np.std([1.0, 2.0, 3.0]))  # the two pieces differ by 10 in both
+
+
+def test_long_tokens_are_checked(model_dir, prepared, tmp_path):
+    with pytest.raises(InputError, match="^--long_tokens -1: must be 0"):
+        EvaluateArguments(long_tokens=-1)
+    with pytest.raises(InputError, match="^--long_samples_per_composer 0: must be at least 1$"):
+        EvaluateArguments(long_samples_per_composer=0)
+    args = EvaluateArguments(
+        model_dir=str(model_dir), dataset_dir=str(prepared["data"]), output_dir=str(tmp_path / "o"), long_tokens=300
+    )
+    with pytest.raises(InputError, match=r"^--long_tokens 300: must be at least 508, twice the model's context"):
+        evaluate(args)

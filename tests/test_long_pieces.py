@@ -150,18 +150,20 @@ def test_within_the_context_is_still_one_call(model_dir, model):
     assert plan.windows == 1
 
 
-def test_static_cache_gives_the_same_long_sample(model_dir, model):
-    samples = []
-    for static_cache in (False, True):
+def test_static_cache_and_compile_give_the_same_long_sample(model_dir):
+    """Each window is its own generate() call with the plan's static cache and compile settings: the same
+    tokens as plain windows. Compiled with aot_eager (a few seconds; inductor: see test_generation)."""
+    from torch._dynamo.utils import counters
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()  # its own copy: the compiled call stays on it
+    samples, speed = [], {"plain": {}, "static": {"static_cache": True}}
+    speed["compiled"] = {"compile": True, "compile_backend": "aot_eager"}
+    for name, flags in speed.items():
         plan = prepare_generation(
-            model_dir,
-            "bach",
-            1,
-            max_new_tokens=2 * CONTEXT,
-            min_new_tokens=2 * CONTEXT,
-            seed=7,
-            static_cache=static_cache,
+            model_dir, "bach", 1, max_new_tokens=2 * CONTEXT, min_new_tokens=2 * CONTEXT, seed=7, **flags
         )
+        counters.clear()
         samples.append(plan.sample_ids(plan.run(model)))
-        assert plan.windows >= 2
-    assert samples[0] == samples[1]
+        assert plan.windows >= 2 and plan.settings["static_cache"] is (name != "plain")
+        assert (counters["stats"]["unique_graphs"] > 0) is (name == "compiled")
+    assert samples[0] == samples[1] == samples[2]

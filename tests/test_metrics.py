@@ -218,3 +218,12 @@ def test_longest_shared_run_finds_a_copied_passage():
 
 def test_scalar_metric_names_are_stable():
     assert set(SCALAR_METRICS) <= set(piece_metrics(make_score([(0, 1, 60)])))
+
+
+def test_equal_values_are_no_spread_even_after_float_rounding():
+    """Equal real values whose std rounds to 1e-17 (not 0): the gap is over the pooled std, not over the rounding."""
+    real = [{"groove_consistency": 0.1 + 0.2} for _ in range(7)]
+    assert np.std([p["groove_consistency"] for p in real]) != 0  # numpy's rounding, the case this guards
+    gap = compare([{"groove_consistency": 0.5}, {"groove_consistency": 0.7}], real)["groove_consistency"]["mean_gap"]
+    pooled = np.std([0.5, 0.7] + [0.1 + 0.2] * 7)
+    assert gap == pytest.approx((0.6 - 0.3) / pooled)

@@ -4,6 +4,7 @@
     midilm evaluate --model_dir model_output --dataset_dir data --samples_dir samples --output_dir samples/eval
     midilm evaluate --model_dir model_output --dataset_dir data --write_default_guidance  # and sets its guidance
     midilm evaluate --adherence_scales 1,2,3 --adherence_samples_per_composer 32 --split test --overwrite
+    midilm evaluate --model_dir model_output --dataset_dir data --long_tokens 2040   # and drift over 4x a 512 context
 
 In a clone, `python evaluate_samples.py` takes the same flags and reads the config.json beside it.
 Measures the held-out perplexity and NLL per note beside a unigram baseline, compares the music metrics

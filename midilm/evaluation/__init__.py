@@ -8,6 +8,7 @@ One module per part; `run.evaluate` calls them as a list of steps, each returnin
     samples.py        sample sets (drawn as generate.py draws them, or read from its files), metrics, distances, memorization
     adherence.py      the guidance sweep: composer adherence (midilm.composer_classifier), degenerate samples, the default it chooses
     accompaniment.py  accompaniments of real held-out melodies
+    long_pieces.py    --long_tokens: drift over pieces longer than the context, against real pieces
     report.py         report.json, report.md, the evaluated samples as MIDI, the headline
 
     python evaluate_samples.py --model_dir model_output --dataset_dir data --output_dir eval_report
@@ -32,6 +33,9 @@ What it measures (every number is written to report.json, the headline ones to r
   default it chooses (highest adherence with no more degenerate samples than the real pieces), written to
   the model's config.json with `--write_default_guidance`. Histogram distances per scale stay as a
   secondary table: pitch-class histograms mostly measure key and mode.
+- Long pieces (`--long_tokens N`, off by default): a few samples per composer of N tokens, written in
+  windows beyond the context; the music-metric gap of each piece's last window against its first (drift),
+  beside the gap between two sets of the composer's real held-out pieces, the target it should stay within.
 - Memorization: for every piece, the longest run of successive pitch intervals it shares with one
   training piece at any transposition (`midilm.memorization`), per sample set and guidance scale; the
   real held-out pieces also as passages as long as the median sample, the level samples are read against.

@@ -85,6 +85,15 @@ def headline(report: dict) -> str:
         ),
         _verdict(t_dist, r_dist),
     ]
+    long = report.get("long_pieces")
+    if long and long["mean_over_composers"]["composers"]:
+        mean = long["mean_over_composers"]
+        lines.append(
+            f"long pieces ({long['long_tokens']} tokens, {long['windows']} windows): "
+            f"drift gap {_f(mean['drift_gap'])}, "
+            f"real pieces vs real pieces {_f(mean['real_pieces_gap'])}; within it for {mean['within_reference']} of "
+            f"{mean['composers']} composers"
+        )
     adherence = report.get("adherence")
     if adherence and adherence["rows"]:
         ceiling = (adherence["ceiling"] or {}).get("overall", {}).get("share")
@@ -112,6 +121,7 @@ def markdown_report(report: dict) -> str:
         per_composer_markdown(report),
         sweep_markdown(report),
         accompaniment_section_markdown(report),
+        long_pieces_markdown(report),
         memorization_markdown(report),
         method_markdown(report),
     ]
@@ -339,6 +349,73 @@ def accompaniment_section_markdown(report: dict) -> list[str]:
         lines += accompaniment_markdown(report["accompaniment"])
     elif report.get("accompaniment_skipped"):
         lines += [f"Accompaniment: not evaluated, because {report['accompaniment_skipped']}.", ""]
+    return lines
+
+
+def _span(values: list[int]) -> str:
+    """`508`, or `470–508` when the values differ."""
+    if not values:
+        return "–"
+    return str(min(values)) if min(values) == max(values) else f"{min(values)}–{max(values)}"
+
+
+def long_pieces_markdown(report: dict) -> list[str]:
+    """Drift over long pieces (--long_tokens): last window against first, beside two sets of real pieces."""
+    section = report.get("long_pieces")
+    if not section:
+        return [
+            "Long pieces: not sampled (--long_tokens 0; e.g. --long_tokens 4x the context measures their drift).",
+            "",
+        ]
+    lines = [
+        f"## Long pieces: drift over {section['long_tokens']} tokens",
+        "",
+        (
+            f"{section['samples_per_composer']} samples per composer of {section['long_tokens']} new tokens "
+            "(EOS held off), "
+            f"guidance scale {section['guidance_scale']:g}, in one batched run of {section['windows']} windows "
+            f"({section['sampling_s']:.1f} s); syntax error rate {_f(section['syntax_error_rate_max'])} (max). "
+            f"Each sample's first and last {section['window_tokens']} new tokens (one window's worth), "
+            "cut to whole bars, "
+            "measured with `midilm.metrics`. Drift: the mean standardised metric gap of the last windows against the "
+            "first. Reference: the same gap between two sets of as many real passages (as long as the windows) drawn "
+            "from two halves of the composer's held-out pieces, split at random, mean [10th, 90th percentile] over "
+            "the draws. The target: a drift no larger than the reference."
+        ),
+        "",
+    ]
+    rows = []
+    for c, r in section["per_composer"].items():
+        ref = r["real_pieces_gap"]
+        rows.append(
+            [
+                c,
+                str(r["samples"]),
+                _span(r["new_tokens"]),
+                str(r["bars_per_window"]),
+                f"**{_f(r['drift_gap'], 2)}**",
+                f"{_f(ref['mean_gap'], 2)} [{_f(ref['p10'], 2)}, {_f(ref['p90'], 2)}] ({ref['pieces']} pieces)"
+                if ref
+                else "– (fewer than 2 held-out pieces)",
+                {True: "yes", False: "no", None: "–"}[r["within_reference"]],
+                _f(r["first_vs_real"], 2),
+                _f(r["last_vs_real"], 2),
+            ]
+        )
+    lines += _table(
+        [
+            "composer",
+            "samples",
+            "new tokens",
+            "bars per window",
+            "drift: last vs first",
+            "real pieces vs real pieces",
+            "drift within it",
+            "first window vs real",
+            "last window vs real",
+        ],
+        rows,
+    )
     return lines
 
 

@@ -20,6 +20,7 @@ from midilm.evaluation.accompaniment import accompaniment_pieces, evaluate_accom
 from midilm.evaluation.adherence import UNCONDITIONAL, composer_adherence, sweep_key
 from midilm.evaluation.data import TrainingScan, join_pieces, load_eval_dataset, scan_training, token_rows
 from midilm.evaluation.likelihood import likelihood_summary, model_nll, unigram_from_counts, unigram_nll
+from midilm.evaluation.long_pieces import drift
 from midilm.evaluation.samples import (
     Sampler,
     measure,
@@ -33,12 +34,13 @@ from midilm.evaluation.samples import (
 )
 from midilm.finetune import new_composers_of, with_base_data
 from midilm.generation import composer_names, decode_ids, load_model
+from midilm.grammar import count_syntax_errors
 from midilm.guard import bounds_from_config
 from midilm.metrics import median_bars
 from midilm.modeling import TASKS_KEY, context_length, load_midilm_dir, model_tasks, sampling_defaults
 from midilm.rows import body_room, with_composer
 from midilm.sampling import SamplingSettings
-from midilm.tokenizer import load_tokenizer
+from midilm.tokenizer import bar_start_table, load_tokenizer
 
 HELD_OUT_SPLITS = ("validation", "test")
 
@@ -116,6 +118,21 @@ class EvaluateArguments:
             "help": "Held-out pieces per composer (the shortest) whose melody the trained and the random-weight model accompany, for melody adherence and harmonic fit beside the real piece's; 0 = none. Only when the dataset holds accompaniment rows (prepare_dataset.py --tasks accompaniment)."
         },
     )
+    long_tokens: int = field(
+        default=0,
+        metadata={
+            "help": (
+                "Also draw --long_samples_per_composer pieces of exactly this many new tokens per composer (EOS "
+                "held off; written in windows beyond the context, at the main guidance scale) and report their "
+                "drift: the music-metric gap of each piece's last window against its first, beside the gap between "
+                "two sets of the composer's real pieces. At least twice the context less BOS and the composer, so "
+                "that the two windows do not overlap (4x the context is issue 23's figure); 0 = off."
+            )
+        },
+    )
+    long_samples_per_composer: int = field(
+        default=4, metadata={"help": "Long pieces per composer with --long_tokens (one batched windowed run)."}
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output_dir."})
 
     def __post_init__(self):
@@ -127,9 +144,12 @@ class EvaluateArguments:
             "batch_size",
             "adherence_samples_per_composer",
             "sample_batch_size",
+            "long_samples_per_composer",
         ):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name} {getattr(self, name)}: must be at least 1")
+        if self.long_tokens < 0:
+            raise InputError(f"--long_tokens {self.long_tokens}: must be 0 (off) or a length in tokens")
         if self.accompaniment_pieces < 0:
             raise InputError(f"--accompaniment_pieces {self.accompaniment_pieces}: must be 0 or more")
         flag, text = (
@@ -164,6 +184,7 @@ def evaluate(args: EvaluateArguments) -> dict:
     adherence = adherence_section(run)
     comparison = sample_sets_section(run, adherence)
     accompaniment = accompaniment_section(run)
+    long_pieces = long_pieces_section(run)
     run.timings["total_s"] = time.perf_counter() - started
     return {
         "settings": settings_section(run),
@@ -177,6 +198,7 @@ def evaluate(args: EvaluateArguments) -> dict:
         "adherence": adherence,
         "cfg_sweep": sweep_section(run),
         **accompaniment,
+        "long_pieces": long_pieces,
         "memorization": {k: memorization(v, run.composers) for k, v in run.measured.items()},
         "memorization_real_passages": {
             "notes": run.window_notes,
@@ -267,6 +289,12 @@ def load_evaluation(args: EvaluateArguments) -> Evaluation:
     split once (row checks, token counts, the memorization index); decode the held-out pieces."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     config, tokenizer, _ = load_midilm_dir(args.model_dir)
+    room = body_room(context_length(config))
+    if args.long_tokens and args.long_tokens < 2 * room:
+        raise InputError(
+            f"--long_tokens {args.long_tokens}: must be at least {2 * room}, twice the model's context less BOS and "
+            f"the composer, so that a piece's first and last windows do not overlap ({4 * room} is 4x; 0 = off)"
+        )
     # composers.json keeps the dataset's ClassLabel order (config.json's composer map is sorted by name).
     _, composer_map = load_tokenizer(args.model_dir)
     dataset = load_eval_dataset(args.dataset_dir, args.split, tokenizer, composer_map)
@@ -479,6 +507,42 @@ def accompaniment_section(run: Evaluation) -> dict:
         )
     run.drawn.update(accompanied)
     return {"accompaniment": section, "accompaniment_skipped": None}
+
+
+def long_pieces_section(run: Evaluation) -> dict | None:
+    """With --long_tokens: long pieces of every composer at the main guidance scale, in one batched
+    windowed run, and their drift against the real-pieces reference (`midilm.evaluation.long_pieces`)."""
+    args = run.args
+    if not args.long_tokens:
+        return None
+    names = [c for c in run.composers for _ in range(args.long_samples_per_composer)]
+    with run.timed("long_pieces_s"):
+        tick = time.perf_counter()
+        run.drawn["long"] = run.sampler.sample(
+            run.model, names, run.main_scale, args.seed, long_tokens=args.long_tokens
+        )
+        seconds = time.perf_counter() - tick
+        section = drift(
+            run.drawn["long"],
+            run.real,
+            run.composers,
+            run.tokenizer,
+            np.asarray(bar_start_table(run.tokenizer)),
+            body_room(context_length(run.config)),
+            run.config.eos_token_id,
+            args.seed,
+        )
+    syntax = [count_syntax_errors(run.tokenizer, s["ids"]) for s in run.drawn["long"]]
+    return {
+        "long_tokens": args.long_tokens,
+        "samples_per_composer": args.long_samples_per_composer,
+        "guidance_scale": run.main_scale,
+        "window_tokens": body_room(context_length(run.config)),
+        "windows": max(s["windows"] for s in run.drawn["long"]),
+        "syntax_error_rate_max": max(syntax),
+        "sampling_s": seconds,
+        **section,
+    }
 
 
 def sweep_section(run: Evaluation) -> dict:

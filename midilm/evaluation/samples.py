@@ -35,15 +35,26 @@ class Sampler:
     device: str
     batch_samples: int = 64
 
-    def sample(self, model, composers: list[str], guidance_scale: float, seed: int, guard: bool = True) -> list[dict]:
+    def sample(
+        self,
+        model,
+        composers: list[str],
+        guidance_scale: float,
+        seed: int,
+        guard: bool = True,
+        long_tokens: int | None = None,
+    ) -> list[dict]:
         """One sample per entry of `composers` (names, or `none`). A batch's seed is `seed` plus its first
-        sample's index, so the same call with the guard off draws the same tokens until the guard steps in."""
+        sample's index, so the same call with the guard off draws the same tokens until the guard steps in.
+        `long_tokens`: instead of `max_new_tokens`, exactly that many (EOS held off), written in windows
+        beyond the context; each sample records the `windows` its batch took."""
         out, counts = [], {}
+        length = {"max_new_tokens": self.max_new_tokens}
+        if long_tokens is not None:
+            length = {"max_new_tokens": long_tokens, "min_new_tokens": long_tokens}
         for start in range(0, len(composers), self.batch_samples):
             names = composers[start : start + self.batch_samples]
-            settings = SamplingSettings(
-                guidance_scale=guidance_scale, max_new_tokens=self.max_new_tokens, seed=seed + start, guard=guard
-            )
+            settings = SamplingSettings(guidance_scale=guidance_scale, seed=seed + start, guard=guard, **length)
             settings = settings.resolve(self.defaults, context_length(self.config))
             plan = build_plan(self.tokenizer, self.composer_map, self.config, settings, names, device=self.device)
             for composer, row in zip(names, plan.sample_ids(plan.run(model))):
@@ -55,6 +66,7 @@ class Sampler:
                         "ids": row,
                         "score": decode_ids(self.tokenizer, row),
                         "guard": plan.settings["guard"],
+                        "windows": plan.windows,
                     }
                 )
         return out
