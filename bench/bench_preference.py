@@ -90,12 +90,12 @@ def main() -> None:
     from midilm.composer_classifier import typical_length
 
     crop = typical_length([s["score"] for s in before], "notes")
-    reference = build_reference(args.dataset_dir, tokenizer, composer_map, crop, crop, seed=args.seed)
+    bars = median_bars([piece_metrics(s["score"]) for s in before])
+    reference = build_reference(args.dataset_dir, tokenizer, composer_map, crop, crop, bars, seed=args.seed)
     independent = fit_ngram_classifier(
         reference.train_pieces, reference.heldout_scores, crop_length=crop, seed=args.seed
     )
     measurable = [c for c in composers if c in reference.measurable]
-    bars = median_bars([piece_metrics(s["score"]) for s in before])
     real = real_passages(
         [{"composer": c, "name": p["name"], "score": p["score"]} for c in measurable for p in reference.heldout[c]],
         bars,

@@ -17,7 +17,9 @@ from midilm.tuning.score import ScoreWeights, build_pairs, build_reference, load
 @pytest.fixture(scope="module")
 def reference(prepared):
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
-    ref = build_reference(str(prepared["data"]), tokenizer, composer_map, crop_length=48, passage_notes=48)
+    ref = build_reference(
+        str(prepared["data"]), tokenizer, composer_map, crop_length=48, passage_notes=48, passage_bars=4
+    )
     return {"ref": ref, "tokenizer": tokenizer, "composer_map": composer_map}
 
 
@@ -46,6 +48,29 @@ def test_a_real_piece_scores_above_the_same_piece_with_planted_seconds(reference
     assert scored[1]["parts"]["vertical_seconds"] > scored[0]["parts"]["vertical_seconds"] + 0.2
     assert scored[1]["parts"]["seconds_excess"] > 0
     assert scored[0]["total"] > scored[1]["total"]
+
+
+def test_a_thinned_piece_lies_farther_from_its_composer_texture(reference):
+    ref, tokenizer, composer_map = reference["ref"], reference["tokenizer"], reference["composer_map"]
+    composer = ref.measurable[0]
+    real = ref.heldout[composer][0]["score"]
+    thinned = real.copy()  # one voice of every onset kept: the texture DPO drifted toward without the term
+    for track in thinned.tracks:
+        kept, seen = [], set()
+        for note in sorted(track.notes, key=lambda n: (n.time, -n.pitch)):
+            if note.time not in seen:
+                seen.add(note.time)
+                kept.append(note)
+        track.notes.clear()
+        track.notes.extend(kept)
+    thinned.tracks = thinned.tracks[:1]
+    samples = [sample_of(tokenizer, composer_map, composer, s) for s in (real, thinned)]
+    weights = ScoreWeights(texture_weight=1.0)
+    scored = score_samples(samples, ref, tokenizer, weights, asked_tokens=len(samples[0]["ids"]))
+    assert scored[1]["parts"]["texture_excess"] > scored[0]["parts"]["texture_excess"] + 0.5
+    off = score_samples(samples, ref, tokenizer, ScoreWeights(texture_weight=0.0), asked_tokens=len(samples[0]["ids"]))
+    assert off[1]["parts"]["texture_excess"] == 0.0
+    assert scored[1]["total"] == pytest.approx(off[1]["total"] - scored[1]["parts"]["texture_excess"])
 
 
 def test_a_copy_of_a_training_piece_scores_below_a_fresh_piece(reference, prepared):

@@ -26,7 +26,7 @@ from midilm.generation import load_model
 from midilm.guard import onset_counts
 from midilm.hub import TUNING_CARD, rewrite_model_card
 from midilm.memorization import PitchReader
-from midilm.metrics import piece_metrics, pooled_vertical_seconds
+from midilm.metrics import median_bars, piece_metrics, pooled_vertical_seconds
 from midilm.modeling import TRAINING_CONFIG_FILE, context_length, load_midilm_dir, sampling_defaults
 from midilm.ngram_classifier import fit_ngram_classifier
 from midilm.outputs import replace_dir, staging_dir, write_file_atomic
@@ -312,7 +312,8 @@ def prepare(args: TuneArguments, config, tokenizer, composer_map, dataset_dir: s
     probe = sampler.sample(base, [c for c in composer_map.names for _ in range(2)], scale, args.seed + 999)
     crop = typical_length([s["score"] for s in probe], "notes")
     # copies are judged against real held-out passages as long as the samples (in notes), as the report judges them
-    reference = build_reference(dataset_dir, tokenizer, composer_map, crop, crop, seed=args.seed)
+    bars = median_bars([piece_metrics(s["score"]) for s in probe])
+    reference = build_reference(dataset_dir, tokenizer, composer_map, crop, crop, bars, seed=args.seed)
     independent = fit_ngram_classifier(
         reference.train_pieces, reference.heldout_scores, crop_length=crop, seed=args.seed
     )

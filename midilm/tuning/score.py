@@ -4,13 +4,15 @@
           - seconds_weight    · max(0, vertical seconds - the composer's real rate)
           - copy_weight       · max(0, longest run copied from a training piece - what real passages share)
           - degenerate_weight · [more notes at one onset than any training piece of the composer]
+          - texture_weight    · max(0, texture distance - what a real passage's is)
           - syntax_weight     · syntax error rate
           - short_weight      · max(0, 1 - new tokens / (short_fraction · asked))
 
 Everything a sample is compared with comes from the model's own dataset (`Reference`): the classifier
-fitted on its training pieces, the vertical-seconds rate of each composer's real training pieces, the
-memorization index of the training split and the longest run real held-out passages, as long as the
-samples, share with it; the most notes at one onset in any training piece of the composer.
+fitted on its training pieces, the vertical-seconds rate of each composer's real training pieces, where
+those pieces' passages lie on the scalar music metrics (`Texture`), the memorization index of the training
+split and the longest run real held-out passages, as long as the samples, share with it; the most notes at
+one onset in any training piece of the composer.
 
 Why these defaults (each a flag of tune.py; the measurements are in bench/RESULTS.md, "Preference tuning"):
 the classifier's term spans 0..1, so each penalty weight says how much of that range a fault costs.
@@ -30,7 +32,7 @@ from midilm.generation import decode_ids
 from midilm.grammar import count_syntax_errors
 from midilm.guard import onset_counts
 from midilm.memorization import MemorizationIndex, PitchReader
-from midilm.metrics import vertical_seconds
+from midilm.metrics import SCALAR_METRICS, bar_windows, piece_metrics, vertical_seconds
 from midilm.rows import body
 
 
@@ -79,6 +81,17 @@ class ScoreWeights:
             )
         },
     )
+    texture_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": (
+                "Penalty per unit of texture distance above a real passage's: a sample's mean distance, in real "
+                "standard deviations, from its composer's real training passages on the scalar music metrics "
+                "(voices, range, density, rests, pitch-class entropy, scale, groove). Without it, DPO thinned or "
+                "thickened the texture to please the classifier and the seconds penalty (bench/RESULTS.md)."
+            )
+        },
+    )
     syntax_weight: float = field(
         default=10.0,
         metadata={
@@ -106,6 +119,50 @@ class ScoreWeights:
             raise InputError(f"--short_fraction {self.short_fraction}: must be within (0, 1]")
 
 
+TEXTURE_METRICS = tuple(m for m in SCALAR_METRICS if m != "syntax_error_rate")  # 0 for every sampled piece
+
+
+@dataclass
+class Texture:
+    """Where each composer's real passages lie on the scalar music metrics, and how far a real passage lies
+    from its own composer's centre: the yardstick of a sample's texture."""
+
+    mean: dict[str, np.ndarray]
+    std: dict[str, np.ndarray]
+    typical: dict[str, float]  # the median distance of the composer's real passages
+
+    @classmethod
+    def of(cls, pieces: dict[str, list], n_bars: int) -> Texture:
+        """From real pieces (Scores per composer) cut into passages of `n_bars` bars, the samples' length."""
+        mean, std, typical = {}, {}, {}
+        for c, scores in pieces.items():
+            rows = np.array([_texture_row(piece_metrics(w)) for s in scores for w in bar_windows(s, n_bars)])
+            if len(rows) < 2:
+                continue
+            mean[c] = np.nanmean(rows, axis=0)
+            spread = np.nanstd(rows, axis=0)
+            std[c] = np.where(spread > 0, spread, 1.0)
+            typical[c] = float(np.median([cls._distance(r, mean[c], std[c]) for r in rows]))
+        return cls(mean, std, typical)
+
+    @staticmethod
+    def _distance(row: np.ndarray, mean: np.ndarray, std: np.ndarray) -> float:
+        z = np.abs(row - mean) / std
+        return float(np.nanmean(z)) if np.isfinite(z).any() else 0.0
+
+    def excess(self, composer: str, metrics: dict) -> float:
+        """How much farther than a typical real passage a piece (`piece_metrics`) lies from its composer
+        (0 when nearer)."""
+        if composer not in self.mean:
+            return 0.0
+        distance = self._distance(_texture_row(metrics), self.mean[composer], self.std[composer])
+        return max(0.0, distance - self.typical[composer])
+
+
+def _texture_row(metrics: dict) -> np.ndarray:
+    return np.array([np.nan if metrics.get(m) is None else metrics[m] for m in TEXTURE_METRICS], dtype=np.float64)
+
+
 @dataclass
 class Reference:
     """What a sample is scored against, read once from the model's dataset (`build_reference`)."""
@@ -122,6 +179,7 @@ class Reference:
         str, list
     ]  # the training split's original pieces per composer (Scores), for the independent classifier
     heldout_scores: dict[str, list]
+    texture: Texture  # of the training pieces' passages as long as the samples
 
     @property
     def measurable(self) -> list[str]:
@@ -156,11 +214,13 @@ def build_reference(
     composer_map,
     crop_length: int,
     passage_notes: int,
+    passage_bars: int,
     split: str = "validation",
     seed: int = 0,
 ) -> Reference:
     """Read the dataset once: the classifier on crops of `crop_length` notes (the samples' length), the real
-    rates, the memorization index and the copy limit on held-out passages of `passage_notes` notes."""
+    rates, the texture of training passages of `passage_bars` bars, the memorization index and the copy limit on
+    held-out passages of `passage_notes` notes."""
     dataset = load_dataset_for(dataset_dir, tokenizer, composer_map, split)
     training = scan_training(dataset["train"], tokenizer, composer_map, f"--dataset_dir {dataset_dir} (train)")
     held_rows = token_rows(dataset[split], tokenizer, composer_map, f"--dataset_dir {dataset_dir} ({split})")
@@ -190,8 +250,9 @@ def build_reference(
     runs = passage_runs(held, tokenizer, training.index, passage_notes)
     copy_limit = max((r["longest_training_run"] for r in runs), default=0)
     heldout = {c: [p for p in held if p["composer"] == c] for c in names}
+    texture = Texture.of(train_pieces, passage_bars)
     return Reference(
-        classifier, real_seconds, onset_max, copy_limit, training.index, heldout, train_pieces, heldout_scores
+        classifier, real_seconds, onset_max, copy_limit, training.index, heldout, train_pieces, heldout_scores, texture
     )
 
 
@@ -239,12 +300,16 @@ def score_samples(
             "degenerate": largest > reference.max_notes_per_onset.get(c, largest),
             "syntax_error_rate": count_syntax_errors(tokenizer, sample["ids"]),
             "short": max(0.0, 1.0 - len(music) / (weights.short_fraction * asked_tokens)),
+            "texture_excess": reference.texture.excess(c, piece_metrics(sample["score"]))
+            if weights.texture_weight
+            else 0.0,
         }
         total = (
             weights.classifier_weight * (p or 0.0)
             - weights.seconds_weight * parts["seconds_excess"]
             - weights.copy_weight * parts["copy_excess"]
             - weights.degenerate_weight * float(parts["degenerate"])
+            - weights.texture_weight * parts["texture_excess"]
             - weights.syntax_weight * parts["syntax_error_rate"]
             - weights.short_weight * parts["short"]
         )
