@@ -69,7 +69,8 @@ def app_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app(app_model_dir, tmp_path_factory):
-    """The page served on 127.0.0.1 (a free port) in this process's background threads: (demo, url); closed afterwards."""
+    """The page served on 127.0.0.1 (a free port) in this process's background threads: (demo, url); closed
+    afterwards."""
     saved = {k: os.environ.get(k) for k in ("GRADIO_ANALYTICS_ENABLED", "GRADIO_TEMP_DIR")}
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # nothing leaves the machine
     os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))  # uploads and served copies

@@ -23,7 +23,8 @@ from test_app import ROOM, app, app_model_dir, app_url  # noqa: F401  (the same 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # A fresh profile that talks to no one: this machine has no network, and the page must not need one.
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1280,1200",
     # Chromium still looks up its own services' names (sign-in, autofill, updates): no name resolves.
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
@@ -40,7 +41,8 @@ def browser(tmp_path):
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).is_file()]
     if missing:
         pytest.fail(
-            f"{', '.join(missing)} not found: `apt-get install -y chromium chromium-driver` (or set MIDILM_SKIP_BROWSER=1)"
+            f"{', '.join(missing)} not found: `apt-get install -y chromium chromium-driver` (or set "
+            "MIDILM_SKIP_BROWSER=1)"
         )
     try:
         from selenium import webdriver

@@ -1,4 +1,5 @@
-"""evaluate_samples.py and midilm.evaluation.run: the report end to end on a tiny trained model, the training scan, adherence, bad input."""
+"""evaluate_samples.py and midilm.evaluation.run: the report end to end on a tiny trained model, the training scan,
+adherence, bad input."""
 
 from __future__ import annotations
 
@@ -109,7 +110,8 @@ def test_report_holds_every_section(report_dir, prepared):
         (lik["trained_unconditional"]["total_nll"] - lik["trained"]["total_nll"]) / lik["scored_tokens"]
     )
     assert set(report["memorization"]) == {"real", "trained", "random"}
-    # the real pieces also as passages as long as the median sample: more of them, and no longer run than their whole piece's
+    # the real pieces also as passages as long as the median sample: more of them, and no longer run than their whole
+    # piece's
     passages = report["memorization_real_passages"]
     guided = [*report["pieces"]["sweep"]["1"], *report["pieces"]["trained"]]  # the sweep's s = 3 set is the main one
     assert passages["notes"] == int(np.median([p["n_notes"] for p in guided]))
@@ -290,7 +292,8 @@ def test_memorization_finds_a_transposed_copy(prepared):
     found = index.longest_run(copy)
     assert found.length == len(copy) - 1 and found.source == source  # the whole piece, every interval
     assert longest_shared_run(copy, [pitch_sequence(original)]) < found.length / 4  # absolute pitches miss it
-    # cut into passages of 10 notes (a remainder dropped), each is found whole; a piece shorter than a passage stays whole
+    # cut into passages of 10 notes (a remainder dropped), each is found whole; a piece shorter than a passage stays
+    # whole
     piece = [{"composer": "c", "name": "copy", "ids": encode_ids(tokenizer, _transposed(original, 3))}]
     runs = passage_runs(piece, tokenizer, index, 10)
     assert [(r["n_notes"], r["longest_training_run"]) for r in runs] == [(10, 9)] * (len(copy) // 10)

@@ -70,7 +70,8 @@ def test_a_long_sample_crosses_windows_with_the_same_tokens_for_the_same_seed(mo
     for row in ids:
         assert plan.new_tokens(row) == LONG
         assert count_syntax_errors(tokenizer, row) == 0.0
-        # What the grammar and the guard derive from a window (header + latest bars) is what they derive from the whole row.
+        # What the grammar and the guard derive from a window (header + latest bars) is what they derive from the whole
+        # row.
         music = row[HEADER_TOKENS:]
         start = window_start(music, starts_bar, CONTEXT // 2)
         assert start > 0 and starts_bar[music[start]]

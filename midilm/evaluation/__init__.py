@@ -5,8 +5,10 @@ One module per part; `run.evaluate` calls them as a list of steps, each returnin
     run.py            EvaluateArguments, evaluate(): load, then one step per report section
     data.py           held-out rows and pieces; one streamed pass over the training split
     likelihood.py     NLL per token and per note; the unigram baseline
-    samples.py        sample sets (drawn as generate.py draws them, or read from its files), metrics, distances, memorization
-    adherence.py      the guidance sweep: composer adherence (midilm.composer_classifier), degenerate samples, the default it chooses
+    samples.py        sample sets (drawn as generate.py draws them, or read from its files), metrics, distances,
+                      memorization
+    adherence.py      the guidance sweep: composer adherence (midilm.composer_classifier), degenerate samples,
+                      the default it chooses
     accompaniment.py  accompaniments of real held-out melodies
     long_pieces.py    --long_tokens: drift over pieces longer than the context, against real pieces
     report.py         report.json, report.md, the evaluated samples as MIDI, the headline

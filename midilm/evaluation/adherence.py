@@ -52,14 +52,18 @@ def choose_guidance(rows: list[dict], real_rate: float | None) -> dict:
     if not measured:
         return {
             "scale": None,
-            "reason": "composer adherence is not measurable here (see the classifier's reasons), so the data cannot choose a scale",
+            "reason": (
+                "composer adherence is not measurable here (see the classifier's reasons), so the data cannot "
+                "choose a scale"
+            ),
         }
     limit = real_rate or 0.0
     allowed = [r for r in measured if r["degenerate_guard_on"]["share"] <= limit + 1e-12]
     if allowed:
         best = max(allowed, key=lambda r: (r["adherence"], -r["scale"]))
         reason = (
-            f"s = {best['scale']:g} has the highest composer adherence ({best['adherence']:.2f}) of the scales whose share of "
+            f"s = {best['scale']:g} has the highest composer adherence ({best['adherence']:.2f}) of the scales whose "
+            "share of "
             f"degenerate samples with the guard on is at most the real held-out pieces' ({limit:.2f})"
         )
         excluded = [r for r in measured if r not in allowed]
@@ -70,7 +74,8 @@ def choose_guidance(rows: list[dict], real_rate: float | None) -> dict:
     else:
         best = min(measured, key=lambda r: (r["degenerate_guard_on"]["share"], -r["adherence"], r["scale"]))
         reason = (
-            f"no scale kept degenerate samples at or below the real pieces' rate ({limit:.2f}); s = {best['scale']:g} had the fewest "
+            f"no scale kept degenerate samples at or below the real pieces' rate ({limit:.2f}); s = "
+            f"{best['scale']:g} had the fewest "
             f"({best['degenerate_guard_on']['share']:.2f}), then the highest adherence ({best['adherence']:.2f})"
         )
     return {"scale": best["scale"], "reason": reason}
@@ -110,7 +115,8 @@ class Judges:
 
 
 def seconds_by_composer(measured: list[dict], composers: list[str]) -> dict:
-    """The share of vertical seconds (pairs of notes that start together a second apart) per composer, pooled over pairs."""
+    """The share of vertical seconds (pairs of notes that start together a second apart) per composer, pooled
+    over pairs."""
     return {c: pooled_vertical_seconds([p for p in measured if p["composer"] == c]) for c in composers}
 
 
@@ -165,7 +171,8 @@ def composer_adherence(
     """The adherence table: the composer classifier's ceiling on real held-out crops, the unconditional
     base rate, and at every sweep scale adherence beside degenerate samples (guard on and off), syntax
     errors, the music-metric gap to the composer's real passages of `window_bars` bars (the samples'
-    median length), notes per sample and memorization (the real pieces' as `real_runs`: passages as long as the samples).
+    median length), notes per sample and memorization (the real pieces' as `real_runs`: passages as long as the
+    samples).
     Adherence and the metric gap come from midilm's `evaluate` modules (`Judges`); the classifier's
     crops are as long as the median sample. The classifier learns from `dataset` (a DatasetDict: a
     fine-tuning dataset joined with its base's), else from --dataset_dir."""

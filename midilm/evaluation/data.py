@@ -30,7 +30,8 @@ def token_rows(ds, tokenizer, composer_map, where: str) -> list[dict]:
     rows = ds.select_columns(["input_ids", "composer", "source", "chunk", "augmentation", "n_notes", "task"]).to_list()
     if rows and not any(row["task"] == "continuation" for row in rows):
         raise InputError(
-            f"{where}: no continuation rows (built with --tasks accompaniment only); prepare with --tasks continuation,accompaniment"
+            f"{where}: no continuation rows (built with --tasks accompaniment only); prepare with --tasks "
+            "continuation,accompaniment"
         )
     rows = [row for row in rows if row["task"] == "continuation"]
     for row in rows:
@@ -114,7 +115,8 @@ def scan_training(ds, tokenizer, composer_map, where: str, batch_size: int = SCA
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
             raise InputError(
-                f"{where}: the row of {table.column('source')[k].as_py()} (chunk {table.column('chunk')[k].as_py()}) does not "
+                f"{where}: the row of {table.column('source')[k].as_py()} (chunk {table.column('chunk')[k].as_py()}) "
+                "does not "
                 f"fit the model's tokenizer ({vocab} tokens); evaluate a model on the dataset it was trained on"
             )
         # Scored tokens: every row's body.
@@ -130,6 +132,7 @@ def scan_training(ds, tokenizer, composer_map, where: str, batch_size: int = SCA
         rows += table.num_rows
     if any_rows and rows == 0:
         raise InputError(
-            f"{where}: no continuation rows (built with --tasks accompaniment only); prepare with --tasks continuation,accompaniment"
+            f"{where}: no continuation rows (built with --tasks accompaniment only); prepare with --tasks "
+            "continuation,accompaniment"
         )
     return TrainingScan(counts, pieces, rows, MemorizationIndex.from_rows(pitch_rows), onset_max)

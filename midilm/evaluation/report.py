@@ -64,7 +64,10 @@ def _verdict(trained: dict, random: dict) -> str:
         and trained["mean_overlap"] > random["mean_overlap"]
     )
     score = len(better) + higher_overlap
-    return f"the trained model's samples are closer to the real pieces than the random-weight samples on {score} of 4 distances"
+    return (
+        f"the trained model's samples are closer to the real pieces than the random-weight samples on {score} of "
+        "4 distances"
+    )
 
 
 def headline(report: dict) -> str:
@@ -76,8 +79,10 @@ def headline(report: dict) -> str:
     )
     lines = [
         (
-            f"{lik['split']} perplexity {_f(lik['trained']['perplexity'])} (unigram {_f(lik['unigram']['perplexity'])}, "
-            f"ratio {_f(lik['perplexity_ratio_trained_to_unigram'])}); NLL per note {_f(lik['trained']['nll_per_note'])} nats"
+            f"{lik['split']} perplexity {_f(lik['trained']['perplexity'])} (unigram "
+            f"{_f(lik['unigram']['perplexity'])}, "
+            f"ratio {_f(lik['perplexity_ratio_trained_to_unigram'])}); NLL per note "
+            f"{_f(lik['trained']['nll_per_note'])} nats"
         ),
         (
             f"metric gap to real: trained {_f(t_dist['mean_gap'])}, random weights {_f(r_dist['mean_gap'])}; "
@@ -99,7 +104,8 @@ def headline(report: dict) -> str:
         ceiling = (adherence["ceiling"] or {}).get("overall", {}).get("share")
         scales = ", ".join(f"s={r['scale']:g} {_share_cell(r['adherence'])}" for r in adherence["rows"])
         lines.append(
-            f"composer adherence (classifier ceiling {_share_cell(ceiling)}, chance {_f(adherence['classifier']['chance'], 2)}): {scales}"
+            f"composer adherence (classifier ceiling {_share_cell(ceiling)}, chance "
+            f"{_f(adherence['classifier']['chance'], 2)}): {scales}"
         )
         choice = adherence["choice"]
         if choice["scale"] is not None:
@@ -149,9 +155,15 @@ def intro_markdown(report: dict) -> list[str]:
             if s["trained_samples_guidance_scale"] is not None
             else ""
         )
-        + f", {len(samples['trained'])} in all; random-weight samples: the same architecture, initialised with seed {s['seed']}, "
+        + (
+            f", {len(samples['trained'])} in all; random-weight samples: the same architecture, initialised with seed "
+            f"{s['seed']}, "
+        )
         + f"{len(samples['random'])} in all, sampled with guidance scale {s['main_guidance_scale']:g}; "
-        + f"{s['num_samples_per_composer']} samples per composer and call, up to {s['max_new_tokens_used']} tokens each. "
+        + (
+            f"{s['num_samples_per_composer']} samples per composer and call, up to {s['max_new_tokens_used']} tokens "
+            "each. "
+        )
         + "Both are sampled with the REMI grammar on, so both have valid syntax: the grammar alone gives that.",
         "",
         "## Headline",
@@ -243,7 +255,8 @@ def headline_markdown(report: dict) -> list[str]:
     lines += [
         (
             f"Verdict, averaged over composers: {_verdict(t_dist, r_dist)}. "
-            f"Real {s['split']} pieces read back with syntax error rate {_f(report['checks']['real_pieces_syntax_error_rate_max'])} (expected 0)."
+            f"Real {s['split']} pieces read back with syntax error rate "
+            f"{_f(report['checks']['real_pieces_syntax_error_rate_max'])} (expected 0)."
         ),
         "",
     ]
@@ -258,8 +271,10 @@ def per_composer_markdown(report: dict) -> list[str]:
         "",
         (
             f"Mean ± std. Real: the held-out pieces cut into passages of {comp['real_window_bars']} bars, the samples' "
-            "median length (`midilm.metrics.bar_windows`; the guidance sweep's when there is one), since pitch range and the "
-            "like grow with length; for the sample sets, the standardised gap |mean − real mean| / real std in brackets."
+            "median length (`midilm.metrics.bar_windows`; the guidance sweep's when there is one), since pitch range "
+            "and the "
+            "like grow with length; for the sample sets, the standardised gap |mean − real mean| / real std in "
+            "brackets."
         ),
         "",
     ]
@@ -305,7 +320,8 @@ def sweep_markdown(report: dict) -> list[str]:
         (
             "The composer-adherence sweep's samples (guard on), per composer, against that composer's real pieces: "
             "Jensen–Shannon divergence (bits) of the mean pitch-class and duration histograms, the mean standardised "
-            "metric gap (the real pieces as passages as long as the samples), and the pitch-class JS to the other composers' real pieces. Pitch-class histograms mostly encode "
+            "metric gap (the real pieces as passages as long as the samples), and the pitch-class JS to the other "
+            "composers' real pieces. Pitch-class histograms mostly encode "
             "key and mode, which the transposition augmentation scrambles, so these distances are not a test of "
             "conditioning: whether samples sound like their composer is read from the composer-adherence table above."
         ),
@@ -427,12 +443,16 @@ def memorization_markdown(report: dict) -> list[str]:
         "## Memorization",
         "",
         (
-            "Longest run of successive pitch intervals (notes in onset order, lowest first within an onset) that a piece "
+            "Longest run of successive pitch intervals (notes in onset order, lowest first within an onset) that a "
+            "piece "
             "shares with one training piece at any transposition, so the augmented (transposed) copies count as their "
             "original does; a run of k intervals is a passage of k + 1 notes. Real held-out pieces give the level that "
-            f"shared idioms (scales, cadences) reach by themselves. A whole piece has more chances to share a long run than "
-            f"a sample as long as a passage, so the real pieces are also cut into passages of {passages['notes']} notes, the samples' "
-            f"median length: that is the level to read the samples against. Index: {report['data']['memorization_index']['pieces']} "
+            "shared idioms (scales, cadences) reach by themselves. A whole piece has more chances to share a long "
+            "run than "
+            f"a sample as long as a passage, so the real pieces are also cut into passages of {passages['notes']} "
+            "notes, the samples' "
+            "median length: that is the level to read the samples against. Index: "
+            f"{report['data']['memorization_index']['pieces']} "
             f"original training pieces, {report['data']['memorization_index']['intervals']} intervals."
         ),
         "",
@@ -484,12 +504,15 @@ def method_markdown(report: dict) -> list[str]:
             f"- Likelihood: {lik['rows']} {s['split']} rows, {lik['scored_tokens']} tokens after BOS and the composer "
             f"token (EOS included), {lik['notes']} notes; NLL per note = total NLL / notes. Rows longer than the "
             f"model's context ({lik['windowed_rows']} here) are scored in windows that restart from [BOS, composer]. "
-            "The unigram model is fitted on the training split's tokens (augmented copies included, as the model saw them) "
+            "The unigram model is fitted on the training split's tokens (augmented copies included, as the model saw "
+            "them) "
             "with add-one smoothing over the whole vocabulary."
         ),
         (
-            "- Music metrics: `midilm.metrics.piece_metrics`; distances: `midilm.metrics.compare` per composer, averaged over "
-            f"composers (metrics: {', '.join(DISTANCE_METRICS)}), against the real held-out pieces cut into passages as long as "
+            "- Music metrics: `midilm.metrics.piece_metrics`; distances: `midilm.metrics.compare` per composer, "
+            "averaged over "
+            f"composers (metrics: {', '.join(DISTANCE_METRICS)}), against the real held-out pieces cut into passages "
+            "as long as "
             "the samples (`midilm.metrics.bar_windows`)."
         ),
         "- Timings (s): "
@@ -508,9 +531,12 @@ def accompaniment_markdown(section: dict) -> list[str]:
         "",
         (
             "Each listed held-out piece's melody (its marked melody track, else its top voice) accompanied under its "
-            "composer by the trained model and by the random-weight model, one sample each, beside the real piece around "
-            "the same melody. Melody adherence: share of melody notes the full-piece section sounds at the same onset and "
-            "pitch (1 for the real piece by construction). Harmonic fit: share of accompaniment note-time in a pitch class "
+            "composer by the trained model and by the random-weight model, one sample each, beside the real piece "
+            "around "
+            "the same melody. Melody adherence: share of melody notes the full-piece section sounds at the same "
+            "onset and "
+            "pitch (1 for the real piece by construction). Harmonic fit: share of accompaniment note-time in a pitch "
+            "class "
             "the melody sounds in that beat or in the melody's key; beat fit and key fit are its two halves."
         ),
         "",
@@ -596,12 +622,18 @@ def adherence_method_markdown(section: dict) -> list[str]:
     info, settings = section["classifier"], section["settings"]
     return [
         (
-            f"An independent composer classifier (`midilm.composer_classifier`: logistic regression on key-independent symbolic features, "
-            f"trained on the training split's real pieces, through the `composer_adherence` evaluate module) judges each sample on "
-            f"its first {settings['crop_length']} {settings['crop_unit']} (the median sample's length). Adherence is the share of "
-            f"samples classified as their intended composer, with its 95% Wilson interval; chance is {_f(info['chance'], 2)}. Its "
-            "accuracy on crops of held-out real pieces is the ceiling; unconditional samples (`COMPOSER_NONE`) show how often "
-            f"each composer is heard by default. {settings['samples_per_composer']} samples per composer at each scale, sampled "
+            "An independent composer classifier (`midilm.composer_classifier`: logistic regression on "
+            "key-independent symbolic features, "
+            "trained on the training split's real pieces, through the `composer_adherence` evaluate module) judges "
+            "each sample on "
+            f"its first {settings['crop_length']} {settings['crop_unit']} (the median sample's length). Adherence is "
+            "the share of "
+            "samples classified as their intended composer, with its 95% Wilson interval; chance is "
+            f"{_f(info['chance'], 2)}. Its "
+            "accuracy on crops of held-out real pieces is the ceiling; unconditional samples (`COMPOSER_NONE`) show "
+            "how often "
+            f"each composer is heard by default. {settings['samples_per_composer']} samples per composer at each "
+            "scale, sampled "
             "with the REMI grammar, and the musical guard on (and again off with the same seeds)."
         ),
         "",
@@ -610,17 +642,26 @@ def adherence_method_markdown(section: dict) -> list[str]:
             + ", ".join(f"{c} {n}" for c, n in section["degenerate_threshold"].items())
             + "). "
             + (
-                f"The guard's bounds (config.json's `midilm_guard`, learnt from the training split): {section['guard']['max_notes_per_onset']} "
+                "The guard's bounds (config.json's `midilm_guard`, learnt from the training split): "
+                f"{section['guard']['max_notes_per_onset']} "
                 f"notes per onset, {section['guard']['max_notes_per_bar']} per bar. "
                 if section.get("guard")
-                else "This model carries no guard bounds (`midilm_guard`), so the guard never ran: retrain it with this train.py to get them. "
+                else (
+                    "This model carries no guard bounds (`midilm_guard`), so the guard never ran: retrain it with "
+                    "this train.py to get them. "
+                )
             )
-            + f"Metric gap: the music metrics' mean standardised gap to the composer's real held-out pieces cut into passages of "
-            f"{settings['real_window_bars']} bars, the samples' median length (`music_metrics` evaluate module, `real_windows`), "
+            + "Metric gap: the music metrics' mean standardised gap to the composer's real held-out pieces cut into "
+            "passages of "
+            f"{settings['real_window_bars']} bars, the samples' median length (`music_metrics` evaluate module, "
+            "`real_windows`), "
             "averaged over composers. Shared run: the longest run of pitch intervals shared with one training "
-            "piece at any transposition (max / median); the real pieces' is measured on passages as long as the median sample "
-            "(see Memorization). Vertical seconds: the share of pairs of notes that start together a minor or major second "
-            "apart (interval class 1 or 2), pooled over each composer's pieces; the ceiling's row gives the real held-out pieces'."
+            "piece at any transposition (max / median); the real pieces' is measured on passages as long as the "
+            "median sample "
+            "(see Memorization). Vertical seconds: the share of pairs of notes that start together a minor or major "
+            "second "
+            "apart (interval class 1 or 2), pooled over each composer's pieces; the ceiling's row gives the real "
+            "held-out pieces'."
         ),
         "",
     ]

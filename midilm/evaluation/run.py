@@ -54,7 +54,11 @@ class EvaluateArguments:
     base_dataset_dir: str | None = field(
         default=None,
         metadata={
-            "help": "For a model fine-tuned from another (train.py --init_from): the base model's dataset, whose pieces of the base's composers join --dataset_dir's, so that every composer, old and new, is judged against real pieces (the classifier is trained on both)."
+            "help": (
+                "For a model fine-tuned from another (train.py --init_from): the base model's dataset, whose "
+                "pieces of the base's composers join --dataset_dir's, so that every composer, old and new, is "
+                "judged against real pieces (the classifier is trained on both)."
+            )
         },
     )
     output_dir: str = field(
@@ -63,7 +67,10 @@ class EvaluateArguments:
     samples_dir: str | None = field(
         default=None,
         metadata={
-            "help": "Evaluate the <composer>_<i>.mid files generate.py wrote here instead of sampling anew (the sweep and the random baseline are always sampled)."
+            "help": (
+                "Evaluate the <composer>_<i>.mid files generate.py wrote here instead of sampling anew (the "
+                "sweep and the random baseline are always sampled)."
+            )
         },
     )
     num_samples_per_composer: int = field(
@@ -73,19 +80,30 @@ class EvaluateArguments:
     guidance_scale: float | None = field(
         default=None,
         metadata={
-            "help": "Guidance scale of the main sample sets (default: the scale this evaluation chooses with --write_default_guidance, else the model's midilm_guidance_scale in config.json)."
+            "help": (
+                "Guidance scale of the main sample sets (default: the scale this evaluation chooses with "
+                "--write_default_guidance, else the model's midilm_guidance_scale in config.json)."
+            )
         },
     )
     adherence_scales: str = field(
         default="1,1.5,2,3,5",
         metadata={
-            "help": "Comma-separated guidance scales of the sweep: at each, every composer is sampled with the musical guard on and off, and judged by the composer classifier, the music metrics, degenerate onsets and memorization; unconditional samples give the base rate. Empty = no sweep, no adherence section."
+            "help": (
+                "Comma-separated guidance scales of the sweep: at each, every composer is sampled with the "
+                "musical guard on and off, and judged by the composer classifier, the music metrics, degenerate "
+                "onsets and memorization; unconditional samples give the base rate. Empty = no sweep, no "
+                "adherence section."
+            )
         },
     )
     adherence_samples_per_composer: int = field(
         default=16,
         metadata={
-            "help": "Samples per composer at each sweep scale (and guard setting); as many unconditional samples as one scale holds."
+            "help": (
+                "Samples per composer at each sweep scale (and guard setting); as many unconditional samples as "
+                "one scale holds."
+            )
         },
     )
     guidance_scales: str | None = field(
@@ -94,13 +112,19 @@ class EvaluateArguments:
     write_default_guidance: bool = field(
         default=False,
         metadata={
-            "help": "Write the guidance scale the sweep chooses (the highest composer adherence whose degenerate samples, guard on, stay at or below the real pieces' rate) into --model_dir's config.json (midilm_guidance_scale), so generate.py uses it by default."
+            "help": (
+                "Write the guidance scale the sweep chooses (the highest composer adherence whose degenerate "
+                "samples, guard on, stay at or below the real pieces' rate) into --model_dir's config.json "
+                "(midilm_guidance_scale), so generate.py uses it by default."
+            )
         },
     )
     sample_batch_size: int = field(
         default=64,
         metadata={
-            "help": "Samples per generate() call (twice as many rows under guidance): bounds the memory of the KV cache."
+            "help": (
+                "Samples per generate() call (twice as many rows under guidance): bounds the memory of the KV cache."
+            )
         },
     )
     seed: int = field(default=0, metadata={"help": "Seeds the samples and the random-weight model."})
@@ -115,7 +139,11 @@ class EvaluateArguments:
     accompaniment_pieces: int = field(
         default=2,
         metadata={
-            "help": "Held-out pieces per composer (the shortest) whose melody the trained and the random-weight model accompany, for melody adherence and harmonic fit beside the real piece's; 0 = none. Only when the dataset holds accompaniment rows (prepare_dataset.py --tasks accompaniment)."
+            "help": (
+                "Held-out pieces per composer (the shortest) whose melody the trained and the random-weight "
+                "model accompany, for melody adherence and harmonic fit beside the real piece's; 0 = none. Only "
+                "when the dataset holds accompaniment rows (prepare_dataset.py --tasks accompaniment)."
+            )
         },
     )
     long_tokens: int = field(
@@ -262,7 +290,8 @@ class Evaluation:
 
 
 def evaluated_composers(args: EvaluateArguments, composer_map, held_pieces: list[dict]) -> list[str]:
-    """--composers (default: all), less those without held-out pieces when the corpus is small and none was asked for."""
+    """--composers (default: all), less those without held-out pieces when the corpus is small and none was
+    asked for."""
     composers = composer_map.names
     if args.composers:
         try:
@@ -278,8 +307,10 @@ def evaluated_composers(args: EvaluateArguments, composer_map, held_pieces: list
         return [c for c in composers if c not in missing]
     if missing:
         raise InputError(
-            f"--dataset_dir {args.dataset_dir}: no {args.split} pieces of {', '.join(missing)}, so nothing to compare their "
-            f"samples with; try --split {'test' if args.split == 'validation' else 'validation'}, or leave them out with --composers"
+            f"--dataset_dir {args.dataset_dir}: no {args.split} pieces of {', '.join(missing)}, so nothing to "
+            "compare their "
+            f"samples with; try --split {'test' if args.split == 'validation' else 'validation'}, or leave them out "
+            "with --composers"
         )
     return composers
 
@@ -440,7 +471,8 @@ def adherence_section(run: Evaluation) -> dict | None:
 
 def sample_sets_section(run: Evaluation, adherence: dict | None) -> dict:
     """The main sample sets, compared with the real pieces: the trained model at the main scale
-    (generate.py's files, the sweep's set at that scale, or sampled now) and the same architecture with random weights."""
+    (generate.py's files, the sweep's set at that scale, or sampled now) and the same architecture with random
+    weights."""
     args, tokenizer, index = run.args, run.tokenizer, run.training.index
     chosen = adherence["choice"]["scale"] if adherence else None
     # --guidance_scale, else the default this evaluation is about to write, else the model's
@@ -468,9 +500,11 @@ def sample_sets_section(run: Evaluation, adherence: dict | None) -> dict:
         run.measured["random"] = measure(run.drawn["random"], tokenizer, index, "measuring random-weight samples")
     if max(p["syntax_error_rate"] for p in run.measured["real"]) > 0:
         print(
-            f"warning: real {args.split} pieces read back with syntax errors; was the dataset built with this model's tokenizer?"
+            f"warning: real {args.split} pieces read back with syntax errors; was the dataset built with this "
+            "model's tokenizer?"
         )
-    # both sets against the same real passages: as long as the sweep's samples (one reference in the whole report), else the trained samples
+    # both sets against the same real passages: as long as the sweep's samples (one reference in the whole report), else
+    # the trained samples
     run.window_bars = run.window_bars or median_bars(run.measured["trained"])
     run.window_notes = run.window_notes or median_notes(run.measured["trained"])
     comparison = {
@@ -492,7 +526,10 @@ def accompaniment_section(run: Evaluation) -> dict:
             "the dataset holds no accompaniment rows (prepare_dataset.py --tasks continuation,accompaniment adds them)"
         )
     elif "accompaniment" not in model_tasks(config):
-        skipped = f"the model was trained on {', '.join(model_tasks(config))} rows only (config.json's {TASKS_KEY}), never on accompaniment"
+        skipped = (
+            f"the model was trained on {', '.join(model_tasks(config))} rows only (config.json's {TASKS_KEY}), "
+            "never on accompaniment"
+        )
     if skipped:
         return {"accompaniment": None, "accompaniment_skipped": skipped}
     with run.timed("accompaniment_s"):
