@@ -25,6 +25,10 @@ BASE_SPECIAL_TOKENS = ("PAD", "BOS", "EOS")
 # They come after the composer tokens, so adding them moved no existing id.
 MELODY_TOKEN, FULL_TOKEN = "MELODY_None", "FULL_None"
 SECTION_TOKENS = ("MELODY", "FULL")
+# The infilling layout `[BOS, COMPOSER, bars before the span…, GAP, bars after it…, FILL, the span…, EOS]`
+# marks where the span was taken out (GAP) and where it is written (FILL); appended after MELODY and FULL.
+GAP_TOKEN, FILL_TOKEN = "GAP_None", "FILL_None"
+INFILL_TOKENS = ("GAP", "FILL")
 
 
 def composer_token(name: str) -> str:
@@ -144,6 +148,7 @@ def make_tokenizer_config(settings: dict, composers: list[str]) -> miditok.Token
     settings = dict(settings)
     beat_res = {tuple(int(x) for x in k.split("_")): v for k, v in settings.pop("beat_res").items()}
     specials = list(BASE_SPECIAL_TOKENS) + composer_tokens(composers) + [composer_token(NONE)] + list(SECTION_TOKENS)
+    specials += list(INFILL_TOKENS)
     return miditok.TokenizerConfig(
         beat_res=beat_res,
         pitch_range=tuple(settings.pop("pitch_range")),
@@ -188,6 +193,14 @@ def section_token_ids(tokenizer: miditok.REMI) -> tuple[int, int] | None:
     if MELODY_TOKEN not in vocab or FULL_TOKEN not in vocab:
         return None
     return vocab[MELODY_TOKEN], vocab[FULL_TOKEN]
+
+
+def infill_token_ids(tokenizer: miditok.REMI) -> tuple[int, int] | None:
+    """Ids of the GAP and FILL infilling markers; None for a tokenizer made before they existed (it cannot infill)."""
+    vocab = tokenizer.vocab
+    if GAP_TOKEN not in vocab or FILL_TOKEN not in vocab:
+        return None
+    return vocab[GAP_TOKEN], vocab[FILL_TOKEN]
 
 
 def vocab_base_tokens(tokenizer: miditok.REMI) -> list[list[str]]:
