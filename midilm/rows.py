@@ -27,7 +27,8 @@ from midilm.tokenizer import infill_token_ids, section_token_ids
 HEADER_TOKENS = 2  # BOS, COMPOSER
 COMPOSER_POSITION = 1
 TASKS = ("continuation", "accompaniment", "infill")
-# Tokens a row holds besides its music: the header, EOS and, for accompaniment, MELODY and FULL; for infill, GAP and FILL.
+# Tokens a row holds besides its music: the header, EOS and, for accompaniment, MELODY and FULL;
+# for infill, GAP and FILL.
 OVERHEAD = {"continuation": HEADER_TOKENS + 1, "accompaniment": HEADER_TOKENS + 3, "infill": HEADER_TOKENS + 3}
 IGNORED_LABEL = -100  # transformers' loss skips it
 MAX_SPAN_BARS = 8  # training spans: 1 to 8 whole bars, a phrase or two, the rewrites people ask for
