@@ -78,6 +78,10 @@ TUNING_CARD = "tuning_card.md"
 TASK_TEXT = {
     "continuation": "continuation: `[BOS, COMPOSER_x, tokens..., EOS]`, music in the composer's style, from nothing or from a MIDI prompt",
     "accompaniment": "accompaniment: `[BOS, COMPOSER_x, MELODY, melody bars, FULL, the full piece's bars, EOS]`, a melody harmonized",
+    "infill": (
+        "infill: `[BOS, COMPOSER_x, bars before, GAP, bars after, FILL, the span's bars, EOS]`, "
+        "bars of a piece rewritten (spans of 1-8 bars drawn from the continuation rows while training)"
+    ),
 }
 
 
@@ -279,6 +283,12 @@ def _card_generate(model_dir: Path, config, composer_map, repo_id: str | None) -
         if "accompaniment" in model_tasks(config)
         else ""
     )
+    rewrite = (
+        f"python generate.py --model_dir {'MODEL_DIR' if repo_id else model_dir.name} --infill_midi piece.mid "
+        f"--bars 9-12 --composer {first_arg}  # bars 9-12 rewritten, every other note kept\n"
+        if "infill" in model_tasks(config)
+        else ""
+    )
     return f"""## Generate
 Guided samples come from midilm: its logits processors add classifier-free guidance (the composer's
 row against a `COMPOSER_NONE` row, scale {guidance:g} by default: `midilm_guidance_scale` in config.json)
@@ -286,7 +296,7 @@ and a REMI grammar that masks every token that would make the music invalid, and
 With midilm installed{', and `MODEL_DIR` a local copy of this repository (`huggingface_hub.snapshot_download("' + repo_id + '")` makes one)' if repo_id else ""}:
 ```bash
 python generate.py --model_dir {"MODEL_DIR" if repo_id else model_dir.name} --composer {first_arg} --num_samples 4   # --guidance_scale {guidance:g} by default
-{accompany}```
+{accompany}{rewrite}```
 ```python
 {fetch}from transformers import AutoModelForCausalLM
 from midilm.generation import prepare_generation

@@ -143,12 +143,16 @@ def tokenizer_settings(overrides: dict | None = None) -> dict:
     return {**TOKENIZER_DEFAULTS, **(overrides or {})}
 
 
-def make_tokenizer_config(settings: dict, composers: list[str]) -> miditok.TokenizerConfig:
-    """A REMI config from tokenizer settings (`tokenizer_settings`), with one special token per composer."""
+def make_tokenizer_config(settings: dict, composers: list[str], infill_markers: bool = True) -> miditok.TokenizerConfig:
+    """A REMI config from tokenizer settings (`tokenizer_settings`), with one special token per composer.
+
+    `infill_markers=False` leaves GAP and FILL out: the data step's scan encodes with that vocabulary, so its ids,
+    whose hash puts each piece in its split, are those of the tokenizers made before the markers existed, and a
+    corpus keeps its splits."""
     settings = dict(settings)
     beat_res = {tuple(int(x) for x in k.split("_")): v for k, v in settings.pop("beat_res").items()}
     specials = list(BASE_SPECIAL_TOKENS) + composer_tokens(composers) + [composer_token(NONE)] + list(SECTION_TOKENS)
-    specials += list(INFILL_TOKENS)
+    specials += list(INFILL_TOKENS) if infill_markers else []
     return miditok.TokenizerConfig(
         beat_res=beat_res,
         pitch_range=tuple(settings.pop("pitch_range")),
@@ -158,8 +162,10 @@ def make_tokenizer_config(settings: dict, composers: list[str]) -> miditok.Token
     )
 
 
-def build_tokenizer(settings: dict, composers: list[str]) -> tuple[miditok.REMI, ComposerMap]:
-    tokenizer = miditok.REMI(make_tokenizer_config(settings, composers))
+def build_tokenizer(
+    settings: dict, composers: list[str], infill_markers: bool = True
+) -> tuple[miditok.REMI, ComposerMap]:
+    tokenizer = miditok.REMI(make_tokenizer_config(settings, composers, infill_markers))
     composer_map = ComposerMap(
         names=list(composers),
         token_ids=[tokenizer.vocab[composer_token(c)] for c in composers],

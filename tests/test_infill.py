@@ -143,6 +143,20 @@ def test_prepare_keeps_room_for_the_markers(infill_data, prepared):
         PrepareArguments(tasks="infill")
 
 
+def test_the_infill_task_moves_no_piece_between_splits(infill_data, prepared):
+    """Splits come from a hash of the scan's token ids: the scan encodes without GAP/FILL, so its ids (and every
+    corpus's splits) are those of the tokenizers made before the markers."""
+    from midilm.scan import scan_vocabulary
+
+    vocab = scan_vocabulary(TOKENIZER_SETTINGS)
+    assert "GAP_None" not in vocab and "FILL_None" not in vocab and vocab[-1] != "FILL_None"
+    with_markers = make_tokenizer_config(TOKENIZER_SETTINGS, []).special_tokens
+    assert [t for t in with_markers if t not in ("GAP_None", "FILL_None")] == vocab[: len(with_markers) - 2]
+    for split in ("train", "validation", "test"):
+        plain = set(load_from_disk(str(prepared["data"]))[split]["source"])
+        assert plain and set(load_from_disk(str(infill_data["data"]))[split]["source"]) == plain
+
+
 def test_collator_draws_spans_within_bounds(infill_data, tokenizer):
     layout = RowLayout.for_tokenizer(tokenizer)
     starts_bar = np.asarray(bar_start_table(tokenizer))
@@ -455,6 +469,7 @@ def test_tiny_train_records_the_task_then_infills(infill_data, script, tmp_path,
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((out / "config.json").read_text())["midilm_tasks"] == ["continuation", "infill"]
+    assert "--infill_midi piece.mid --bars 9-12" in (out / "README.md").read_text()  # the model card says how
     assert "tasks continuation+infill" in result.stdout
     path = tmp_path / "piece.mid"
     make_piece(21, bars=8).dump_midi(path)
