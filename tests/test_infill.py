@@ -27,6 +27,7 @@ from midilm.rows import IGNORED_LABEL, MAX_SPAN_BARS, RowLayout, infill_row, mus
 from midilm.tokenizer import (
     GAP_TOKEN,
     bar_start_table,
+    build_tokenizer,
     infill_token_ids,
     load_tokenizer,
     make_tokenizer_config,
@@ -375,6 +376,18 @@ def no_markers_model(model_dir: Path, root: Path) -> Path:
     model_config = json.loads((out / "config.json").read_text())
     (out / "config.json").write_text(json.dumps({**model_config, "vocab_size": len(old)}))
     return out
+
+
+def test_a_model_from_before_the_markers_still_samples(script, model_dir, tmp_path, monkeypatch):
+    """A tokenizer without GAP/FILL loads and continues music as before; only infilling is refused."""
+    tokenizer, composer_map = build_tokenizer(TOKENIZER_SETTINGS, ["alpha", "beta"], infill_markers=False)
+    old = save_random_model(tmp_path / "old", tokenizer, composer_map, CONTEXT)
+    assert infill_token_ids(load_tokenizer(old)[0]) is None
+    out = tmp_path / "samples"
+    argv = ["--model_dir", str(old), "--composer", "alpha", "--max_new_tokens", "48", "--output_dir", str(out)]
+    assert run_cli(script, monkeypatch, *argv) == 0
+    record = json.loads((out / "alpha_0.json").read_text())
+    assert record["new_tokens"] > 0 and record["syntax_error_rate"] == 0.0
 
 
 def short_context_model(model_dir: Path, root: Path) -> Path:
