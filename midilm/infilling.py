@@ -384,7 +384,7 @@ def prepare_infill(
     (or their fields as keywords); InputError on bad input, before any weight is read. `composer` as in generate.py
     (a name, a list, `all`); without one the model rewrites unconditionally."""
     settings = replace_settings(settings, overrides)
-    span = parse_bars(bars) if isinstance(bars, str) else (int(bars[0]), int(bars[1]))
+    span = parse_bars(bars) if bars is None or isinstance(bars, str) else (int(bars[0]), int(bars[1]))
     config, tokenizer, composer_map = load_midilm_dir(model_dir)
     check_trained_for_infill(config, tokenizer, model_dir)
     resolved = settings.resolve(sampling_defaults(model_dir))
