@@ -13,7 +13,8 @@ The public API, by what it is for (each name lives in the module beside it):
                     infill, prepare_infill, infill_span (midilm.infilling: rewrite bars i..j of a piece)
     sampling        SamplingSettings (midilm.sampling)
     loading         load_tokenizer, ComposerMap (midilm.tokenizer); load_midilm_dir (midilm.modeling)
-    evaluation      evaluate_module_path, EVALUATE_MODULES (midilm.evaluate_modules: `evaluate.load(evaluate_module_path("music_metrics"))`);
+    evaluation      evaluate_module_path, EVALUATE_MODULES (midilm.evaluate_modules:
+                    `evaluate.load(evaluate_module_path("music_metrics"))`);
                     EvaluateArguments, evaluate_model (midilm.evaluation.run: the whole report)
     errors          InputError (midilm.errors)
 

@@ -119,7 +119,10 @@ def melody_prompt(tokenizer, score: Score, warn_on_chords: bool = False, name: s
         raise InputError(f"{name}: no pitched notes")
     if warn_on_chords and kept.hidden_notes:
         warnings.warn(
-            f"{name} has chords ({kept.hidden_notes} notes under the top voice of {kept.source}): accompanying its top voice",
+            (
+                f"{name} has chords ({kept.hidden_notes} notes under the top voice of {kept.source}): accompanying its "
+                "top voice"
+            ),
             stacklevel=3,
         )
     low, high = tokenizer.config.pitch_range
@@ -129,7 +132,10 @@ def melody_prompt(tokenizer, score: Score, warn_on_chords: bool = False, name: s
         raise InputError(f"{name}: none of its notes is in the tokenizer's pitch range [{low}, {high})")
     if inside < len(pitches):
         warnings.warn(
-            f"{name}: {len(pitches) - inside} notes outside the tokenizer's pitch range [{low}, {high}) are kept but not seen by the model",
+            (
+                f"{name}: {len(pitches) - inside} notes outside the tokenizer's pitch range [{low}, {high}) are "
+                "kept but not seen by the model"
+            ),
             stacklevel=3,
         )
     starts_bar = np.asarray(bar_start_table(tokenizer))

@@ -48,7 +48,10 @@ class PrepareArguments:
     midi_dir: str | None = field(
         default=None,
         metadata={
-            "help": "Folder of MIDI files, one sub-folder per composer. Without it (and without --metadata) the scores bundled in music21 are used."
+            "help": (
+                "Folder of MIDI files, one sub-folder per composer. Without it (and without --metadata) the "
+                "scores bundled in music21 are used."
+            )
         },
     )
     metadata: str | None = field(
@@ -72,7 +75,12 @@ class PrepareArguments:
     base_model: str | None = field(
         default=None,
         metadata={
-            "help": "Encode the files with this trained midilm model's tokenizer (a model folder or a Hub repo id), to fine-tune it with train.py --init_from: its BPE vocabulary and settings are kept byte for byte (--vocab_size and config.json's tokenizer section do not apply), composers it knows keep their ids, new ones get tokens after its last id."
+            "help": (
+                "Encode the files with this trained midilm model's tokenizer (a model folder or a Hub repo id), "
+                "to fine-tune it with train.py --init_from: its BPE vocabulary and settings are kept byte for "
+                "byte (--vocab_size and config.json's tokenizer section do not apply), composers it knows keep "
+                "their ids, new ones get tokens after its last id."
+            )
         },
     )
     vocab_size: int = field(default=1000, metadata={"help": "BPE vocabulary size; 0 = no BPE (base REMI vocabulary)."})
@@ -83,14 +91,20 @@ class PrepareArguments:
     bpe_max_files: int = field(
         default=BPE_MAX_FILES,
         metadata={
-            "help": f"BPE learns from at most this many training pieces, drawn with --seed (default {BPE_MAX_FILES}: {BPE_MAX_FILES_WHY})."
+            "help": (
+                f"BPE learns from at most this many training pieces, drawn with --seed (default {BPE_MAX_FILES}: "
+                f"{BPE_MAX_FILES_WHY})."
+            )
         },
     )
     seed: int = field(default=0, metadata={"help": "Seed of the BPE training sample."})
     max_silence_beats: float = field(
         default=64.0,
         metadata={
-            "help": "Longest silence (quarter notes, every track silent) a piece may hold: a few stray notes after a longer one are cut, otherwise the file is skipped (each reported)."
+            "help": (
+                "Longest silence (quarter notes, every track silent) a piece may hold: a few stray notes after a "
+                "longer one are cut, otherwise the file is skipped (each reported)."
+            )
         },
     )
     max_seq_len: int = field(
@@ -118,7 +132,8 @@ class PrepareArguments:
     tasks: str = field(
         default="continuation",
         metadata={
-            "help": "Comma-separated tasks to build rows for: continuation (the music alone) and/or accompaniment (a melody, then the full piece for the same bars)."
+            "help": "Comma-separated tasks to build rows for: continuation (the music alone) and/or accompaniment (a "
+            "melody, then the full piece for the same bars)."
             " infill (with continuation): train.py turns continuation rows into infill rows (a span of bars to rewrite"
             " between the bars around it) on the fly; their rows keep room for its two markers."
         },
@@ -297,7 +312,8 @@ def train_tokenizer(
     if args.vocab_size:
         if args.vocab_size <= base_vocab:
             raise InputError(
-                f"--vocab_size {args.vocab_size} must exceed the base REMI vocabulary ({base_vocab}), or be 0 for no BPE"
+                f"--vocab_size {args.vocab_size} must exceed the base REMI vocabulary ({base_vocab}), or be 0 for no "
+                "BPE"
             )
         sequences = lambda: (remap[read_spill(spill, p.offset, p.length)] for p in sample)  # noqa: E731
         tokenizer.train(
@@ -315,7 +331,8 @@ def extend_base_tokenizer(
     scan_vocab = scan_vocabulary(settings)
     if missing := [t for t in scan_vocab if t not in tokenizer.vocab]:
         raise InputError(
-            f"--base_model {base.source}: its tokenizer lacks tokens the scan encodes ({', '.join(missing[:5])}); was it made by prepare_dataset.py?"
+            f"--base_model {base.source}: its tokenizer lacks tokens the scan encodes ({', '.join(missing[:5])}); "
+            "was it made by prepare_dataset.py?"
         )
     composer_map = extend_tokenizer(tokenizer, base_map, composers)
     composer_map.pieces = pieces_per_composer
@@ -418,7 +435,8 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
         timings["scan"] = time.perf_counter() - clock
         if not pieces:
             raise InputError(
-                f"no usable MIDI files ({len(files)} found, {len(skipped)} skipped); check --midi_dir / --metadata / --composers"
+                f"no usable MIDI files ({len(files)} found, {len(skipped)} skipped); check --midi_dir / --metadata / "
+                "--composers"
             )
         flagged, normal = flag_outliers(pieces)
 
@@ -587,18 +605,19 @@ def make_report(
 
 def summary(report: dict) -> str:
     splits = report["splits"]
+    reasons = report["skipped_by_reason"]
+    why = ", ".join(f"{n} {r}" for r, n in list(reasons.items())[:5]) + (", …" if len(reasons) > 5 else "")
     lines = [
         f"files: {report['files']['seen']} seen, {report['files']['kept']} kept, {report['files']['skipped']} skipped"
-        + (
-            f" ({', '.join(f'{n} {r}' for r, n in list(report['skipped_by_reason'].items())[:5])}{', …' if len(report['skipped_by_reason']) > 5 else ''})"
-            if report["skipped_by_reason"]
-            else ""
-        )
+        + (f" ({why})" if reasons else "")
         + "".join(f", {report['files'][k]} {k}" for k in ("duplicates", "cut", "flagged") if report["files"].get(k)),
         "pieces / chunks / tokens: "
         + ", ".join(f"{s} {v['pieces']} / {v['chunks']} / {v['tokens']}" for s, v in splits.items()),
         "composers: " + ", ".join(f"{r['composer']} ({r['pieces']})" for r in report["composers"]["composers"]),
-        f"vocabulary: {report['vocabulary']['base']} base → {report['vocabulary']['with_bpe']}; tokens per note {report['tokens_per_note']['before_bpe']} → {report['tokens_per_note']['after_bpe']}",
+        (
+            f"vocabulary: {report['vocabulary']['base']} base → {report['vocabulary']['with_bpe']}; tokens per note "
+            f"{report['tokens_per_note']['before_bpe']} → {report['tokens_per_note']['after_bpe']}"
+        ),
     ]
     if report.get("tasks", ["continuation"]) != ["continuation"]:
         lines.append(

@@ -40,7 +40,8 @@ def music_room(max_len: int, task: str) -> int:
 
 
 def continuation_overhead(rows: int, pieces: int) -> int:
-    """The non-music tokens of `rows` continuation rows cut from `pieces` pieces: a header on every row, EOS on each piece's last."""
+    """The non-music tokens of `rows` continuation rows cut from `pieces` pieces: a header on every row, EOS on
+    each piece's last."""
     return HEADER_TOKENS * rows + pieces
 
 
@@ -55,7 +56,8 @@ def header(ids):
 
 
 def body(ids):
-    """Everything after the header: the tokens a row's likelihood is measured on (nothing predicts BOS or the composer)."""
+    """Everything after the header: the tokens a row's likelihood is measured on (nothing predicts BOS or the
+    composer)."""
     return ids[..., HEADER_TOKENS:] if getattr(ids, "ndim", 1) > 1 else ids[HEADER_TOKENS:]
 
 

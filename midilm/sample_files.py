@@ -57,7 +57,8 @@ def output_files(
     existing = [p for f in files for p in f.values() if p.exists()]
     if existing and not overwrite:
         raise InputError(
-            f"--output_dir {output_dir}: {existing[0].name} already exists ({len(existing)} files would be replaced); pass --overwrite"
+            f"--output_dir {output_dir}: {existing[0].name} already exists ({len(existing)} files would be "
+            "replaced); pass --overwrite"
         )
     return files
 
@@ -137,7 +138,8 @@ def write_staged(
 def accompaniment_files(
     composers: list[str], output_dir: Path, wav: bool, png: bool, overwrite: bool
 ) -> list[dict[str, Path]]:
-    """`accompaniment_<composer>_<i>.mid/.json` (+ .wav, .png) per sample; refuses to replace files without --overwrite."""
+    """`accompaniment_<composer>_<i>.mid/.json` (+ .wav, .png) per sample; refuses to replace files without
+    --overwrite."""
     return output_files(composers, output_dir, wav, png, overwrite, prefix=ACCOMPANIMENT_PREFIX)
 
 

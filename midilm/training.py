@@ -49,13 +49,16 @@ TRAINING_DEFAULTS = {
     "output_dir": "model_output",
     "per_device_train_batch_size": 8,
     "per_device_eval_batch_size": 8,
-    "learning_rate": 1e-3,  # small models on a small vocabulary take a large rate; 5e-5 (transformers') barely moves the tiny preset
+    # small models on a small vocabulary take a large rate; 5e-5 (transformers') barely moves the tiny preset
+    "learning_rate": 1e-3,
     # Hold the peak rate, then decay over the last WSD_DECAY_SHARE of the steps: at the demo's 1500 steps a cosine
     # spends its last third below a quarter of the peak, and validation NLL ended 0.25 nats higher (bench/RESULTS.md).
     "lr_scheduler_type": "warmup_stable_decay",
     "warmup_steps": 50,  # a short warm-up keeps the first steps at a high rate from diverging
     "weight_decay": 0.1,  # the usual decoder-only choice; the corpora are small, so the model can overfit
-    "max_steps": 2000,  # make demo trains 1500, make demo-full 4000; the tiny preset's validation NLL still falls at 4000 (bench/RESULTS.md)
+    # make demo trains 1500, make demo-full 4000; the tiny preset's validation NLL still falls at 4000
+    # (bench/RESULTS.md)
+    "max_steps": 2000,
     "eval_strategy": "steps",
     "eval_steps": 250,
     "save_strategy": "steps",  # the same steps as evaluation: the best checkpoint can be kept
@@ -108,13 +111,18 @@ class DataArguments:
     max_seq_len: int | None = field(
         default=None,
         metadata={
-            "help": "Training context (default: the dataset's, prepare_dataset.py --max_seq_len); never shorter than the dataset's rows."
+            "help": (
+                "Training context (default: the dataset's, prepare_dataset.py --max_seq_len); never shorter than "
+                "the dataset's rows."
+            )
         },
     )
     composer_dropout: float = field(
         default=0.15,
         metadata={
-            "help": "Probability that the composer token becomes COMPOSER_NONE (trains the unconditional branch for CFG)."
+            "help": (
+                "Probability that the composer token becomes COMPOSER_NONE (trains the unconditional branch for CFG)."
+            )
         },
     )
     infill_share: float = field(
@@ -127,7 +135,13 @@ class DataArguments:
     padding_free: bool = field(
         default=False,
         metadata={
-            "help": "Concatenate each batch's rows into one sequence with restarting position ids (transformers' DataCollatorWithFlattening) instead of padding them; attention stays within each row. For attention kernels that take packed rows: with SDPA on CPU it ran 2.2x slower than padding, the mask spanning the whole packed batch (length-grouped batches, config.json's default, leave under 1% padding)."
+            "help": (
+                "Concatenate each batch's rows into one sequence with restarting position ids (transformers' "
+                "DataCollatorWithFlattening) instead of padding them; attention stays within each row. For "
+                "attention kernels that take packed rows: with SDPA on CPU it ran 2.2x slower than padding, the "
+                "mask spanning the whole packed batch (length-grouped batches, config.json's default, leave "
+                "under 1% padding)."
+            )
         },
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Debug: keep the first N training chunks."})
@@ -135,13 +149,21 @@ class DataArguments:
     composer_balanced: bool = field(
         default=False,
         metadata={
-            "help": "Draw each epoch's training rows with replacement so that every composer is equally likely (each row weighted 1 / its composer's rows), grouped by length as --train_sampling_strategy group_by_length does; replaces that strategy."
+            "help": (
+                "Draw each epoch's training rows with replacement so that every composer is equally likely (each "
+                "row weighted 1 / its composer's rows), grouped by length as --train_sampling_strategy "
+                "group_by_length does; replaces that strategy."
+            )
         },
     )
     unconditional_eval: bool = field(
         default=True,
         metadata={
-            "help": "At each evaluation, also score the validation rows with COMPOSER_NONE in place of the composer token (eval_uncond_loss) and log eval_composer_information = eval_uncond_loss - eval_loss, in nats per token (above 0: the model uses the composer token). Doubles evaluation time."
+            "help": (
+                "At each evaluation, also score the validation rows with COMPOSER_NONE in place of the composer "
+                "token (eval_uncond_loss) and log eval_composer_information = eval_uncond_loss - eval_loss, in "
+                "nats per token (above 0: the model uses the composer token). Doubles evaluation time."
+            )
         },
     )
     early_stopping_patience: int = field(
@@ -339,7 +361,8 @@ class MidiCollator:
             full_at = (ids == self.section_ids[1]).nonzero()
             if not len(full_at) or int(full_at[0]) >= self.max_seq_len - 1:
                 raise ValueError(
-                    f"an accompaniment row's melody section alone is longer than the context ({self.max_seq_len} tokens); "
+                    f"an accompaniment row's melody section alone is longer than the context ({self.max_seq_len} "
+                    "tokens); "
                     "prepare the dataset with this --max_seq_len"
                 )
             return ids[: self.max_seq_len]
@@ -638,12 +661,14 @@ def evaluation_samples(trainer: Trainer, samples_per_composer: int) -> int:
     if requested and not trainer.is_fsdp_enabled and trainer.is_world_process_zero():
         print(
             f"FSDP was asked for, but accelerate runs it on GPUs and other accelerators only: this run is "
-            f"{trainer.accelerator.distributed_type.value} over {trainer.args.world_size} process(es), each holding the whole model"
+            f"{trainer.accelerator.distributed_type.value} over {trainer.args.world_size} process(es), each holding "
+            "the whole model"
         )
     if trainer.is_fsdp_enabled and samples_per_composer > 0:
         if trainer.is_world_process_zero():
             print(
-                "sample logging at evaluation is off under FSDP (the model is sharded over the processes); generate from the saved folder"
+                "sample logging at evaluation is off under FSDP (the model is sharded over the processes); generate "
+                "from the saved folder"
             )
         return 0
     return samples_per_composer

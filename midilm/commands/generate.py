@@ -5,9 +5,9 @@ REMI grammar processor, optionally continuing a MIDI file or accompanying a melo
     midilm generate --model_dir model_output --composer mozart --prompt_midi theme.mid --prompt_bars 4 --wav --png
     midilm generate --model_dir model_output --melody_midi tune.mid --composer bach --wav --png
     midilm generate --model_dir model_output --infill_midi piece.mid --bars 9-12 --composer bach --num_samples 4
-    midilm generate --model_dir model_output --composer palestrina --max_new_tokens 4000   # beyond the context: in windows
+    midilm generate --model_dir model_output --composer palestrina --max_new_tokens 4000   # in windows
     midilm generate --model_dir model_output --list_composers
-    midilm generate --model_dir model_output --composer all --num_samples 16 --compile   # compiled decoding (static cache)
+    midilm generate --model_dir model_output --composer all --num_samples 16 --compile   # static cache, compiled
 
 In a clone, `python generate.py` takes the same flags and reads the config.json beside it.
 Sampling defaults come from the model folder (the guidance scale from config.json's
@@ -16,7 +16,8 @@ from generation_config.json); any flag overrides them. The musical guard (at mos
 onset and in one bar as the training data hold) is on for a model that carries its bounds; --no_guard
 turns it off. Writes
 <composer>_<i>.mid and <composer>_<i>.json (tokens, settings, seed), plus .wav and .png on request;
-a --max_new_tokens beyond the model's context is written in windows (the JSON's `windows`); with --melody_midi, accompaniment_<composer>_<i>.* (the melody unchanged on its own track, the
+a --max_new_tokens beyond the model's context is written in windows (the JSON's `windows`); with --melody_midi,
+accompaniment_<composer>_<i>.* (the melody unchanged on its own track, the
 generated parts beside it, melody adherence and harmonic fit in the JSON); with --infill_midi and --bars,
 infill_<composer>_<i>.* (the whole piece, those bars rewritten, every other note as in the file).
 """
@@ -54,7 +55,10 @@ class GenerateArguments:
     composer: str | None = field(
         default=None,
         metadata={
-            "help": "Composer to imitate (case-insensitive): a name, a comma-separated list, `all`, or `none` (unconditional)."
+            "help": (
+                "Composer to imitate (case-insensitive): a name, a comma-separated list, `all`, or `none` "
+                "(unconditional)."
+            )
         },
     )
     num_samples: int = field(
@@ -68,7 +72,12 @@ class GenerateArguments:
     melody_midi: str | None = field(
         default=None,
         metadata={
-            "help": "Accompany this melody (a marked melody track, else the top voice): writes accompaniment_<composer>_<i>.mid with the melody unchanged on its own track plus the generated parts, bar for bar; --composer is optional (default: none), --max_new_tokens does not apply (the melody sets the length)."
+            "help": (
+                "Accompany this melody (a marked melody track, else the top voice): writes "
+                "accompaniment_<composer>_<i>.mid with the melody unchanged on its own track plus the generated "
+                "parts, bar for bar; --composer is optional (default: none), --max_new_tokens does not apply "
+                "(the melody sets the length)."
+            )
         },
     )
     infill_midi: str | None = field(
@@ -119,7 +128,8 @@ def accompany(args, settings: SamplingSettings, device: str) -> None:
     for paths in files:
         print(" ".join(str(p) for p in paths.values()))
     print(
-        f"{len(results)} accompaniment(s) of {job.melody.num_bars} bars in {results[0].windows} window(s), {seconds:.1f} s on {device}"
+        f"{len(results)} accompaniment(s) of {job.melody.num_bars} bars in {results[0].windows} window(s), "
+        f"{seconds:.1f} s on {device}"
     )
 
 
