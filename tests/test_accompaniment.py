@@ -17,21 +17,8 @@ from datasets import load_from_disk
 from symusic import Note, Score, TimeSignature, Track
 from transformers import AutoModelForCausalLM
 
-from midilm.accompaniment import (
-    BarLimitLogitsProcessor,
-    accompany,
-    load_melody,
-    melody_prompt,
-    plan_window,
-    source_root,
-)
-from midilm.dataset import chunk_paired_bars, split_bars
-from midilm.generation import decode_ids
-from midilm.grammar import RemiGrammar, count_syntax_errors
-from midilm.melody import extract_melody
-from midilm.metrics import accompaniment_metrics, harmonic_fit, melody_adherence
-from midilm.prepare import PrepareArguments, prepare
-from midilm.tokenizer import (
+from midilm.core.melody import extract_melody
+from midilm.core.tokenizer import (
     MELODY_TOKEN,
     bar_start_table,
     load_tokenizer,
@@ -39,6 +26,19 @@ from midilm.tokenizer import (
     section_token_ids,
     vocab_base_tokens,
 )
+from midilm.data.dataset import chunk_paired_bars, split_bars
+from midilm.data.prepare import PrepareArguments, prepare
+from midilm.metrics.piece import accompaniment_metrics, harmonic_fit, melody_adherence
+from midilm.sampling.accompaniment import (
+    BarLimitLogitsProcessor,
+    accompany,
+    load_melody,
+    melody_prompt,
+    plan_window,
+    source_root,
+)
+from midilm.sampling.generation import decode_ids
+from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
 
 CONTEXT = 256
 
@@ -157,7 +157,7 @@ def test_chunk_paired_bars_fits_both_sections():
 
 
 def test_bad_tasks_flag():
-    from midilm.errors import InputError
+    from midilm.core.errors import InputError
 
     with pytest.raises(InputError, match="--tasks 'harmony'"):
         PrepareArguments(tasks="harmony")
@@ -354,7 +354,7 @@ def no_sections_model(model_dir: Path, root: Path) -> Path:
 
     import miditok
 
-    from midilm.tokenizer import make_tokenizer_config
+    from midilm.core.tokenizer import make_tokenizer_config
 
     out = root / "old"
     shutil.copytree(model_dir, out)
@@ -529,7 +529,7 @@ def test_tiny_train_then_accompany(both, script, tmp_path, monkeypatch):
 
 
 def test_held_out_piece_is_a_file_of_that_split(both):
-    from midilm.accompaniment import held_out_piece
+    from midilm.sampling.accompaniment import held_out_piece
 
     path = held_out_piece(both["data"], "validation", composer="alpha")
     sources = set(load_from_disk(str(both["data"]))["validation"]["source"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
-from midilm.composer_classifier import (
+from midilm.evaluation.composer_classifier import (
     FEATURE_NAMES,
     ComposerClassifier,
     Notes,
@@ -176,7 +176,7 @@ def test_composer_with_too_few_pieces_is_not_measurable():
 def test_trains_on_a_prepared_dataset(prepared):
     from datasets import load_from_disk
 
-    from midilm.tokenizer import encode_ids, load_tokenizer
+    from midilm.core.tokenizer import encode_ids, load_tokenizer
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
     dataset = load_from_disk(str(prepared["data"]))

@@ -1,4 +1,5 @@
-"""generate.py and midilm.generation: the README example, continuation, determinism, grammar on/off, bad input."""
+"""generate.py and midilm.sampling.generation: the README example, continuation, determinism, grammar on/off,
+bad input."""
 
 from __future__ import annotations
 
@@ -16,15 +17,15 @@ from conftest import REPO, TOKENIZER_SETTINGS, assert_refused, load_script, make
 from symusic import Score
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from midilm.generation import decode_ids, load_prompt, prepare_generation, sample_scores
-from midilm.sampling import SamplingSettings
-from midilm.tokenizer import bar_start_table, build_tokenizer, load_tokenizer, save_tokenizer, vocab_base_tokens
+from midilm.core.tokenizer import bar_start_table, build_tokenizer, load_tokenizer, save_tokenizer, vocab_base_tokens
+from midilm.sampling.generation import decode_ids, load_prompt, prepare_generation, sample_scores
+from midilm.sampling.settings import SamplingSettings
 
 CONTEXT = 256
 # The README's example, verbatim; the test runs it in a folder holding `model_output`.
 README_EXAMPLE = """
 from transformers import AutoModelForCausalLM
-from midilm.generation import prepare_generation
+from midilm.sampling.generation import prepare_generation
 
 model = AutoModelForCausalLM.from_pretrained("model_output")
 plan = prepare_generation("model_output", composer="bach", num_samples=2, seed=0)
@@ -131,7 +132,7 @@ def test_unfinished_last_note_is_dropped(model_dir, midi_files):
 
 
 def test_grammar_on_gives_no_syntax_errors_and_off_gives_some(model_dir, model):
-    from midilm.grammar import count_syntax_errors
+    from midilm.sampling.grammar import count_syntax_errors
 
     tokenizer, _ = load_tokenizer(model_dir)
     rates = {}
@@ -264,7 +265,7 @@ def test_cli_unconditional_and_list_composers(script, model_dir, tmp_path, monke
 
 
 def test_cli_renders_wav_and_png(script, model_dir, tmp_path, monkeypatch):
-    from midilm.render import available_backends, find_soundfont
+    from midilm.sampling.render import available_backends, find_soundfont
 
     if find_soundfont() is None or not available_backends():
         pytest.skip("no soundfont or no synthesizer here")
@@ -426,7 +427,7 @@ def test_cli_all_composers_in_one_call(script, model_dir, tmp_path, monkeypatch)
 def guarded_model_dir(model_dir, tmp_path_factory) -> Path:
     """The random-weight model with guard bounds in its config.json, as train.py stores them; tight
     ones, so that its unguarded samples (random weights pile notes up) pass them."""
-    from midilm.guard import CONFIG_KEY
+    from midilm.sampling.guard import CONFIG_KEY
 
     out = tmp_path_factory.mktemp("guarded") / "model_output"
     shutil.copytree(model_dir, out)
@@ -437,7 +438,7 @@ def guarded_model_dir(model_dir, tmp_path_factory) -> Path:
 
 
 def test_guard_is_on_by_default_and_keeps_samples_within_its_bounds(guarded_model_dir, model):
-    from midilm.guard import NoteGuardLogitsProcessor, onset_counts
+    from midilm.sampling.guard import NoteGuardLogitsProcessor, onset_counts
 
     tokenizer, _ = load_tokenizer(guarded_model_dir)
     largest = {}

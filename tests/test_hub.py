@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, load_script, run_cli
 
-from midilm.errors import InputError
-from midilm.modeling import DEFAULT_GUIDANCE_SCALE, sampling_defaults
-from midilm.tokenizer import load_tokenizer
+from midilm.core.errors import InputError
+from midilm.core.modeling import DEFAULT_GUIDANCE_SCALE, sampling_defaults
+from midilm.core.tokenizer import load_tokenizer
 
 REPO_ID = "someone/midilm-tiny"
 # The files a midilm model repository holds; checkpoints, TensorBoard runs and training_args.bin stay local.
@@ -156,7 +156,7 @@ def test_the_sent_folder_loads_with_transformers_and_miditok(pushed):
     import miditok
     from transformers import AutoModelForCausalLM
 
-    from midilm.generation import prepare_generation
+    from midilm.sampling.generation import prepare_generation
 
     sent = pushed["sent"]
     model = AutoModelForCausalLM.from_pretrained(sent)
@@ -169,7 +169,7 @@ def test_the_sent_folder_loads_with_transformers_and_miditok(pushed):
 
 
 def test_push_refuses_an_incomplete_folder(tmp_path, monkeypatch):
-    from midilm.hub import push_model
+    from midilm.training.hub import push_model
 
     recorder = HubRecorder(tmp_path)
     recorder.install(monkeypatch)

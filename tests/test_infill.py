@@ -18,13 +18,9 @@ from datasets import load_from_disk
 from symusic import Score
 from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
 
-from midilm.dataset import split_bars
-from midilm.errors import InputError
-from midilm.grammar import RemiGrammar, count_syntax_errors
-from midilm.infilling import infill_span, load_piece, parse_bars, plan_context, prepare_infill
-from midilm.prepare import PrepareArguments, prepare
-from midilm.rows import IGNORED_LABEL, MAX_SPAN_BARS, RowLayout, infill_row, music_room
-from midilm.tokenizer import (
+from midilm.core.errors import InputError
+from midilm.core.rows import IGNORED_LABEL, MAX_SPAN_BARS, RowLayout, infill_row, music_room
+from midilm.core.tokenizer import (
     GAP_TOKEN,
     bar_start_table,
     build_tokenizer,
@@ -35,7 +31,11 @@ from midilm.tokenizer import (
     section_token_ids,
     vocab_base_tokens,
 )
-from midilm.training import MidiCollator, dataset_tasks_and_row_len
+from midilm.data.dataset import split_bars
+from midilm.data.prepare import PrepareArguments, prepare
+from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
+from midilm.sampling.infilling import infill_span, load_piece, parse_bars, plan_context, prepare_infill
+from midilm.training.trainer import MidiCollator, dataset_tasks_and_row_len
 
 CONTEXT = 256  # the dataset's rows
 MODEL_CONTEXT = 768  # the random model's: room for a few bars of a four-voice chorale around a span
@@ -147,7 +147,7 @@ def test_prepare_keeps_room_for_the_markers(infill_data, prepared):
 def test_the_infill_task_moves_no_piece_between_splits(infill_data, prepared):
     """Splits come from a hash of the scan's token ids: the scan encodes without GAP/FILL, so its ids (and every
     corpus's splits) are those of the tokenizers made before the markers."""
-    from midilm.scan import scan_vocabulary
+    from midilm.data.scan import scan_vocabulary
 
     vocab = scan_vocabulary(TOKENIZER_SETTINGS)
     assert "GAP_None" not in vocab and "FILL_None" not in vocab and vocab[-1] != "FILL_None"

@@ -1,4 +1,4 @@
-"""Pieces longer than the context: generate.py and midilm.generation write them in windows."""
+"""Pieces longer than the context: generate.py and midilm.sampling.generation write them in windows."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import torch
 from conftest import TOKENIZER_SETTINGS, load_script, make_piece, run_cli, save_random_model
 from transformers import AutoModelForCausalLM
 
-from midilm.generation import load_prompt, prepare_generation, window_start
-from midilm.grammar import RemiGrammar, count_syntax_errors
-from midilm.guard import CONFIG_KEY, NoteGuard
-from midilm.rows import HEADER_TOKENS
-from midilm.tokenizer import bar_start_table, build_tokenizer, load_tokenizer
+from midilm.core.rows import HEADER_TOKENS
+from midilm.core.tokenizer import bar_start_table, build_tokenizer, load_tokenizer
+from midilm.sampling.generation import load_prompt, prepare_generation, window_start
+from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
+from midilm.sampling.guard import CONFIG_KEY, NoteGuard
 
 CONTEXT = 128
 LONG = 4 * CONTEXT  # new tokens asked: four contexts' worth

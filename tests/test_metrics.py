@@ -1,4 +1,4 @@
-"""midilm.metrics on small scores whose metric values can be worked out by hand."""
+"""midilm.metrics.piece on small scores whose metric values can be worked out by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from symusic import Note, Score, TimeSignature, Track
 
-from midilm.metrics import (
+from midilm.metrics.piece import (
     DURATION_BIN_EDGES,
     SCALAR_METRICS,
     bar_windows,

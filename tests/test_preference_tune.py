@@ -103,7 +103,7 @@ def test_one_round_gives_a_plain_model_folder_that_records_the_tuning(tuned, mod
     import torch
     from transformers import AutoModelForCausalLM
 
-    from midilm.generation import prepare_generation
+    from midilm.sampling.generation import prepare_generation
 
     out = tuned["out"]
     config = json.loads((out / "config.json").read_text())

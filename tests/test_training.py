@@ -17,7 +17,7 @@ import torch
 from conftest import REPO, assert_refused, load_script, train_until_killed
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from midilm.training import (
+from midilm.training.trainer import (
     TRAINING_DEFAULTS,
     ComposerBalancedSampler,
     MidiCollator,
@@ -185,8 +185,8 @@ def test_composer_information_is_logged_and_on_the_card(trained):
 def test_model_carries_the_guard_bounds(trained, prepared):
     from datasets import load_from_disk
 
-    from midilm.guard import load_bounds, onset_counts
-    from midilm.tokenizer import load_tokenizer
+    from midilm.core.tokenizer import load_tokenizer
+    from midilm.sampling.guard import load_bounds, onset_counts
 
     bounds = load_bounds(trained)
     assert (
@@ -211,9 +211,9 @@ def test_evaluation_is_deterministic_and_conditional(prepared, tmp_path):
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, TrainingArguments
 
-    from midilm.modeling import build_config
-    from midilm.tokenizer import load_tokenizer
-    from midilm.training import MidiTrainer
+    from midilm.core.modeling import build_config
+    from midilm.core.tokenizer import load_tokenizer
+    from midilm.training.trainer import MidiTrainer
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
     rows = (
@@ -299,7 +299,7 @@ def test_padding_figures_are_logged(trained):
 
 
 def test_section_markers_survive_the_crop(prepared):
-    from midilm.tokenizer import load_tokenizer, section_token_ids
+    from midilm.core.tokenizer import load_tokenizer, section_token_ids
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
     melody_id, full_id = section_token_ids(tokenizer)
@@ -327,8 +327,8 @@ def test_padding_free_batches_give_the_padded_loss(prepared):
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM
 
-    from midilm.modeling import build_config
-    from midilm.tokenizer import load_tokenizer
+    from midilm.core.modeling import build_config
+    from midilm.core.tokenizer import load_tokenizer
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
     rows = load_from_disk(str(prepared["data"]))["train"].select(range(6)).to_list()
@@ -489,7 +489,7 @@ def test_bad_input_fails_before_training(extra, message, prepared, tmp_path):
     other = tmp_path / "other_tok"
     from conftest import TOKENIZER_SETTINGS
 
-    from midilm.tokenizer import build_tokenizer, save_tokenizer
+    from midilm.core.tokenizer import build_tokenizer, save_tokenizer
 
     tokenizer, composer_map = build_tokenizer(TOKENIZER_SETTINGS, ["x", "y"])
     save_tokenizer(tokenizer, composer_map, other)
@@ -638,13 +638,13 @@ def test_gpt2_preset_trains_saves_samples_and_accompanies(midi_dir, tmp_path):
     from conftest import TOKENIZER_SETTINGS, make_piece
     from transformers import AutoModelForCausalLM, GPT2LMHeadModel
 
-    from midilm.accompaniment import harmonize
     from midilm.commands import train
-    from midilm.generation import prepare_generation
-    from midilm.grammar import GrammarLogitsProcessor, count_syntax_errors
-    from midilm.guidance import CFGSamplingProcessor
-    from midilm.prepare import PrepareArguments, prepare
-    from midilm.tokenizer import load_tokenizer
+    from midilm.core.tokenizer import load_tokenizer
+    from midilm.data.prepare import PrepareArguments, prepare
+    from midilm.sampling.accompaniment import harmonize
+    from midilm.sampling.generation import prepare_generation
+    from midilm.sampling.grammar import GrammarLogitsProcessor, count_syntax_errors
+    from midilm.sampling.guidance import CFGSamplingProcessor
 
     data, tokenizer_dir, out = tmp_path / "data", tmp_path / "tokenizer", tmp_path / "model_output"
     prepare(

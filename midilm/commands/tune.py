@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from midilm.cli import parse_args, run
+from midilm.core.cli import parse_args, run
 from midilm.tuning.loop import TuneArguments, tune
 from midilm.tuning.score import ScoreWeights
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from midilm.composer_classifier import render_markdown
-from midilm.errors import InputError
+from midilm.core.errors import InputError
+from midilm.core.outputs import replace_dir, staging_dir
 from midilm.evaluation.accompaniment import ACCOMPANIMENT_METRICS
 from midilm.evaluation.adherence import UNCONDITIONAL
-from midilm.metrics import DISTANCE_METRICS, HISTOGRAM_METRICS, SCALAR_METRICS
-from midilm.outputs import replace_dir, staging_dir
+from midilm.evaluation.composer_classifier import render_markdown
+from midilm.metrics.piece import DISTANCE_METRICS, HISTOGRAM_METRICS, SCALAR_METRICS
 
 SETS = {"real": "real held-out", "trained": "trained model", "random": "random weights"}
 

@@ -19,18 +19,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from midilm.composer_classifier import typical_length, wilson_interval
-from midilm.errors import InputError
+from midilm.core.errors import InputError
+from midilm.core.modeling import TRAINING_CONFIG_FILE, context_length, load_midilm_dir, sampling_defaults
+from midilm.core.outputs import replace_dir, staging_dir, write_file_atomic
+from midilm.core.tokenizer import load_tokenizer
+from midilm.evaluation.composer_classifier import typical_length, wilson_interval
+from midilm.evaluation.memorization import PitchReader
+from midilm.evaluation.ngram_classifier import fit_ngram_classifier
 from midilm.evaluation.samples import Sampler
-from midilm.generation import load_model
-from midilm.guard import onset_counts
-from midilm.hub import TUNING_CARD, rewrite_model_card
-from midilm.memorization import PitchReader
-from midilm.metrics import median_bars, piece_metrics, pooled_vertical_seconds
-from midilm.modeling import TRAINING_CONFIG_FILE, context_length, load_midilm_dir, sampling_defaults
-from midilm.ngram_classifier import fit_ngram_classifier
-from midilm.outputs import replace_dir, staging_dir, write_file_atomic
-from midilm.tokenizer import load_tokenizer
+from midilm.metrics.piece import median_bars, piece_metrics, pooled_vertical_seconds
+from midilm.sampling.generation import load_model
+from midilm.sampling.guard import onset_counts
+from midilm.training.hub import TUNING_CARD, rewrite_model_card
 from midilm.tuning.report import TUNING_KEY, TUNING_REPORT, tuning_card, verdict
 from midilm.tuning.score import (
     PAIR_RULES,

@@ -1,13 +1,13 @@
 """Accompaniment: a melody in, the full piece around it out.
 
-    from midilm.accompaniment import harmonize
+    from midilm.sampling.accompaniment import harmonize
 
     for i, result in enumerate(harmonize("model_output", "melody.mid", composer="bach", num_samples=2, seed=0)):
         result.score.dump_midi(f"harmonized_{i}.mid")  # the melody, unchanged, on its own track + the new parts
 
 A model trained on `prepare_dataset.py --tasks accompaniment` rows has read
-`[BOS, COMPOSER, MELODY, melody bars k..j, FULL, the full piece's bars k..j, EOS]` (midilm.rows). Here the prompt is
-that sequence up to FULL, and `generate()` writes the full section under three processors: the REMI
+`[BOS, COMPOSER, MELODY, melody bars k..j, FULL, the full piece's bars k..j, EOS]` (midilm.core.rows). Here the
+prompt is that sequence up to FULL, and `generate()` writes the full section under three processors: the REMI
 grammar, `BarLimitLogitsProcessor` (as many bars as the melody, each with the melody's time
 signature; then the next bar line becomes EOS) and our CFG sampler, whose unconditional rows swap
 the composer token only and keep the melody.
@@ -30,10 +30,16 @@ import torch
 from symusic import Score, Track
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from midilm.corpus import default_cache_dir
-from midilm.dataset import empty_bar, split_bars
-from midilm.errors import InputError
-from midilm.generation import (
+from midilm.core.errors import InputError
+from midilm.core.melody import extract_melody
+from midilm.core.midi_checks import require_usable_midi
+from midilm.core.modeling import context_length, load_midilm_dir, model_tasks, sampling_defaults
+from midilm.core.rows import OVERHEAD, RowLayout
+from midilm.core.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, vocab_base_tokens
+from midilm.data.corpus import default_cache_dir
+from midilm.data.dataset import empty_bar, split_bars
+from midilm.metrics.piece import DEFAULT_ONSET_TOLERANCE, accompaniment_metrics, onset_pitch_matches
+from midilm.sampling.generation import (
     composer_ids_of,
     composer_names,
     decode_ids,
@@ -43,15 +49,9 @@ from midilm.generation import (
     model_settings,
     replace_settings,
 )
-from midilm.grammar import GrammarLogitsProcessor, RemiGrammar, count_syntax_errors
-from midilm.guard import guard_processor
-from midilm.melody import extract_melody
-from midilm.metrics import DEFAULT_ONSET_TOLERANCE, accompaniment_metrics, onset_pitch_matches
-from midilm.midi_checks import require_usable_midi
-from midilm.modeling import context_length, load_midilm_dir, model_tasks, sampling_defaults
-from midilm.rows import OVERHEAD, RowLayout
-from midilm.sampling import SamplingSettings, greedy_config
-from midilm.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, vocab_base_tokens
+from midilm.sampling.grammar import GrammarLogitsProcessor, RemiGrammar, count_syntax_errors
+from midilm.sampling.guard import guard_processor
+from midilm.sampling.settings import SamplingSettings, greedy_config
 
 ROW_OVERHEAD = OVERHEAD["accompaniment"]
 PAST_SHARE = 0.5  # of the context, at most, for the bars already written that a window reads again
@@ -89,7 +89,7 @@ class Accompaniment:
     settings: dict = field(default_factory=dict)
 
     def metrics(self, onset_tolerance: float = DEFAULT_ONSET_TOLERANCE) -> dict:
-        """Melody adherence and harmonic fit of the generated full section (midilm.metrics)."""
+        """Melody adherence and harmonic fit of the generated full section (midilm.metrics.piece)."""
         return accompaniment_metrics(self.melody, self.full, onset_tolerance)
 
 
@@ -111,7 +111,7 @@ def time_signature_table(tokenizer) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 def melody_prompt(tokenizer, score: Score, warn_on_chords: bool = False, name: str = "the melody") -> MelodyPrompt:
-    """The melody of `score` (a marked melody track, else the top voice; midilm.melody) as bars of
+    """The melody of `score` (a marked melody track, else the top voice; midilm.core.melody) as bars of
     tokens. InputError when nothing in it can be tokenized."""
     kept = extract_melody(score, trim=False)  # the notes as given: the output's melody track
     trimmed = extract_melody(score, trim=True)  # one voice, as the training data's melody sections
@@ -424,7 +424,7 @@ def accompany(
     """One accompaniment of `melody` per entry of `composers` (names or `none`), with an in-memory
     model; all rows of a window go through one batched generate() call. `settings` (or its fields as
     keywords): what is left unset comes from `defaults` (`sampling_defaults` of a folder), else from the
-    model's config and generation_config; the melody sets the length. The musical guard (`midilm.guard`)
+    model's config and generation_config; the melody sets the length. The musical guard (`midilm.sampling.guard`)
     covers the full section when the model carries its bounds."""
     check_trained_for_accompaniment(model.config, getattr(model.config, "_name_or_path", "") or "(in memory)")
     composer_ids = composer_ids_of(composer_map, composers)
@@ -525,7 +525,7 @@ def harmonize(
 
 def source_root(dataset_dir: str | Path) -> Path:
     """The folder a prepared dataset's `source` paths are relative to (--midi_dir, or the corpus cache)."""
-    from midilm.prepare import CONFIG_FILE  # here: prepare loads `datasets`, which sampling never needs
+    from midilm.data.prepare import CONFIG_FILE  # here: prepare loads `datasets`, which sampling never needs
 
     prepare_args = json.loads((Path(dataset_dir) / CONFIG_FILE).read_text())["prepare"]
     return Path(prepare_args.get("midi_dir") or prepare_args.get("cache_dir") or default_cache_dir())

@@ -54,8 +54,8 @@ from pathlib import Path
 import numpy as np
 from symusic import Score
 
-from midilm.metrics import DURATION_BIN_EDGES, bars, note_arrays
-from midilm.rows import RowLayout, full_section
+from midilm.core.rows import RowLayout, full_section
+from midilm.metrics.piece import DURATION_BIN_EDGES, bars, note_arrays
 
 NONE_LABELS = {None, "", "none", "composer_none"}  # intended composer of an unconditional sample (case-insensitive)
 CROP_UNITS = ("notes", "bars")

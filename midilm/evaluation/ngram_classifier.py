@@ -1,6 +1,6 @@
 """The independent composer classifier: multinomial naive Bayes over melodic and vertical n-grams.
 
-The report's classifier (`midilm.composer_classifier`) reads 79 global statistics of a crop. Preference
+The report's classifier (`midilm.evaluation.composer_classifier`) reads 79 global statistics of a crop. Preference
 tuning makes that classifier its reward, so it can no longer be the only judge: a model can learn the
 statistics a linear model weighs without writing more like the composer. This one shares neither
 features nor model with it. A crop becomes a sequence of symbols, per onset:
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from symusic import Score
 
-from midilm.composer_classifier import Notes, crops, judge
+from midilm.evaluation.composer_classifier import Notes, crops, judge
 
 
 def steps(notes: Notes) -> list[str]:
@@ -80,7 +80,7 @@ class NgramClassifier:
         return self.model.predict_proba(self.vectorizer.transform([ngrams(c) for c in cut]))
 
     def adherence(self, pieces: Sequence[Score | Notes], intended: Sequence[str | None]) -> dict:
-        """`midilm.composer_classifier.judge` with this classifier's verdicts: the same shares, intervals and
+        """`midilm.evaluation.composer_classifier.judge` with this classifier's verdicts: the same shares, intervals and
         confusion."""
         return judge(self, self.probabilities(pieces), intended)
 

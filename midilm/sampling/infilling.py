@@ -6,7 +6,7 @@
         result.score.dump_midi(f"infill_bach_{i}.mid")
 
 A model trained on `prepare_dataset.py --tasks continuation,infill` data has read
-`[BOS, COMPOSER, bars before the span, GAP, bars after it, FILL, the span, EOS]` (midilm.rows). Here the prompt
+`[BOS, COMPOSER, bars before the span, GAP, bars after it, FILL, the span, EOS]` (midilm.core.rows). Here the prompt
 is that row up to FILL, with as many of the nearest bars on each side as the context holds beside the room kept
 for the span, and one `generate()` call writes the span under the REMI grammar, the musical guard, our CFG
 sampler (its unconditional rows swap the composer token only) and accompaniment's `BarLimitLogitsProcessor`
@@ -34,10 +34,14 @@ from miditok.utils import compute_ticks_per_bar, get_bars_ticks
 from symusic import Score, TimeSignature, Track
 from transformers import LogitsProcessorList
 
-from midilm.accompaniment import BarLimitLogitsProcessor, bar_time_signatures
-from midilm.dataset import empty_bar, split_bars
-from midilm.errors import InputError
-from midilm.generation import (
+from midilm.core.errors import InputError
+from midilm.core.midi_checks import require_usable_midi
+from midilm.core.modeling import context_length, load_midilm_dir, model_tasks, sampling_defaults
+from midilm.core.rows import OVERHEAD, RowLayout
+from midilm.core.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, infill_token_ids, vocab_base_tokens
+from midilm.data.dataset import empty_bar, split_bars
+from midilm.sampling.accompaniment import BarLimitLogitsProcessor, bar_time_signatures
+from midilm.sampling.generation import (
     composer_ids_of,
     composer_names,
     decode_ids,
@@ -47,13 +51,9 @@ from midilm.generation import (
     model_settings,
     replace_settings,
 )
-from midilm.grammar import GrammarLogitsProcessor, RemiGrammar, count_syntax_errors
-from midilm.guard import guard_processor
-from midilm.midi_checks import require_usable_midi
-from midilm.modeling import context_length, load_midilm_dir, model_tasks, sampling_defaults
-from midilm.rows import OVERHEAD, RowLayout
-from midilm.sampling import SamplingSettings, fast_sampling, greedy_config
-from midilm.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, infill_token_ids, vocab_base_tokens
+from midilm.sampling.grammar import GrammarLogitsProcessor, RemiGrammar, count_syntax_errors
+from midilm.sampling.guard import guard_processor
+from midilm.sampling.settings import SamplingSettings, fast_sampling, greedy_config
 
 ROW_OVERHEAD = OVERHEAD["infill"]
 # Room kept for the new span: this many times its bars' tokens (the original span's, or the piece's mean bar,

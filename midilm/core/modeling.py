@@ -16,9 +16,9 @@ from pathlib import Path
 import miditok
 from transformers import AutoConfig, GenerationConfig, GPT2Config, LlamaConfig, PretrainedConfig
 
-from midilm.errors import InputError
-from midilm.rows import body_room
-from midilm.tokenizer import COMPOSERS_FILE, TOKENIZER_FILE, ComposerMap, load_tokenizer
+from midilm.core.errors import InputError
+from midilm.core.rows import body_room
+from midilm.core.tokenizer import COMPOSERS_FILE, TOKENIZER_FILE, ComposerMap, load_tokenizer
 
 MODEL_TYPES = ("llama", "gpt2")
 # Sizes: tiny trains in minutes on a laptop CPU (tests, demo); small (8 x 512, 8k context) is the
@@ -39,7 +39,7 @@ DEFAULT_GUIDANCE_SCALE = 3.0
 TRAINING_CONFIG_FILE = "training_config.json"
 # train.py records the dataset's tasks here; a model saved before that key existed saw continuation rows only.
 TASKS_KEY = "midilm_tasks"
-# A model fine-tuned from another records what it was built on here (midilm.finetune.lineage).
+# A model fine-tuned from another records what it was built on here (midilm.training.finetune.lineage).
 BASE_KEY = "midilm_base_model"
 
 

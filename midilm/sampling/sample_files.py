@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 from symusic import Score
 
-from midilm import render  # the soundfont checks through the module, where a test can stand in for them
-from midilm.errors import InputError
-from midilm.generation import GenerationPlan
-from midilm.grammar import count_syntax_errors
-from midilm.outputs import staging_dir
-from midilm.render import SOUNDFONT_ENV, AudioUnavailable, piano_roll_png, write_wav
-from midilm.tokenizer import NONE
+from midilm.core.errors import InputError
+from midilm.core.outputs import staging_dir
+from midilm.core.tokenizer import NONE
+from midilm.sampling import render  # the soundfont checks through the module, where a test can stand in for them
+from midilm.sampling.generation import GenerationPlan
+from midilm.sampling.grammar import count_syntax_errors
+from midilm.sampling.render import SOUNDFONT_ENV, AudioUnavailable, piano_roll_png, write_wav
 
 ACCOMPANIMENT_PREFIX = "accompaniment_"
 INFILL_PREFIX = "infill_"
@@ -146,7 +146,7 @@ def accompaniment_files(
 def write_accompaniments(
     results: list, files: list[dict[str, Path]], record: dict, soundfont=None
 ) -> list[dict[str, Path]]:
-    """Write `midilm.accompaniment.Accompaniment`s as generate.py writes samples: MIDI (the melody track
+    """Write `midilm.sampling.accompaniment.Accompaniment`s as generate.py writes samples: MIDI (the melody track
     first, then the new parts), JSON (settings, figures, the full section's tokens), WAV and PNG."""
     infos, counts = [], {}
     for result in results:
@@ -178,8 +178,8 @@ def infill_files(
 
 
 def write_infills(results: list, files: list[dict[str, Path]], record: dict, soundfont=None) -> list[dict[str, Path]]:
-    """Write `midilm.infilling.Infill`s as generate.py writes samples: MIDI (the whole piece, its span rewritten),
-    JSON (bars, the context bars the prompt held, settings, the span's tokens), WAV and PNG."""
+    """Write `midilm.sampling.infilling.Infill`s as generate.py writes samples: MIDI (the whole piece, its span
+    rewritten), JSON (bars, the context bars the prompt held, settings, the span's tokens), WAV and PNG."""
     infos, counts = [], {}
     for result in results:
         index = counts[result.composer] = counts.get(result.composer, -1) + 1

@@ -4,11 +4,11 @@ evaluation and the benches, resolved once against a model folder's defaults and 
     settings = SamplingSettings(guidance_scale=2.0, seed=1)          # None: the model folder's default
     resolved = settings.resolve(sampling_defaults("model_output"), context=1024)
 
-The defaults (`midilm.modeling.sampling_defaults`): the guidance scale from config.json's
+The defaults (`midilm.core.modeling.sampling_defaults`): the guidance scale from config.json's
 `midilm_guidance_scale`, the rest from generation_config.json. What a setting left unset and
 without a default means is its neutral value (guidance 1, temperature 1, top-k 0, top-p 1, no penalty).
 
-Our CFG processor (midilm.guidance) samples the token itself, so the GenerationConfig handed to
+Our CFG processor (midilm.sampling.guidance) samples the token itself, so the GenerationConfig handed to
 generate() is greedy on purpose (`greedy_config`), and transformers' own sampling, repetition
 penalty and CFG stay out of the way.
 """
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 from transformers import CompileConfig, GenerationConfig
 
-from midilm.errors import InputError
-from midilm.guidance import CFGSamplingProcessor
-from midilm.rows import body_room
+from midilm.core.errors import InputError
+from midilm.core.rows import body_room
+from midilm.sampling.guidance import CFGSamplingProcessor
 
 # Each setting's neutral value: what it is when neither the caller nor the model folder sets it.
 NEUTRAL = {"guidance_scale": 1.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0}
@@ -130,7 +130,7 @@ class SamplingSettings:
         return tuple(f.name for f in fields(cls))
 
     def resolve(self, defaults: dict, context: int | None = None) -> SamplingSettings:
-        """Every value set: the given ones over `defaults` (`midilm.modeling.sampling_defaults`), else
+        """Every value set: the given ones over `defaults` (`midilm.core.modeling.sampling_defaults`), else
         neutral; checked. `context`: the model's, which bounds the default max_new_tokens (a length asked
         beyond it is written in windows); None when the length is not the caller's to choose (an
         accompaniment's is the melody's): then max_new_tokens stays unset."""
@@ -148,7 +148,7 @@ class SamplingSettings:
         else:
             chosen["max_new_tokens"] = int(
                 self.max_new_tokens
-            )  # beyond the context: written in windows (midilm.generation)
+            )  # beyond the context: written in windows (midilm.sampling.generation)
         if longest is not None and self.min_new_tokens is not None:
             chosen["min_new_tokens"] = min(int(self.min_new_tokens), chosen["max_new_tokens"])
         resolved = replace(self, **chosen)

@@ -1,7 +1,7 @@
 """What every midilm script shares: defaults, then config.json, then flags under HfArgumentParser; one-line errors.
 
-The defaults live in the package (the dataclasses' fields, `midilm.training.TRAINING_DEFAULTS`,
-`midilm.tokenizer.TOKENIZER_DEFAULTS`). A config file only overrides them: it may be whole, partial,
+The defaults live in the package (the dataclasses' fields, `midilm.training.trainer.TRAINING_DEFAULTS`,
+`midilm.core.tokenizer.TOKENIZER_DEFAULTS`). A config file only overrides them: it may be whole, partial,
 empty or absent. The repository's config.json holds deliberate overrides only, each with its reason under
 `_reasons` (keys starting with `_` are for readers; tests/test_cli.py fails on one that repeats a default)."""
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from midilm.errors import InputError
+from midilm.core.errors import InputError
 
 
 def load_config(argv: list[str], default: Path | None = None) -> tuple[dict, list[str]]:

@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 
-from midilm.errors import InputError
-from midilm.modeling import BASE_KEY, context_length, load_midilm_dir
-from midilm.tokenizer import NONE, OTHER, TOKENIZER_DEFAULTS, ComposerMap, composer_tokens
+from midilm.core.errors import InputError
+from midilm.core.modeling import BASE_KEY, context_length, load_midilm_dir
+from midilm.core.tokenizer import NONE, OTHER, TOKENIZER_DEFAULTS, ComposerMap, composer_tokens
 
 # the tokenizer and dataset folders prepared for a model built on another record its base here
 BASE_FILE = "base_model.json"
@@ -163,7 +163,7 @@ def resolve_base(source: str, flag: str) -> BaseModel:
 
 
 def tokenizer_settings_of(tokenizer) -> dict:
-    """The settings (`midilm.tokenizer.TOKENIZER_DEFAULTS` keys, plus any other miditok key that differs
+    """The settings (`midilm.core.tokenizer.TOKENIZER_DEFAULTS` keys, plus any other miditok key that differs
     from miditok's default) that build the base tokenizer's REMI vocabulary: what the scan encodes with."""
     import miditok
 
@@ -359,7 +359,7 @@ def replay_rows(
 
 
 def mix_replay(data, args: FinetuneArguments, composer_map: ComposerMap, base_vocab: int, seed: int) -> None:
-    """Add `replay_rows` of --replay_dataset to the training split of `data` (midilm.training.TrainingData)."""
+    """Add `replay_rows` of --replay_dataset to the training split of `data` (midilm.training.trainer.TrainingData)."""
     from datasets import concatenate_datasets
 
     rows, composers = replay_rows(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from midilm.errors import InputError
-from midilm.sources import SourceFile
+from midilm.core.errors import InputError
+from midilm.data.sources import SourceFile
 
 # Folders of the music21 corpus that hold composers' scores. Left out: roman-numeral analyses
 # (.rntxt, not music), the folk-tune ABC collections (many tunes per file, no composer), and demos.

@@ -7,10 +7,10 @@ import math
 import shlex
 from pathlib import Path
 
-from midilm.errors import InputError
-from midilm.modeling import BASE_KEY, TRAINING_CONFIG_FILE, context_length, model_tasks, sampling_defaults
-from midilm.sampling import SamplingSettings
-from midilm.tokenizer import COMPOSERS_FILE, TOKENIZER_FILE, ComposerMap
+from midilm.core.errors import InputError
+from midilm.core.modeling import BASE_KEY, TRAINING_CONFIG_FILE, context_length, model_tasks, sampling_defaults
+from midilm.core.tokenizer import COMPOSERS_FILE, TOKENIZER_FILE, ComposerMap
+from midilm.sampling.settings import SamplingSettings
 
 METRICS_FILE = "all_results.json"  # Trainer.save_metrics("all", ...)
 
@@ -324,7 +324,7 @@ With midilm installed{local_copy}:
 {accompany}{rewrite}```
 ```python
 {fetch}from transformers import AutoModelForCausalLM
-from midilm.generation import prepare_generation
+from midilm.sampling.generation import prepare_generation
 
 folder = {folder}
 model = AutoModelForCausalLM.from_pretrained(folder)

@@ -17,15 +17,9 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import DataCollatorWithFlattening, ProgressCallback, Trainer, TrainerCallback
 
-from midilm.dataset import load_prepared
-from midilm.errors import InputError
-from midilm.generation import sample_scores
-from midilm.guard import learn_bounds
-from midilm.modeling import MODEL_TYPES, PRESETS
-from midilm.prepare import CONFIG_FILE as PREPARE_CONFIG_FILE
-from midilm.prepare import REPORT_FILE as PREPARE_REPORT_FILE
-from midilm.render import AudioUnavailable, piano_roll_array, render_audio
-from midilm.rows import (
+from midilm.core.errors import InputError
+from midilm.core.modeling import MODEL_TYPES, PRESETS
+from midilm.core.rows import (
     IGNORED_LABEL,
     TASKS,
     body,
@@ -37,9 +31,15 @@ from midilm.rows import (
     is_accompaniment,
     set_composer,
 )
-from midilm.sample_files import sample_stem
-from midilm.sampling import SamplingSettings
-from midilm.tokenizer import ComposerMap
+from midilm.core.tokenizer import ComposerMap
+from midilm.data.dataset import load_prepared
+from midilm.data.prepare import CONFIG_FILE as PREPARE_CONFIG_FILE
+from midilm.data.prepare import REPORT_FILE as PREPARE_REPORT_FILE
+from midilm.sampling.generation import sample_scores
+from midilm.sampling.guard import learn_bounds
+from midilm.sampling.render import AudioUnavailable, piano_roll_array, render_audio
+from midilm.sampling.sample_files import sample_stem
+from midilm.sampling.settings import SamplingSettings
 
 # The share of the steps over which the warmup_stable_decay schedule decays, unless num_decay_steps is given.
 WSD_DECAY_SHARE = 0.2
@@ -192,7 +192,7 @@ class TrainingData:
 
     splits: DatasetDict
     train_rows: Dataset  # the whole training split, every column: what the guard's bounds are learnt from
-    tasks: list[str]  # tasks of the training rows, in midilm.dataset.TASKS order
+    tasks: list[str]  # tasks of the training rows, in midilm.data.dataset.TASKS order
     row_len: int  # prepare_dataset.py --max_seq_len: no row is longer
     longest: int  # the longest train or validation row
     train_composers: list[int]  # composer index of each row of splits["train"]
@@ -241,7 +241,7 @@ def load_training_data(args: DataArguments, tokenizer, composer_map: ComposerMap
 
 
 def learn_guard_bounds(data: TrainingData, tokenizer, dataset_dir: str) -> dict:
-    """The musical guard's bounds (midilm.guard.learn_bounds) from the whole training split, whatever
+    """The musical guard's bounds (midilm.sampling.guard.learn_bounds) from the whole training split, whatever
     --max_train_samples keeps: they describe the music, not the steps. The original pieces'
     continuation rows are counted; a dataset of accompaniment rows only is counted whole (its MELODY
     and FULL markers each start a new bar)."""
@@ -301,7 +301,7 @@ class MidiCollator:
     the context, so this guards direct users of the collator.
 
     With `infill_share` > 0 (a dataset prepared with `--tasks ...,infill`), each continuation row becomes an
-    infill row with that probability, each time it is drawn (`midilm.rows.infill_row`: a span of 1-8 whole bars at
+    infill row with that probability, each time it is drawn (`midilm.core.rows.infill_row`: a span of 1-8 whole bars at
     a drawn place; `layout` and `starts_bar` of the tokenizer are then needed). Its labels skip the GAP and FILL
     markers, which stand where the draw put them; the bars before and after the span, the span and its EOS are
     scored.

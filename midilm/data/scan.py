@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from midilm.midi_checks import load_checked
+from midilm.core.midi_checks import load_checked
 
 # Test hook, read in the worker: a worker that reaches a file of this name exits at once, as the
 # interpreter does when symusic crashes on a malformed file (tests/test_scan.py sets it).
@@ -115,7 +115,7 @@ def bound_silence(score, bounds: Bounds):
 
 
 def load_bounded(path: Path, bounds: Bounds):
-    """(score, reason, cut) of one file: the checks of `midilm.midi_checks.load_checked`, then `bound_silence`."""
+    """(score, reason, cut) of one file: the checks of `midilm.core.midi_checks.load_checked`, then `bound_silence`."""
     score, reason = load_checked(path)
     if reason:
         return None, reason, None
@@ -150,7 +150,7 @@ def worker_pool(workers: int, initializer=None, initargs: tuple = ()) -> Process
 
 
 def _init_worker(settings: dict) -> None:
-    from midilm.tokenizer import (
+    from midilm.core.tokenizer import (
         build_tokenizer,
     )  # here: a spawned worker imports this module first, and stays light until it encodes
 
@@ -272,7 +272,7 @@ def read_spill(path: str | Path, offset: int, length: int) -> np.ndarray:
 def scan_vocabulary(settings: dict) -> list[str]:
     """The tokens of the vocabulary the workers encode with (no composer tokens: those are known only
     after the scan), to map their ids onto the final tokenizer's."""
-    from midilm.tokenizer import (
+    from midilm.core.tokenizer import (
         build_tokenizer,
     )  # here: a spawned worker imports this module first, and stays light until it encodes
 

@@ -42,7 +42,7 @@ from miditok.utils import compute_ticks_per_bar
 from symusic import TimeSignature
 from transformers import LogitsProcessor
 
-from midilm.tokenizer import COMPOSER_PREFIX, infill_token_ids, section_token_ids, vocab_base_tokens
+from midilm.core.tokenizer import COMPOSER_PREFIX, infill_token_ids, section_token_ids, vocab_base_tokens
 
 # Fixed automaton states; the music states are numbered after them.
 DEAD, PRELUDE, END = 0, 1, 2
@@ -458,7 +458,7 @@ class GrammarLogitsProcessor(LogitsProcessor):
     i and i+B get the same tokens, so the same mask). The first call of a `generate()` reads each
     row's prefix (BOS, composer, prompt music); later calls read only the last token. A new
     `generate()` is recognised by the input length and last tokens; `reset()` forces it.
-    Put it before any processor that samples or mixes rows (e.g. `midilm.guidance.CFGSamplingProcessor`).
+    Put it before any processor that samples or mixes rows (e.g. `midilm.sampling.guidance.CFGSamplingProcessor`).
     """
 
     def __init__(self, tokenizer: miditok.REMI | None = None, grammar: RemiGrammar | None = None):

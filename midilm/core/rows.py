@@ -8,7 +8,7 @@ Every row opens with the header `[BOS, COMPOSER]`. The collator swaps the token 
 `COMPOSER_POSITION` for COMPOSER_NONE (composer dropout) and never scores it; generation writes a
 prompt after the header; a window over a row too long for the context restarts from the header.
 EOS closes a piece's last row only: it means "the piece ends here". The MELODY and FULL markers are
-special tokens (midilm.tokenizer), so BPE never merges them with music; so are GAP and FILL. An infill row
+special tokens (midilm.core.tokenizer), so BPE never merges them with music; so are GAP and FILL. An infill row
 always ends with EOS: it closes the span (the bars that stood where GAP is), wherever in the piece that was.
 Infill rows are not stored: the training collator draws them from continuation rows (`infill_row`).
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from midilm.tokenizer import infill_token_ids, section_token_ids
+from midilm.core.tokenizer import infill_token_ids, section_token_ids
 
 HEADER_TOKENS = 2  # BOS, COMPOSER
 COMPOSER_POSITION = 1

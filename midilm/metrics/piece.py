@@ -25,7 +25,7 @@ Per piece (`piece_metrics`, a `symusic.Score` in ticks; drum tracks are left out
   against real pieces.
 - ``pitch_class_histogram`` (12 shares) and ``duration_histogram`` (shares over
   `DURATION_BIN_EDGES`, in beats = quarter notes) feed the histogram distances of `compare`.
-- ``syntax_error_rate``: filled by the caller (midilm.grammar owns miditok's ``tokens_errors``).
+- ``syntax_error_rate``: filled by the caller (midilm.sampling.grammar owns miditok's ``tokens_errors``).
 
 A metric that a piece cannot define (no notes, a single bar) is None.
 

@@ -1,7 +1,7 @@
 """Sampling MIDI from a midilm model with plain `model.generate()` and our logits processors.
 
     from transformers import AutoModelForCausalLM
-    from midilm.generation import prepare_generation
+    from midilm.sampling.generation import prepare_generation
 
     model = AutoModelForCausalLM.from_pretrained("model_output")
     plan = prepare_generation("model_output", composer="bach", num_samples=2, seed=0)
@@ -11,16 +11,16 @@
         score.dump_midi(f"bach_{i}.mid")
 
 (`plan.run(model)` is that generate() call.) `prepare_generation` takes a `SamplingSettings`
-(midilm.sampling), or its fields as keywords, and resolves it against the model folder's defaults
+(midilm.sampling.settings), or its fields as keywords, and resolves it against the model folder's defaults
 (guidance from config.json's `midilm_guidance_scale`, which plain transformers never reads; the rest
 from generation_config.json). It builds the rows (B conditional, then B unconditional when guidance
-is on; midilm.rows), the grammar processor, the musical guard (midilm.guard: at most as many notes
+is on; midilm.core.rows), the grammar processor, the musical guard (midilm.sampling.guard: at most as many notes
 per onset and per bar as the training data hold, on by default for a model whose config.json
-carries the bounds) and our CFG processor (midilm.guidance), which does the sampling itself: the
+carries the bounds) and our CFG processor (midilm.sampling.guidance), which does the sampling itself: the
 `generation_config` it returns is greedy on purpose, so transformers' own sampling, repetition
 penalty and CFG stay out of the way. Under guidance one forward serves both branches, so the usual
 speed-ups apply unchanged: `compile=True` (generate.py --compile) has transformers compile the
-decoding forward over a static KV cache (`midilm.sampling.fast_sampling`), with the same tokens for
+decoding forward over a static KV cache (`midilm.sampling.settings.fast_sampling`), with the same tokens for
 the same seed where tested.
 
 A plan longer than the context (`max_new_tokens` beyond `body_room(context)`) is written by
@@ -29,8 +29,8 @@ whole bars, at most WINDOW_PAST_SHARE of the context, then new tokens; `plan.win
 Its `input_ids` hold the whole prompt and may exceed the context: call `run`, not generate() yourself.
 
 Accompanying a melody (`generate.py --melody_midi`) takes several generate() calls when the melody is
-long; its API is `midilm.accompaniment` (`harmonize`, `accompany`). Sample files are written by
-`midilm.sample_files`.
+long; its API is `midilm.sampling.accompaniment` (`harmonize`, `accompany`). Sample files are written by
+`midilm.sampling.sample_files`.
 """
 
 from __future__ import annotations
@@ -46,14 +46,14 @@ from symusic import Score
 from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList
 from transformers.generation import StoppingCriteria, StoppingCriteriaList
 
-from midilm.errors import InputError
-from midilm.grammar import GrammarLogitsProcessor
-from midilm.guard import guard_processor
-from midilm.midi_checks import require_usable_midi
-from midilm.modeling import context_length, load_midilm_dir, sampling_defaults
-from midilm.rows import HEADER_TOKENS, RowLayout, body_room, new_tokens_start
-from midilm.sampling import SamplingSettings, fast_sampling, greedy_config
-from midilm.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, load_tokenizer
+from midilm.core.errors import InputError
+from midilm.core.midi_checks import require_usable_midi
+from midilm.core.modeling import context_length, load_midilm_dir, sampling_defaults
+from midilm.core.rows import HEADER_TOKENS, RowLayout, body_room, new_tokens_start
+from midilm.core.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, load_tokenizer
+from midilm.sampling.grammar import GrammarLogitsProcessor
+from midilm.sampling.guard import guard_processor
+from midilm.sampling.settings import SamplingSettings, fast_sampling, greedy_config
 
 WINDOW_PAST_SHARE = (
     0.5  # of the context, at most, for the latest bars a window reads again (as accompaniment's windows)
@@ -335,7 +335,7 @@ def build_plan(
 ) -> GenerationPlan:
     """The plan for one batched generate() call: one sample per entry of `composers` (names or `none`).
     `settings`: resolved (`SamplingSettings.resolve` or `model_settings`). The musical guard
-    (`midilm.guard`) applies when `settings.guard` and `config` carries its bounds; the record says
+    (`midilm.sampling.guard`) applies when `settings.guard` and `config` carries its bounds; the record says
     whether it ran (`guard`) and its bounds."""
     composer_ids = composer_ids_of(composer_map, composers)
     names = [composer_map.name_of(i) for i in composer_ids]

@@ -11,7 +11,7 @@ from pathlib import Path
 import miditok
 import numpy as np
 
-from midilm.errors import InputError
+from midilm.core.errors import InputError
 
 COMPOSERS_FILE = "composers.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -247,7 +247,8 @@ def bar_words(tokenizer: miditok.REMI, base_ids: np.ndarray) -> list[str]:
     character (miditok's byte) per base token. Equal to what `tokenizer.encode` builds from a score."""
     is_bar = getattr(tokenizer, "_midilm_base_bars", None)
     if is_bar is None:
-        # by id, not by position: composers appended to a trained tokenizer (midilm.finetune) sit after its BPE ids
+        # by id, not by position: composers appended to a trained tokenizer (midilm.training.finetune) sit after
+        # its BPE ids
         is_bar = np.zeros(max(tokenizer.vocab.values()) + 1, dtype=bool)
         is_bar[[i for token, i in tokenizer.vocab.items() if token.startswith("Bar_")]] = True
         tokenizer._midilm_base_bars = is_bar

@@ -17,17 +17,10 @@ import pyarrow.compute as pc
 from datasets import load_from_disk
 from tqdm.auto import tqdm
 
-from midilm.corpus import music21_corpus_files
-from midilm.dataset import SPLITS, assign_splits, build_dataset
-from midilm.errors import InputError
-from midilm.finetune import composer_vocabulary as base_composer_vocabulary
-from midilm.finetune import extend_tokenizer, resolve_base, tokenizer_settings_of, write_base_file
-from midilm.hub import push_dataset, write_dataset_card
-from midilm.outputs import replace_dir, staging_dir
-from midilm.rows import TASKS, continuation_overhead, full_section
-from midilm.scan import Bounds, Spill, read_spill, scan_files, scan_vocabulary
-from midilm.sources import SourceFile, find_midi_files, read_metadata, relabel
-from midilm.tokenizer import (
+from midilm.core.errors import InputError
+from midilm.core.outputs import replace_dir, staging_dir
+from midilm.core.rows import TASKS, continuation_overhead, full_section
+from midilm.core.tokenizer import (
     FULL_TOKEN,
     OTHER,
     BarWordsIterator,
@@ -35,7 +28,14 @@ from midilm.tokenizer import (
     infill_token_ids,
     save_tokenizer,
 )
-from midilm.tokenizer import tokenizer_settings as resolve_tokenizer_settings
+from midilm.core.tokenizer import tokenizer_settings as resolve_tokenizer_settings
+from midilm.data.corpus import music21_corpus_files
+from midilm.data.dataset import SPLITS, assign_splits, build_dataset
+from midilm.data.scan import Bounds, Spill, read_spill, scan_files, scan_vocabulary
+from midilm.data.sources import SourceFile, find_midi_files, read_metadata, relabel
+from midilm.training.finetune import composer_vocabulary as base_composer_vocabulary
+from midilm.training.finetune import extend_tokenizer, resolve_base, tokenizer_settings_of, write_base_file
+from midilm.training.hub import push_dataset, write_dataset_card
 
 REPORT_FILE = "prepare_report.json"
 CONFIG_FILE = "prepare_config.json"
@@ -227,7 +227,7 @@ class Piece:
 def scan_corpus(
     files: list[SourceFile], args: PrepareArguments, settings: dict, spill_path: Path
 ) -> tuple[list[Piece], dict, dict, dict]:
-    """Scan every file once (midilm.scan): the kept pieces, in file order and without duplicates;
+    """Scan every file once (midilm.data.scan): the kept pieces, in file order and without duplicates;
     and the skipped (source → reason), duplicate (source → the source kept) and cut (source → what) files."""
     bounds = Bounds(max_silence_beats=args.max_silence_beats)
     found: list[Piece | None] = [None] * len(files)
@@ -325,7 +325,7 @@ def train_tokenizer(
 def extend_base_tokenizer(
     base, composers: list[str], pieces_per_composer: list[int], settings: dict, folders: tuple[Path, ...]
 ):
-    """The base model's tokenizer with the new composers appended (midilm.finetune.extend_tokenizer),
+    """The base model's tokenizer with the new composers appended (midilm.training.finetune.extend_tokenizer),
     its base recorded in each of `folders`. Returns what `train_tokenizer` returns (no BPE sample)."""
     tokenizer, base_map = base.tokenizer, base.composer_map
     scan_vocab = scan_vocabulary(settings)

@@ -8,8 +8,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from midilm.errors import InputError
-from midilm.tokenizer import OTHER
+from midilm.core.errors import InputError
+from midilm.core.tokenizer import OTHER
 
 MIDI_SUFFIXES = {".mid", ".midi"}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from symusic import Score
 
-from midilm.errors import InputError
+from midilm.core.errors import InputError
 
 # Resolutions and tempos outside these bounds come from broken writers; such files decode to nonsense.
 MIN_TICKS_PER_QUARTER = 8

@@ -2,7 +2,7 @@
 
 Strong classifier-free guidance can push a model into a degenerate cluster: dozens of notes piled on
 one onset. Every such note is grammatical (the REMI grammar only forbids the same pitch twice for a
-program at one position), so `midilm.grammar` lets it through. The guard masks every vocabulary
+program at one position), so `midilm.sampling.grammar` lets it through. The guard masks every vocabulary
 item that would start one note more than the training data ever (or almost ever) holds:
 
 * at one onset (the notes after one `Position`, every program together), at most
@@ -14,7 +14,7 @@ the notes per onset and per bar of the original pieces) and travel in the model'
 `midilm_guard` (`bounds_to_config`, `bounds_from_config`), so `from_pretrained` carries them.
 
 With BPE one vocabulary item spells several base tokens (`Pitch Velocity Duration Position Program
-Pitch ...`). For every item the guard precomputes, from the base tokens `midilm.tokenizer.vocab_base_tokens`
+Pitch ...`). For every item the guard precomputes, from the base tokens `midilm.core.tokenizer.vocab_base_tokens`
 gives (the table the grammar is built from), how many notes it adds to the current onset and bar
 before its first `Position` / `Bar`, and whether the notes it leaves behind after one already break a
 bound. A step is then one comparison per (row, item) against two per-row counters: no Python loop
@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
-from midilm.grammar import RemiGrammar, StepTracker
-from midilm.tokenizer import vocab_base_tokens
+from midilm.core.tokenizer import vocab_base_tokens
+from midilm.sampling.grammar import RemiGrammar, StepTracker
 
 CONFIG_KEY = "midilm_guard"
 DEFAULT_QUANTILE = 0.999
@@ -186,10 +186,10 @@ class NoteGuard:
 class NoteGuardLogitsProcessor(LogitsProcessor):
     """Masks (-inf) every item that would put more notes on one onset, or in one bar, than the bounds.
 
-    Like `midilm.grammar.GrammarLogitsProcessor` it works on any batch (left padding, the 2B rows of
+    Like `midilm.sampling.grammar.GrammarLogitsProcessor` it works on any batch (left padding, the 2B rows of
     guidance), reads each row's prefix on the first call of a `generate()` and only the last token
     afterwards. Put it after the grammar and before any processor that samples or mixes rows
-    (`midilm.guidance.CFGSamplingProcessor`).
+    (`midilm.sampling.guidance.CFGSamplingProcessor`).
     """
 
     def __init__(

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 from symusic import Score
 
-from midilm.errors import InputError
-from midilm.melody import extract_melody
-from midilm.rows import RowLayout, music_room
-from midilm.scan import Bounds, load_bounded, read_spill, worker_pool
-from midilm.tokenizer import bar_start_table, encode_base_ids, encode_ids, load_tokenizer, vocab_base_tokens
+from midilm.core.errors import InputError
+from midilm.core.melody import extract_melody
+from midilm.core.rows import RowLayout, music_room
+from midilm.core.tokenizer import bar_start_table, encode_base_ids, encode_ids, load_tokenizer, vocab_base_tokens
+from midilm.data.scan import Bounds, load_bounded, read_spill, worker_pool
 
 SPLITS = ("train", "validation", "test")
 # Files per row-writing task (see build_dataset): each loads the tokenizer (~30 ms), and the parent
@@ -378,7 +378,7 @@ def build_dataset(
     """The DatasetDict of every split, memory-mapped from Arrow files under `cache_dir`.
 
     `scan`: `spill`, `scan_vocab` and `bounds` of the scan that read the files (see `generate_rows`).
-    With `num_proc` > 1, shards of files are written by worker processes (`midilm.scan.worker_pool`:
+    With `num_proc` > 1, shards of files are written by worker processes (`midilm.data.scan.worker_pool`:
     light processes, not forks of this one), all splits in one pool so that every worker stays busy;
     with 1, here. They are mapped in file order, so the rows do not depend on `num_proc`, and each
     writer loads the tokenizer once. The parent holds only file names.
