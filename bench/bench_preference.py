@@ -87,7 +87,7 @@ def main() -> None:
     tick = time.perf_counter()
     before = draw(args.model_dir)
     sample_seconds = time.perf_counter() - tick
-    from midilm.evaluation.composer_classifier import typical_length
+    from midilm.evaluation.composer_classifier.features import typical_length
 
     crop = typical_length([s["score"] for s in before], "notes")
     bars = median_bars([piece_metrics(s["score"]) for s in before])

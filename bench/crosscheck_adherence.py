@@ -35,16 +35,15 @@ from sklearn.naive_bayes import MultinomialNB
 from sklearn.preprocessing import StandardScaler
 
 from midilm.core.modeling import load_midilm_dir
-from midilm.evaluation.composer_classifier import (
+from midilm.evaluation.composer_classifier.features import (
     FEATURE_NAMES,
     Notes,
     crops,
     features,
-    fit_classifier,
-    real_pieces,
-    scores_from_midi,
     typical_length,
 )
+from midilm.evaluation.composer_classifier.fit import fit_classifier
+from midilm.evaluation.composer_classifier.pieces import real_pieces, scores_from_midi
 from midilm.evaluation.ngram_classifier import ngrams  # the independent classifier's features, now in the package
 
 PITCH_PREFIXES = (

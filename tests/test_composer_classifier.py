@@ -9,21 +9,18 @@ import numpy as np
 import pytest
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
-from midilm.evaluation.composer_classifier import (
+from midilm.evaluation.composer_classifier.classifier import ComposerClassifier
+from midilm.evaluation.composer_classifier.features import (
     FEATURE_NAMES,
-    ComposerClassifier,
     Notes,
-    adherence,
-    adherence_report,
     crops,
     features,
-    fit_classifier,
-    render_markdown,
-    scores_from_ids,
-    train_classifier,
     typical_length,
-    wilson_interval,
 )
+from midilm.evaluation.composer_classifier.fit import fit_classifier, train_classifier
+from midilm.evaluation.composer_classifier.judging import adherence, adherence_report, wilson_interval
+from midilm.evaluation.composer_classifier.markdown import render_markdown
+from midilm.evaluation.composer_classifier.pieces import scores_from_ids
 
 TPQ = 480
 MAJOR = (0, 2, 4, 5, 7, 9, 11)

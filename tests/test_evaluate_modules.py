@@ -76,7 +76,9 @@ def test_composer_adherence_from_midi_files_and_tokens(bach_files, prepared, tmp
     from datasets import load_from_disk
 
     from midilm.core.tokenizer import encode_ids, load_tokenizer
-    from midilm.evaluation.composer_classifier import adherence, scores_from_midi, train_classifier
+    from midilm.evaluation.composer_classifier.fit import train_classifier
+    from midilm.evaluation.composer_classifier.judging import adherence
+    from midilm.evaluation.composer_classifier.pieces import scores_from_midi
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
     classifier = train_classifier(

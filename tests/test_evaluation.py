@@ -441,7 +441,7 @@ def test_adherence_rows_are_computed_from_the_samples(adherence_run, model_dir, 
     import evaluate as hf_evaluate
 
     from midilm.evaluate_modules import path
-    from midilm.evaluation.composer_classifier import wilson_interval
+    from midilm.evaluation.composer_classifier.judging import wilson_interval
     from midilm.sampling.guard import onset_counts
 
     report, midi = adherence_run["report"], adherence_run["midi"]

@@ -154,7 +154,7 @@ def test_learn_bounds_from_a_prepared_dataset(prepared, tmp_path):
     from datasets import load_from_disk
 
     from midilm.core.tokenizer import load_tokenizer
-    from midilm.evaluation.composer_classifier import scores_from_ids
+    from midilm.evaluation.composer_classifier.pieces import scores_from_ids
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
     train = load_from_disk(str(prepared["data"]))["train"]

@@ -39,7 +39,7 @@ def load_tokenizer_arg(tokenizer):
 
 def read_pieces(items: Sequence, tokenizer=None) -> tuple[list, list[list[int]] | None]:
     """(Scores, token ids or None) of MIDI paths or of token-id lists (which need the tokenizer)."""
-    from midilm.evaluation.composer_classifier import (  # here: loaded only when a module computes
+    from midilm.evaluation.composer_classifier.pieces import (  # here: loaded only when a module computes
         scores_from_ids,
         scores_from_midi,
     )

@@ -13,7 +13,7 @@ import numpy as np
 
 from midilm.core.modeling import GUIDANCE_KEY, TRAINING_CONFIG_FILE
 from midilm.evaluate_modules import path
-from midilm.evaluation.composer_classifier import typical_length
+from midilm.evaluation.composer_classifier.features import typical_length
 from midilm.evaluation.samples import mean_or_none
 from midilm.metrics.piece import pooled_vertical_seconds
 from midilm.sampling.guard import onset_counts

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from symusic import Score
 
-from midilm.evaluation.composer_classifier import Notes, crops, judge
+from midilm.evaluation.composer_classifier.features import Notes, crops
+from midilm.evaluation.composer_classifier.judging import judge
 
 
 def steps(notes: Notes) -> list[str]:
@@ -80,8 +81,8 @@ class NgramClassifier:
         return self.model.predict_proba(self.vectorizer.transform([ngrams(c) for c in cut]))
 
     def adherence(self, pieces: Sequence[Score | Notes], intended: Sequence[str | None]) -> dict:
-        """`midilm.evaluation.composer_classifier.judge` with this classifier's verdicts: the same shares, intervals and
-        confusion."""
+        """`midilm.evaluation.composer_classifier.judging.judge` with this classifier's verdicts: the same shares,
+        intervals and confusion."""
         return judge(self, self.probabilities(pieces), intended)
 
     @property

@@ -23,7 +23,8 @@ from midilm.core.errors import InputError
 from midilm.core.modeling import TRAINING_CONFIG_FILE, context_length, load_midilm_dir, sampling_defaults
 from midilm.core.outputs import replace_dir, staging_dir, write_file_atomic
 from midilm.core.tokenizer import load_tokenizer
-from midilm.evaluation.composer_classifier import typical_length, wilson_interval
+from midilm.evaluation.composer_classifier.features import typical_length
+from midilm.evaluation.composer_classifier.judging import wilson_interval
 from midilm.evaluation.memorization import PitchReader
 from midilm.evaluation.ngram_classifier import fit_ngram_classifier
 from midilm.evaluation.samples import Sampler

@@ -26,7 +26,9 @@ import numpy as np
 
 from midilm.core.errors import InputError
 from midilm.core.rows import body
-from midilm.evaluation.composer_classifier import ComposerClassifier, real_pieces, train_classifier
+from midilm.evaluation.composer_classifier.classifier import ComposerClassifier
+from midilm.evaluation.composer_classifier.fit import train_classifier
+from midilm.evaluation.composer_classifier.pieces import real_pieces
 from midilm.evaluation.data import join_pieces, load_eval_dataset, scan_training, token_rows
 from midilm.evaluation.memorization import MemorizationIndex, PitchReader
 from midilm.evaluation.samples import passage_runs
