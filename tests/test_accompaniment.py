@@ -28,7 +28,7 @@ from midilm.core.tokenizer import (
 )
 from midilm.data.dataset import chunk_paired_bars, split_bars
 from midilm.data.prepare import PrepareArguments, prepare
-from midilm.metrics.piece import accompaniment_metrics, harmonic_fit, melody_adherence
+from midilm.metrics.accompaniment import accompaniment_metrics, harmonic_fit, melody_adherence
 from midilm.sampling.accompaniment import (
     BarLimitLogitsProcessor,
     accompany,

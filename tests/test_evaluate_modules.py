@@ -32,7 +32,8 @@ def test_path_names_each_module():
 
 def test_music_metrics_from_midi_files_and_tokens(bach_files, prepared):
     from midilm.core.tokenizer import encode_ids, load_tokenizer, vocab_base_tokens
-    from midilm.metrics.piece import bar_windows, compare, median_bars, piece_metrics
+    from midilm.metrics.compare import compare
+    from midilm.metrics.piece import bar_windows, median_bars, piece_metrics
 
     files = [str(f.path) for f in bach_files]
     metric = evaluate.load(path("music_metrics"), keep_in_memory=True)

@@ -16,6 +16,7 @@ import pytest
 import torch
 from conftest import REPO
 from datasets import ClassLabel, Dataset, load_from_disk
+from shared_run import longest_shared_run
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
 from midilm.core.errors import InputError
@@ -25,7 +26,7 @@ from midilm.evaluation.likelihood import fit_unigram, unigram_from_counts
 from midilm.evaluation.memorization import MemorizationIndex, PitchReader, build_index, interval_codes
 from midilm.evaluation.run import EvaluateArguments, check_output_dir, evaluate
 from midilm.evaluation.samples import passage_runs, read_samples
-from midilm.metrics.piece import longest_shared_run, pitch_sequence
+from midilm.metrics.notes import pitch_sequence
 from midilm.sampling.generation import decode_ids
 
 torch.set_num_threads(1)  # two threads on two shared cores make generate() up to 100x slower

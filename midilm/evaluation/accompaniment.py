@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from midilm.core.errors import InputError
 from midilm.core.modeling import context_length
 from midilm.evaluation.samples import mean_or_none
-from midilm.metrics.piece import accompaniment_metrics
+from midilm.metrics.accompaniment import accompaniment_metrics
 from midilm.sampling.accompaniment import accompany, check_melody_fits, melody_prompt
 from midilm.sampling.sample_files import sample_stem
 from midilm.sampling.settings import SamplingSettings

@@ -1,7 +1,7 @@
 """Memorization: the longest passage a piece shares with one training piece, in any transposition.
 
 A piece is read as the pitches of its notes in onset order, lowest first within an onset (the order
-of `midilm.metrics.piece.pitch_sequence`), and compared by the intervals between successive pitches. A
+of `midilm.metrics.notes.pitch_sequence`), and compared by the intervals between successive pitches. A
 training piece transposed by any amount therefore matches as well as the original does, and so do
 prepare_dataset.py's augmented copies, which are transpositions of it. The run is counted in
 intervals: a shared run of k intervals is a passage of k + 1 notes.

@@ -13,7 +13,8 @@ from midilm.core.outputs import replace_dir, staging_dir
 from midilm.evaluation.accompaniment import ACCOMPANIMENT_METRICS
 from midilm.evaluation.adherence import UNCONDITIONAL
 from midilm.evaluation.composer_classifier.markdown import render_markdown
-from midilm.metrics.piece import DISTANCE_METRICS, HISTOGRAM_METRICS, SCALAR_METRICS
+from midilm.metrics.compare import DISTANCE_METRICS
+from midilm.metrics.piece import HISTOGRAM_METRICS, SCALAR_METRICS
 
 SETS = {"real": "real held-out", "trained": "trained model", "random": "random weights"}
 

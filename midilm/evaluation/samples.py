@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 from midilm.core.errors import InputError
 from midilm.core.modeling import context_length
 from midilm.evaluation.memorization import MemorizationIndex, PitchReader
-from midilm.metrics.piece import bar_windows, compare, js_divergence, piece_metrics, summary_distance
+from midilm.metrics.compare import compare, js_divergence, summary_distance
+from midilm.metrics.piece import bar_windows, piece_metrics
 from midilm.sampling.generation import build_plan, decode_ids
 from midilm.sampling.grammar import count_syntax_errors
 from midilm.sampling.sample_files import sample_stem

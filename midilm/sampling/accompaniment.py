@@ -38,7 +38,7 @@ from midilm.core.rows import OVERHEAD, RowLayout
 from midilm.core.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, vocab_base_tokens
 from midilm.data.corpus import default_cache_dir
 from midilm.data.dataset import empty_bar, split_bars
-from midilm.metrics.piece import DEFAULT_ONSET_TOLERANCE, accompaniment_metrics, onset_pitch_matches
+from midilm.metrics.accompaniment import DEFAULT_ONSET_TOLERANCE, accompaniment_metrics, onset_pitch_matches
 from midilm.sampling.generation import (
     composer_ids_of,
     composer_names,

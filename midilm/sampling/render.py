@@ -30,7 +30,7 @@ from matplotlib.image import imsave
 from symusic import Score
 
 from midilm.core.outputs import write_file_atomic
-from midilm.metrics.piece import PITCH_CLASS_NAMES, bars, tick_score
+from midilm.metrics.notes import PITCH_CLASS_NAMES, bars, tick_score
 
 SOUNDFONT_ENV = "MIDILM_SOUNDFONT"
 DEBIAN_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")

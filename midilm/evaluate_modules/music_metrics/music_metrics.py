@@ -8,15 +8,8 @@ import evaluate
 import numpy as np
 
 from midilm.evaluate_modules import load_tokenizer_arg, read_pieces
-from midilm.metrics.piece import (
-    SCALAR_METRICS,
-    bar_windows,
-    compare,
-    median_bars,
-    piece_metrics,
-    pooled_vertical_seconds,
-    summary_distance,
-)
+from midilm.metrics.compare import compare, summary_distance
+from midilm.metrics.piece import SCALAR_METRICS, bar_windows, median_bars, piece_metrics, pooled_vertical_seconds
 from midilm.sampling.grammar import count_syntax_errors
 
 _DESCRIPTION = """
@@ -24,7 +17,7 @@ Music metrics of symbolic pieces (midilm.metrics.piece.piece_metrics): pitch-cla
 consistency, groove consistency, empty-beat rate, polyphony, pitch range, notes per bar, the
 pitch-class and duration histograms, vertical seconds (the share of pairs of notes that start together
 a minor or major second apart, pooled over the pieces' pairs), and miditok's syntax error rate for token-id input. Given
-`real` pieces, the set comparison of midilm.metrics.piece.compare (standardised mean gap, distribution
+`real` pieces, the set comparison of midilm.metrics.compare.compare (standardised mean gap, distribution
 overlap and KL divergence per metric, Jensen-Shannon divergence of the histograms) and its summary.
 """
 
@@ -41,7 +34,7 @@ Args:
 Returns:
     n_pieces; mean: the mean of every scalar metric over the pieces that define it; per_piece: every
     piece's metrics; vertical_seconds: {"predictions": share over all their pairs, "real": the same
-    for `real` (its windows), or None without it}; with `real`: comparison (midilm.metrics.piece.compare) and
+    for `real` (its windows), or None without it}; with `real`: comparison (midilm.metrics.compare.compare) and
     distance: mean_gap and mean_overlap over the scalar metrics but the syntax error rate, pitch_class_js,
     duration_js; with `real_windows`, real_window_bars: the window length used.
 Examples:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from symusic import Score
 
-from midilm.metrics.piece import DURATION_BIN_EDGES, bars, note_arrays
+from midilm.metrics.notes import DURATION_BIN_EDGES, bars, note_arrays
 
 CROP_UNITS = ("notes", "bars")
 
