@@ -27,7 +27,7 @@ from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, Trainin
 from midilm.core.modeling import build_config
 from midilm.core.rows import RowLayout, body_room
 from midilm.core.tokenizer import build_tokenizer
-from midilm.training.trainer import MidiCollator
+from midilm.training.collator import MidiCollator
 
 
 class StepClock(TrainerCallback):

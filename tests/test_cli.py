@@ -9,7 +9,7 @@ import pytest
 from transformers import TrainingArguments
 
 from midilm.core.cli import parse_args
-from midilm.training.trainer import DataArguments, ModelArguments
+from midilm.training.arguments import DataArguments, ModelArguments
 
 
 @dataclass
@@ -35,7 +35,7 @@ def _effective(config_file, argv=()):
     """What prepare_dataset.py and train.py would run with (each parses its own sections)."""
     from midilm.core.tokenizer import tokenizer_settings
     from midilm.data.prepare import PrepareArguments
-    from midilm.training.trainer import TRAINING_DEFAULTS
+    from midilm.training.arguments import TRAINING_DEFAULTS
 
     prepare_args, config = parse_args((PrepareArguments,), ("prepare",), [], config_file=config_file)
     model_args, data_args, training_args, _ = parse_args(
@@ -114,7 +114,7 @@ def _package_defaults(section: str) -> dict:
         if f.default is not MISSING or f.default_factory is not MISSING
     }
     if section == "training":
-        from midilm.training.trainer import TRAINING_DEFAULTS
+        from midilm.training.arguments import TRAINING_DEFAULTS
 
         defaults.update(TRAINING_DEFAULTS)
     return defaults

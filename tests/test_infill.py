@@ -35,7 +35,8 @@ from midilm.data.dataset import split_bars
 from midilm.data.prepare import PrepareArguments, prepare
 from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
 from midilm.sampling.infilling import infill_span, load_piece, parse_bars, plan_context, prepare_infill
-from midilm.training.trainer import MidiCollator, dataset_tasks_and_row_len
+from midilm.training.collator import MidiCollator
+from midilm.training.data import dataset_tasks_and_row_len
 
 CONTEXT = 256  # the dataset's rows
 MODEL_CONTEXT = 768  # the random model's: room for a few bars of a four-voice chorale around a span

@@ -17,14 +17,11 @@ import torch
 from conftest import REPO, assert_refused, load_script, train_until_killed
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from midilm.training.trainer import (
-    TRAINING_DEFAULTS,
-    ComposerBalancedSampler,
-    MidiCollator,
-    MidiTrainer,
-    dataset_tasks_and_row_len,
-    last_complete_checkpoint,
-)
+from midilm.training.arguments import TRAINING_DEFAULTS
+from midilm.training.collator import MidiCollator
+from midilm.training.data import dataset_tasks_and_row_len
+from midilm.training.sampler import ComposerBalancedSampler
+from midilm.training.trainer import MidiTrainer, last_complete_checkpoint
 
 # No --max_seq_len: the context comes from the dataset (prepared with --max_seq_len 256).
 TINY = [

@@ -41,6 +41,10 @@ from midilm.core.modeling import (
 from midilm.core.rows import RowLayout
 from midilm.core.tokenizer import bar_start_table, infill_token_ids, load_tokenizer, section_token_ids
 from midilm.sampling.guard import bounds_to_config
+from midilm.training.arguments import TRAINING_DEFAULTS, DataArguments, ModelArguments
+from midilm.training.callbacks import SampleLoggingCallback, evaluation_samples
+from midilm.training.collator import MidiCollator
+from midilm.training.data import learn_guard_bounds, load_training_data, training_context
 from midilm.training.finetune import (
     FinetuneArguments,
     check_context,
@@ -54,20 +58,7 @@ from midilm.training.finetune import (
     wrap_lora,
 )
 from midilm.training.hub import push_model, write_model_card
-from midilm.training.trainer import (
-    TRAINING_DEFAULTS,
-    DataArguments,
-    MidiCollator,
-    MidiTrainer,
-    ModelArguments,
-    SampleLoggingCallback,
-    evaluation_samples,
-    last_complete_checkpoint,
-    learn_guard_bounds,
-    load_training_data,
-    save_full_model,
-    training_context,
-)
+from midilm.training.trainer import MidiTrainer, last_complete_checkpoint, save_full_model
 
 
 def main(argv: list[str] | None = None, config_file: Path | None = None) -> None:

@@ -1,6 +1,6 @@
 """What every midilm script shares: defaults, then config.json, then flags under HfArgumentParser; one-line errors.
 
-The defaults live in the package (the dataclasses' fields, `midilm.training.trainer.TRAINING_DEFAULTS`,
+The defaults live in the package (the dataclasses' fields, `midilm.training.arguments.TRAINING_DEFAULTS`,
 `midilm.core.tokenizer.TOKENIZER_DEFAULTS`). A config file only overrides them: it may be whole, partial,
 empty or absent. The repository's config.json holds deliberate overrides only, each with its reason under
 `_reasons` (keys starting with `_` are for readers; tests/test_cli.py fails on one that repeats a default)."""

@@ -359,7 +359,7 @@ def replay_rows(
 
 
 def mix_replay(data, args: FinetuneArguments, composer_map: ComposerMap, base_vocab: int, seed: int) -> None:
-    """Add `replay_rows` of --replay_dataset to the training split of `data` (midilm.training.trainer.TrainingData)."""
+    """Add `replay_rows` of --replay_dataset to the training split of `data` (midilm.training.data.TrainingData)."""
     from datasets import concatenate_datasets
 
     rows, composers = replay_rows(
