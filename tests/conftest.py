@@ -167,7 +167,8 @@ def midi_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def prepared(midi_dir, tmp_path_factory) -> dict:
     """prepare_dataset.py run once on `midi_dir`: paths of its tokenizer and dataset, and its report."""
-    from midilm.data.prepare import PrepareArguments, prepare
+    from midilm.data.arguments import PrepareArguments
+    from midilm.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("prepared")
     args = PrepareArguments(
@@ -248,7 +249,8 @@ def named_prepared(tmp_path_factory) -> dict:
     """prepare_dataset.py run once on folders named `NAMED_COMPOSERS` (4 pieces each, each composer
     keeps its token): paths of its tokenizer and dataset, its report and the composers' names.
     Small enough to train a few steps on and generate by name."""
-    from midilm.data.prepare import PrepareArguments, prepare
+    from midilm.data.arguments import PrepareArguments
+    from midilm.data.prepare import prepare
 
     midi = write_midi_folder(tmp_path_factory.mktemp("named_midi"), {name: 4 for name in NAMED_COMPOSERS}, broken=False)
     out = tmp_path_factory.mktemp("named_prepared")

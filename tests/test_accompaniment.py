@@ -26,8 +26,9 @@ from midilm.core.tokenizer import (
     section_token_ids,
     vocab_base_tokens,
 )
+from midilm.data.arguments import PrepareArguments
 from midilm.data.dataset import chunk_paired_bars, split_bars
-from midilm.data.prepare import PrepareArguments, prepare
+from midilm.data.prepare import prepare
 from midilm.metrics.accompaniment import accompaniment_metrics, harmonic_fit, melody_adherence
 from midilm.sampling.accompaniment import (
     BarLimitLogitsProcessor,

@@ -34,7 +34,7 @@ def test_train_help_prints(capsys):
 def _effective(config_file, argv=()):
     """What prepare_dataset.py and train.py would run with (each parses its own sections)."""
     from midilm.core.tokenizer import tokenizer_settings
-    from midilm.data.prepare import PrepareArguments
+    from midilm.data.arguments import PrepareArguments
     from midilm.training.arguments import TRAINING_DEFAULTS
 
     prepare_args, config = parse_args((PrepareArguments,), ("prepare",), [], config_file=config_file)
@@ -86,7 +86,7 @@ def _package_defaults(section: str) -> dict:
 
         return dict(TOKENIZER_DEFAULTS)
     if section == "prepare":
-        from midilm.data.prepare import PrepareArguments as classes
+        from midilm.data.arguments import PrepareArguments as classes
     elif section in ("model", "data", "finetune", "training"):
         from midilm.training.finetune import FinetuneArguments
 

@@ -64,7 +64,8 @@ def base_dir(tiny_model) -> Path:
 def ft_prepared(base_dir, tmp_path_factory) -> dict:
     """Two composers the base never saw (a comma, an accent) and one it knows, plus unusable files,
     prepared with the base's tokenizer (config.json's tokenizer section given, and ignored)."""
-    from midilm.data.prepare import PrepareArguments, prepare
+    from midilm.data.arguments import PrepareArguments
+    from midilm.data.prepare import prepare
 
     midi = write_midi_folder(tmp_path_factory.mktemp("ft_midi"), {NEW[0]: 6, NEW[1]: 6, "alpha": 4})
     out = tmp_path_factory.mktemp("ft_prepared")
@@ -442,7 +443,8 @@ def test_new_composers_need_a_bpe_base(midi_dir, tmp_path):
 
     from midilm.core.errors import InputError
     from midilm.core.tokenizer import build_tokenizer
-    from midilm.data.prepare import PrepareArguments, prepare
+    from midilm.data.arguments import PrepareArguments
+    from midilm.data.prepare import prepare
 
     tokenizer, composer_map = build_tokenizer(TOKENIZER_SETTINGS, ["zeta"])
     base = save_random_model(tmp_path / "no_bpe", tokenizer, composer_map, 256)

@@ -31,8 +31,9 @@ from midilm.core.tokenizer import (
     section_token_ids,
     vocab_base_tokens,
 )
+from midilm.data.arguments import PrepareArguments
 from midilm.data.dataset import split_bars
-from midilm.data.prepare import PrepareArguments, prepare
+from midilm.data.prepare import prepare
 from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
 from midilm.sampling.infilling import infill_span, load_piece, parse_bars, plan_context, prepare_infill
 from midilm.training.collator import MidiCollator

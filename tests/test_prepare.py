@@ -17,8 +17,9 @@ from datasets import load_from_disk
 from symusic import Score, Tempo, TimeSignature
 
 from midilm.core.tokenizer import bar_start_table, build_tokenizer, load_tokenizer
+from midilm.data.arguments import PrepareArguments
 from midilm.data.dataset import chunk_bars, split_of
-from midilm.data.prepare import PrepareArguments, prepare
+from midilm.data.prepare import prepare
 
 
 def run_script(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:

@@ -637,7 +637,8 @@ def test_gpt2_preset_trains_saves_samples_and_accompanies(midi_dir, tmp_path):
 
     from midilm.commands import train
     from midilm.core.tokenizer import load_tokenizer
-    from midilm.data.prepare import PrepareArguments, prepare
+    from midilm.data.arguments import PrepareArguments
+    from midilm.data.prepare import prepare
     from midilm.sampling.accompaniment import harmonize
     from midilm.sampling.generation import prepare_generation
     from midilm.sampling.grammar import GrammarLogitsProcessor, count_syntax_errors

@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
     # module first (prepare_dataset.py, or the `midilm` command); these (transformers, datasets, torch)
     # would otherwise load in every worker.
     from midilm.core.cli import parse_args
-    from midilm.data.prepare import PrepareArguments, prepare, summary
+    from midilm.data.arguments import PrepareArguments
+    from midilm.data.prepare import prepare
+    from midilm.data.report import summary
 
     args, config = parse_args((PrepareArguments,), ("prepare",), argv, description=__doc__, config_file=config_file)
     report = prepare(args, config.get("tokenizer", {}))

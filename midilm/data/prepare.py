@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from datasets import load_from_disk
 from tqdm.auto import tqdm
 
 from midilm.core.errors import InputError
 from midilm.core.outputs import replace_dir, staging_dir
-from midilm.core.rows import TASKS, continuation_overhead, full_section
 from midilm.core.tokenizer import (
     FULL_TOKEN,
     OTHER,
@@ -29,8 +25,10 @@ from midilm.core.tokenizer import (
     save_tokenizer,
 )
 from midilm.core.tokenizer import tokenizer_settings as resolve_tokenizer_settings
+from midilm.data.arguments import PrepareArguments
 from midilm.data.corpus import music21_corpus_files
 from midilm.data.dataset import SPLITS, assign_splits, build_dataset
+from midilm.data.report import add_file_lists, make_report
 from midilm.data.scan import Bounds, Spill, read_spill, scan_files, scan_vocabulary
 from midilm.data.sources import SourceFile, find_midi_files, read_metadata, relabel
 from midilm.training.finetune import composer_vocabulary as base_composer_vocabulary
@@ -38,152 +36,8 @@ from midilm.training.finetune import extend_tokenizer, resolve_base, tokenizer_s
 from midilm.training.hub import push_dataset, write_dataset_card
 
 REPORT_FILE = "prepare_report.json"
+
 CONFIG_FILE = "prepare_config.json"
-BPE_MAX_FILES = 2000
-BPE_MAX_FILES_WHY = "BPE cost ~6 ms and ~35 MB per 1,000 files here, and tokens per note stopped falling by 250 files"
-
-
-@dataclass
-class PrepareArguments:
-    midi_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Folder of MIDI files, one sub-folder per composer. Without it (and without --metadata) the "
-                "scores bundled in music21 are used."
-            )
-        },
-    )
-    metadata: str | None = field(
-        default=None,
-        metadata={
-            "help": "CSV or JSONL with columns path,composer (paths relative to --midi_dir); overrides folder labels."
-        },
-    )
-    composers: str | None = field(
-        default=None,
-        metadata={
-            "help": "Comma-separated composers to keep, e.g. bach,mozart (music21 corpus folder names or your labels)."
-        },
-    )
-    max_files_per_composer: int | None = field(
-        default=None, metadata={"help": "Keep at most this many files per composer (quick runs)."}
-    )
-    min_pieces_per_composer: int = field(
-        default=10, metadata={"help": "Composers with fewer valid pieces are folded into OTHER."}
-    )
-    base_model: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Encode the files with this trained midilm model's tokenizer (a model folder or a Hub repo id), "
-                "to fine-tune it with train.py --init_from: its BPE vocabulary and settings are kept byte for "
-                "byte (--vocab_size and config.json's tokenizer section do not apply), composers it knows keep "
-                "their ids, new ones get tokens after its last id."
-            )
-        },
-    )
-    vocab_size: int = field(default=1000, metadata={"help": "BPE vocabulary size; 0 = no BPE (base REMI vocabulary)."})
-    # BPE's cost grows with the files it reads (word counts held in memory; MidiTok #217: a crash at
-    # 298k files, fine at 10k) while its merges settle long before. Measured (bench/RESULTS.md,
-    # "Prepare at scale"): 250 → 4,000 files cost 1.5 → 22 s and 282 → 422 MB, tokens per note 1.334 → 1.332.
-    # 2,000 leaves room for corpora more varied than that one, at ~12 s.
-    bpe_max_files: int = field(
-        default=BPE_MAX_FILES,
-        metadata={
-            "help": (
-                f"BPE learns from at most this many training pieces, drawn with --seed (default {BPE_MAX_FILES}: "
-                f"{BPE_MAX_FILES_WHY})."
-            )
-        },
-    )
-    seed: int = field(default=0, metadata={"help": "Seed of the BPE training sample."})
-    max_silence_beats: float = field(
-        default=64.0,
-        metadata={
-            "help": (
-                "Longest silence (quarter notes, every track silent) a piece may hold: a few stray notes after a "
-                "longer one are cut, otherwise the file is skipped (each reported)."
-            )
-        },
-    )
-    max_seq_len: int = field(
-        default=1024,
-        metadata={"help": "Longest chunk in tokens, BOS/COMPOSER/EOS included; pieces are cut at bar lines."},
-    )
-    validation_ratio: float = field(default=0.1, metadata={"help": "Share of pieces in the validation split."})
-    test_ratio: float = field(default=0.1, metadata={"help": "Share of pieces in the test split."})
-    augment: bool = field(
-        default=False,
-        metadata={"help": "Add transposed copies (with velocity and tempo offsets) of the training pieces."},
-    )
-    augment_pitch_offsets: list[int] = field(
-        default_factory=lambda: [-5, -4, -3, -2, -1, 1, 2, 3, 4, 5],
-        metadata={
-            "help": "Semitone offsets, one augmented copy each (skipped where a note would leave the pitch range)."
-        },
-    )
-    augment_velocity_offsets: list[int] = field(
-        default_factory=lambda: [-8, 0, 8], metadata={"help": "Velocity offsets drawn from for each copy."}
-    )
-    augment_tempo_factors: list[float] = field(
-        default_factory=lambda: [0.9, 1.0, 1.1], metadata={"help": "Tempo factors drawn from for each copy."}
-    )
-    tasks: str = field(
-        default="continuation",
-        metadata={
-            "help": "Comma-separated tasks to build rows for: continuation (the music alone) and/or accompaniment (a "
-            "melody, then the full piece for the same bars)."
-            " infill (with continuation): train.py turns continuation rows into infill rows (a span of bars to rewrite"
-            " between the bars around it) on the fly; their rows keep room for its two markers."
-        },
-    )
-    output_dir: str = field(default="data", metadata={"help": "Where the DatasetDict is written (save_to_disk)."})
-    tokenizer_dir: str = field(
-        default="tokenizer", metadata={"help": "Where the tokenizer and composers.json are written."}
-    )
-    overwrite: bool = field(
-        default=False,
-        metadata={"help": "Replace an existing output or tokenizer folder (only once the new one is complete)."},
-    )
-    num_proc: int = field(
-        default=os.cpu_count() or 1, metadata={"help": "Worker processes for parsing and tokenizing."}
-    )
-    cache_dir: str | None = field(
-        default=None, metadata={"help": "Where music21 scores converted to MIDI are cached (default ~/.cache/midilm)."}
-    )
-    push_to_hub: str | None = field(
-        default=None, metadata={"help": "Hub dataset repo id to push the dataset, its card and the tokenizer to."}
-    )
-
-    def __post_init__(self):
-        if (
-            not 0 <= self.validation_ratio < 1
-            or not 0 <= self.test_ratio < 1
-            or self.validation_ratio + self.test_ratio >= 1
-        ):
-            raise InputError("--validation_ratio and --test_ratio must be in [0, 1) and leave pieces for training")
-        if self.max_seq_len < 16:
-            raise InputError("--max_seq_len must be at least 16 tokens")
-        if self.bpe_max_files < 1:
-            raise InputError("--bpe_max_files must be at least 1")
-        if self.max_silence_beats <= 0:
-            raise InputError("--max_silence_beats must be a positive number of quarter notes")
-        if self.vocab_size < 0:
-            raise InputError("--vocab_size must be 0 (no BPE) or a vocabulary size")
-        tasks = self.task_list()
-        unknown = [t for t in tasks if t not in TASKS]
-        if unknown or not tasks:
-            raise InputError(f"--tasks {self.tasks!r}: choose one or more of {', '.join(TASKS)}, comma-separated")
-        if "infill" in tasks and "continuation" not in tasks:
-            raise InputError(
-                f"--tasks {self.tasks!r}: infill rows are drawn from continuation rows while training; "
-                "add continuation (--tasks continuation,infill)"
-            )
-
-    def task_list(self) -> tuple[str, ...]:
-        names = self.tasks if isinstance(self.tasks, (list, tuple)) else str(self.tasks).split(",")
-        return tuple(dict.fromkeys(t.strip() for t in names if t.strip()))
 
 
 def collect_files(args: PrepareArguments) -> tuple[list[SourceFile], dict[str, str]]:
@@ -394,15 +248,6 @@ def write_dataset(
     return dataset
 
 
-def add_file_lists(report: dict, duplicates: dict, cut: dict, flagged: dict, normal: dict) -> None:
-    """The files the scan set aside or cut, each with its reason, into the report."""
-    report["files"].update(duplicates=len(duplicates), cut=len(cut), flagged=len(flagged))
-    report["duplicate_files"] = dict(sorted(duplicates.items()))
-    report["cut_files"] = dict(sorted(cut.items()))
-    report["flagged_files"] = dict(sorted(flagged.items()))
-    report["normal_range"] = normal
-
-
 def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> dict:
     """Scan, tokenize and split the files; write the tokenizer and the dataset (with the resolved
     configuration beside it) whole, or nothing. `tokenizer_overrides`: config.json's `tokenizer` section."""
@@ -509,119 +354,3 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
     if args.push_to_hub:
         push_dataset(output_dir, tokenizer_dir, args.push_to_hub)
     return report
-
-
-def make_report(
-    seen: int,
-    kept: int,
-    skipped: dict[str, str],
-    dataset,
-    composers: list[str],
-    composer_json: dict,
-    base_vocab: int,
-    vocab: int,
-    tasks: tuple[str, ...] = ("continuation",),
-    ids_after: tuple[int, int] | None = None,
-) -> dict:
-    """The dataset's figures; `ids_after` = (FULL, EOS) token ids, needed when there are accompaniment rows only.
-
-    Computed with Arrow on the memory-mapped splits: no column is copied into Python objects.
-    """
-    per_split = {}
-    notes = base_tokens = tokens = 0
-    # Tokens per note from one task's rows, so no note counts twice: continuation's, else the full
-    # sections of accompaniment rows (their melody sections repeat notes of the piece).
-    measured = "continuation" if "continuation" in tasks else "accompaniment"
-    for split in SPLITS:
-        ds = dataset[split]
-        table = ds.data.table
-        rows = pa.table(
-            {
-                "composer": table.column("composer"),
-                "source": table.column("source"),
-                "length": pc.list_value_length(table.column("input_ids")),
-                "augmentation": table.column("augmentation"),
-                "task": table.column("task"),
-                "n_notes": table.column("n_notes"),
-                "n_base_tokens": table.column("n_base_tokens"),
-            }
-        )
-        grouped = (
-            rows.group_by("composer")
-            .aggregate([("source", "count_distinct"), ("length", "sum"), ("length", "count")])
-            .to_pylist()
-        )
-        by_label = {g["composer"]: g for g in grouped}
-        per_composer = {
-            name: {
-                "pieces": int(by_label.get(label, {}).get("source_count_distinct", 0)),
-                "chunks": int(by_label.get(label, {}).get("length_count", 0)),
-                "tokens": int(by_label.get(label, {}).get("length_sum", 0) or 0),
-            }
-            for label, name in enumerate(composers)
-        }
-        by_task = {g["task"]: g["task_count"] for g in rows.group_by("task").aggregate([("task", "count")]).to_pylist()}
-        per_split[split] = {
-            "pieces": int(pc.count_distinct(rows.column("source")).as_py()) if len(rows) else 0,
-            "chunks": len(rows),
-            "tokens": int(pc.sum(rows.column("length")).as_py() or 0),
-            "composers": per_composer,
-            # infill rows are drawn from continuation rows while training, none is stored
-            "tasks": {task: int(by_task.get(task, 0)) for task in tasks if task != "infill"},
-        }
-        originals = rows.filter(
-            pc.and_(pc.equal(rows.column("augmentation"), ""), pc.equal(rows.column("task"), measured))
-        )
-        if not len(originals):
-            continue
-        notes += int(pc.sum(originals.column("n_notes")).as_py())
-        base_tokens += int(pc.sum(originals.column("n_base_tokens")).as_py())
-        if measured == "continuation":
-            # every chunk adds the header, the last chunk of a piece EOS: count music tokens only
-            pieces = int(pc.count_distinct(originals.column("source")).as_py())
-            tokens += int(pc.sum(originals.column("length")).as_py()) - continuation_overhead(len(originals), pieces)
-        else:
-            full_id, eos_id = ids_after
-            for batch in ds.select_columns(["input_ids", "augmentation", "task"]).iter(batch_size=1000):
-                for ids, aug, task in zip(batch["input_ids"], batch["augmentation"], batch["task"]):
-                    if aug == "" and task == measured:
-                        music = full_section(ids, full_id)  # the melody section repeats its notes
-                        tokens += len(music) - (music[-1:] == [eos_id])
-    reasons = Counter(skipped.values())
-    return {
-        "tasks": list(tasks),
-        "files": {"seen": seen, "kept": kept, "skipped": len(skipped)},
-        "skipped_by_reason": dict(reasons.most_common()),
-        "skipped_files": dict(sorted(skipped.items())),
-        "splits": per_split,
-        "composers": composer_json,
-        "vocabulary": {"base": base_vocab, "with_bpe": vocab},
-        "tokens_per_note": {
-            "before_bpe": round(base_tokens / notes, 4) if notes else None,
-            "after_bpe": round(tokens / notes, 4) if notes else None,
-        },
-    }
-
-
-def summary(report: dict) -> str:
-    splits = report["splits"]
-    reasons = report["skipped_by_reason"]
-    why = ", ".join(f"{n} {r}" for r, n in list(reasons.items())[:5]) + (", …" if len(reasons) > 5 else "")
-    lines = [
-        f"files: {report['files']['seen']} seen, {report['files']['kept']} kept, {report['files']['skipped']} skipped"
-        + (f" ({why})" if reasons else "")
-        + "".join(f", {report['files'][k]} {k}" for k in ("duplicates", "cut", "flagged") if report["files"].get(k)),
-        "pieces / chunks / tokens: "
-        + ", ".join(f"{s} {v['pieces']} / {v['chunks']} / {v['tokens']}" for s, v in splits.items()),
-        "composers: " + ", ".join(f"{r['composer']} ({r['pieces']})" for r in report["composers"]["composers"]),
-        (
-            f"vocabulary: {report['vocabulary']['base']} base → {report['vocabulary']['with_bpe']}; tokens per note "
-            f"{report['tokens_per_note']['before_bpe']} → {report['tokens_per_note']['after_bpe']}"
-        ),
-    ]
-    if report.get("tasks", ["continuation"]) != ["continuation"]:
-        lines.append(
-            "chunks per task: "
-            + ", ".join(f"{s} " + " + ".join(f"{n} {t}" for t, n in v["tasks"].items()) for s, v in splits.items())
-        )
-    return "\n".join(lines)

@@ -525,7 +525,7 @@ def harmonize(
 
 def source_root(dataset_dir: str | Path) -> Path:
     """The folder a prepared dataset's `source` paths are relative to (--midi_dir, or the corpus cache)."""
-    from midilm.data.prepare import CONFIG_FILE  # here: prepare loads `datasets`, which sampling never needs
+    from midilm.data.prepare import CONFIG_FILE
 
     prepare_args = json.loads((Path(dataset_dir) / CONFIG_FILE).read_text())["prepare"]
     return Path(prepare_args.get("midi_dir") or prepare_args.get("cache_dir") or default_cache_dir())
