@@ -28,16 +28,11 @@ from midilm.core.tokenizer import (
 )
 from midilm.data.arguments import PrepareArguments
 from midilm.data.dataset import chunk_paired_bars, split_bars
+from midilm.data.held_out import source_root
 from midilm.data.prepare import prepare
 from midilm.metrics.accompaniment import accompaniment_metrics, harmonic_fit, melody_adherence
-from midilm.sampling.accompaniment import (
-    BarLimitLogitsProcessor,
-    accompany,
-    load_melody,
-    melody_prompt,
-    plan_window,
-    source_root,
-)
+from midilm.sampling.accompaniment import accompany, load_melody, melody_prompt, plan_window
+from midilm.sampling.bars import BarLimitLogitsProcessor
 from midilm.sampling.generation import decode_ids
 from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
 
@@ -530,7 +525,7 @@ def test_tiny_train_then_accompany(both, script, tmp_path, monkeypatch):
 
 
 def test_held_out_piece_is_a_file_of_that_split(both):
-    from midilm.sampling.accompaniment import held_out_piece
+    from midilm.data.held_out import held_out_piece
 
     path = held_out_piece(both["data"], "validation", composer="alpha")
     sources = set(load_from_disk(str(both["data"]))["validation"]["source"])

@@ -18,6 +18,7 @@ from midilm.core.errors import InputError
 from midilm.core.modeling import TASKS_KEY, context_length, load_midilm_dir, model_tasks, sampling_defaults
 from midilm.core.rows import body_room, with_composer
 from midilm.core.tokenizer import bar_start_table, load_tokenizer
+from midilm.data.held_out import source_root
 from midilm.evaluation.accompaniment import accompaniment_pieces, evaluate_accompaniment
 from midilm.evaluation.adherence import UNCONDITIONAL, composer_adherence, sweep_key
 from midilm.evaluation.data import TrainingScan, join_pieces, load_eval_dataset, scan_training, token_rows
@@ -35,7 +36,6 @@ from midilm.evaluation.samples import (
     sweep_row,
 )
 from midilm.metrics.piece import median_bars
-from midilm.sampling.accompaniment import source_root
 from midilm.sampling.generation import composer_names, decode_ids, load_model
 from midilm.sampling.grammar import count_syntax_errors
 from midilm.sampling.guard import bounds_from_config

@@ -20,7 +20,6 @@ bars took so far. If the context runs out inside a bar, that bar is written agai
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from symusic import Score, Track
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 from midilm.core.errors import InputError
 from midilm.core.melody import extract_melody
@@ -36,9 +35,9 @@ from midilm.core.midi_checks import require_usable_midi
 from midilm.core.modeling import context_length, load_midilm_dir, model_tasks, sampling_defaults
 from midilm.core.rows import OVERHEAD, RowLayout
 from midilm.core.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, vocab_base_tokens
-from midilm.data.corpus import default_cache_dir
 from midilm.data.dataset import empty_bar, split_bars
 from midilm.metrics.accompaniment import DEFAULT_ONSET_TOLERANCE, accompaniment_metrics, onset_pitch_matches
+from midilm.sampling.bars import BarLimitLogitsProcessor, bar_time_signatures
 from midilm.sampling.generation import (
     composer_ids_of,
     composer_names,
@@ -54,7 +53,9 @@ from midilm.sampling.guard import guard_processor
 from midilm.sampling.settings import SamplingSettings, greedy_config
 
 ROW_OVERHEAD = OVERHEAD["accompaniment"]
+
 PAST_SHARE = 0.5  # of the context, at most, for the bars already written that a window reads again
+
 FULL_PER_MELODY_TOKEN = 4.0  # first guess of a full bar's tokens per melody token (a four-voice texture)
 
 
@@ -93,23 +94,6 @@ class Accompaniment:
         return accompaniment_metrics(self.melody, self.full, onset_tolerance)
 
 
-def time_signature_table(tokenizer) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """The TimeSig values of the vocabulary, and for every item: the index of the TimeSig it holds
-    (-1 for none) and whether that TimeSig belongs to a bar the item begins (else to the current bar).
-    With `encode_ids_split="bar"` a TimeSig only ever follows the Bar token."""
-    base = vocab_base_tokens(tokenizer)
-    values = sorted({t for item in base for t in item if t.startswith("TimeSig_")})
-    index = {t: i for i, t in enumerate(values)}
-    holds = np.full(len(base), -1, dtype=np.int64)
-    new_bar = np.zeros(len(base), dtype=bool)
-    for v, item in enumerate(base):
-        for k, token in enumerate(item):
-            if token in index:
-                holds[v], new_bar[v] = index[token], k > 0 and item[k - 1].startswith("Bar_")
-                break
-    return values, holds, new_bar
-
-
 def melody_prompt(tokenizer, score: Score, warn_on_chords: bool = False, name: str = "the melody") -> MelodyPrompt:
     """The melody of `score` (a marked melody track, else the top voice; midilm.core.melody) as bars of
     tokens. InputError when nothing in it can be tokenized."""
@@ -144,85 +128,11 @@ def melody_prompt(tokenizer, score: Score, warn_on_chords: bool = False, name: s
     return MelodyPrompt(kept.score, bars, bar_time_signatures(tokenizer, bars), kept.source, kept.hidden_notes)
 
 
-def bar_time_signatures(tokenizer, bars: list[np.ndarray]) -> list[int]:
-    """For each bar of tokens, the index (in `time_signature_table`) of the time signature it opens with; -1: none."""
-    _, holds, _ = time_signature_table(tokenizer)
-    signatures = []
-    for bar in bars:
-        found = [holds[i] for i in bar[:2].tolist() if holds[i] >= 0]
-        signatures.append(int(found[0]) if found else -1)
-    return signatures
-
-
 def load_melody(tokenizer, path: str | Path) -> MelodyPrompt:
     """A melody MIDI file, checked as prompts are; chords give their top voice and one warning."""
     path = Path(path)
     require_usable_midi(path, "--melody_midi")
     return melody_prompt(tokenizer, Score(path), warn_on_chords=True, name=f"--melody_midi {path}")
-
-
-class BarLimitLogitsProcessor(LogitsProcessor):
-    """Keeps each row's full section to its melody's bars.
-
-    Per row: the first new token begins a bar (a window never adds to a bar it was given); EOS waits
-    until the full section (the tokens after FULL) has `targets[row]` bars; from then on the
-    probability of beginning another bar goes to EOS; and a bar's time signature is the one of the
-    melody bar it stands under (`time_signatures[row, j]` for the section's bar j, -1 = any).
-    Put it after the grammar processor and before the CFG sampler; rows i and i+B of guidance hold
-    the same tokens after the composer, so they get the same mask.
-    """
-
-    def __init__(self, tokenizer, full_id: int, eos_id: int, targets: torch.Tensor, time_signatures: torch.Tensor):
-        _, holds, new_bar = time_signature_table(tokenizer)
-        self.starts_bar = torch.tensor(bar_start_table(tokenizer))
-        self.holds, self.new_bar = torch.from_numpy(holds), torch.from_numpy(new_bar)
-        self.full_id, self.eos_id = full_id, eos_id
-        self.targets, self.time_signatures = targets.long(), time_signatures.long()
-        self._prompt_length: int | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        device = scores.device
-        vocab = self.starts_bar.shape[0]
-        if self._prompt_length is None or input_ids.shape[1] <= self._prompt_length:
-            self._prompt_length = input_ids.shape[1]  # a new generate() call
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        is_full = (input_ids == self.full_id).long()
-        after = positions > (is_full * positions).max(dim=1, keepdim=True).values  # after the (only) FULL token
-        starts_bar = self.starts_bar.to(input_ids.device)
-        bars = (starts_bar[input_ids.clamp(max=vocab - 1)] & after).sum(dim=1).to(device)
-        targets, signatures = self.targets.to(device), self.time_signatures.to(device)
-        starts_bar, holds, new_bar = starts_bar.to(device), self.holds.to(device), self.new_bar.to(device)
-        extra = scores.shape[1] - vocab  # a model vocabulary padded past the tokenizer's
-        if extra > 0:
-            starts_bar = torch.nn.functional.pad(starts_bar, (0, extra), value=False)
-            holds = torch.nn.functional.pad(holds, (0, extra), value=-1)
-            new_bar = torch.nn.functional.pad(new_bar, (0, extra), value=False)
-
-        scores = scores.clone()
-        neg_inf = float("-inf")
-        # time signatures: an item that begins bar j holds bar j's; one that continues bar j-1, bar j-1's
-        last = signatures.shape[1] - 1
-        expected_new = signatures.gather(1, bars.clamp(max=last).unsqueeze(1))
-        expected_now = signatures.gather(1, (bars - 1).clamp(min=0, max=last).unsqueeze(1))
-        expected = torch.where(new_bar.unsqueeze(0), expected_new, expected_now)
-        wrong = (holds.unsqueeze(0) >= 0) & (expected >= 0) & (holds.unsqueeze(0) != expected)
-        scores.masked_fill_(wrong, neg_inf)
-        if input_ids.shape[1] == self._prompt_length:
-            scores.masked_fill_(~starts_bar.unsqueeze(0), neg_inf)
-        done = bars >= targets
-        if done.any():
-            moved = torch.logsumexp(
-                torch.cat([scores[done][:, starts_bar], scores[done][:, self.eos_id : self.eos_id + 1]], dim=1), dim=1
-            )
-            rows = done.nonzero().flatten()
-            scores[rows.unsqueeze(1), starts_bar.nonzero().flatten().unsqueeze(0)] = neg_inf
-            scores[rows, self.eos_id] = moved
-        if (~done).any():
-            scores[~done, self.eos_id] = neg_inf
-        # A row left with nothing (the grammar allowed only what this processor forbids) ends.
-        stuck = torch.isneginf(scores).all(dim=1)
-        scores[stuck, self.eos_id] = 0.0
-        return scores
 
 
 def plan_window(
@@ -521,28 +431,3 @@ def harmonize(
     job = prepare_accompaniment(model_dir, melody_midi, composer, num_samples, **settings)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return job.run(load_model(model_dir, device))
-
-
-def source_root(dataset_dir: str | Path) -> Path:
-    """The folder a prepared dataset's `source` paths are relative to (--midi_dir, or the corpus cache)."""
-    from midilm.data.prepare import CONFIG_FILE
-
-    prepare_args = json.loads((Path(dataset_dir) / CONFIG_FILE).read_text())["prepare"]
-    return Path(prepare_args.get("midi_dir") or prepare_args.get("cache_dir") or default_cache_dir())
-
-
-def held_out_piece(dataset_dir: str | Path, split: str = "validation", composer: str | None = None) -> Path:
-    """The MIDI file of the first piece (by source name) of a split of a prepared dataset, e.g. a
-    validation-split Bach chorale whose soprano the demo accompanies (`--melody_midi` takes the
-    marked melody track of a whole score)."""
-    from datasets import load_from_disk  # here: heavy, and sampling never needs it
-
-    dataset_dir = Path(dataset_dir)
-    rows = load_from_disk(str(dataset_dir))[split].select_columns(["source", "composer"])
-    names = rows.features["composer"].names
-    sources = sorted(
-        {r["source"] for r in rows if composer is None or names[r["composer"]].lower() == composer.lower()}
-    )
-    if not sources:
-        raise InputError(f"{dataset_dir}: no {split} piece" + (f" of {composer}" if composer else ""))
-    return source_root(dataset_dir) / sources[0]

@@ -40,7 +40,7 @@ from midilm.core.modeling import context_length, load_midilm_dir, model_tasks, s
 from midilm.core.rows import OVERHEAD, RowLayout
 from midilm.core.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, infill_token_ids, vocab_base_tokens
 from midilm.data.dataset import empty_bar, split_bars
-from midilm.sampling.accompaniment import BarLimitLogitsProcessor, bar_time_signatures
+from midilm.sampling.bars import BarLimitLogitsProcessor, bar_time_signatures
 from midilm.sampling.generation import (
     composer_ids_of,
     composer_names,
@@ -93,7 +93,7 @@ class InfillPiece:
     score: Score  # the file as read: everything outside the span comes from here
     bars: list[np.ndarray]  # its tokens, one array per bar, from bar 0 to its last note's bar
     lines: list[int]  # ticks of `score` where each bar starts, and the line after the last bar
-    time_signatures: list[int]  # index (accompaniment.time_signature_table) of each bar's time signature, -1: none
+    time_signatures: list[int]  # index (bars.time_signature_table) of each bar's time signature, -1: none
     source: str
 
     @property
