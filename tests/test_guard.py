@@ -14,7 +14,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, LogitsProcessorList
 
 from midilm.core.modeling import build_config
 from midilm.core.tokenizer import build_tokenizer, encode_ids, vocab_base_tokens
-from midilm.sampling.grammar import GrammarLogitsProcessor, count_syntax_errors
+from midilm.sampling.grammar import count_syntax_errors
+from midilm.sampling.grammar_processor import GrammarLogitsProcessor
 from midilm.sampling.guard import (
     NoteGuard,
     NoteGuardLogitsProcessor,

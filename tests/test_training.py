@@ -641,7 +641,8 @@ def test_gpt2_preset_trains_saves_samples_and_accompanies(midi_dir, tmp_path):
     from midilm.data.prepare import prepare
     from midilm.sampling.accompaniment import harmonize
     from midilm.sampling.generation import prepare_generation
-    from midilm.sampling.grammar import GrammarLogitsProcessor, count_syntax_errors
+    from midilm.sampling.grammar import count_syntax_errors
+    from midilm.sampling.grammar_processor import GrammarLogitsProcessor
     from midilm.sampling.guidance import CFGSamplingProcessor
 
     data, tokenizer_dir, out = tmp_path / "data", tmp_path / "tokenizer", tmp_path / "model_output"

@@ -51,7 +51,7 @@ from midilm.core.midi_checks import require_usable_midi
 from midilm.core.modeling import context_length, load_midilm_dir, sampling_defaults
 from midilm.core.rows import HEADER_TOKENS, RowLayout, body_room, new_tokens_start
 from midilm.core.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, load_tokenizer
-from midilm.sampling.grammar import GrammarLogitsProcessor
+from midilm.sampling.grammar_processor import GrammarLogitsProcessor
 from midilm.sampling.guard import guard_processor
 from midilm.sampling.settings import SamplingSettings, fast_sampling, greedy_config
 

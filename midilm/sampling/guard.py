@@ -41,7 +41,8 @@ import torch
 from transformers import LogitsProcessor
 
 from midilm.core.tokenizer import vocab_base_tokens
-from midilm.sampling.grammar import RemiGrammar, StepTracker
+from midilm.sampling.grammar import RemiGrammar
+from midilm.sampling.grammar_processor import StepTracker
 
 CONFIG_KEY = "midilm_guard"
 DEFAULT_QUANTILE = 0.999
@@ -186,7 +187,7 @@ class NoteGuard:
 class NoteGuardLogitsProcessor(LogitsProcessor):
     """Masks (-inf) every item that would put more notes on one onset, or in one bar, than the bounds.
 
-    Like `midilm.sampling.grammar.GrammarLogitsProcessor` it works on any batch (left padding, the 2B rows of
+    Like `midilm.sampling.grammar_processor.GrammarLogitsProcessor` it works on any batch (left padding, the 2B rows of
     guidance), reads each row's prefix on the first call of a `generate()` and only the last token
     afterwards. Put it after the grammar and before any processor that samples or mixes rows
     (`midilm.sampling.guidance.CFGSamplingProcessor`).

@@ -51,7 +51,8 @@ from midilm.sampling.generation import (
     model_settings,
     replace_settings,
 )
-from midilm.sampling.grammar import GrammarLogitsProcessor, RemiGrammar, count_syntax_errors
+from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
+from midilm.sampling.grammar_processor import GrammarLogitsProcessor
 from midilm.sampling.guard import guard_processor
 from midilm.sampling.settings import SamplingSettings, fast_sampling, greedy_config
 
