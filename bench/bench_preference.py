@@ -31,7 +31,8 @@ from midilm.evaluation.ngram_classifier import fit_ngram_classifier
 from midilm.evaluation.samples import Sampler, real_passages, set_comparison
 from midilm.metrics.piece import median_bars, piece_metrics
 from midilm.sampling.generation import load_model
-from midilm.tuning.loop import TuneArguments, describe_samples, tune
+from midilm.tuning.arguments import TuneArguments
+from midilm.tuning.loop import describe_samples, tune
 from midilm.tuning.score import ScoreWeights, build_reference
 
 

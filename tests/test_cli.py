@@ -99,7 +99,7 @@ def _package_defaults(section: str) -> dict:
     elif section == "evaluate":
         from midilm.evaluation.run import EvaluateArguments as classes
     elif section == "tune":
-        from midilm.tuning.loop import TuneArguments
+        from midilm.tuning.arguments import TuneArguments
         from midilm.tuning.score import ScoreWeights
 
         classes = (TuneArguments, ScoreWeights)

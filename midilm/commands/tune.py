@@ -21,7 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from midilm.core.cli import parse_args, run
-from midilm.tuning.loop import TuneArguments, tune
+from midilm.tuning.arguments import TuneArguments
+from midilm.tuning.loop import tune
 from midilm.tuning.score import ScoreWeights
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +32,9 @@ from midilm.metrics.piece import median_bars, piece_metrics, pooled_vertical_sec
 from midilm.sampling.generation import load_model
 from midilm.sampling.guard import onset_counts
 from midilm.training.hub import TUNING_CARD, rewrite_model_card
+from midilm.tuning.arguments import TuneArguments
 from midilm.tuning.report import TUNING_KEY, TUNING_REPORT, tuning_card, verdict
 from midilm.tuning.score import (
-    PAIR_RULES,
     Reference,
     ScoreWeights,
     build_pairs,
@@ -44,122 +44,8 @@ from midilm.tuning.score import (
 )
 
 ROUND_FILE = "round.json"  # written last in a round's folder: the round is finished
+
 TUNING_CONFIG = "tuning_config.json"
-
-
-@dataclass
-class TuneArguments:
-    model_dir: str = field(
-        default="model_output",
-        metadata={"help": "The trained model folder to tune (train.py's output); it is never written."},
-    )
-    dataset_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "The model's own dataset (prepare_dataset.py's output); default: the one its "
-                "training_config.json names."
-            )
-        },
-    )
-    output_dir: str = field(
-        default="model_tuned",
-        metadata={
-            "help": "Where the tuned model folder goes (work in progress: <output_dir>.tuning/, kept for resuming)."
-        },
-    )
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output_dir."})
-    rounds: int = field(
-        default=2,
-        metadata={
-            "help": (
-                "Rounds of sample -> score -> DPO (NotaGen's CLaMP-DPO used 2); fewer when every composer "
-                "reaches its target or adherence stops rising. On the 1500-step demo model (bench/RESULTS.md, 64 "
-                "samples per composer, seed 0) 2 rounds raised the mean adherence by both classifiers (reward "
-                "0.67 -> 0.82, independent 0.89 -> 0.93), 1 round did not (independent 0.89 -> 0.85), and "
-                "--rounds 3 stopped after 2; at seeds 1 and 2 the independent classifier's mean moved +0.07 and "
-                "0.00, so the gain is not robust."
-            )
-        },
-    )
-    samples_per_composer: int = field(
-        default=32, metadata={"help": "Samples per composer per round (K): pairs come from within one composer's K."}
-    )
-    max_new_tokens: int = field(
-        default=256, metadata={"help": "Tokens per sample: the evaluation's demo length (about 65 notes)."}
-    )
-    guidance_scale: float | None = field(
-        default=None,
-        metadata={"help": "Guidance scale of the round's samples (default: the model's midilm_guidance_scale)."},
-    )
-    pair_rule: str = field(
-        default="extremes",
-        metadata={
-            "help": (
-                f"How pairs are built per composer: {' or '.join(PAIR_RULES)} (see "
-                "midilm.tuning.score.build_pairs). extremes: on the 1500-step demo model best_worst's 3 pairs "
-                "stopped after 1 round with lower adherence (means 0.72 / 0.91 by the two classifiers, against "
-                "extremes' 0.82 / 0.93)."
-            )
-        },
-    )
-    pair_fraction: float = field(
-        default=0.25,
-        metadata={
-            "help": "extremes: the top and bottom share of each composer's samples that are paired (best with worst)."
-        },
-    )
-    min_margin: float = field(
-        default=0.05, metadata={"help": "A pair whose scores differ by less carries no preference and is dropped."}
-    )
-    beta: float = field(
-        default=0.1, metadata={"help": "DPO's beta: how far the policy may move from the reference (TRL's default)."}
-    )
-    learning_rate: float = field(
-        default=5e-5,
-        metadata={
-            "help": (
-                "DPO learning rate (AdamW, constant): the tiny models of the demo barely move at TRL's 1e-6. On "
-                "the 1500-step demo model 2e-5 kept the metric gap (0.64 -> 0.63) but the classifiers disagreed "
-                "(reward 0.67 -> 0.70, independent 0.89 -> 0.82); 5e-5 raised both, at a metric-gap cost (0.64 "
-                "-> 0.70)."
-            )
-        },
-    )
-    dpo_epochs: float = field(default=2.0, metadata={"help": "Passes over a round's pairs."})
-    batch_size: int = field(default=8, metadata={"help": "Pairs per DPO step."})
-    stop_early: bool = field(
-        default=True,
-        metadata={
-            "help": (
-                "Stop before --rounds once every composer reaches its target or adherence stops rising "
-                "(--stop_early false runs every round)."
-            )
-        },
-    )
-    target_ratio: float = field(
-        default=0.9,
-        metadata={
-            "help": "A composer's adherence target: this share of the classifier's ceiling on real held-out crops."
-        },
-    )
-    sample_batch_size: int = field(default=64, metadata={"help": "Samples per generate() call."})
-    seed: int = field(default=0, metadata={"help": "Seeds the samples (round r draws with seed + 1000 r) and DPO."})
-
-    def __post_init__(self):
-        if self.rounds < 1:
-            raise InputError(f"--rounds {self.rounds}: must be at least 1")
-        for name in ("samples_per_composer", "max_new_tokens", "batch_size", "sample_batch_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name} {getattr(self, name)}: must be at least 1")
-        if self.samples_per_composer < 2:
-            raise InputError(f"--samples_per_composer {self.samples_per_composer}: a pair needs at least 2")
-        if self.pair_rule not in PAIR_RULES:
-            raise InputError(f"--pair_rule {self.pair_rule!r}: choose one of {', '.join(PAIR_RULES)}")
-        if not 0 < self.pair_fraction <= 0.5:
-            raise InputError(f"--pair_fraction {self.pair_fraction}: must be within (0, 0.5]")
-        if self.beta <= 0 or self.learning_rate <= 0 or self.dpo_epochs <= 0:
-            raise InputError("--beta, --learning_rate and --dpo_epochs must be > 0")
 
 
 def work_dir(args: TuneArguments) -> Path:
