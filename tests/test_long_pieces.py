@@ -13,9 +13,10 @@ from transformers import AutoModelForCausalLM
 
 from midilm.core.rows import HEADER_TOKENS
 from midilm.core.tokenizer import bar_start_table, build_tokenizer, load_tokenizer
-from midilm.sampling.generation import load_prompt, prepare_generation, window_start
+from midilm.sampling.generation import load_prompt, prepare_generation
 from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
 from midilm.sampling.guard import CONFIG_KEY, NoteGuard
+from midilm.sampling.windows import window_start
 
 CONTEXT = 128
 LONG = 4 * CONTEXT  # new tokens asked: four contexts' worth

@@ -43,7 +43,6 @@ from midilm.sampling.generation import (
     composer_names,
     decode_ids,
     guard_bounds,
-    left_padded,
     load_model,
     model_settings,
     replace_settings,
@@ -52,6 +51,7 @@ from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
 from midilm.sampling.grammar_processor import GrammarLogitsProcessor
 from midilm.sampling.guard import guard_processor
 from midilm.sampling.settings import SamplingSettings, greedy_config
+from midilm.sampling.windows import left_padded
 
 ROW_OVERHEAD = OVERHEAD["accompaniment"]
 

@@ -46,7 +46,6 @@ from midilm.sampling.generation import (
     composer_names,
     decode_ids,
     guard_bounds,
-    left_padded,
     load_model,
     model_settings,
     replace_settings,
@@ -55,6 +54,7 @@ from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
 from midilm.sampling.grammar_processor import GrammarLogitsProcessor
 from midilm.sampling.guard import guard_processor
 from midilm.sampling.settings import SamplingSettings, fast_sampling, greedy_config
+from midilm.sampling.windows import left_padded
 
 ROW_OVERHEAD = OVERHEAD["infill"]
 # Room kept for the new span: this many times its bars' tokens (the original span's, or the piece's mean bar,
