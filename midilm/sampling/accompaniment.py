@@ -50,6 +50,7 @@ from midilm.sampling.generation import (
 from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
 from midilm.sampling.grammar_processor import GrammarLogitsProcessor
 from midilm.sampling.guard import guard_processor
+from midilm.sampling.plan import SamplingPlan
 from midilm.sampling.settings import SamplingSettings, greedy_config
 from midilm.sampling.windows import left_padded
 
@@ -379,8 +380,8 @@ def merge_with_melody(melody: Score, full: Score, onset_tolerance: float = DEFAU
 
 
 @dataclass
-class AccompanimentJob:
-    """Everything checked before the weights are read; `run(model)` samples."""
+class AccompanimentPlan(SamplingPlan):
+    """Everything checked before the weights are read; `run(model)` samples (midilm.sampling.plan)."""
 
     model_dir: str
     tokenizer: object = field(repr=False)
@@ -388,6 +389,10 @@ class AccompanimentJob:
     settings: SamplingSettings  # resolved against the folder's defaults
     melody: MelodyPrompt
     composers: list[str]
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.composers)
 
     def run(self, model) -> list[Accompaniment]:
         return accompany(model, self.tokenizer, self.composer_map, self.melody, self.composers, self.settings)
@@ -400,7 +405,7 @@ def prepare_accompaniment(
     num_samples: int = 1,
     settings: SamplingSettings | None = None,
     **overrides,
-) -> AccompanimentJob:
+) -> AccompanimentPlan:
     """Check the model folder, the melody file and the settings (or their fields as keywords); InputError
     on bad input. `composer` as in generate.py (a name, a list, `all`); without one the model accompanies
     unconditionally. The melody sets the length, so max_new_tokens does not apply."""
@@ -414,7 +419,7 @@ def prepare_accompaniment(
     composer_ids_of(composer_map, names)  # its check, now
     melody = load_melody(tokenizer, melody_midi)
     check_melody_fits(melody, context_length(config))
-    return AccompanimentJob(
+    return AccompanimentPlan(
         str(model_dir), tokenizer, composer_map, resolved, melody, [c for c in names for _ in range(num_samples)]
     )
 

@@ -53,12 +53,13 @@ from midilm.core.rows import RowLayout, body_room, new_tokens_start
 from midilm.core.tokenizer import NONE, ComposerMap, bar_start_table, encode_ids, load_tokenizer
 from midilm.sampling.grammar_processor import GrammarLogitsProcessor
 from midilm.sampling.guard import guard_processor
+from midilm.sampling.plan import SamplingPlan
 from midilm.sampling.settings import SamplingSettings, fast_sampling, greedy_config
 from midilm.sampling.windows import TokenProgress, Windowed, run_windows
 
 
 @dataclass
-class GenerationPlan:
+class GenerationPlan(SamplingPlan):
     """Everything one `model.generate()` call needs, and how to read its output back."""
 
     input_ids: torch.LongTensor  # num_samples conditional rows, then as many unconditional ones under guidance

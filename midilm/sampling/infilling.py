@@ -53,6 +53,7 @@ from midilm.sampling.generation import (
 from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
 from midilm.sampling.grammar_processor import GrammarLogitsProcessor
 from midilm.sampling.guard import guard_processor
+from midilm.sampling.plan import SamplingPlan
 from midilm.sampling.settings import SamplingSettings, fast_sampling, greedy_config
 from midilm.sampling.windows import left_padded
 
@@ -355,8 +356,8 @@ def check_span(piece: InfillPiece, bars: tuple[int, int]) -> tuple[int, int]:
 
 
 @dataclass
-class InfillJob:
-    """Everything checked before the weights are read; `run(model)` samples."""
+class InfillPlan(SamplingPlan):
+    """Everything checked before the weights are read; `run(model)` samples (midilm.sampling.plan)."""
 
     model_dir: str
     tokenizer: object = field(repr=False)
@@ -365,6 +366,10 @@ class InfillJob:
     piece: InfillPiece
     bars: tuple[int, int]  # 1-based, inclusive
     composers: list[str]  # one per sample
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.composers)
 
     def run(self, model) -> list[Infill]:
         return infill_span(
@@ -380,7 +385,7 @@ def prepare_infill(
     num_samples: int = 1,
     settings: SamplingSettings | None = None,
     **overrides,
-) -> InfillJob:
+) -> InfillPlan:
     """Check the model folder, the piece, the bar range (`"9-12"` or (9, 12): 1-based, inclusive) and the settings
     (or their fields as keywords); InputError on bad input, before any weight is read. `composer` as in generate.py
     (a name, a list, `all`); without one the model rewrites unconditionally."""
@@ -396,7 +401,7 @@ def prepare_infill(
     piece = load_piece(tokenizer, infill_midi)
     first, stop = check_span(piece, span)
     plan_context([len(b) for b in piece.bars], first, stop, context_length(config), span_room(piece, first, stop))
-    return InfillJob(
+    return InfillPlan(
         str(model_dir), tokenizer, composer_map, resolved, piece, span, [c for c in names for _ in range(num_samples)]
     )
 
