@@ -30,6 +30,7 @@ from midilm.evaluation.long_pieces import drift, mean_gap
 from midilm.metrics.piece import bar_windows, piece_metrics
 from midilm.sampling.generation import decode_ids, load_model, prepare_generation
 from midilm.sampling.grammar import count_syntax_errors
+from midilm.sampling.settings import SamplingSettings
 
 
 def main() -> None:
@@ -55,9 +56,9 @@ def main() -> None:
         args.model_dir,
         args.composer,
         args.num_samples,
-        max_new_tokens=total,
-        min_new_tokens=None if args.allow_eos else total,
-        seed=args.seed,
+        settings=SamplingSettings(
+            max_new_tokens=total, min_new_tokens=None if args.allow_eos else total, seed=args.seed
+        ),
     )
     model = load_model(args.model_dir)
     start = time.perf_counter()

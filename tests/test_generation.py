@@ -25,10 +25,10 @@ CONTEXT = 256
 # The README's example, verbatim; the test runs it in a folder holding `model_output`.
 README_EXAMPLE = """
 from transformers import AutoModelForCausalLM
-from midilm.sampling.generation import prepare_generation
+from midilm import SamplingSettings, prepare_generation
 
 model = AutoModelForCausalLM.from_pretrained("model_output")
-plan = prepare_generation("model_output", composer="bach", num_samples=2, seed=0)
+plan = prepare_generation("model_output", composer="bach", num_samples=2, settings=SamplingSettings(seed=0))
 output = model.generate(plan.input_ids, attention_mask=plan.attention_mask,
                         generation_config=plan.generation_config, logits_processor=plan.logits_processor)
 for i, score in enumerate(plan.decode(output)):
@@ -95,7 +95,14 @@ def test_continuation_keeps_the_prompt(model_dir, model, tmp_path):
     prompt = load_prompt(tokenizer, prompt_path, prompt_bars=2)
     assert int(np.asarray(bar_start_table(tokenizer))[prompt].sum()) == 2
 
-    plan = prepare_generation(model_dir, "Mozart", 2, prompt_midi=prompt_path, prompt_bars=2, max_new_tokens=40, seed=1)
+    plan = prepare_generation(
+        model_dir,
+        "Mozart",
+        2,
+        prompt_midi=prompt_path,
+        prompt_bars=2,
+        settings=SamplingSettings(max_new_tokens=40, seed=1),
+    )
     output = generate(model, plan)
     header = [tokenizer["BOS_None"], composer_map.id_of("mozart")]
     prompt_notes = notes_of(decode_ids(tokenizer, prompt))
@@ -113,7 +120,9 @@ def test_long_prompt_is_cut_from_the_left_at_a_bar_line(model_dir, tmp_path):
     full = load_prompt(tokenizer, prompt_path)
     room = len(full) // 2
     with pytest.warns(UserWarning, match="dropped"):
-        plan = prepare_generation(model_dir, "bach", prompt_midi=prompt_path, max_new_tokens=CONTEXT - 2 - room)
+        plan = prepare_generation(
+            model_dir, "bach", prompt_midi=prompt_path, settings=SamplingSettings(max_new_tokens=CONTEXT - 2 - room)
+        )
     assert 0 < len(plan.prompt_ids) <= room
     assert plan.prompt_ids == full[-len(plan.prompt_ids) :]
     assert bar_start_table(tokenizer)[plan.prompt_ids[0]]
@@ -137,7 +146,9 @@ def test_grammar_on_gives_no_syntax_errors_and_off_gives_some(model_dir, model):
     tokenizer, _ = load_tokenizer(model_dir)
     rates = {}
     for grammar in (True, False):
-        plan = prepare_generation(model_dir, "bach", 4, max_new_tokens=96, seed=3, grammar=grammar)
+        plan = prepare_generation(
+            model_dir, "bach", 4, settings=SamplingSettings(max_new_tokens=96, seed=3, grammar=grammar)
+        )
         rates[grammar] = [count_syntax_errors(tokenizer, ids) for ids in plan.sample_ids(generate(model, plan))]
     assert rates[True] == [0.0] * 4
     assert sum(rates[False]) > 0
@@ -222,9 +233,16 @@ def test_compile_really_compiles_the_decoding_forward(model_dir):
     model = AutoModelForCausalLM.from_pretrained(
         model_dir
     ).eval()  # its own copy: the compiled call is cached on the model
-    plain = generate(model, prepare_generation(model_dir, "mozart", 2, max_new_tokens=24, seed=2))
+    plain = generate(
+        model, prepare_generation(model_dir, "mozart", 2, settings=SamplingSettings(max_new_tokens=24, seed=2))
+    )
     counters.clear()
-    plan = prepare_generation(model_dir, "mozart", 2, max_new_tokens=24, seed=2, compile=True, compile_backend="eager")
+    plan = prepare_generation(
+        model_dir,
+        "mozart",
+        2,
+        settings=SamplingSettings(max_new_tokens=24, seed=2, compile=True, compile_backend="eager"),
+    )
     assert plan.generation_config.cache_implementation == "static"
     compiled = generate(model, plan)
     assert counters["stats"]["unique_graphs"] > 0
@@ -443,7 +461,9 @@ def test_guard_is_on_by_default_and_keeps_samples_within_its_bounds(guarded_mode
     tokenizer, _ = load_tokenizer(guarded_model_dir)
     largest = {}
     for guard in (True, False):
-        plan = prepare_generation(guarded_model_dir, "bach,mozart", 2, max_new_tokens=96, seed=3, guard=guard)
+        plan = prepare_generation(
+            guarded_model_dir, "bach,mozart", 2, settings=SamplingSettings(max_new_tokens=96, seed=3, guard=guard)
+        )
         assert (
             plan.settings["guard"] is guard and plan.settings["effective_guidance_scale"] == 3.0
         )  # the model's default

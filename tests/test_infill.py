@@ -36,6 +36,7 @@ from midilm.data.dataset import split_bars
 from midilm.data.prepare import prepare
 from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
 from midilm.sampling.infilling import infill_span, load_piece, parse_bars, plan_context, prepare_infill
+from midilm.sampling.settings import SamplingSettings
 from midilm.training.collator import MidiCollator
 from midilm.training.data import dataset_tasks_and_row_len
 
@@ -279,7 +280,9 @@ def test_the_span_has_exactly_its_bars(taste, model_dir, tokenizer, bach_files):
     model = with_bias(
         AutoModelForCausalLM.from_pretrained(model_dir).eval(), items, 30.0 if taste == "bar lines" else -30.0, seen
     )
-    job = prepare_infill(model_dir, bach_files[0].path, "2-4", composer="none", num_samples=2, seed=0)
+    job = prepare_infill(
+        model_dir, bach_files[0].path, "2-4", composer="none", num_samples=2, settings=SamplingSettings(seed=0)
+    )
     results = job.run(model)
     fill = infill_token_ids(tokenizer)[1]
     for k, result in enumerate(results):
@@ -304,7 +307,13 @@ def test_notes_outside_the_span_are_identical_on_real_pieces(model, tokenizer, i
         n = piece.num_bars
         for first, last in ((1, 1), (n // 2, n // 2 + 1), (n - 1, n)):
             results = infill_span(
-                model, tokenizer, composer_map, piece, (first, last), ["alpha", "none"], seed=first, guidance_scale=1.0
+                model,
+                tokenizer,
+                composer_map,
+                piece,
+                (first, last),
+                ["alpha", "none"],
+                settings=SamplingSettings(seed=first, guidance_scale=1.0),
             )
             start, end = piece.lines[first - 1], piece.lines[last]
             original = Score(file.path)

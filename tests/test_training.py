@@ -644,6 +644,7 @@ def test_gpt2_preset_trains_saves_samples_and_accompanies(midi_dir, tmp_path):
     from midilm.sampling.grammar import count_syntax_errors
     from midilm.sampling.grammar_processor import GrammarLogitsProcessor
     from midilm.sampling.guidance import CFGSamplingProcessor
+    from midilm.sampling.settings import SamplingSettings
 
     data, tokenizer_dir, out = tmp_path / "data", tmp_path / "tokenizer", tmp_path / "model_output"
     prepare(
@@ -677,7 +678,9 @@ def test_gpt2_preset_trains_saves_samples_and_accompanies(midi_dir, tmp_path):
     assert json.loads((out / "all_results.json").read_text())["train_loss"] < math.log(model.config.vocab_size)
 
     # Sample: guidance (2 rows per sample) and the grammar, through plain generate()
-    plan = prepare_generation(out, composer="beta", num_samples=2, seed=0, guidance_scale=2.0, max_new_tokens=48)
+    plan = prepare_generation(
+        out, composer="beta", num_samples=2, settings=SamplingSettings(seed=0, guidance_scale=2.0, max_new_tokens=48)
+    )
     assert {type(p) for p in plan.logits_processor} >= {CFGSamplingProcessor, GrammarLogitsProcessor}
     assert plan.input_ids.shape[0] == 4
     output = model.generate(
@@ -694,7 +697,7 @@ def test_gpt2_preset_trains_saves_samples_and_accompanies(midi_dir, tmp_path):
     melody = make_piece(7, bars=3)
     melody.tracks = melody.tracks[:1]
     melody.dump_midi(tmp_path / "melody.mid")
-    (accompaniment,) = harmonize(out, tmp_path / "melody.mid", "alpha", device="cpu", seed=0)
+    (accompaniment,) = harmonize(out, tmp_path / "melody.mid", "alpha", device="cpu", settings=SamplingSettings(seed=0))
     assert accompaniment.bars == 3 and accompaniment.syntax_error_rate == 0.0
     assert [(n.time, n.pitch) for n in accompaniment.score.tracks[0].notes] == [
         (n.time, n.pitch) for n in melody.tracks[0].notes

@@ -2,7 +2,8 @@
 
     from midilm.sampling.accompaniment import harmonize
 
-    for i, result in enumerate(harmonize("model_output", "melody.mid", composer="bach", num_samples=2, seed=0)):
+    settings = SamplingSettings(seed=0)
+    for i, result in enumerate(harmonize("model_output", "melody.mid", "bach", 2, settings=settings)):
         result.score.dump_midi(f"harmonized_{i}.mid")  # the melody, unchanged, on its own track + the new parts
 
 A model trained on `prepare_dataset.py --tasks accompaniment` rows has read
@@ -45,7 +46,6 @@ from midilm.sampling.generation import (
     guard_bounds,
     load_model,
     model_settings,
-    replace_settings,
 )
 from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
 from midilm.sampling.grammar_processor import GrammarLogitsProcessor
@@ -331,17 +331,16 @@ def accompany(
     settings: SamplingSettings | None = None,
     *,
     defaults: dict | None = None,
-    **overrides,
 ) -> list[Accompaniment]:
     """One accompaniment of `melody` per entry of `composers` (names or `none`), with an in-memory
-    model; all rows of a window go through one batched generate() call. `settings` (or its fields as
-    keywords): what is left unset comes from `defaults` (`sampling_defaults` of a folder), else from the
+    model; all rows of a window go through one batched generate() call. `settings` (None: all
+    defaults): what is left unset comes from `defaults` (`sampling_defaults` of a folder), else from the
     model's config and generation_config; the melody sets the length. The musical guard (`midilm.sampling.guard`)
     covers the full section when the model carries its bounds."""
     check_trained_for_accompaniment(model.config, getattr(model.config, "_name_or_path", "") or "(in memory)")
     composer_ids = composer_ids_of(composer_map, composers)
     check_melody_fits(melody, context_length(model.config))
-    settings = replace_settings(settings, overrides)
+    settings = settings or SamplingSettings()
     if defaults is None:
         settings = model_settings(model.config, model.generation_config, settings, with_length=False)
     else:
@@ -404,12 +403,11 @@ def prepare_accompaniment(
     composer: str | None = None,
     num_samples: int = 1,
     settings: SamplingSettings | None = None,
-    **overrides,
 ) -> AccompanimentPlan:
-    """Check the model folder, the melody file and the settings (or their fields as keywords); InputError
+    """Check the model folder, the melody file and the settings; InputError
     on bad input. `composer` as in generate.py (a name, a list, `all`); without one the model accompanies
     unconditionally. The melody sets the length, so max_new_tokens does not apply."""
-    settings = replace_settings(settings, overrides)
+    settings = settings or SamplingSettings()
     config, tokenizer, composer_map = load_midilm_dir(model_dir)
     check_trained_for_accompaniment(config, model_dir)
     resolved = settings.resolve(sampling_defaults(model_dir))
@@ -431,9 +429,9 @@ def harmonize(
     num_samples: int = 1,
     *,
     device: str | None = None,
-    **settings,
+    settings: SamplingSettings | None = None,
 ) -> list[Accompaniment]:
     """Load a model folder and accompany a melody file: `prepare_accompaniment` then `run`."""
-    job = prepare_accompaniment(model_dir, melody_midi, composer, num_samples, **settings)
+    job = prepare_accompaniment(model_dir, melody_midi, composer, num_samples, settings)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return job.run(load_model(model_dir, device))

@@ -1,17 +1,17 @@
 """Sampling MIDI from a midilm model with plain `model.generate()` and our logits processors.
 
     from transformers import AutoModelForCausalLM
-    from midilm.sampling.generation import prepare_generation
+    from midilm import SamplingSettings, prepare_generation
 
     model = AutoModelForCausalLM.from_pretrained("model_output")
-    plan = prepare_generation("model_output", composer="bach", num_samples=2, seed=0)
+    plan = prepare_generation("model_output", composer="bach", num_samples=2, settings=SamplingSettings(seed=0))
     output = model.generate(plan.input_ids, attention_mask=plan.attention_mask,
                             generation_config=plan.generation_config, logits_processor=plan.logits_processor)
     for i, score in enumerate(plan.decode(output)):
         score.dump_midi(f"bach_{i}.mid")
 
 (`plan.run(model)` is that generate() call.) `prepare_generation` takes a `SamplingSettings`
-(midilm.sampling.settings), or its fields as keywords, and resolves it against the model folder's defaults
+(midilm.sampling.settings), the one way settings are given, and resolves it against the model folder's defaults
 (guidance from config.json's `midilm_guidance_scale`, which plain transformers never reads; the rest
 from generation_config.json). It builds the rows (B conditional, then B unconditional when guidance
 is on; midilm.core.rows), the grammar processor, the musical guard (midilm.sampling.guard: at most as many notes
@@ -282,16 +282,15 @@ def prepare_generation(
     prompt_midi: str | Path | None = None,
     prompt_bars: int | None = None,
     device: str | torch.device = "cpu",
-    **overrides,
 ) -> GenerationPlan:
     """Plan `num_samples` samples of `composer` from a model folder: a name (case-insensitive), a
     comma-separated list, `all` (every composer of the model) or `none` (unconditional).
 
-    `settings` (or its fields as keywords, `overrides`: `seed=0, max_new_tokens=64, ...`): what is left
+    `settings` (`SamplingSettings(seed=0, max_new_tokens=64, ...)`, None: all defaults): what is left
     unset comes from the folder (`sampling_defaults`). `prompt_midi` continues the first `prompt_bars`
     bars (default: all) of a MIDI file. Raises InputError on bad input.
     """
-    settings = replace_settings(settings, overrides)
+    settings = settings or SamplingSettings()
     config, tokenizer, composer_map = load_midilm_dir(model_dir)
     if not composer:
         raise InputError(f"--composer is required; choose one of: {', '.join(composer_map.names + [NONE.lower()])}")
@@ -312,7 +311,7 @@ def prepare_generation(
 
 
 def replace_settings(settings: SamplingSettings | None, overrides: dict) -> SamplingSettings:
-    """`settings` with some fields given as keywords; an unknown keyword is a TypeError, as for any function."""
+    """`settings` with some fields replaced (a dict of field names); an unknown name is a TypeError."""
     unknown = sorted(set(overrides) - set(SamplingSettings.names()))
     if unknown:
         raise TypeError(f"unexpected keyword arguments: {', '.join(unknown)}")

@@ -2,7 +2,8 @@
 
     import midilm
 
-    for i, result in enumerate(midilm.infill("model_output", "piece.mid", "9-12", composer="bach", num_samples=2)):
+    settings = midilm.SamplingSettings(seed=0)
+    for i, result in enumerate(midilm.infill("model_output", "piece.mid", "9-12", "bach", 2, settings=settings)):
         result.score.dump_midi(f"infill_bach_{i}.mid")
 
 A model trained on `prepare_dataset.py --tasks continuation,infill` data has read
@@ -48,7 +49,6 @@ from midilm.sampling.generation import (
     guard_bounds,
     load_model,
     model_settings,
-    replace_settings,
 )
 from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
 from midilm.sampling.grammar_processor import GrammarLogitsProcessor
@@ -250,10 +250,9 @@ def infill_span(
     settings: SamplingSettings | None = None,
     *,
     defaults: dict | None = None,
-    **overrides,
 ) -> list[Infill]:
     """One rewrite of `bars` (first, last: 1-based, inclusive) of `piece` per entry of `composers` (names or
-    `none`), with an in-memory model, all in one batched generate() call. `settings` (or its fields as keywords):
+    `none`), with an in-memory model, all in one batched generate() call. `settings` (None: all defaults):
     what is left unset comes from `defaults` (`sampling_defaults` of a folder), else from the model's config and
     generation_config; the span sets the length, so max_new_tokens does not apply."""
     config = model.config
@@ -263,7 +262,7 @@ def infill_span(
     room = span_room(piece, first, stop)
     a, b = plan_context([len(bar) for bar in piece.bars], first, stop, context, room)
     composer_ids = composer_ids_of(composer_map, composers)
-    settings = replace_settings(settings, overrides)
+    settings = settings or SamplingSettings()
     if defaults is None:
         settings = model_settings(config, model.generation_config, settings, with_length=False)
     else:
@@ -384,12 +383,11 @@ def prepare_infill(
     composer: str | None = None,
     num_samples: int = 1,
     settings: SamplingSettings | None = None,
-    **overrides,
 ) -> InfillPlan:
-    """Check the model folder, the piece, the bar range (`"9-12"` or (9, 12): 1-based, inclusive) and the settings
-    (or their fields as keywords); InputError on bad input, before any weight is read. `composer` as in generate.py
-    (a name, a list, `all`); without one the model rewrites unconditionally."""
-    settings = replace_settings(settings, overrides)
+    """Check the model folder, the piece, the bar range (`"9-12"` or (9, 12): 1-based, inclusive) and the settings;
+    InputError on bad input, before any weight is read. `composer` as in generate.py (a name, a list, `all`); without
+    one the model rewrites unconditionally."""
+    settings = settings or SamplingSettings()
     span = parse_bars(bars) if bars is None or isinstance(bars, str) else (int(bars[0]), int(bars[1]))
     config, tokenizer, composer_map = load_midilm_dir(model_dir)
     check_trained_for_infill(config, tokenizer, model_dir)
@@ -414,9 +412,9 @@ def infill(
     num_samples: int = 1,
     *,
     device: str | None = None,
-    **settings,
+    settings: SamplingSettings | None = None,
 ) -> list[Infill]:
     """Load a model folder and rewrite `bars` of a MIDI file: `prepare_infill` then `run`."""
-    job = prepare_infill(model_dir, infill_midi, bars, composer, num_samples, **settings)
+    job = prepare_infill(model_dir, infill_midi, bars, composer, num_samples, settings)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return job.run(load_model(model_dir, device))

@@ -324,11 +324,11 @@ With midilm installed{local_copy}:
 {accompany}{rewrite}```
 ```python
 {fetch}from transformers import AutoModelForCausalLM
-from midilm.sampling.generation import prepare_generation
+from midilm import SamplingSettings, prepare_generation
 
 folder = {folder}
 model = AutoModelForCausalLM.from_pretrained(folder)
-plan = prepare_generation(folder, composer="{first}", num_samples=2, seed=0)
+plan = prepare_generation(folder, composer="{first}", num_samples=2, settings=SamplingSettings(seed=0))
 output = model.generate(plan.input_ids, attention_mask=plan.attention_mask,
                         generation_config=plan.generation_config, logits_processor=plan.logits_processor)
 for i, score in enumerate(plan.decode(output)):
