@@ -340,11 +340,7 @@ def accompany(
     check_trained_for_accompaniment(model.config, getattr(model.config, "_name_or_path", "") or "(in memory)")
     composer_ids = composer_ids_of(composer_map, composers)
     check_melody_fits(melody, context_length(model.config))
-    settings = settings or SamplingSettings()
-    if defaults is None:
-        settings = model_settings(model.config, model.generation_config, settings, with_length=False)
-    else:
-        settings = settings.resolve(defaults)
+    settings = model_settings(model.config, model.generation_config, settings, with_length=False, defaults=defaults)
     accompanist = _Accompanist(model, tokenizer, composer_map, melody, composer_ids, settings)
     while accompanist.step():
         pass

@@ -172,12 +172,18 @@ def guard_bounds(processor) -> dict | None:
 
 
 def model_settings(
-    config, generation: GenerationConfig | None, settings: SamplingSettings | None = None, with_length: bool = True
+    config,
+    generation: GenerationConfig | None,
+    settings: SamplingSettings | None = None,
+    with_length: bool = True,
+    defaults: dict | None = None,
 ) -> SamplingSettings:
-    """`settings` (default: all the model's) resolved against an in-memory model's defaults
-    (`sampling_defaults(config, generation)`) and checked; `with_length=False` leaves max_new_tokens unset."""
+    """`settings` (default: all the model's) resolved against `defaults` (a folder's `sampling_defaults`), else an
+    in-memory model's (`sampling_defaults(config, generation)`), and checked; `with_length=False` leaves
+    max_new_tokens unset."""
     return (settings or SamplingSettings()).resolve(
-        sampling_defaults(config, generation), context_length(config) if with_length else None
+        sampling_defaults(config, generation) if defaults is None else defaults,
+        context_length(config) if with_length else None,
     )
 
 

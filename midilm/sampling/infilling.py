@@ -262,11 +262,7 @@ def infill_span(
     room = span_room(piece, first, stop)
     a, b = plan_context([len(bar) for bar in piece.bars], first, stop, context, room)
     composer_ids = composer_ids_of(composer_map, composers)
-    settings = settings or SamplingSettings()
-    if defaults is None:
-        settings = model_settings(config, model.generation_config, settings, with_length=False)
-    else:
-        settings = settings.resolve(defaults)
+    settings = model_settings(config, model.generation_config, settings, with_length=False, defaults=defaults)
     layout = RowLayout.for_tokenizer(tokenizer)
     scale = settings.effective_guidance_scale(composer_ids, composer_map.none_id)
 
