@@ -385,10 +385,6 @@ class AccompanimentPlan(SamplingPlan):
     melody: MelodyPrompt
     composers: list[str]
 
-    @property
-    def num_samples(self) -> int:
-        return len(self.composers)
-
     def run(self, model) -> list[Accompaniment]:
         return accompany(model, self.tokenizer, self.composer_map, self.melody, self.composers, self.settings)
 

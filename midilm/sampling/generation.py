@@ -73,10 +73,6 @@ class GenerationPlan(SamplingPlan):
     windowed: Windowed | None = None  # set when max_new_tokens is beyond the context: `run` writes in windows
     windows: int = 0  # generate() calls the last `run` took
 
-    @property
-    def num_samples(self) -> int:
-        return len(self.composers)
-
     @torch.no_grad()
     def run(self, model, progress: bool = False, **generate_kwargs) -> torch.LongTensor:
         """The plan's `model.generate()` call, or one per window when the plan is longer than the

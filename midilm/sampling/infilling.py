@@ -362,10 +362,6 @@ class InfillPlan(SamplingPlan):
     bars: tuple[int, int]  # 1-based, inclusive
     composers: list[str]  # one per sample
 
-    @property
-    def num_samples(self) -> int:
-        return len(self.composers)
-
     def run(self, model) -> list[Infill]:
         return infill_span(
             model, self.tokenizer, self.composer_map, self.piece, self.bars, self.composers, self.settings

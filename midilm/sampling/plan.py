@@ -20,12 +20,14 @@ from typing import Protocol, runtime_checkable
 
 @runtime_checkable
 class SamplingPlan(Protocol):
-    """What every plan has: the tokenizer it decodes with, one composer per sample, and `run(model)`."""
+    """What every plan has: the tokenizer it decodes with, one composer per sample, and `run(model)`. The plans
+    subclass it, so `num_samples` is written once, here."""
 
     tokenizer: object
     composers: list[str]  # one per sample ("none": unconditional)
 
     @property
-    def num_samples(self) -> int: ...
+    def num_samples(self) -> int:
+        return len(self.composers)
 
     def run(self, model): ...
