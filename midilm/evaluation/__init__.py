@@ -13,6 +13,12 @@ One module per part; `run.evaluate` calls them as a list of steps, each returnin
     long_pieces.py    --long_tokens: drift over pieces longer than the context, against real pieces
     report.py         report.json, report.md, the evaluated samples as MIDI, the headline
 
+and the judges the steps (and tuning/) use:
+
+    composer_classifier/  the independent composer classifier (features, fitting, judging, its Markdown)
+    ngram_classifier.py   a second, independent judge on note n-grams (tuning's preference score)
+    memorization.py       the longest passage of a sample that a training piece holds, at any transposition
+
     python evaluate_samples.py --model_dir model_output --dataset_dir data --output_dir eval_report
 
 What it measures (every number is written to report.json, the headline ones to report.md):
