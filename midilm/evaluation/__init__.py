@@ -15,8 +15,8 @@ One module per part; `run.evaluate` calls them as a list of steps, each returnin
 
 and the judges the steps (and tuning/) use:
 
-    composer_classifier/  the independent composer classifier (features, fitting, judging, its Markdown)
-    ngram_classifier.py   a second, independent judge on note n-grams (tuning's preference score)
+    composer_classifier/  the report's composer classifier (features, fitting, judging, its Markdown)
+    ngram_classifier.py   the independent judge (naive Bayes on note n-grams), sharing nothing with it (tuning)
     memorization.py       the longest passage of a sample that a training piece holds, at any transposition
 
     python evaluate_samples.py --model_dir model_output --dataset_dir data --output_dir eval_report
