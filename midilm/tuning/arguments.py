@@ -31,20 +31,24 @@ class TuneArguments:
     )
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output_dir."})
     rounds: int = field(
-        default=2,
+        default=3,
         metadata={
             "help": (
-                "Rounds of sample -> score -> DPO (NotaGen's CLaMP-DPO used 2); fewer when every composer "
-                "reaches its target or adherence stops rising. On the 1500-step demo model (bench/RESULTS.md, 64 "
-                "samples per composer, seed 0) 2 rounds raised the mean adherence by both classifiers (reward "
-                "0.67 -> 0.82, independent 0.89 -> 0.93), 1 round did not (independent 0.89 -> 0.85), and "
-                "--rounds 3 stopped after 2; at seeds 1 and 2 the independent classifier's mean moved +0.07 and "
-                "0.00, so the gain is not robust."
+                "Rounds of sample -> score -> DPO; fewer when every composer reaches its target or adherence "
+                "stops rising. Each round tunes on the current model's own samples, so later rounds correct what "
+                "earlier ones overdid (the default and its measurements: bench/RESULTS.md, 'Preference tuning')."
             )
         },
     )
     samples_per_composer: int = field(
-        default=32, metadata={"help": "Samples per composer per round (K): pairs come from within one composer's K."}
+        default=128,
+        metadata={
+            "help": (
+                "Samples per composer per round (K): pairs come from within one composer's K, and the "
+                "adherence the round stops on is measured on them, so a larger K gives more pairs and a "
+                "narrower interval."
+            )
+        },
     )
     max_new_tokens: int = field(
         default=256, metadata={"help": "Tokens per sample: the evaluation's demo length (about 65 notes)."}
@@ -57,10 +61,8 @@ class TuneArguments:
         default="extremes",
         metadata={
             "help": (
-                f"How pairs are built per composer: {' or '.join(PAIR_RULES)} (see "
-                "midilm.tuning.score.build_pairs). extremes: on the 1500-step demo model best_worst's 3 pairs "
-                "stopped after 1 round with lower adherence (means 0.72 / 0.91 by the two classifiers, against "
-                "extremes' 0.82 / 0.93)."
+                f"How pairs are built per composer: {' or '.join(PAIR_RULES)} (midilm.tuning.score.build_pairs): "
+                "extremes pairs the top share with the bottom share, best_worst only the best with the worst."
             )
         },
     )
@@ -80,10 +82,8 @@ class TuneArguments:
         default=5e-5,
         metadata={
             "help": (
-                "DPO learning rate (AdamW, constant): the tiny models of the demo barely move at TRL's 1e-6. On "
-                "the 1500-step demo model 2e-5 kept the metric gap (0.64 -> 0.63) but the classifiers disagreed "
-                "(reward 0.67 -> 0.70, independent 0.89 -> 0.82); 5e-5 raised both, at a metric-gap cost (0.64 "
-                "-> 0.70)."
+                "DPO learning rate (AdamW, constant): the tiny models of the demo barely move at TRL's 1e-6; "
+                "lower rates move the model less per round."
             )
         },
     )

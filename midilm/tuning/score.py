@@ -55,12 +55,9 @@ class ScoreWeights:
         default=5.0,
         metadata={
             "help": (
-                "Penalty per unit of vertical-second share above the composer's real rate: Palestrina samples of "
-                "the 1500-step demo model run 0.17 against their real 0.004 (64 samples at s = 1.5), an excess "
-                "that costs 0.83 at weight 5, most of the classifier's range, so neither term alone decides a "
-                "pair. 20 was tried (bench/RESULTS.md): it stopped after 1 round, lowered Palestrina's seconds "
-                "no further than 5 did (0.149 against 0.152) and lowered the independent classifier's mean "
-                "adherence (0.89 -> 0.85), so 5 stays."
+                "Penalty per unit of vertical-second share above the composer's real rate: a sample with 0.17 "
+                "against a real 0.004 loses 0.83, most of the classifier's range, so neither term alone decides "
+                "a pair."
             )
         },
     )
@@ -84,13 +81,13 @@ class ScoreWeights:
         },
     )
     texture_weight: float = field(
-        default=0.0,
+        default=1.0,
         metadata={
             "help": (
                 "Penalty per unit of texture distance above a real passage's: a sample's mean distance, in real "
                 "standard deviations, from its composer's real training passages on the scalar music metrics "
-                "(voices, range, density, rests, pitch-class entropy, scale, groove). Without it, DPO thinned or "
-                "thickened the texture to please the classifier and the seconds penalty (bench/RESULTS.md)."
+                "(voices, range, density, rests, pitch-class entropy, scale, groove). Without it DPO thinned or "
+                "thickened the texture to please the classifier and the seconds penalty."
             )
         },
     )
