@@ -85,7 +85,7 @@ samples/.generated: samples/eval/report.md
 	touch $@
 
 samples/.accompanied: samples/.generated
-	melody=$$($(PYTHON) -c 'from midilm.accompaniment import held_out_piece; from midilm.cli import run; run(lambda: print(held_out_piece("data", "validation", "$(DEMO_MELODY_COMPOSER)")))') && \
+	melody=$$($(PYTHON) -c 'from midilm.data.held_out import held_out_piece; from midilm.core.cli import run; run(lambda: print(held_out_piece("data", "validation", "$(DEMO_MELODY_COMPOSER)")))') && \
 		$(PYTHON) $(ROOT)generate.py --model_dir model_output --melody_midi "$$melody" --composer $(DEMO_MELODY_COMPOSER) --output_dir samples --wav --png
 	touch $@
 

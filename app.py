@@ -7,8 +7,8 @@ As a Hugging Face Space, this file runs beside the model folder (GRADIO_SERVER_N
 
 from pathlib import Path
 
-from midilm.cli import run
 from midilm.commands import app
+from midilm.core.cli import run
 
 # Optional overrides of the package defaults, beside this script (may be partial, empty or absent).
 CONFIG_FILE = Path(__file__).with_name("config.json")

@@ -7,8 +7,8 @@ evaluate.py would shadow the HF `evaluate` package.
 
 from pathlib import Path
 
-from midilm.cli import run
 from midilm.commands import evaluate
+from midilm.core.cli import run
 
 # Optional overrides of the package defaults, beside this script (may be partial, empty or absent).
 CONFIG_FILE = Path(__file__).with_name("config.json")

@@ -6,8 +6,8 @@ A thin wrapper around `midilm generate` (midilm/commands/generate.py: the flags,
 
 from pathlib import Path
 
-from midilm.cli import run
 from midilm.commands import generate
+from midilm.core.cli import run
 
 # Optional overrides of the package defaults, beside this script (may be partial, empty or absent).
 CONFIG_FILE = Path(__file__).with_name("config.json")

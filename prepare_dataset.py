@@ -18,6 +18,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from midilm.cli import run
+    from midilm.core.cli import run
 
     run(main)

@@ -9,8 +9,8 @@ A thin wrapper around `midilm train` (midilm/commands/train.py: the flags, the e
 
 from pathlib import Path
 
-from midilm.cli import run
 from midilm.commands import train
+from midilm.core.cli import run
 
 # Optional overrides of the package defaults, beside this script (may be partial, empty or absent).
 CONFIG_FILE = Path(__file__).with_name("config.json")

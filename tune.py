@@ -6,8 +6,8 @@ text), reading the config.json beside this script.
 
 from pathlib import Path
 
-from midilm.cli import run
 from midilm.commands import tune
+from midilm.core.cli import run
 
 # Optional overrides of the package defaults, beside this script (may be partial, empty or absent).
 CONFIG_FILE = Path(__file__).with_name("config.json")

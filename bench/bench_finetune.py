@@ -142,8 +142,8 @@ def grown(base: str, tokenizer_dir: Path, init: str):
     started as `init`."""
     from transformers import AutoModelForCausalLM
 
-    from midilm.finetune import grow_embeddings
-    from midilm.tokenizer import load_tokenizer
+    from midilm.core.tokenizer import load_tokenizer
+    from midilm.training.finetune import grow_embeddings
 
     model = AutoModelForCausalLM.from_pretrained(base)
     grow_embeddings(model, load_tokenizer(base)[1], load_tokenizer(tokenizer_dir)[1], init)
@@ -159,8 +159,8 @@ def lora_checkpoint(model_dir: Path, checkpoint: Path):
 
 def grown_base(work: Path, base: str, ft_tokenizer: Path) -> Path:
     """The base with the new composers' rows added (COMPOSER_NONE's), saved as a model folder: the "before" model."""
-    from midilm.modeling import copy_tokenizer
-    from midilm.tokenizer import load_tokenizer
+    from midilm.core.modeling import copy_tokenizer
+    from midilm.core.tokenizer import load_tokenizer
 
     out = work / "base_grown"
     if not (out / "model.safetensors").is_file():
@@ -176,7 +176,7 @@ def init_nll(base: str, ft: Path) -> dict:
     """Step-0 NLL per note of the new composers' held-out pieces for each way to start their rows."""
     import tempfile
 
-    from midilm.finetune import NEW_COMPOSER_INITS
+    from midilm.training.finetune import NEW_COMPOSER_INITS
 
     result = {}
     for init in NEW_COMPOSER_INITS:

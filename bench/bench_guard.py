@@ -24,10 +24,10 @@ import torch
 from bench_sampling import SETTINGS, machine, random_model, synthetic_piece
 from transformers import LogitsProcessor
 
-from midilm.generation import build_plan, model_settings
-from midilm.guard import NoteGuardLogitsProcessor, count_histograms, histogram_quantile, onset_counts
-from midilm.sampling import SamplingSettings
-from midilm.tokenizer import encode_ids
+from midilm.core.tokenizer import encode_ids
+from midilm.sampling.generation import build_plan, model_settings
+from midilm.sampling.guard import NoteGuardLogitsProcessor, count_histograms, histogram_quantile, onset_counts
+from midilm.sampling.settings import SamplingSettings
 
 
 class Timed(LogitsProcessor):

@@ -7,7 +7,7 @@ Draws --num_samples samples of --max_new_tokens (default: 4x the context; EOS he
 --allow_eos) with the model's default sampling settings (as generate.py does), in one batched windowed run.
 The drift is measured as evaluate_samples.py --long_tokens measures it (`midilm.evaluation.long_pieces.drift`):
 each sample's first and last `body_room(context)` new tokens, each cut to whole bars, decoded and measured
-(`midilm.metrics`); the drift is `summary_distance(compare(last, first))["mean_gap"]`. Reference points: each
+(`midilm.metrics.piece`); the drift is `summary_distance(compare(last, first))["mean_gap"]`. Reference points: each
 set's gap to the composer's held-out pieces cut into passages of the windows' median bar count; the gap
 between two sets of as many real passages drawn from two random halves of those pieces (real pieces vs
 real pieces, the issue's target); and, as in earlier runs, between two halves of all those passages taken
@@ -22,14 +22,15 @@ import time
 
 import numpy as np
 
+from midilm.core.modeling import context_length, load_midilm_dir
+from midilm.core.rows import body_room
+from midilm.core.tokenizer import bar_start_table
 from midilm.evaluation.data import join_pieces, load_eval_dataset, token_rows
 from midilm.evaluation.long_pieces import drift, mean_gap
-from midilm.generation import decode_ids, load_model, prepare_generation
-from midilm.grammar import count_syntax_errors
-from midilm.metrics import bar_windows, piece_metrics
-from midilm.modeling import context_length, load_midilm_dir
-from midilm.rows import body_room
-from midilm.tokenizer import bar_start_table
+from midilm.metrics.piece import bar_windows, piece_metrics
+from midilm.sampling.generation import decode_ids, load_model, prepare_generation
+from midilm.sampling.grammar import count_syntax_errors
+from midilm.sampling.settings import SamplingSettings
 
 
 def main() -> None:
@@ -55,9 +56,9 @@ def main() -> None:
         args.model_dir,
         args.composer,
         args.num_samples,
-        max_new_tokens=total,
-        min_new_tokens=None if args.allow_eos else total,
-        seed=args.seed,
+        settings=SamplingSettings(
+            max_new_tokens=total, min_new_tokens=None if args.allow_eos else total, seed=args.seed
+        ),
     )
     model = load_model(args.model_dir)
     start = time.perf_counter()

@@ -25,13 +25,14 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from midilm.core.modeling import context_length, load_midilm_dir, sampling_defaults
+from midilm.core.tokenizer import load_tokenizer
+from midilm.evaluation.ngram_classifier import fit_ngram_classifier
 from midilm.evaluation.samples import Sampler, real_passages, set_comparison
-from midilm.generation import load_model
-from midilm.metrics import median_bars, piece_metrics
-from midilm.modeling import context_length, load_midilm_dir, sampling_defaults
-from midilm.ngram_classifier import fit_ngram_classifier
-from midilm.tokenizer import load_tokenizer
-from midilm.tuning.loop import TuneArguments, describe_samples, tune
+from midilm.metrics.piece import median_bars, piece_metrics
+from midilm.sampling.generation import load_model
+from midilm.tuning.arguments import TuneArguments
+from midilm.tuning.loop import describe_samples, tune
 from midilm.tuning.score import ScoreWeights, build_reference
 
 
@@ -87,7 +88,7 @@ def main() -> None:
     tick = time.perf_counter()
     before = draw(args.model_dir)
     sample_seconds = time.perf_counter() - tick
-    from midilm.composer_classifier import typical_length
+    from midilm.evaluation.composer_classifier.features import typical_length
 
     crop = typical_length([s["score"] for s in before], "notes")
     bars = median_bars([piece_metrics(s["score"]) for s in before])

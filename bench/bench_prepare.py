@@ -25,9 +25,10 @@ from pathlib import Path
 
 from symusic import Score
 
-from midilm.corpus import music21_corpus_files
-from midilm.prepare import PrepareArguments, prepare
-from midilm.tokenizer import build_tokenizer, load_tokenizer, tokenizer_settings
+from midilm.core.tokenizer import build_tokenizer, load_tokenizer, tokenizer_settings
+from midilm.data.arguments import PrepareArguments
+from midilm.data.corpus import music21_corpus_files
+from midilm.data.prepare import prepare
 
 REPO = Path(__file__).resolve().parent.parent  # for config.json; midilm itself is the installed package
 

@@ -31,11 +31,11 @@ import transformers
 from symusic import Note, Score, Tempo, TimeSignature, Track
 from transformers import AutoModelForCausalLM, GenerationConfig
 
-from midilm.generation import build_plan, model_settings
-from midilm.modeling import PRESETS, build_config, context_length, generation_config, load_midilm_dir
-from midilm.rows import RowLayout, body_room, new_tokens_start
-from midilm.sampling import SamplingSettings, fast_sampling
-from midilm.tokenizer import build_tokenizer, tokenizer_settings
+from midilm.core.modeling import PRESETS, build_config, context_length, generation_config, load_midilm_dir
+from midilm.core.rows import RowLayout, body_room, new_tokens_start
+from midilm.core.tokenizer import build_tokenizer, tokenizer_settings
+from midilm.sampling.generation import build_plan, model_settings
+from midilm.sampling.settings import SamplingSettings, fast_sampling
 
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = {"temperature": 0.9, "top_k": 40, "top_p": 0.95, "repetition_penalty": 1.02}  # the models' defaults

@@ -37,8 +37,8 @@ import numpy as np
 import psutil
 from symusic import Score
 
-from midilm.corpus import music21_corpus_files
-from midilm.tokenizer import composer_token
+from midilm.core.tokenizer import composer_token
+from midilm.data.corpus import music21_corpus_files
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSERS = 237
@@ -253,7 +253,7 @@ def bpe_one(midi_dir: Path, n_train: int, vocab_size: int, seed: int = 0) -> dic
     process: seconds, this process's peak RSS, and tokens per note on 300 other files."""
     import resource
 
-    from midilm.tokenizer import build_tokenizer, encode_ids, tokenizer_settings
+    from midilm.core.tokenizer import build_tokenizer, encode_ids, tokenizer_settings
 
     settings = tokenizer_settings(json.loads((REPO / "config.json").read_text()).get("tokenizer"))
     paths = sorted(midi_dir.rglob("*.mid"))

@@ -24,10 +24,10 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
-from midilm.modeling import build_config
-from midilm.rows import RowLayout, body_room
-from midilm.tokenizer import build_tokenizer
-from midilm.training import MidiCollator
+from midilm.core.modeling import build_config
+from midilm.core.rows import RowLayout, body_room
+from midilm.core.tokenizer import build_tokenizer
+from midilm.training.collator import MidiCollator
 
 
 class StepClock(TrainerCallback):

@@ -3,8 +3,8 @@ an independent classifier, and of the same classifier limited to pitch or to rhy
 
     python bench/crosscheck_adherence.py --model_dir model_output --dataset_dir data --samples_dir samples/eval/samples
 
-The report's classifier (`midilm.composer_classifier`: logistic regression on 79 global statistics of a crop) is
-refitted exactly as the report fits it. The independent one shares neither features nor model:
+The report's classifier (`midilm.evaluation.composer_classifier`: logistic regression on 79 global statistics of a
+crop) is refitted exactly as the report fits it. The independent one shares neither features nor model:
 multinomial naive Bayes over counts of 1- to 3-grams of melodic steps (interval of the top line and of
 the bass between successive onsets, with the log2 ratio of successive inter-onset times) and of
 vertical events (notes per onset with their log2 duration). Both are trained on crops of the training
@@ -34,18 +34,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.preprocessing import StandardScaler
 
-from midilm.composer_classifier import (
+from midilm.core.modeling import load_midilm_dir
+from midilm.evaluation.composer_classifier.features import (
     FEATURE_NAMES,
     Notes,
     crops,
     features,
-    fit_classifier,
-    real_pieces,
-    scores_from_midi,
     typical_length,
 )
-from midilm.modeling import load_midilm_dir
-from midilm.ngram_classifier import ngrams  # the independent classifier's features, now in the package
+from midilm.evaluation.composer_classifier.fit import fit_classifier
+from midilm.evaluation.composer_classifier.pieces import real_pieces, scores_from_midi
+from midilm.evaluation.ngram_classifier import ngrams  # the independent classifier's features, now in the package
 
 PITCH_PREFIXES = (
     "pc_rel",

@@ -6,8 +6,8 @@ since).
         --samples_dir samples/eval/samples trained sweep_s2
 
 Each named set under --samples_dir (`<composer>_<i>.mid`) is compared, per composer, with that
-composer's pieces of --split: `midilm.metrics.compare` and `summary_distance`'s mean standardised gap.
-Passages are `midilm.metrics.bar_windows` of the set's own median bar count. Prints one Markdown table.
+composer's pieces of --split: `midilm.metrics.compare.compare` and `summary_distance`'s mean standardised gap.
+Passages are `midilm.metrics.piece.bar_windows` of the set's own median bar count. Prints one Markdown table.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from pathlib import Path
 
 from symusic import Score
 
+from midilm.core.modeling import load_midilm_dir
 from midilm.evaluation.data import join_pieces, load_eval_dataset, token_rows
-from midilm.generation import decode_ids
-from midilm.metrics import bar_windows, compare, median_bars, piece_metrics, summary_distance
-from midilm.modeling import load_midilm_dir
+from midilm.metrics.compare import compare, summary_distance
+from midilm.metrics.piece import bar_windows, median_bars, piece_metrics
+from midilm.sampling.generation import decode_ids
 
 
 def main() -> None:

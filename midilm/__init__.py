@@ -8,20 +8,20 @@
 
 The public API, by what it is for (each name lives in the module beside it):
 
-    generation      prepare_generation, GenerationPlan, load_model, list_composers (midilm.generation);
-                    prepare_accompaniment (midilm.accompaniment);
-                    infill, prepare_infill, infill_span (midilm.infilling: rewrite bars i..j of a piece)
-    sampling        SamplingSettings (midilm.sampling)
-    loading         load_tokenizer, ComposerMap (midilm.tokenizer); load_midilm_dir (midilm.modeling)
+    generation      prepare_generation, GenerationPlan, load_model, list_composers (midilm.sampling.generation);
+                    prepare_accompaniment (midilm.sampling.accompaniment);
+                    infill, prepare_infill, infill_span (midilm.sampling.infilling: rewrite bars i..j of a piece)
+    sampling        SamplingSettings (midilm.sampling.settings)
+    loading         load_tokenizer, ComposerMap (midilm.core.tokenizer); load_midilm_dir (midilm.core.modeling)
     evaluation      evaluate_module_path, EVALUATE_MODULES (midilm.evaluate_modules:
                     `evaluate.load(evaluate_module_path("music_metrics"))`);
                     EvaluateArguments, evaluate_model (midilm.evaluation.run: the whole report)
-    errors          InputError (midilm.errors)
+    errors          InputError (midilm.core.errors)
 
 The commands (`midilm prepare | train | generate | evaluate | app | tune`) live in midilm.commands.
 
 Each name is imported on first use (PEP 562), so `import midilm` stays light: the data step's spawned
-workers import midilm.scan and must not pay for torch or transformers until they need them.
+workers import midilm.data.scan and must not pay for torch or transformers until they need them.
 """
 
 from __future__ import annotations
@@ -30,23 +30,23 @@ import importlib
 
 # name -> (module, attribute in it)
 _API = {
-    "prepare_generation": ("midilm.generation", "prepare_generation"),
-    "GenerationPlan": ("midilm.generation", "GenerationPlan"),
-    "load_model": ("midilm.generation", "load_model"),
-    "list_composers": ("midilm.generation", "list_composers"),
-    "prepare_accompaniment": ("midilm.accompaniment", "prepare_accompaniment"),
-    "infill": ("midilm.infilling", "infill"),
-    "prepare_infill": ("midilm.infilling", "prepare_infill"),
-    "infill_span": ("midilm.infilling", "infill_span"),
-    "SamplingSettings": ("midilm.sampling", "SamplingSettings"),
-    "load_tokenizer": ("midilm.tokenizer", "load_tokenizer"),
-    "ComposerMap": ("midilm.tokenizer", "ComposerMap"),
-    "load_midilm_dir": ("midilm.modeling", "load_midilm_dir"),
+    "prepare_generation": ("midilm.sampling.generation", "prepare_generation"),
+    "GenerationPlan": ("midilm.sampling.generation", "GenerationPlan"),
+    "load_model": ("midilm.sampling.generation", "load_model"),
+    "list_composers": ("midilm.sampling.generation", "list_composers"),
+    "prepare_accompaniment": ("midilm.sampling.accompaniment", "prepare_accompaniment"),
+    "infill": ("midilm.sampling.infilling", "infill"),
+    "prepare_infill": ("midilm.sampling.infilling", "prepare_infill"),
+    "infill_span": ("midilm.sampling.infilling", "infill_span"),
+    "SamplingSettings": ("midilm.sampling.settings", "SamplingSettings"),
+    "load_tokenizer": ("midilm.core.tokenizer", "load_tokenizer"),
+    "ComposerMap": ("midilm.core.tokenizer", "ComposerMap"),
+    "load_midilm_dir": ("midilm.core.modeling", "load_midilm_dir"),
     "evaluate_module_path": ("midilm.evaluate_modules", "path"),
     "EVALUATE_MODULES": ("midilm.evaluate_modules", "MODULES"),
     "EvaluateArguments": ("midilm.evaluation.run", "EvaluateArguments"),
     "evaluate_model": ("midilm.evaluation.run", "evaluate"),
-    "InputError": ("midilm.errors", "InputError"),
+    "InputError": ("midilm.core.errors", "InputError"),
 }
 
 __all__ = [*_API]  # noqa: PLE0604 (built from _API, so the list and the table cannot drift apart)

@@ -20,14 +20,20 @@ import gradio as gr
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from midilm.accompaniment import prepare_accompaniment
-from midilm.errors import InputError
-from midilm.generation import load_model, prepare_generation
-from midilm.modeling import context_length, load_midilm_dir, sampling_defaults
-from midilm.rows import body_room
-from midilm.sample_files import accompaniment_files, check_soundfont, sample_files, write_accompaniments, write_samples
-from midilm.sampling import SamplingSettings
-from midilm.tokenizer import NONE
+from midilm.core.errors import InputError
+from midilm.core.modeling import context_length, load_midilm_dir, sampling_defaults
+from midilm.core.rows import body_room
+from midilm.core.tokenizer import NONE
+from midilm.sampling.accompaniment import prepare_accompaniment
+from midilm.sampling.generation import load_model, prepare_generation
+from midilm.sampling.sample_files import (
+    accompaniment_files,
+    check_soundfont,
+    sample_files,
+    write_accompaniments,
+    write_samples,
+)
+from midilm.sampling.settings import SamplingSettings
 
 # Settings shown in the page and repeated, explicitly, on the equivalent command line.
 SETTING_FLAGS = ("max_new_tokens", "guidance_scale", "temperature", "top_k", "top_p", "repetition_penalty", "seed")

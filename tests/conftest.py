@@ -26,7 +26,7 @@ def one_torch_thread():
 
 
 def _tokenizer_settings() -> dict:
-    from midilm.tokenizer import tokenizer_settings
+    from midilm.core.tokenizer import tokenizer_settings
 
     return tokenizer_settings(json.loads((REPO / "config.json").read_text()).get("tokenizer"))
 
@@ -75,8 +75,8 @@ def save_random_model(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from midilm.modeling import build_config, generation_config
-    from midilm.tokenizer import save_tokenizer
+    from midilm.core.modeling import build_config, generation_config
+    from midilm.core.tokenizer import save_tokenizer
 
     config = build_config("llama", "tiny", tokenizer, composer_map, context)
     for key, value in config_keys.items():
@@ -167,7 +167,8 @@ def midi_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def prepared(midi_dir, tmp_path_factory) -> dict:
     """prepare_dataset.py run once on `midi_dir`: paths of its tokenizer and dataset, and its report."""
-    from midilm.prepare import PrepareArguments, prepare
+    from midilm.data.arguments import PrepareArguments
+    from midilm.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("prepared")
     args = PrepareArguments(
@@ -232,7 +233,7 @@ def tiny_model(prepared, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def bach_files(tmp_path_factory):
     """Six Bach chorales from the music21 corpus, converted to MIDI in a test cache."""
-    from midilm.corpus import music21_corpus_files
+    from midilm.data.corpus import music21_corpus_files
 
     files, failures = music21_corpus_files(["bach"], 6, 2, cache_dir=tmp_path_factory.mktemp("m21cache"))
     assert files and not failures
@@ -248,7 +249,8 @@ def named_prepared(tmp_path_factory) -> dict:
     """prepare_dataset.py run once on folders named `NAMED_COMPOSERS` (4 pieces each, each composer
     keeps its token): paths of its tokenizer and dataset, its report and the composers' names.
     Small enough to train a few steps on and generate by name."""
-    from midilm.prepare import PrepareArguments, prepare
+    from midilm.data.arguments import PrepareArguments
+    from midilm.data.prepare import prepare
 
     midi = write_midi_folder(tmp_path_factory.mktemp("named_midi"), {name: 4 for name in NAMED_COMPOSERS}, broken=False)
     out = tmp_path_factory.mktemp("named_prepared")

@@ -17,21 +17,8 @@ from datasets import load_from_disk
 from symusic import Note, Score, TimeSignature, Track
 from transformers import AutoModelForCausalLM
 
-from midilm.accompaniment import (
-    BarLimitLogitsProcessor,
-    accompany,
-    load_melody,
-    melody_prompt,
-    plan_window,
-    source_root,
-)
-from midilm.dataset import chunk_paired_bars, split_bars
-from midilm.generation import decode_ids
-from midilm.grammar import RemiGrammar, count_syntax_errors
-from midilm.melody import extract_melody
-from midilm.metrics import accompaniment_metrics, harmonic_fit, melody_adherence
-from midilm.prepare import PrepareArguments, prepare
-from midilm.tokenizer import (
+from midilm.core.melody import extract_melody
+from midilm.core.tokenizer import (
     MELODY_TOKEN,
     bar_start_table,
     load_tokenizer,
@@ -39,6 +26,16 @@ from midilm.tokenizer import (
     section_token_ids,
     vocab_base_tokens,
 )
+from midilm.data.arguments import PrepareArguments
+from midilm.data.dataset import chunk_paired_bars, split_bars
+from midilm.data.held_out import source_root
+from midilm.data.prepare import prepare
+from midilm.metrics.accompaniment import accompaniment_metrics, harmonic_fit, melody_adherence
+from midilm.sampling.accompaniment import accompany, load_melody, melody_prompt, plan_window
+from midilm.sampling.bars import BarLimitLogitsProcessor
+from midilm.sampling.generation import decode_ids
+from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
+from midilm.sampling.settings import SamplingSettings
 
 CONTEXT = 256
 
@@ -157,7 +154,7 @@ def test_chunk_paired_bars_fits_both_sections():
 
 
 def test_bad_tasks_flag():
-    from midilm.errors import InputError
+    from midilm.core.errors import InputError
 
     with pytest.raises(InputError, match="--tasks 'harmony'"):
         PrepareArguments(tasks="harmony")
@@ -180,7 +177,7 @@ def test_output_keeps_the_melody_and_its_bars(model, both, tmp_path):
     path = melody_file(tmp_path / "tune.mid", 11, bars=5)
     given = Score(path)
     prompt = load_melody(tokenizer, path)
-    results = accompany(model, tokenizer, composer_map, prompt, ["alpha", "beta"], seed=2)
+    results = accompany(model, tokenizer, composer_map, prompt, ["alpha", "beta"], settings=SamplingSettings(seed=2))
     assert [r.composer for r in results] == ["alpha", "beta"]
     for result in results:
         kept = result.score.tracks[0]
@@ -208,7 +205,9 @@ def test_long_melody_is_generated_in_windows_and_follows_time_signatures(model, 
     piece.time_signatures = [TimeSignature(0, 4, 4), TimeSignature(4 * 4 * 480, 3, 4)]  # bars 5.. in 3/4
     prompt = melody_prompt(tokenizer, piece)
     assert sum(len(b) for b in prompt.bars) > CONTEXT // 2
-    (result,) = accompany(model, tokenizer, composer_map, prompt, ["beta"], seed=0, guidance_scale=1.5)
+    (result,) = accompany(
+        model, tokenizer, composer_map, prompt, ["beta"], settings=SamplingSettings(seed=0, guidance_scale=1.5)
+    )
     assert result.windows > 1
     assert result.bars == prompt.num_bars == len(bars_of(tokenizer, result.ids))
     assert time_signatures_per_bar(tokenizer, result.ids) == ["TimeSig_4/4"] * 4 + ["TimeSig_3/4"] * (
@@ -229,12 +228,16 @@ def test_cfg_rows_swap_only_the_composer(model, both, tmp_path):
             seen.append(input_ids.clone())
             return model.generate(input_ids, **kwargs)
 
-    first = accompany(Recorder(), tokenizer, composer_map, prompt, ["alpha"], seed=4, guidance_scale=3.0)
+    first = accompany(
+        Recorder(), tokenizer, composer_map, prompt, ["alpha"], settings=SamplingSettings(seed=4, guidance_scale=3.0)
+    )
     rows = seen[0]
     assert rows.shape[0] == 2
     assert rows[1, 1] == composer_map.none_id and rows[0, 1] == composer_map.id_of("alpha")
     assert torch.equal(rows[0, 2:], rows[1, 2:]), "the unconditional row keeps the melody"
-    again = accompany(model, tokenizer, composer_map, prompt, ["alpha"], seed=4, guidance_scale=3.0)
+    again = accompany(
+        model, tokenizer, composer_map, prompt, ["alpha"], settings=SamplingSettings(seed=4, guidance_scale=3.0)
+    )
     assert first[0].ids == again[0].ids
 
 
@@ -354,7 +357,7 @@ def no_sections_model(model_dir: Path, root: Path) -> Path:
 
     import miditok
 
-    from midilm.tokenizer import make_tokenizer_config
+    from midilm.core.tokenizer import make_tokenizer_config
 
     out = root / "old"
     shutil.copytree(model_dir, out)
@@ -529,7 +532,7 @@ def test_tiny_train_then_accompany(both, script, tmp_path, monkeypatch):
 
 
 def test_held_out_piece_is_a_file_of_that_split(both):
-    from midilm.accompaniment import held_out_piece
+    from midilm.data.held_out import held_out_piece
 
     path = held_out_piece(both["data"], "validation", composer="alpha")
     sources = set(load_from_disk(str(both["data"]))["validation"]["source"])

@@ -22,11 +22,11 @@ from gradio_client.exceptions import AppError
 from symusic import Score
 from transformers import AutoModelForCausalLM
 
-from midilm import render
 from midilm.app import LONGEST_CONTEXTS, build_app, length_note
-from midilm.generation import load_prompt
-from midilm.modeling import build_config, generation_config
-from midilm.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
+from midilm.core.modeling import build_config, generation_config
+from midilm.core.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
+from midilm.sampling import render
+from midilm.sampling.generation import load_prompt
 
 CONTEXT = 256
 ROOM = CONTEXT - 2  # BOS and the composer take two

@@ -1,4 +1,4 @@
-"""midilm.cli: config.json defaults under HfArgumentParser, and every script's --help."""
+"""midilm.core.cli: config.json defaults under HfArgumentParser, and every script's --help."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import pytest
 from transformers import TrainingArguments
 
-from midilm.cli import parse_args
-from midilm.training import DataArguments, ModelArguments
+from midilm.core.cli import parse_args
+from midilm.training.arguments import DataArguments, ModelArguments
 
 
 @dataclass
@@ -33,9 +33,9 @@ def test_train_help_prints(capsys):
 
 def _effective(config_file, argv=()):
     """What prepare_dataset.py and train.py would run with (each parses its own sections)."""
-    from midilm.prepare import PrepareArguments
-    from midilm.tokenizer import tokenizer_settings
-    from midilm.training import TRAINING_DEFAULTS
+    from midilm.core.tokenizer import tokenizer_settings
+    from midilm.data.arguments import PrepareArguments
+    from midilm.training.arguments import TRAINING_DEFAULTS
 
     prepare_args, config = parse_args((PrepareArguments,), ("prepare",), [], config_file=config_file)
     model_args, data_args, training_args, _ = parse_args(
@@ -82,24 +82,24 @@ def _package_defaults(section: str) -> dict:
     from dataclasses import MISSING, fields
 
     if section == "tokenizer":
-        from midilm.tokenizer import TOKENIZER_DEFAULTS
+        from midilm.core.tokenizer import TOKENIZER_DEFAULTS
 
         return dict(TOKENIZER_DEFAULTS)
     if section == "prepare":
-        from midilm.prepare import PrepareArguments as classes
+        from midilm.data.arguments import PrepareArguments as classes
     elif section in ("model", "data", "finetune", "training"):
-        from midilm.finetune import FinetuneArguments
+        from midilm.training.finetune import FinetuneArguments
 
         classes = (ModelArguments, DataArguments, FinetuneArguments, TrainingArguments)
     elif section == "generate":
         from midilm.commands.generate import GenerateArguments
-        from midilm.sampling import SamplingSettings
+        from midilm.sampling.settings import SamplingSettings
 
         classes = (GenerateArguments, SamplingSettings)
     elif section == "evaluate":
         from midilm.evaluation.run import EvaluateArguments as classes
     elif section == "tune":
-        from midilm.tuning.loop import TuneArguments
+        from midilm.tuning.arguments import TuneArguments
         from midilm.tuning.score import ScoreWeights
 
         classes = (TuneArguments, ScoreWeights)
@@ -114,7 +114,7 @@ def _package_defaults(section: str) -> dict:
         if f.default is not MISSING or f.default_factory is not MISSING
     }
     if section == "training":
-        from midilm.training import TRAINING_DEFAULTS
+        from midilm.training.arguments import TRAINING_DEFAULTS
 
         defaults.update(TRAINING_DEFAULTS)
     return defaults
@@ -183,8 +183,8 @@ def test_import_midilm_is_light_and_names_the_public_api():
     )
     import midilm
     from midilm.evaluate_modules import path
-    from midilm.generation import prepare_generation
-    from midilm.sampling import SamplingSettings
+    from midilm.sampling.generation import prepare_generation
+    from midilm.sampling.settings import SamplingSettings
 
     assert (
         midilm.prepare_generation is prepare_generation

@@ -9,21 +9,18 @@ import numpy as np
 import pytest
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
-from midilm.composer_classifier import (
+from midilm.evaluation.composer_classifier.classifier import ComposerClassifier
+from midilm.evaluation.composer_classifier.features import (
     FEATURE_NAMES,
-    ComposerClassifier,
     Notes,
-    adherence,
-    adherence_report,
     crops,
     features,
-    fit_classifier,
-    render_markdown,
-    scores_from_ids,
-    train_classifier,
     typical_length,
-    wilson_interval,
 )
+from midilm.evaluation.composer_classifier.fit import fit_classifier, train_classifier
+from midilm.evaluation.composer_classifier.judging import adherence, adherence_report, wilson_interval
+from midilm.evaluation.composer_classifier.markdown import render_markdown
+from midilm.evaluation.composer_classifier.pieces import scores_from_ids
 
 TPQ = 480
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
@@ -176,7 +173,7 @@ def test_composer_with_too_few_pieces_is_not_measurable():
 def test_trains_on_a_prepared_dataset(prepared):
     from datasets import load_from_disk
 
-    from midilm.tokenizer import encode_ids, load_tokenizer
+    from midilm.core.tokenizer import encode_ids, load_tokenizer
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
     dataset = load_from_disk(str(prepared["data"]))

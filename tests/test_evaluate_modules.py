@@ -31,8 +31,9 @@ def test_path_names_each_module():
 
 
 def test_music_metrics_from_midi_files_and_tokens(bach_files, prepared):
-    from midilm.metrics import bar_windows, compare, median_bars, piece_metrics
-    from midilm.tokenizer import encode_ids, load_tokenizer, vocab_base_tokens
+    from midilm.core.tokenizer import encode_ids, load_tokenizer, vocab_base_tokens
+    from midilm.metrics.compare import compare
+    from midilm.metrics.piece import bar_windows, median_bars, piece_metrics
 
     files = [str(f.path) for f in bach_files]
     metric = evaluate.load(path("music_metrics"), keep_in_memory=True)
@@ -75,8 +76,10 @@ def test_music_metrics_from_midi_files_and_tokens(bach_files, prepared):
 def test_composer_adherence_from_midi_files_and_tokens(bach_files, prepared, tmp_path):
     from datasets import load_from_disk
 
-    from midilm.composer_classifier import adherence, scores_from_midi, train_classifier
-    from midilm.tokenizer import encode_ids, load_tokenizer
+    from midilm.core.tokenizer import encode_ids, load_tokenizer
+    from midilm.evaluation.composer_classifier.fit import train_classifier
+    from midilm.evaluation.composer_classifier.judging import adherence
+    from midilm.evaluation.composer_classifier.pieces import scores_from_midi
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
     classifier = train_classifier(

@@ -16,17 +16,18 @@ import pytest
 import torch
 from conftest import REPO
 from datasets import ClassLabel, Dataset, load_from_disk
+from shared_run import longest_shared_run
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
-from midilm.errors import InputError
+from midilm.core.errors import InputError
+from midilm.core.tokenizer import encode_ids, load_tokenizer
 from midilm.evaluation.data import scan_training, token_rows
 from midilm.evaluation.likelihood import fit_unigram, unigram_from_counts
+from midilm.evaluation.memorization import MemorizationIndex, PitchReader, build_index, interval_codes
 from midilm.evaluation.run import EvaluateArguments, check_output_dir, evaluate
 from midilm.evaluation.samples import passage_runs, read_samples
-from midilm.generation import decode_ids
-from midilm.memorization import MemorizationIndex, PitchReader, build_index, interval_codes
-from midilm.metrics import longest_shared_run, pitch_sequence
-from midilm.tokenizer import encode_ids, load_tokenizer
+from midilm.metrics.notes import pitch_sequence
+from midilm.sampling.generation import decode_ids
 
 torch.set_num_threads(1)  # two threads on two shared cores make generate() up to 100x slower
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -440,9 +441,9 @@ def adherence_run(model_dir, prepared, tmp_path_factory):
 def test_adherence_rows_are_computed_from_the_samples(adherence_run, model_dir, prepared):
     import evaluate as hf_evaluate
 
-    from midilm.composer_classifier import wilson_interval
     from midilm.evaluate_modules import path
-    from midilm.guard import onset_counts
+    from midilm.evaluation.composer_classifier.judging import wilson_interval
+    from midilm.sampling.guard import onset_counts
 
     report, midi = adherence_run["report"], adherence_run["midi"]
     section = report["adherence"]
@@ -491,7 +492,7 @@ def test_adherence_rows_are_computed_from_the_samples(adherence_run, model_dir, 
         assert cell in markdown
         assert f"{row['degenerate_guard_off']['count']}/{row['degenerate_guard_off']['n']}" in markdown
         # vertical seconds: pooled over each composer's samples, beside the real pieces'
-        from midilm.metrics import piece_metrics, pooled_vertical_seconds
+        from midilm.metrics.piece import piece_metrics, pooled_vertical_seconds
 
         samples = midi["trained"] if row["scale"] == trained_scale else midi[f"sweep {row['scale']:g}"]
         for c, share in row["vertical_seconds"].items():
@@ -502,7 +503,7 @@ def test_adherence_rows_are_computed_from_the_samples(adherence_run, model_dir, 
 
 def test_guided_samples_at_the_default_stay_within_the_guard(adherence_run, model_dir):
     """train.py stores the guard's bounds; the sweep's guarded samples (at the default among them) never pass them."""
-    from midilm.guard import load_bounds, onset_counts
+    from midilm.sampling.guard import load_bounds, onset_counts
 
     bounds = load_bounds(model_dir)
     assert bounds and bounds["max_notes_per_onset"] >= 1
@@ -519,7 +520,7 @@ def test_guided_samples_at_the_default_stay_within_the_guard(adherence_run, mode
 
 
 def test_the_chosen_default_is_written_only_with_the_flag(adherence_run, report_dir, model_dir):
-    from midilm.modeling import sampling_defaults
+    from midilm.core.modeling import sampling_defaults
 
     choice = adherence_run["report"]["adherence"]["choice"]
     assert choice["scale"] in (1.0, 2.0) and choice["written_to"] == str(adherence_run["model"] / "config.json")
@@ -589,9 +590,9 @@ def test_long_pieces_report_their_drift_beside_real_pieces(model_dir, prepared, 
     """evaluate_samples.py --long_tokens: long samples written in windows, the drift of their last window
     against their first recomputed from the samples themselves, and the real-pieces reference, in both reports."""
     from midilm.commands import evaluate as command
+    from midilm.core.tokenizer import bar_start_table
     from midilm.evaluation.long_pieces import edge_windows, mean_gap
-    from midilm.metrics import piece_metrics
-    from midilm.tokenizer import bar_start_table
+    from midilm.metrics.piece import piece_metrics
 
     captured = {}
 

@@ -24,11 +24,11 @@ from conftest import (
 from datasets import load_from_disk
 from transformers import AutoModelForCausalLM
 
-from midilm.finetune import BASE_FILE, FinetuneArguments, grow_embeddings, trainable_parameters, wrap_lora
-from midilm.hub import model_files
-from midilm.modeling import BASE_KEY
-from midilm.tokenizer import load_tokenizer
-from midilm.training import last_complete_checkpoint
+from midilm.core.modeling import BASE_KEY
+from midilm.core.tokenizer import load_tokenizer
+from midilm.training.finetune import BASE_FILE, FinetuneArguments, grow_embeddings, trainable_parameters, wrap_lora
+from midilm.training.hub import model_files
+from midilm.training.trainer import last_complete_checkpoint
 
 NEW = ["Bach, Johann Sebastian", "Dvořák"]
 QUICK = [
@@ -64,7 +64,8 @@ def base_dir(tiny_model) -> Path:
 def ft_prepared(base_dir, tmp_path_factory) -> dict:
     """Two composers the base never saw (a comma, an accent) and one it knows, plus unusable files,
     prepared with the base's tokenizer (config.json's tokenizer section given, and ignored)."""
-    from midilm.prepare import PrepareArguments, prepare
+    from midilm.data.arguments import PrepareArguments
+    from midilm.data.prepare import prepare
 
     midi = write_midi_folder(tmp_path_factory.mktemp("ft_midi"), {NEW[0]: 6, NEW[1]: 6, "alpha": 4})
     out = tmp_path_factory.mktemp("ft_prepared")
@@ -440,9 +441,10 @@ def test_new_composers_need_a_bpe_base(midi_dir, tmp_path):
     """miditok rebuilds a vocabulary without BPE from its settings, so appended composers would not keep their ids."""
     from conftest import save_random_model
 
-    from midilm.errors import InputError
-    from midilm.prepare import PrepareArguments, prepare
-    from midilm.tokenizer import build_tokenizer
+    from midilm.core.errors import InputError
+    from midilm.core.tokenizer import build_tokenizer
+    from midilm.data.arguments import PrepareArguments
+    from midilm.data.prepare import prepare
 
     tokenizer, composer_map = build_tokenizer(TOKENIZER_SETTINGS, ["zeta"])
     base = save_random_model(tmp_path / "no_bpe", tokenizer, composer_map, 256)

@@ -1,4 +1,5 @@
-"""generate.py and midilm.generation: the README example, continuation, determinism, grammar on/off, bad input."""
+"""generate.py and midilm.sampling.generation: the README example, continuation, determinism, grammar on/off,
+bad input."""
 
 from __future__ import annotations
 
@@ -16,18 +17,18 @@ from conftest import REPO, TOKENIZER_SETTINGS, assert_refused, load_script, make
 from symusic import Score
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from midilm.generation import decode_ids, load_prompt, prepare_generation, sample_scores
-from midilm.sampling import SamplingSettings
-from midilm.tokenizer import bar_start_table, build_tokenizer, load_tokenizer, save_tokenizer, vocab_base_tokens
+from midilm.core.tokenizer import bar_start_table, build_tokenizer, load_tokenizer, save_tokenizer, vocab_base_tokens
+from midilm.sampling.generation import decode_ids, load_prompt, prepare_generation, sample_scores
+from midilm.sampling.settings import SamplingSettings
 
 CONTEXT = 256
 # The README's example, verbatim; the test runs it in a folder holding `model_output`.
 README_EXAMPLE = """
 from transformers import AutoModelForCausalLM
-from midilm.generation import prepare_generation
+from midilm import SamplingSettings, prepare_generation
 
 model = AutoModelForCausalLM.from_pretrained("model_output")
-plan = prepare_generation("model_output", composer="bach", num_samples=2, seed=0)
+plan = prepare_generation("model_output", composer="bach", num_samples=2, settings=SamplingSettings(seed=0))
 output = model.generate(plan.input_ids, attention_mask=plan.attention_mask,
                         generation_config=plan.generation_config, logits_processor=plan.logits_processor)
 for i, score in enumerate(plan.decode(output)):
@@ -94,7 +95,14 @@ def test_continuation_keeps_the_prompt(model_dir, model, tmp_path):
     prompt = load_prompt(tokenizer, prompt_path, prompt_bars=2)
     assert int(np.asarray(bar_start_table(tokenizer))[prompt].sum()) == 2
 
-    plan = prepare_generation(model_dir, "Mozart", 2, prompt_midi=prompt_path, prompt_bars=2, max_new_tokens=40, seed=1)
+    plan = prepare_generation(
+        model_dir,
+        "Mozart",
+        2,
+        prompt_midi=prompt_path,
+        prompt_bars=2,
+        settings=SamplingSettings(max_new_tokens=40, seed=1),
+    )
     output = generate(model, plan)
     header = [tokenizer["BOS_None"], composer_map.id_of("mozart")]
     prompt_notes = notes_of(decode_ids(tokenizer, prompt))
@@ -112,7 +120,9 @@ def test_long_prompt_is_cut_from_the_left_at_a_bar_line(model_dir, tmp_path):
     full = load_prompt(tokenizer, prompt_path)
     room = len(full) // 2
     with pytest.warns(UserWarning, match="dropped"):
-        plan = prepare_generation(model_dir, "bach", prompt_midi=prompt_path, max_new_tokens=CONTEXT - 2 - room)
+        plan = prepare_generation(
+            model_dir, "bach", prompt_midi=prompt_path, settings=SamplingSettings(max_new_tokens=CONTEXT - 2 - room)
+        )
     assert 0 < len(plan.prompt_ids) <= room
     assert plan.prompt_ids == full[-len(plan.prompt_ids) :]
     assert bar_start_table(tokenizer)[plan.prompt_ids[0]]
@@ -131,12 +141,14 @@ def test_unfinished_last_note_is_dropped(model_dir, midi_files):
 
 
 def test_grammar_on_gives_no_syntax_errors_and_off_gives_some(model_dir, model):
-    from midilm.grammar import count_syntax_errors
+    from midilm.sampling.grammar import count_syntax_errors
 
     tokenizer, _ = load_tokenizer(model_dir)
     rates = {}
     for grammar in (True, False):
-        plan = prepare_generation(model_dir, "bach", 4, max_new_tokens=96, seed=3, grammar=grammar)
+        plan = prepare_generation(
+            model_dir, "bach", 4, settings=SamplingSettings(max_new_tokens=96, seed=3, grammar=grammar)
+        )
         rates[grammar] = [count_syntax_errors(tokenizer, ids) for ids in plan.sample_ids(generate(model, plan))]
     assert rates[True] == [0.0] * 4
     assert sum(rates[False]) > 0
@@ -221,9 +233,16 @@ def test_compile_really_compiles_the_decoding_forward(model_dir):
     model = AutoModelForCausalLM.from_pretrained(
         model_dir
     ).eval()  # its own copy: the compiled call is cached on the model
-    plain = generate(model, prepare_generation(model_dir, "mozart", 2, max_new_tokens=24, seed=2))
+    plain = generate(
+        model, prepare_generation(model_dir, "mozart", 2, settings=SamplingSettings(max_new_tokens=24, seed=2))
+    )
     counters.clear()
-    plan = prepare_generation(model_dir, "mozart", 2, max_new_tokens=24, seed=2, compile=True, compile_backend="eager")
+    plan = prepare_generation(
+        model_dir,
+        "mozart",
+        2,
+        settings=SamplingSettings(max_new_tokens=24, seed=2, compile=True, compile_backend="eager"),
+    )
     assert plan.generation_config.cache_implementation == "static"
     compiled = generate(model, plan)
     assert counters["stats"]["unique_graphs"] > 0
@@ -264,7 +283,7 @@ def test_cli_unconditional_and_list_composers(script, model_dir, tmp_path, monke
 
 
 def test_cli_renders_wav_and_png(script, model_dir, tmp_path, monkeypatch):
-    from midilm.render import available_backends, find_soundfont
+    from midilm.sampling.render import available_backends, find_soundfont
 
     if find_soundfont() is None or not available_backends():
         pytest.skip("no soundfont or no synthesizer here")
@@ -426,7 +445,7 @@ def test_cli_all_composers_in_one_call(script, model_dir, tmp_path, monkeypatch)
 def guarded_model_dir(model_dir, tmp_path_factory) -> Path:
     """The random-weight model with guard bounds in its config.json, as train.py stores them; tight
     ones, so that its unguarded samples (random weights pile notes up) pass them."""
-    from midilm.guard import CONFIG_KEY
+    from midilm.sampling.guard import CONFIG_KEY
 
     out = tmp_path_factory.mktemp("guarded") / "model_output"
     shutil.copytree(model_dir, out)
@@ -437,12 +456,14 @@ def guarded_model_dir(model_dir, tmp_path_factory) -> Path:
 
 
 def test_guard_is_on_by_default_and_keeps_samples_within_its_bounds(guarded_model_dir, model):
-    from midilm.guard import NoteGuardLogitsProcessor, onset_counts
+    from midilm.sampling.guard import NoteGuardLogitsProcessor, onset_counts
 
     tokenizer, _ = load_tokenizer(guarded_model_dir)
     largest = {}
     for guard in (True, False):
-        plan = prepare_generation(guarded_model_dir, "bach,mozart", 2, max_new_tokens=96, seed=3, guard=guard)
+        plan = prepare_generation(
+            guarded_model_dir, "bach,mozart", 2, settings=SamplingSettings(max_new_tokens=96, seed=3, guard=guard)
+        )
         assert (
             plan.settings["guard"] is guard and plan.settings["effective_guidance_scale"] == 3.0
         )  # the model's default

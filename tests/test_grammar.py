@@ -12,9 +12,10 @@ import torch
 from symusic import Note, Score, Tempo, TimeSignature, Track
 from transformers import AutoModelForCausalLM, LogitsProcessorList
 
-from midilm.grammar import GrammarLogitsProcessor, RemiGrammar, count_syntax_errors
-from midilm.modeling import build_config
-from midilm.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer, vocab_base_tokens
+from midilm.core.modeling import build_config
+from midilm.core.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer, vocab_base_tokens
+from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
+from midilm.sampling.grammar_processor import GrammarLogitsProcessor
 
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = json.loads((REPO / "config.json").read_text())["tokenizer"]

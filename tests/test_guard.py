@@ -12,8 +12,11 @@ import torch
 from conftest import TOKENIZER_SETTINGS, make_piece
 from transformers import AutoConfig, AutoModelForCausalLM, LogitsProcessorList
 
-from midilm.grammar import GrammarLogitsProcessor, count_syntax_errors
-from midilm.guard import (
+from midilm.core.modeling import build_config
+from midilm.core.tokenizer import build_tokenizer, encode_ids, vocab_base_tokens
+from midilm.sampling.grammar import count_syntax_errors
+from midilm.sampling.grammar_processor import GrammarLogitsProcessor
+from midilm.sampling.guard import (
     NoteGuard,
     NoteGuardLogitsProcessor,
     bounds_from_config,
@@ -23,8 +26,6 @@ from midilm.guard import (
     load_bounds,
     onset_counts,
 )
-from midilm.modeling import build_config
-from midilm.tokenizer import build_tokenizer, encode_ids, vocab_base_tokens
 
 CAPS = {"max_notes_per_onset": 2, "max_notes_per_bar": 7}
 
@@ -153,8 +154,8 @@ def test_sampling_with_the_guard_never_passes_its_bounds(tokenizer_and_map):
 def test_learn_bounds_from_a_prepared_dataset(prepared, tmp_path):
     from datasets import load_from_disk
 
-    from midilm.composer_classifier import scores_from_ids
-    from midilm.tokenizer import load_tokenizer
+    from midilm.core.tokenizer import load_tokenizer
+    from midilm.evaluation.composer_classifier.pieces import scores_from_ids
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
     train = load_from_disk(str(prepared["data"]))["train"]

@@ -1,4 +1,5 @@
-"""midilm.guidance: the batched CFG processor is exact (formula, transformers' own processor, same draws) and safe."""
+"""midilm.sampling.guidance: the batched CFG processor is exact (formula, transformers' own processor, same draws)
+and safe."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from transformers.generation.logits_process import (
 )
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from midilm.guidance import CFGSamplingProcessor, guided_log_probs
+from midilm.sampling.guidance import CFGSamplingProcessor, guided_log_probs
 
 VOCAB, BOS, EOS, PAD, COND, UNCOND = 48, 1, 2, 0, 3, 4
 SETTINGS = {"temperature": 0.9, "top_k": 20, "top_p": 0.95, "repetition_penalty": 1.1}
@@ -51,7 +52,7 @@ def model() -> LlamaForCausalLM:
 
 
 def greedy_config(new_tokens: int) -> GenerationConfig:
-    """What midilm.generation passes: greedy, every transformers sampling flag neutral."""
+    """What midilm.sampling.generation passes: greedy, every transformers sampling flag neutral."""
     return GenerationConfig(
         do_sample=False,
         max_new_tokens=new_tokens,

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import REPO, load_script, run_cli
 
-from midilm.errors import InputError
-from midilm.modeling import DEFAULT_GUIDANCE_SCALE, sampling_defaults
-from midilm.tokenizer import load_tokenizer
+from midilm.core.errors import InputError
+from midilm.core.modeling import DEFAULT_GUIDANCE_SCALE, sampling_defaults
+from midilm.core.tokenizer import load_tokenizer
+from midilm.sampling.settings import SamplingSettings
 
 REPO_ID = "someone/midilm-tiny"
 # The files a midilm model repository holds; checkpoints, TensorBoard runs and training_args.bin stay local.
@@ -156,7 +157,7 @@ def test_the_sent_folder_loads_with_transformers_and_miditok(pushed):
     import miditok
     from transformers import AutoModelForCausalLM
 
-    from midilm.generation import prepare_generation
+    from midilm.sampling.generation import prepare_generation
 
     sent = pushed["sent"]
     model = AutoModelForCausalLM.from_pretrained(sent)
@@ -164,12 +165,12 @@ def test_the_sent_folder_loads_with_transformers_and_miditok(pushed):
     ours, composer_map = load_tokenizer(pushed["dir"])
     assert tokenizer.vocab_model == ours.vocab_model and len(tokenizer) == model.config.vocab_size
     assert model.config.composer_to_id == dict(zip(composer_map.names, composer_map.token_ids))
-    plan = prepare_generation(sent, "alpha", 1, max_new_tokens=4)
+    plan = prepare_generation(sent, "alpha", 1, settings=SamplingSettings(max_new_tokens=4))
     assert plan.settings["guidance_scale"] == DEFAULT_GUIDANCE_SCALE and plan.input_ids.shape[0] == 2
 
 
 def test_push_refuses_an_incomplete_folder(tmp_path, monkeypatch):
-    from midilm.hub import push_model
+    from midilm.training.hub import push_model
 
     recorder = HubRecorder(tmp_path)
     recorder.install(monkeypatch)

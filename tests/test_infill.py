@@ -18,13 +18,9 @@ from datasets import load_from_disk
 from symusic import Score
 from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
 
-from midilm.dataset import split_bars
-from midilm.errors import InputError
-from midilm.grammar import RemiGrammar, count_syntax_errors
-from midilm.infilling import infill_span, load_piece, parse_bars, plan_context, prepare_infill
-from midilm.prepare import PrepareArguments, prepare
-from midilm.rows import IGNORED_LABEL, MAX_SPAN_BARS, RowLayout, infill_row, music_room
-from midilm.tokenizer import (
+from midilm.core.errors import InputError
+from midilm.core.rows import IGNORED_LABEL, MAX_SPAN_BARS, RowLayout, infill_row, music_room
+from midilm.core.tokenizer import (
     GAP_TOKEN,
     bar_start_table,
     build_tokenizer,
@@ -35,7 +31,14 @@ from midilm.tokenizer import (
     section_token_ids,
     vocab_base_tokens,
 )
-from midilm.training import MidiCollator, dataset_tasks_and_row_len
+from midilm.data.arguments import PrepareArguments
+from midilm.data.dataset import split_bars
+from midilm.data.prepare import prepare
+from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
+from midilm.sampling.infilling import infill_span, load_piece, parse_bars, plan_context, prepare_infill
+from midilm.sampling.settings import SamplingSettings
+from midilm.training.collator import MidiCollator
+from midilm.training.data import dataset_tasks_and_row_len
 
 CONTEXT = 256  # the dataset's rows
 MODEL_CONTEXT = 768  # the random model's: room for a few bars of a four-voice chorale around a span
@@ -147,7 +150,7 @@ def test_prepare_keeps_room_for_the_markers(infill_data, prepared):
 def test_the_infill_task_moves_no_piece_between_splits(infill_data, prepared):
     """Splits come from a hash of the scan's token ids: the scan encodes without GAP/FILL, so its ids (and every
     corpus's splits) are those of the tokenizers made before the markers."""
-    from midilm.scan import scan_vocabulary
+    from midilm.data.scan import scan_vocabulary
 
     vocab = scan_vocabulary(TOKENIZER_SETTINGS)
     assert "GAP_None" not in vocab and "FILL_None" not in vocab and vocab[-1] != "FILL_None"
@@ -277,7 +280,9 @@ def test_the_span_has_exactly_its_bars(taste, model_dir, tokenizer, bach_files):
     model = with_bias(
         AutoModelForCausalLM.from_pretrained(model_dir).eval(), items, 30.0 if taste == "bar lines" else -30.0, seen
     )
-    job = prepare_infill(model_dir, bach_files[0].path, "2-4", composer="none", num_samples=2, seed=0)
+    job = prepare_infill(
+        model_dir, bach_files[0].path, "2-4", composer="none", num_samples=2, settings=SamplingSettings(seed=0)
+    )
     results = job.run(model)
     fill = infill_token_ids(tokenizer)[1]
     for k, result in enumerate(results):
@@ -302,7 +307,13 @@ def test_notes_outside_the_span_are_identical_on_real_pieces(model, tokenizer, i
         n = piece.num_bars
         for first, last in ((1, 1), (n // 2, n // 2 + 1), (n - 1, n)):
             results = infill_span(
-                model, tokenizer, composer_map, piece, (first, last), ["alpha", "none"], seed=first, guidance_scale=1.0
+                model,
+                tokenizer,
+                composer_map,
+                piece,
+                (first, last),
+                ["alpha", "none"],
+                settings=SamplingSettings(seed=first, guidance_scale=1.0),
             )
             start, end = piece.lines[first - 1], piece.lines[last]
             original = Score(file.path)

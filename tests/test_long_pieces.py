@@ -1,4 +1,4 @@
-"""Pieces longer than the context: generate.py and midilm.generation write them in windows."""
+"""Pieces longer than the context: generate.py and midilm.sampling.generation write them in windows."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import torch
 from conftest import TOKENIZER_SETTINGS, load_script, make_piece, run_cli, save_random_model
 from transformers import AutoModelForCausalLM
 
-from midilm.generation import load_prompt, prepare_generation, window_start
-from midilm.grammar import RemiGrammar, count_syntax_errors
-from midilm.guard import CONFIG_KEY, NoteGuard
-from midilm.rows import HEADER_TOKENS
-from midilm.tokenizer import bar_start_table, build_tokenizer, load_tokenizer
+from midilm.core.rows import HEADER_TOKENS
+from midilm.core.tokenizer import bar_start_table, build_tokenizer, load_tokenizer
+from midilm.sampling.generation import load_prompt, prepare_generation
+from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
+from midilm.sampling.guard import CONFIG_KEY, NoteGuard
+from midilm.sampling.settings import SamplingSettings
+from midilm.sampling.windows import window_start
 
 CONTEXT = 128
 LONG = 4 * CONTEXT  # new tokens asked: four contexts' worth
@@ -56,7 +58,10 @@ def test_a_long_sample_crosses_windows_with_the_same_tokens_for_the_same_seed(mo
     runs = []
     for _ in range(2):
         plan = prepare_generation(
-            model_dir, "bach,mozart", 1, max_new_tokens=LONG, min_new_tokens=LONG, seed=3, guidance_scale=1.0
+            model_dir,
+            "bach,mozart",
+            1,
+            settings=SamplingSettings(max_new_tokens=LONG, min_new_tokens=LONG, seed=3, guidance_scale=1.0),
         )
         runs.append((plan, plan.sample_ids(plan.run(model))))
     (plan, ids), (again, ids_again) = runs
@@ -145,7 +150,9 @@ def test_cli_long_continuation_keeps_the_whole_prompt(script, model_dir, tmp_pat
 
 
 def test_within_the_context_is_still_one_call(model_dir, model):
-    plan = prepare_generation(model_dir, "bach", 1, max_new_tokens=CONTEXT - HEADER_TOKENS, seed=1)
+    plan = prepare_generation(
+        model_dir, "bach", 1, settings=SamplingSettings(max_new_tokens=CONTEXT - HEADER_TOKENS, seed=1)
+    )
     assert plan.windowed is None
     plan.run(model)
     assert plan.windows == 1
@@ -161,7 +168,10 @@ def test_static_cache_and_compile_give_the_same_long_sample(model_dir):
     speed["compiled"] = {"compile": True, "compile_backend": "aot_eager"}
     for name, flags in speed.items():
         plan = prepare_generation(
-            model_dir, "bach", 1, max_new_tokens=2 * CONTEXT, min_new_tokens=2 * CONTEXT, seed=7, **flags
+            model_dir,
+            "bach",
+            1,
+            settings=SamplingSettings(**flags, max_new_tokens=2 * CONTEXT, min_new_tokens=2 * CONTEXT, seed=7),
         )
         counters.clear()
         samples.append(plan.sample_ids(plan.run(model)))

@@ -8,7 +8,7 @@ import pytest
 from conftest import make_piece
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
-from midilm.melody import extract_melody, marked_tracks
+from midilm.core.melody import extract_melody, marked_tracks
 
 TPQ = 480
 

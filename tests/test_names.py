@@ -8,8 +8,8 @@ import shlex
 import pytest
 from conftest import load_script, run_cli
 
-from midilm.sample_files import sample_stem
-from midilm.tokenizer import composer_token
+from midilm.core.tokenizer import composer_token
+from midilm.sampling.sample_files import sample_stem
 
 
 @pytest.fixture(scope="module")

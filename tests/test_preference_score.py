@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from symusic import Note
 
-from midilm.errors import InputError
+from midilm.core.errors import InputError
+from midilm.core.rows import RowLayout
+from midilm.core.tokenizer import encode_ids, load_tokenizer
 from midilm.evaluation.data import join_pieces, token_rows
-from midilm.generation import decode_ids
-from midilm.rows import RowLayout
-from midilm.tokenizer import encode_ids, load_tokenizer
+from midilm.sampling.generation import decode_ids
 from midilm.tuning.score import ScoreWeights, build_pairs, build_reference, load_dataset_for, score_samples
 
 

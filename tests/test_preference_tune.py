@@ -103,7 +103,8 @@ def test_one_round_gives_a_plain_model_folder_that_records_the_tuning(tuned, mod
     import torch
     from transformers import AutoModelForCausalLM
 
-    from midilm.generation import prepare_generation
+    from midilm.sampling.generation import prepare_generation
+    from midilm.sampling.settings import SamplingSettings
 
     out = tuned["out"]
     config = json.loads((out / "config.json").read_text())
@@ -126,7 +127,9 @@ def test_one_round_gives_a_plain_model_folder_that_records_the_tuning(tuned, mod
     model = AutoModelForCausalLM.from_pretrained(out)
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values()))
-    plan = prepare_generation(out, composer=record["tuned_composers"][0], num_samples=1, max_new_tokens=16, seed=0)
+    plan = prepare_generation(
+        out, composer=record["tuned_composers"][0], num_samples=1, settings=SamplingSettings(max_new_tokens=16, seed=0)
+    )
     assert len(plan.decode(plan.run(model))) == 1
 
 

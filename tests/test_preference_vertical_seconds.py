@@ -1,12 +1,12 @@
 """Vertical seconds (pairs of notes that start together a second apart) against a hand count, in
-midilm.metrics and in the `music_metrics` evaluate module."""
+midilm.metrics.piece and in the `music_metrics` evaluate module."""
 
 from __future__ import annotations
 
 import pytest
 from symusic import Note, Score, TimeSignature, Track
 
-from midilm.metrics import piece_metrics, pooled_vertical_seconds, vertical_seconds
+from midilm.metrics.piece import piece_metrics, pooled_vertical_seconds, vertical_seconds
 
 TPQ = 480
 

@@ -16,9 +16,10 @@ from conftest import REPO, TOKENIZER_SETTINGS, make_piece, write_midi_folder
 from datasets import load_from_disk
 from symusic import Score, Tempo, TimeSignature
 
-from midilm.dataset import chunk_bars, split_of
-from midilm.prepare import PrepareArguments, prepare
-from midilm.tokenizer import bar_start_table, build_tokenizer, load_tokenizer
+from midilm.core.tokenizer import bar_start_table, build_tokenizer, load_tokenizer
+from midilm.data.arguments import PrepareArguments
+from midilm.data.dataset import chunk_bars, split_of
+from midilm.data.prepare import prepare
 
 
 def run_script(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -61,7 +62,7 @@ def test_split_of_depends_on_the_key_alone():
     between splits. Over many keys the shares follow the ratios."""
     keys = [f"piece{i}" for i in range(5000)]
     here = [split_of(key, 0.1, 0.3) for key in keys]
-    code = "from midilm.dataset import split_of; print(*(split_of(f'piece{i}', 0.1, 0.3) for i in range(5000)))"
+    code = "from midilm.data.dataset import split_of; print(*(split_of(f'piece{i}', 0.1, 0.3) for i in range(5000)))"
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": os.pathsep.join(sys.path)}
     elsewhere = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert elsewhere.stdout.split() == here
@@ -225,7 +226,7 @@ def test_push_to_hub_sends_dataset_card_and_tokenizer(prepared, monkeypatch):
     from datasets import DatasetDict
     from huggingface_hub import HfApi
 
-    from midilm.hub import push_dataset
+    from midilm.training.hub import push_dataset
 
     sent = {}
     monkeypatch.setattr(
@@ -293,9 +294,9 @@ def troubled(tmp_path_factory) -> dict:
     miditok's encode (the workers are forked for this, so they inherit the patch): a track named
     `raise-in-tokenizer` raises, one named `encodes-to-nothing` encodes to zero tokens; and the
     test hook makes the worker that reads `crash.mid` die."""
-    from midilm import prepare as prepare_module
-    from midilm import scan as scan_module
-    from midilm.scan import CRASH_HOOK_ENV
+    from midilm.data import prepare as prepare_module
+    from midilm.data import scan as scan_module
+    from midilm.data.scan import CRASH_HOOK_ENV
 
     root = write_troubled_folder(tmp_path_factory.mktemp("troubled"))
     out = tmp_path_factory.mktemp("troubled_out")
@@ -339,7 +340,7 @@ def troubled(tmp_path_factory) -> dict:
 
 
 def test_bad_files_are_reported_and_never_end_the_run(troubled):
-    from midilm.scan import CRASHED
+    from midilm.data.scan import CRASHED
 
     report = troubled["report"]
     skipped = report["skipped_files"]
@@ -400,7 +401,7 @@ def test_bpe_learns_from_the_sample_only(troubled):
 
 
 def test_bpe_sample_is_bounded_and_seeded():
-    from midilm.prepare import Piece, bpe_sample
+    from midilm.data.prepare import Piece, bpe_sample
 
     pieces = [Piece(None, offset=i * 10, length=10, notes=1, bars=1, digest=str(i)) for i in range(50)]
     one, again, other = bpe_sample(pieces, 7, 0), bpe_sample(pieces, 7, 0), bpe_sample(pieces, 7, 1)
@@ -410,9 +411,9 @@ def test_bpe_sample_is_bounded_and_seeded():
 
 
 def test_composer_names_as_people_write_them(named_prepared):
-    from midilm.generation import composer_names
-    from midilm.sample_files import sample_stem
-    from midilm.tokenizer import composer_token
+    from midilm.core.tokenizer import composer_token
+    from midilm.sampling.generation import composer_names
+    from midilm.sampling.sample_files import sample_stem
 
     names = named_prepared["names"]
     tokenizer, composer_map = load_tokenizer(named_prepared["tokenizer"])
@@ -448,7 +449,7 @@ def test_composer_names_as_people_write_them(named_prepared):
 
 
 def test_names_with_one_token_are_refused(tmp_path):
-    from midilm.errors import InputError
+    from midilm.core.errors import InputError
 
     root = write_midi_folder(tmp_path / "midi", {"C.P.E. Bach": 2, "C P E Bach": 2}, broken=False)
     args = PrepareArguments(
@@ -471,8 +472,8 @@ def test_metadata_with_10k_rows_and_237_composers(tmp_path):
     the --min_pieces_per_composer cut, OTHER, and a token per kept composer."""
     from collections import Counter
 
-    from midilm.prepare import collect_files, composer_vocabulary
-    from midilm.tokenizer import composer_tokens
+    from midilm.core.tokenizer import composer_tokens
+    from midilm.data.prepare import collect_files, composer_vocabulary
 
     names = [f"Composer {i}, Given" if i % 3 else f"composer_{i:03d}" for i in range(237)]
     weights = [1 / (r + 1) for r in range(237)]

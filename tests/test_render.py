@@ -1,4 +1,4 @@
-"""midilm.render: piano-roll images and synthesized audio of real MIDI."""
+"""midilm.sampling.render: piano-roll images and synthesized audio of real MIDI."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from matplotlib.image import imread
 from symusic import Note, Score, Tempo, Track
 
-from midilm import render
-from midilm.render import (
+from midilm.sampling import render
+from midilm.sampling.render import (
     AudioUnavailable,
     available_backends,
     find_soundfont,

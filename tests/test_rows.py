@@ -1,11 +1,11 @@
-"""midilm.rows: the one place that knows a row's layout; builders and parsers agree, windows keep the header."""
+"""midilm.core.rows: the one place that knows a row's layout; builders and parsers agree, windows keep the header."""
 
 import numpy as np
 import pytest
 import torch
 
-from midilm import rows
-from midilm.rows import RowLayout
+from midilm.core import rows
+from midilm.core.rows import RowLayout
 
 LAYOUT = RowLayout(bos=1, eos=2, sections=(5, 6))
 COMPOSER, NONE = 9, 4

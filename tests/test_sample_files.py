@@ -1,13 +1,13 @@
-"""midilm.sample_files: names, the refusal to overwrite, the JSON record, and all-or-nothing writes."""
+"""midilm.sampling.sample_files: names, the refusal to overwrite, the JSON record, and all-or-nothing writes."""
 
 import json
 
 import pytest
 from symusic import Note, Score, Track
 
-from midilm import sample_files
-from midilm.errors import InputError
-from midilm.sample_files import accompaniment_files, output_files, write_staged
+from midilm.core.errors import InputError
+from midilm.sampling import sample_files
+from midilm.sampling.sample_files import accompaniment_files, output_files, write_staged
 
 
 def score(pitch: int = 60) -> Score:

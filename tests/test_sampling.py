@@ -1,9 +1,10 @@
-"""midilm.sampling: one SamplingSettings, resolved against a model's defaults and checked once, with one-line errors."""
+"""midilm.sampling.settings: one SamplingSettings, resolved against a model's defaults and checked once, with
+one-line errors."""
 
 import pytest
 
-from midilm.errors import InputError
-from midilm.sampling import SamplingSettings, greedy_config
+from midilm.core.errors import InputError
+from midilm.sampling.settings import SamplingSettings, greedy_config
 
 DEFAULTS = {
     "guidance_scale": 3.0,

@@ -1,4 +1,4 @@
-"""midilm.scan: one read per file, sanity bounds, and a worker that dies without ending the run."""
+"""midilm.data.scan: one read per file, sanity bounds, and a worker that dies without ending the run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from conftest import TOKENIZER_SETTINGS, make_piece
 from symusic import Note, Score, Track
 
-from midilm.scan import CRASH_HOOK_ENV, CRASHED, Bounds, Spill, bound_silence, read_spill, scan_files
+from midilm.data.scan import CRASH_HOOK_ENV, CRASHED, Bounds, Spill, bound_silence, read_spill, scan_files
 
 STRAY_TICK = 2_147_482_647  # symusic writes it as the largest MIDI delta, 268,434,455 ticks
 
@@ -87,7 +87,7 @@ def test_spill_round_trip(tmp_path):
 def test_composer_tokens_keep_one_underscore_and_survive_a_reload(name, tmp_path):
     import miditok
 
-    from midilm.tokenizer import build_tokenizer, composer_token
+    from midilm.core.tokenizer import build_tokenizer, composer_token
 
     token = composer_token(name)
     assert token.count("_") == 1

@@ -17,14 +17,11 @@ import torch
 from conftest import REPO, assert_refused, load_script, train_until_killed
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from midilm.training import (
-    TRAINING_DEFAULTS,
-    ComposerBalancedSampler,
-    MidiCollator,
-    MidiTrainer,
-    dataset_tasks_and_row_len,
-    last_complete_checkpoint,
-)
+from midilm.training.arguments import TRAINING_DEFAULTS
+from midilm.training.collator import MidiCollator
+from midilm.training.data import dataset_tasks_and_row_len
+from midilm.training.sampler import ComposerBalancedSampler
+from midilm.training.trainer import MidiTrainer, last_complete_checkpoint
 
 # No --max_seq_len: the context comes from the dataset (prepared with --max_seq_len 256).
 TINY = [
@@ -185,8 +182,8 @@ def test_composer_information_is_logged_and_on_the_card(trained):
 def test_model_carries_the_guard_bounds(trained, prepared):
     from datasets import load_from_disk
 
-    from midilm.guard import load_bounds, onset_counts
-    from midilm.tokenizer import load_tokenizer
+    from midilm.core.tokenizer import load_tokenizer
+    from midilm.sampling.guard import load_bounds, onset_counts
 
     bounds = load_bounds(trained)
     assert (
@@ -211,9 +208,9 @@ def test_evaluation_is_deterministic_and_conditional(prepared, tmp_path):
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, TrainingArguments
 
-    from midilm.modeling import build_config
-    from midilm.tokenizer import load_tokenizer
-    from midilm.training import MidiTrainer
+    from midilm.core.modeling import build_config
+    from midilm.core.tokenizer import load_tokenizer
+    from midilm.training.trainer import MidiTrainer
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
     rows = (
@@ -299,7 +296,7 @@ def test_padding_figures_are_logged(trained):
 
 
 def test_section_markers_survive_the_crop(prepared):
-    from midilm.tokenizer import load_tokenizer, section_token_ids
+    from midilm.core.tokenizer import load_tokenizer, section_token_ids
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
     melody_id, full_id = section_token_ids(tokenizer)
@@ -327,8 +324,8 @@ def test_padding_free_batches_give_the_padded_loss(prepared):
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM
 
-    from midilm.modeling import build_config
-    from midilm.tokenizer import load_tokenizer
+    from midilm.core.modeling import build_config
+    from midilm.core.tokenizer import load_tokenizer
 
     tokenizer, composer_map = load_tokenizer(prepared["tokenizer"])
     rows = load_from_disk(str(prepared["data"]))["train"].select(range(6)).to_list()
@@ -489,7 +486,7 @@ def test_bad_input_fails_before_training(extra, message, prepared, tmp_path):
     other = tmp_path / "other_tok"
     from conftest import TOKENIZER_SETTINGS
 
-    from midilm.tokenizer import build_tokenizer, save_tokenizer
+    from midilm.core.tokenizer import build_tokenizer, save_tokenizer
 
     tokenizer, composer_map = build_tokenizer(TOKENIZER_SETTINGS, ["x", "y"])
     save_tokenizer(tokenizer, composer_map, other)
@@ -638,13 +635,16 @@ def test_gpt2_preset_trains_saves_samples_and_accompanies(midi_dir, tmp_path):
     from conftest import TOKENIZER_SETTINGS, make_piece
     from transformers import AutoModelForCausalLM, GPT2LMHeadModel
 
-    from midilm.accompaniment import harmonize
     from midilm.commands import train
-    from midilm.generation import prepare_generation
-    from midilm.grammar import GrammarLogitsProcessor, count_syntax_errors
-    from midilm.guidance import CFGSamplingProcessor
-    from midilm.prepare import PrepareArguments, prepare
-    from midilm.tokenizer import load_tokenizer
+    from midilm.core.tokenizer import load_tokenizer
+    from midilm.data.arguments import PrepareArguments
+    from midilm.data.prepare import prepare
+    from midilm.sampling.accompaniment import harmonize
+    from midilm.sampling.generation import prepare_generation
+    from midilm.sampling.grammar import count_syntax_errors
+    from midilm.sampling.grammar_processor import GrammarLogitsProcessor
+    from midilm.sampling.guidance import CFGSamplingProcessor
+    from midilm.sampling.settings import SamplingSettings
 
     data, tokenizer_dir, out = tmp_path / "data", tmp_path / "tokenizer", tmp_path / "model_output"
     prepare(
@@ -678,7 +678,9 @@ def test_gpt2_preset_trains_saves_samples_and_accompanies(midi_dir, tmp_path):
     assert json.loads((out / "all_results.json").read_text())["train_loss"] < math.log(model.config.vocab_size)
 
     # Sample: guidance (2 rows per sample) and the grammar, through plain generate()
-    plan = prepare_generation(out, composer="beta", num_samples=2, seed=0, guidance_scale=2.0, max_new_tokens=48)
+    plan = prepare_generation(
+        out, composer="beta", num_samples=2, settings=SamplingSettings(seed=0, guidance_scale=2.0, max_new_tokens=48)
+    )
     assert {type(p) for p in plan.logits_processor} >= {CFGSamplingProcessor, GrammarLogitsProcessor}
     assert plan.input_ids.shape[0] == 4
     output = model.generate(
@@ -695,7 +697,7 @@ def test_gpt2_preset_trains_saves_samples_and_accompanies(midi_dir, tmp_path):
     melody = make_piece(7, bars=3)
     melody.tracks = melody.tracks[:1]
     melody.dump_midi(tmp_path / "melody.mid")
-    (accompaniment,) = harmonize(out, tmp_path / "melody.mid", "alpha", device="cpu", seed=0)
+    (accompaniment,) = harmonize(out, tmp_path / "melody.mid", "alpha", device="cpu", settings=SamplingSettings(seed=0))
     assert accompaniment.bars == 3 and accompaniment.syntax_error_rate == 0.0
     assert [(n.time, n.pitch) for n in accompaniment.score.tracks[0].notes] == [
         (n.time, n.pitch) for n in melody.tracks[0].notes

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: midilm: no command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
     command = importlib.import_module(f"midilm.commands.{name}")
-    from midilm.cli import run  # here: it imports transformers, which a spawned worker must not
+    from midilm.core.cli import run  # here: it imports transformers, which a spawned worker must not
 
     sys.argv = [f"midilm {name}", *rest]  # argparse's program name in --help and errors
     run(lambda: command.main(rest))

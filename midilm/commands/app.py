@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from midilm.app import AppArguments, build_app
-from midilm.cli import parse_args, run
+from midilm.core.cli import parse_args, run
 
 
 def main(argv: list[str] | None = None, config_file: Path | None = None) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from midilm.cli import parse_args, run
+from midilm.core.cli import parse_args, run
 from midilm.evaluation.adherence import write_default_guidance
 from midilm.evaluation.report import headline, write_report
 from midilm.evaluation.run import EvaluateArguments, check_output_dir, evaluate

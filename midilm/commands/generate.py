@@ -32,12 +32,12 @@ from pathlib import Path
 
 import torch
 
-from midilm.accompaniment import prepare_accompaniment
-from midilm.cli import parse_args, run
-from midilm.errors import InputError
-from midilm.generation import list_composers, load_model, prepare_generation
-from midilm.infilling import prepare_infill
-from midilm.sample_files import (
+from midilm.core.cli import parse_args, run
+from midilm.core.errors import InputError
+from midilm.sampling.accompaniment import prepare_accompaniment
+from midilm.sampling.generation import list_composers, load_model, prepare_generation
+from midilm.sampling.infilling import prepare_infill
+from midilm.sampling.sample_files import (
     accompaniment_files,
     check_soundfont,
     infill_files,
@@ -46,7 +46,7 @@ from midilm.sample_files import (
     write_infills,
     write_samples,
 )
-from midilm.sampling import SamplingSettings
+from midilm.sampling.settings import SamplingSettings
 
 
 @dataclass

@@ -9,7 +9,7 @@ In a clone, `python prepare_dataset.py` takes the same flags and reads the confi
 Unusable files are skipped, stray notes after a long silence cut, duplicates (the same notes under
 another name) kept once, each with its reason in <output_dir>/prepare_report.json.
 
-Defaults come from the package (PrepareArguments, midilm.tokenizer.TOKENIZER_DEFAULTS); the `prepare` and
+Defaults come from the package (PrepareArguments, midilm.core.tokenizer.TOKENIZER_DEFAULTS); the `prepare` and
 `tokenizer` sections of a config file override them, and any flag overrides both.
 """
 
@@ -22,8 +22,10 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
     # Imported here, not at the top: the step's worker processes are spawned, and each imports the main
     # module first (prepare_dataset.py, or the `midilm` command); these (transformers, datasets, torch)
     # would otherwise load in every worker.
-    from midilm.cli import parse_args
-    from midilm.prepare import PrepareArguments, prepare, summary
+    from midilm.core.cli import parse_args
+    from midilm.data.arguments import PrepareArguments
+    from midilm.data.prepare import prepare
+    from midilm.data.report import summary
 
     args, config = parse_args((PrepareArguments,), ("prepare",), argv, description=__doc__, config_file=config_file)
     report = prepare(args, config.get("tokenizer", {}))
@@ -32,6 +34,6 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
 
 
 if __name__ == "__main__":
-    from midilm.cli import run
+    from midilm.core.cli import run
 
     run(main)

@@ -15,7 +15,7 @@ a shorter one is refused. Running the same command again on the same --output_di
 newest complete checkpoint. With --init_from, training starts from a trained midilm model (its
 architecture and weights; the data prepared with prepare_dataset.py --base_model), fully or with LoRA
 adapters (--lora_r), which the saved folder holds merged.
-Defaults come from the package (midilm.training); the `model`, `data`, `finetune` and `training` sections
+Defaults come from the package (midilm.training.trainer); the `model`, `data`, `finetune` and `training` sections
 of a config file override them, and any flag overrides both.
 """
 
@@ -29,9 +29,23 @@ import torch
 from transformers import AutoModelForCausalLM, EarlyStoppingCallback, TrainingArguments
 from transformers.integrations import TensorBoardCallback
 
-from midilm.cli import parse_args, run
-from midilm.errors import InputError
-from midilm.finetune import (
+from midilm.core.cli import parse_args, run
+from midilm.core.errors import InputError
+from midilm.core.modeling import (
+    BASE_KEY,
+    TRAINING_CONFIG_FILE,
+    build_config,
+    copy_tokenizer,
+    generation_config,
+)
+from midilm.core.rows import RowLayout
+from midilm.core.tokenizer import bar_start_table, infill_token_ids, load_tokenizer, section_token_ids
+from midilm.sampling.guard import bounds_to_config
+from midilm.training.arguments import TRAINING_DEFAULTS, DataArguments, ModelArguments
+from midilm.training.callbacks import SampleLoggingCallback, evaluation_samples
+from midilm.training.collator import MidiCollator
+from midilm.training.data import learn_guard_bounds, load_training_data, training_context
+from midilm.training.finetune import (
     FinetuneArguments,
     check_context,
     check_extends,
@@ -43,31 +57,8 @@ from midilm.finetune import (
     trainable_parameters,
     wrap_lora,
 )
-from midilm.guard import bounds_to_config
-from midilm.hub import push_model, write_model_card
-from midilm.modeling import (
-    BASE_KEY,
-    TRAINING_CONFIG_FILE,
-    build_config,
-    copy_tokenizer,
-    generation_config,
-)
-from midilm.rows import RowLayout
-from midilm.tokenizer import bar_start_table, infill_token_ids, load_tokenizer, section_token_ids
-from midilm.training import (
-    TRAINING_DEFAULTS,
-    DataArguments,
-    MidiCollator,
-    MidiTrainer,
-    ModelArguments,
-    SampleLoggingCallback,
-    evaluation_samples,
-    last_complete_checkpoint,
-    learn_guard_bounds,
-    load_training_data,
-    save_full_model,
-    training_context,
-)
+from midilm.training.hub import push_model, write_model_card
+from midilm.training.trainer import MidiTrainer, last_complete_checkpoint, save_full_model
 
 
 def main(argv: list[str] | None = None, config_file: Path | None = None) -> None:

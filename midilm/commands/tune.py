@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from midilm.cli import parse_args, run
-from midilm.tuning.loop import TuneArguments, tune
+from midilm.core.cli import parse_args, run
+from midilm.tuning.arguments import TuneArguments
+from midilm.tuning.loop import tune
 from midilm.tuning.score import ScoreWeights
 
 

@@ -32,14 +32,17 @@ def load_tokenizer_arg(tokenizer):
     """A miditok tokenizer given as itself, or as a tokenizer or model folder (None stays None)."""
     if tokenizer is None or not isinstance(tokenizer, (str, Path)):
         return tokenizer
-    from midilm.tokenizer import load_tokenizer  # here: miditok is heavy, and `path()` is all a caller may need
+    from midilm.core.tokenizer import load_tokenizer  # here: miditok is heavy, and `path()` is all a caller may need
 
     return load_tokenizer(tokenizer)[0]
 
 
 def read_pieces(items: Sequence, tokenizer=None) -> tuple[list, list[list[int]] | None]:
     """(Scores, token ids or None) of MIDI paths or of token-id lists (which need the tokenizer)."""
-    from midilm.composer_classifier import scores_from_ids, scores_from_midi  # here: loaded only when a module computes
+    from midilm.evaluation.composer_classifier.pieces import (  # here: loaded only when a module computes
+        scores_from_ids,
+        scores_from_midi,
+    )
 
     items = list(items)
     if all(isinstance(x, (str, Path)) for x in items):

@@ -7,11 +7,17 @@ One module per part; `run.evaluate` calls them as a list of steps, each returnin
     likelihood.py     NLL per token and per note; the unigram baseline
     samples.py        sample sets (drawn as generate.py draws them, or read from its files), metrics, distances,
                       memorization
-    adherence.py      the guidance sweep: composer adherence (midilm.composer_classifier), degenerate samples,
-                      the default it chooses
+    adherence.py      the guidance sweep: composer adherence (midilm.evaluation.composer_classifier),
+                      degenerate samples, the default it chooses
     accompaniment.py  accompaniments of real held-out melodies
     long_pieces.py    --long_tokens: drift over pieces longer than the context, against real pieces
     report.py         report.json, report.md, the evaluated samples as MIDI, the headline
+
+and the judges the steps (and tuning/) use:
+
+    composer_classifier/  the report's composer classifier (features, fitting, judging, its Markdown)
+    ngram_classifier.py   the independent judge (naive Bayes on note n-grams), sharing nothing with it (tuning)
+    memorization.py       the longest passage of a sample that a training piece holds, at any transposition
 
     python evaluate_samples.py --model_dir model_output --dataset_dir data --output_dir eval_report
 
@@ -20,7 +26,7 @@ What it measures (every number is written to report.json, the headline ones to r
 - Likelihood on the held-out split: NLL per token, perplexity and NLL per note (the dataset's
   `n_notes` column: per-token loss is not comparable across BPE vocabularies), beside a unigram model
   fitted on the training split (add-one smoothing) and the same architecture with random weights.
-- Music metrics (`midilm.metrics.piece_metrics` + miditok's syntax error rate) of the trained
+- Music metrics (`midilm.metrics.piece.piece_metrics` + miditok's syntax error rate) of the trained
   model's samples, of random-weight samples, and of the real held-out pieces of each composer;
   `compare` of each sample set with the real pieces, per composer and pooled.
 - Accompaniment (models trained with `--tasks accompaniment`): melody adherence and harmonic fit of
@@ -39,7 +45,7 @@ What it measures (every number is written to report.json, the headline ones to r
   windows beyond the context; the music-metric gap of each piece's last window against its first (drift),
   beside the gap between two sets of the composer's real held-out pieces, the target it should stay within.
 - Memorization: for every piece, the longest run of successive pitch intervals it shares with one
-  training piece at any transposition (`midilm.memorization`), per sample set and guidance scale; the
+  training piece at any transposition (`midilm.evaluation.memorization`), per sample set and guidance scale; the
   real held-out pieces also as passages as long as the median sample, the level samples are read against.
 
 Scale: the training split is never loaded into Python lists nor decoded. One pass over its Arrow

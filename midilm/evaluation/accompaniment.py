@@ -9,13 +9,13 @@ from pathlib import Path
 from symusic import Score
 from tqdm.auto import tqdm
 
-from midilm.accompaniment import accompany, check_melody_fits, melody_prompt
-from midilm.errors import InputError
+from midilm.core.errors import InputError
+from midilm.core.modeling import context_length
 from midilm.evaluation.samples import mean_or_none
-from midilm.metrics import accompaniment_metrics
-from midilm.modeling import context_length
-from midilm.sample_files import sample_stem
-from midilm.sampling import SamplingSettings
+from midilm.metrics.accompaniment import accompaniment_metrics
+from midilm.sampling.accompaniment import accompany, check_melody_fits, melody_prompt
+from midilm.sampling.sample_files import sample_stem
+from midilm.sampling.settings import SamplingSettings
 
 ACCOMPANIMENT_METRICS = ("melody_adherence", "harmonic_fit", "beat_fit", "key_fit")
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import evaluate
 import numpy as np
 
-from midilm.composer_classifier import typical_length
+from midilm.core.modeling import GUIDANCE_KEY, TRAINING_CONFIG_FILE
 from midilm.evaluate_modules import path
+from midilm.evaluation.composer_classifier.features import typical_length
 from midilm.evaluation.samples import mean_or_none
-from midilm.guard import onset_counts
-from midilm.hub import rewrite_model_card
-from midilm.metrics import pooled_vertical_seconds
-from midilm.modeling import GUIDANCE_KEY, TRAINING_CONFIG_FILE
+from midilm.metrics.piece import pooled_vertical_seconds
+from midilm.sampling.guard import onset_counts
+from midilm.training.hub import rewrite_model_card
 
 UNCONDITIONAL = "unconditional"
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 from datasets import DatasetDict
 
-from midilm.dataset import load_prepared
-from midilm.errors import InputError
-from midilm.guard import count_histograms
-from midilm.memorization import ROW_COLUMNS, MemorizationIndex, PitchReader, table_pitch_rows
-from midilm.rows import body, body_mask, has_header, header, header_problems
+from midilm.core.errors import InputError
+from midilm.core.rows import body, body_mask, has_header, header, header_problems
+from midilm.data.dataset import load_prepared
+from midilm.evaluation.memorization import ROW_COLUMNS, MemorizationIndex, PitchReader, table_pitch_rows
+from midilm.sampling.guard import count_histograms
 
 
 def load_eval_dataset(dataset_dir: str | Path, split: str, tokenizer, composer_map) -> DatasetDict:

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from midilm.modeling import context_length
-from midilm.rows import body, body_predictions
-from midilm.rows import windows as row_windows
+from midilm.core.modeling import context_length
+from midilm.core.rows import body, body_predictions
+from midilm.core.rows import windows as row_windows
 
 
 def scored_tokens(ids: list[int]) -> list[int]:

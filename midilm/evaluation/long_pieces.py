@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from midilm.generation import decode_ids
-from midilm.metrics import bar_windows, compare, median_bars, piece_metrics, summary_distance
-from midilm.rows import HEADER_TOKENS
+from midilm.core.rows import HEADER_TOKENS
+from midilm.metrics.compare import compare, summary_distance
+from midilm.metrics.piece import bar_windows, median_bars, piece_metrics
+from midilm.sampling.generation import decode_ids
 
 REFERENCE_DRAWS = 200  # random splits; on the demo model (16 passages a side) the mean moved within 0.03 across seeds
 

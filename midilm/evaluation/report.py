@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from midilm.composer_classifier import render_markdown
-from midilm.errors import InputError
+from midilm.core.errors import InputError
+from midilm.core.outputs import replace_dir, staging_dir
 from midilm.evaluation.accompaniment import ACCOMPANIMENT_METRICS
 from midilm.evaluation.adherence import UNCONDITIONAL
-from midilm.metrics import DISTANCE_METRICS, HISTOGRAM_METRICS, SCALAR_METRICS
-from midilm.outputs import replace_dir, staging_dir
+from midilm.evaluation.composer_classifier.markdown import render_markdown
+from midilm.metrics.compare import DISTANCE_METRICS
+from midilm.metrics.piece import HISTOGRAM_METRICS, SCALAR_METRICS
 
 SETS = {"real": "real held-out", "trained": "trained model", "random": "random weights"}
 

@@ -14,8 +14,11 @@ from datasets import DatasetDict
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 
-from midilm.accompaniment import source_root
-from midilm.errors import InputError
+from midilm.core.errors import InputError
+from midilm.core.modeling import TASKS_KEY, context_length, load_midilm_dir, model_tasks, sampling_defaults
+from midilm.core.rows import body_room, with_composer
+from midilm.core.tokenizer import bar_start_table, load_tokenizer
+from midilm.data.held_out import source_root
 from midilm.evaluation.accompaniment import accompaniment_pieces, evaluate_accompaniment
 from midilm.evaluation.adherence import UNCONDITIONAL, composer_adherence, sweep_key
 from midilm.evaluation.data import TrainingScan, join_pieces, load_eval_dataset, scan_training, token_rows
@@ -32,15 +35,12 @@ from midilm.evaluation.samples import (
     set_comparison,
     sweep_row,
 )
-from midilm.finetune import new_composers_of, with_base_data
-from midilm.generation import composer_names, decode_ids, load_model
-from midilm.grammar import count_syntax_errors
-from midilm.guard import bounds_from_config
-from midilm.metrics import median_bars
-from midilm.modeling import TASKS_KEY, context_length, load_midilm_dir, model_tasks, sampling_defaults
-from midilm.rows import body_room, with_composer
-from midilm.sampling import SamplingSettings
-from midilm.tokenizer import bar_start_table, load_tokenizer
+from midilm.metrics.piece import median_bars
+from midilm.sampling.generation import composer_names, decode_ids, load_model
+from midilm.sampling.grammar import count_syntax_errors
+from midilm.sampling.guard import bounds_from_config
+from midilm.sampling.settings import SamplingSettings
+from midilm.training.finetune import new_composers_of, with_base_data
 
 HELD_OUT_SPLITS = ("validation", "test")
 

@@ -12,14 +12,15 @@ import numpy as np
 from symusic import Score
 from tqdm.auto import tqdm
 
-from midilm.errors import InputError
-from midilm.generation import build_plan, decode_ids
-from midilm.grammar import count_syntax_errors
-from midilm.memorization import MemorizationIndex, PitchReader
-from midilm.metrics import bar_windows, compare, js_divergence, piece_metrics, summary_distance
-from midilm.modeling import context_length
-from midilm.sample_files import sample_stem
-from midilm.sampling import SamplingSettings
+from midilm.core.errors import InputError
+from midilm.core.modeling import context_length
+from midilm.evaluation.memorization import MemorizationIndex, PitchReader
+from midilm.metrics.compare import compare, js_divergence, summary_distance
+from midilm.metrics.piece import bar_windows, piece_metrics
+from midilm.sampling.generation import build_plan, decode_ids
+from midilm.sampling.grammar import count_syntax_errors
+from midilm.sampling.sample_files import sample_stem
+from midilm.sampling.settings import SamplingSettings
 
 
 @dataclass

@@ -3,7 +3,7 @@
 midilm has no text tokenizer: a sample is token ids. TRL 1.x tokenizes `prompt`/`chosen`/`rejected` text in
 `DPOTrainer._prepare_dataset`; its collator (`DataCollatorForPreference`) reads `prompt_ids`, `chosen_ids`
 and `rejected_ids`. So the rows are built here already as ids (the prompt is the row header `[BOS,
-COMPOSER]`, midilm.rows) and `TokenIdDPOTrainer` skips the text step. DPOTrainer still wants a
+COMPOSER]`, midilm.core.rows) and `TokenIdDPOTrainer` skips the text step. DPOTrainer still wants a
 `processing_class` for its pad token: `id_tokenizer` is a word-level fast tokenizer over the model's
 vocabulary whose PAD/BOS/EOS are the model's own.
 """
@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 from trl import DPOConfig, DPOTrainer
 
-from midilm.rows import body, header
+from midilm.core.rows import body, header
 
 
 def id_tokenizer(config) -> PreTrainedTokenizerFast:

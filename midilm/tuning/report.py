@@ -61,7 +61,7 @@ stopped {tuning["stopped"]}. config.json's `{TUNING_KEY}` holds the record, `{TU
 {rows}
 
 Before and after ({tuning["samples_per_composer"]} samples per composer each; the independent classifier is the n-gram
-naive Bayes of `midilm.ngram_classifier`, which was not the reward): {tuning["before_after"]["verdict"]}.
+naive Bayes of `midilm.evaluation.ngram_classifier`, which was not the reward): {tuning["before_after"]["verdict"]}.
 
 {before_after_markdown(tuning["before_after"])}
 Tuning moves what classifier-free guidance mixes: run `evaluate_samples.py --write_default_guidance` on this folder

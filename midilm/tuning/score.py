@@ -24,16 +24,18 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from midilm.composer_classifier import ComposerClassifier, real_pieces, train_classifier
-from midilm.errors import InputError
+from midilm.core.errors import InputError
+from midilm.core.rows import body
+from midilm.evaluation.composer_classifier.classifier import ComposerClassifier
+from midilm.evaluation.composer_classifier.fit import train_classifier
+from midilm.evaluation.composer_classifier.pieces import real_pieces
 from midilm.evaluation.data import join_pieces, load_eval_dataset, scan_training, token_rows
+from midilm.evaluation.memorization import MemorizationIndex, PitchReader
 from midilm.evaluation.samples import passage_runs
-from midilm.generation import decode_ids
-from midilm.grammar import count_syntax_errors
-from midilm.guard import onset_counts
-from midilm.memorization import MemorizationIndex, PitchReader
-from midilm.metrics import SCALAR_METRICS, bar_windows, piece_metrics, vertical_seconds
-from midilm.rows import body
+from midilm.metrics.piece import SCALAR_METRICS, bar_windows, piece_metrics, vertical_seconds
+from midilm.sampling.generation import decode_ids
+from midilm.sampling.grammar import count_syntax_errors
+from midilm.sampling.guard import onset_counts
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Composer adherence as a Hugging Face `evaluate` metric: does an independent composer classifier,
-trained on real pieces, hear the intended composer in each piece? See `midilm.composer_classifier`."""
+trained on real pieces, hear the intended composer in each piece? See `midilm.evaluation.composer_classifier`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 import datasets
 import evaluate
 
-from midilm.composer_classifier import ComposerClassifier, adherence, train_classifier
 from midilm.evaluate_modules import load_tokenizer_arg, read_pieces
+from midilm.evaluation.composer_classifier.classifier import ComposerClassifier
+from midilm.evaluation.composer_classifier.fit import train_classifier
+from midilm.evaluation.composer_classifier.judging import adherence
 
 _DESCRIPTION = """
 Composer adherence of generated pieces: the share classified as their intended composer by a
@@ -17,7 +19,7 @@ classifier independent of the generator (logistic regression on key-independent 
 trained on the dataset's training split, validated on its held-out splits), with 95% Wilson
 intervals, the mean probability of the intended composer and the confusion matrix. Unconditional
 pieces (reference "none") give each composer's base rate. The classifier's accuracy on held-out
-real crops is the ceiling. See midilm/composer_classifier.py.
+real crops is the ceiling. See midilm/evaluation/composer_classifier/.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -25,16 +27,17 @@ Args:
     predictions: MIDI file paths, or token-id lists (then give `tokenizer`).
     references: the intended composer of each prediction (a dataset composer name; "none" for an
         unconditional sample).
-    classifier: a classifier saved with `midilm.composer_classifier.ComposerClassifier.save` (JSON path), or
-        the object itself. Without it one is trained from `dataset`.
+    classifier: a classifier saved with
+        `midilm.evaluation.composer_classifier.classifier.ComposerClassifier.save` (JSON path), or the object
+        itself. Without it one is trained from `dataset`.
     dataset: a dataset folder written by prepare_dataset.py (or a DatasetDict) to train the classifier on.
     tokenizer: its tokenizer (or model) folder, or a miditok tokenizer: needed for token-id
         predictions and to read `dataset`.
     crop_length, crop_unit, crops_per_piece, max_pieces_per_composer, min_train_pieces,
-    min_heldout_pieces, seed: the classifier's settings (see midilm.composer_classifier.fit_classifier).
+    min_heldout_pieces, seed: the classifier's settings (see midilm.evaluation.composer_classifier.fit.fit_classifier).
 Returns:
     adherence, adherence_interval, mean_probability: pooled over every measurable intended composer;
-    per_composer, unconditional (base rates), confusion: see midilm.composer_classifier.judge;
+    per_composer, unconditional (base rates), confusion: see midilm.evaluation.composer_classifier.judging.judge;
     ceiling: the same on the classifier's held-out real crops; classifier: composers, not-measurable
     composers with their reasons, crop, training counts; predicted: the composer each piece was classified as.
 Examples:

@@ -1,5 +1,5 @@
 """midilm's music metrics as a Hugging Face `evaluate` metric: per-piece statistics of generated pieces
-and, given real pieces, how far the two sets lie apart. See `midilm.metrics`."""
+and, given real pieces, how far the two sets lie apart. See `midilm.metrics.piece`."""
 
 from __future__ import annotations
 
@@ -8,23 +8,16 @@ import evaluate
 import numpy as np
 
 from midilm.evaluate_modules import load_tokenizer_arg, read_pieces
-from midilm.grammar import count_syntax_errors
-from midilm.metrics import (
-    SCALAR_METRICS,
-    bar_windows,
-    compare,
-    median_bars,
-    piece_metrics,
-    pooled_vertical_seconds,
-    summary_distance,
-)
+from midilm.metrics.compare import compare, summary_distance
+from midilm.metrics.piece import SCALAR_METRICS, bar_windows, median_bars, piece_metrics, pooled_vertical_seconds
+from midilm.sampling.grammar import count_syntax_errors
 
 _DESCRIPTION = """
-Music metrics of symbolic pieces (midilm.metrics.piece_metrics): pitch-class entropy, scale
+Music metrics of symbolic pieces (midilm.metrics.piece.piece_metrics): pitch-class entropy, scale
 consistency, groove consistency, empty-beat rate, polyphony, pitch range, notes per bar, the
 pitch-class and duration histograms, vertical seconds (the share of pairs of notes that start together
 a minor or major second apart, pooled over the pieces' pairs), and miditok's syntax error rate for token-id input. Given
-`real` pieces, the set comparison of midilm.metrics.compare (standardised mean gap, distribution
+`real` pieces, the set comparison of midilm.metrics.compare.compare (standardised mean gap, distribution
 overlap and KL divergence per metric, Jensen-Shannon divergence of the histograms) and its summary.
 """
 
@@ -33,7 +26,7 @@ Args:
     predictions: MIDI file paths, or token-id lists (then give `tokenizer`).
     real: optional reference pieces (MIDI paths or token-id lists) to compare the predictions with.
     real_windows: compare with whole real pieces (None, the default), or with the real pieces cut into
-        windows of that many bars (midilm.metrics.bar_windows), or "auto": windows as long as the
+        windows of that many bars (midilm.metrics.piece.bar_windows), or "auto": windows as long as the
         predictions' median bar count. Real pieces are far longer than samples, and a few pieces give
         no spread to measure a gap in; windows of the samples' length give both.
     tokenizer: a midilm tokenizer (or model) folder, or a miditok tokenizer: needed for token ids.
@@ -41,7 +34,7 @@ Args:
 Returns:
     n_pieces; mean: the mean of every scalar metric over the pieces that define it; per_piece: every
     piece's metrics; vertical_seconds: {"predictions": share over all their pairs, "real": the same
-    for `real` (its windows), or None without it}; with `real`: comparison (midilm.metrics.compare) and
+    for `real` (its windows), or None without it}; with `real`: comparison (midilm.metrics.compare.compare) and
     distance: mean_gap and mean_overlap over the scalar metrics but the syntax error rate, pitch_class_js,
     duration_js; with `real_windows`, real_window_bars: the window length used.
 Examples:
