@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import TOKENIZER_SETTINGS as SETTINGS
 from symusic import Note, Score, Tempo, TimeSignature, Track
 from transformers import AutoModelForCausalLM, LogitsProcessorList
 
@@ -17,8 +17,6 @@ from midilm.core.tokenizer import build_tokenizer, load_tokenizer, save_tokenize
 from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
 from midilm.sampling.grammar_processor import GrammarLogitsProcessor
 
-REPO = Path(__file__).resolve().parent.parent
-SETTINGS = json.loads((REPO / "config.json").read_text())["tokenizer"]
 # (numerator, denominator, bars): exercises bar lengths of 24, 32, 40, 48 and 96 positions
 METERS = [(4, 4, 2), (3, 4, 1), (6, 8, 2), (12, 8, 1), (5, 4, 1), (2, 4, 1), (4, 4, 1)]
 
