@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -38,6 +39,14 @@ def sample_stem(composer: str, index: int) -> str:
     return f"{name}_{index}"
 
 
+def numbered(composers: list[str]) -> Iterator[int]:
+    """Each sample's number among its composer's, in order: bach_0, bach_1, palestrina_0, ..."""
+    counts: dict[str, int] = {}
+    for composer in composers:
+        counts[composer] = counts.get(composer, -1) + 1
+        yield counts[composer]
+
+
 def sample_files(
     plan: GenerationPlan, output_dir: Path, wav: bool, png: bool, overwrite: bool
 ) -> list[dict[str, Path]]:
@@ -50,10 +59,10 @@ def output_files(
 ) -> list[dict[str, Path]]:
     """`<prefix><composer>_<i>.mid/.json` (+ .wav, .png) per sample; refuses to replace files without --overwrite."""
     suffixes = [".mid", ".json"] + [".wav"] * wav + [".png"] * png
-    files, counts = [], {}
-    for composer in composers:
-        index = counts[composer] = counts.get(composer, -1) + 1
-        files.append({s: output_dir / f"{prefix}{sample_stem(composer, index)}{s}" for s in suffixes})
+    files = [
+        {s: output_dir / f"{prefix}{sample_stem(composer, index)}{s}" for s in suffixes}
+        for composer, index in zip(composers, numbered(composers))
+    ]
     existing = [p for f in files for p in f.values() if p.exists()]
     if existing and not overwrite:
         raise InputError(
@@ -148,26 +157,11 @@ def write_accompaniments(
 ) -> list[dict[str, Path]]:
     """Write `midilm.sampling.accompaniment.Accompaniment`s as generate.py writes samples: MIDI (the melody track
     first, then the new parts), JSON (settings, figures, the full section's tokens), WAV and PNG."""
-    infos, counts = [], {}
-    for result in results:
-        index = counts[result.composer] = counts.get(result.composer, -1) + 1
-        infos.append(
-            {
-                "composer": result.composer,
-                "sample": index,
-                "seed": result.settings.get("seed"),
-                **record,
-                "settings": result.settings,
-                "bars": result.bars,
-                "windows": result.windows,
-                "cut_bars": result.cut_bars,
-                "notes": result.score.note_num(),
-                "syntax_error_rate": result.syntax_error_rate,
-                **result.metrics(),
-                "tokens": result.ids,
-            }
-        )
-    return write_staged(files, [r.score for r in results], infos, soundfont)
+
+    def details(result) -> dict:
+        return {"bars": result.bars, "windows": result.windows, "cut_bars": result.cut_bars, **result.metrics()}
+
+    return write_results(results, files, record, soundfont, details)
 
 
 def infill_files(
@@ -180,25 +174,35 @@ def infill_files(
 def write_infills(results: list, files: list[dict[str, Path]], record: dict, soundfont=None) -> list[dict[str, Path]]:
     """Write `midilm.sampling.infilling.Infill`s as generate.py writes samples: MIDI (the whole piece, its span
     rewritten), JSON (bars, the context bars the prompt held, settings, the span's tokens), WAV and PNG."""
-    infos, counts = [], {}
-    for result in results:
-        index = counts[result.composer] = counts.get(result.composer, -1) + 1
-        infos.append(
-            {
-                "composer": result.composer,
-                "sample": index,
-                "seed": result.settings.get("seed"),
-                **record,
-                "settings": result.settings,
-                "bars": list(result.bars),
-                "context_bars": result.context_bars,
-                "windows": 1,  # generate() calls: the span is written in one
-                "cut_bars": result.cut_bars,
-                "replaced_notes": result.replaced_notes,
-                "new_notes": result.span.note_num(),
-                "notes": result.score.note_num(),
-                "syntax_error_rate": result.syntax_error_rate,
-                "tokens": result.ids,
-            }
-        )
+
+    def details(result) -> dict:
+        return {
+            "bars": list(result.bars),
+            "context_bars": result.context_bars,
+            "windows": 1,  # generate() calls: the span is written in one
+            "cut_bars": result.cut_bars,
+            "replaced_notes": result.replaced_notes,
+            "new_notes": result.span.note_num(),
+        }
+
+    return write_results(results, files, record, soundfont, details)
+
+
+def write_results(results: list, files: list[dict[str, Path]], record: dict, soundfont, details) -> list[dict]:
+    """Write sampled results (each with `composer`, `settings`, `score`, `ids`, `syntax_error_rate`): the MIDI, and
+    a JSON of what every sample records plus `details(result)`, the task's own; WAV and PNG on request."""
+    infos = [
+        {
+            "composer": result.composer,
+            "sample": index,
+            "seed": result.settings.get("seed"),
+            **record,
+            "settings": result.settings,
+            **details(result),
+            "notes": result.score.note_num(),
+            "syntax_error_rate": result.syntax_error_rate,
+            "tokens": result.ids,
+        }
+        for result, index in zip(results, numbered([r.composer for r in results]))
+    ]
     return write_staged(files, [r.score for r in results], infos, soundfont)
