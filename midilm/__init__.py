@@ -9,7 +9,8 @@
 The public API, by what it is for (each name lives in the module beside it):
 
     generation      prepare_generation, GenerationPlan, load_model, list_composers (midilm.generation);
-                    prepare_accompaniment (midilm.accompaniment)
+                    prepare_accompaniment (midilm.accompaniment);
+                    infill, prepare_infill, infill_span (midilm.infilling: rewrite bars i..j of a piece)
     sampling        SamplingSettings (midilm.sampling)
     loading         load_tokenizer, ComposerMap (midilm.tokenizer); load_midilm_dir (midilm.modeling)
     evaluation      evaluate_module_path, EVALUATE_MODULES (midilm.evaluate_modules: `evaluate.load(evaluate_module_path("music_metrics"))`);
@@ -33,6 +34,9 @@ _API = {
     "load_model": ("midilm.generation", "load_model"),
     "list_composers": ("midilm.generation", "list_composers"),
     "prepare_accompaniment": ("midilm.accompaniment", "prepare_accompaniment"),
+    "infill": ("midilm.infilling", "infill"),
+    "prepare_infill": ("midilm.infilling", "prepare_infill"),
+    "infill_span": ("midilm.infilling", "infill_span"),
     "SamplingSettings": ("midilm.sampling", "SamplingSettings"),
     "load_tokenizer": ("midilm.tokenizer", "load_tokenizer"),
     "ComposerMap": ("midilm.tokenizer", "ComposerMap"),

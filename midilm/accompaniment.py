@@ -135,12 +135,17 @@ def melody_prompt(tokenizer, score: Score, warn_on_chords: bool = False, name: s
     starts_bar = np.asarray(bar_start_table(tokenizer))
     ids = encode_ids(tokenizer, trimmed.score)
     bars = split_bars(ids, starts_bar)
+    return MelodyPrompt(kept.score, bars, bar_time_signatures(tokenizer, bars), kept.source, kept.hidden_notes)
+
+
+def bar_time_signatures(tokenizer, bars: list[np.ndarray]) -> list[int]:
+    """For each bar of tokens, the index (in `time_signature_table`) of the time signature it opens with; -1: none."""
     _, holds, _ = time_signature_table(tokenizer)
     signatures = []
     for bar in bars:
         found = [holds[i] for i in bar[:2].tolist() if holds[i] >= 0]
         signatures.append(int(found[0]) if found else -1)
-    return MelodyPrompt(kept.score, bars, signatures, kept.source, kept.hidden_notes)
+    return signatures
 
 
 def load_melody(tokenizer, path: str | Path) -> MelodyPrompt:

@@ -237,7 +237,7 @@ def generate_rows(
     tokenizer, composer_map = loaded or (
         held[1] if held and held[0] == tokenizer_dir else load_tokenizer(tokenizer_dir)
     )
-    rows = _RowMaker(tokenizer, max_seq_len)
+    rows = _RowMaker(tokenizer, max_seq_len, "infill" in tasks)
     pitch_limits = tokenizer.config.pitch_range
     remap = np.array([tokenizer.vocab[t] for t in scan_vocab], dtype=np.int64) if scan_vocab else None
     bounds = Bounds(**bounds) if bounds else Bounds()
@@ -275,8 +275,10 @@ def generate_rows(
 class _RowMaker:
     """The rows of one piece (one variant of it) for each task, with their note and base-token counts."""
 
-    def __init__(self, tokenizer, max_seq_len: int):
+    def __init__(self, tokenizer, max_seq_len: int, infill: bool = False):
         self.tokenizer, self.max_seq_len = tokenizer, max_seq_len
+        # a continuation row that training may turn into an infill row keeps room for GAP and FILL
+        self.continuation_room = music_room(max_seq_len, "infill" if infill else "continuation")
         self.base = vocab_base_tokens(tokenizer)
         self.starts_bar = np.array(bar_start_table(tokenizer))
         self.notes_of = np.array([sum(t.startswith("Pitch_") for t in b) for b in self.base])
@@ -303,7 +305,7 @@ class _RowMaker:
     def continuation(self, row: dict, composer_id: int, ids: np.ndarray) -> Iterator[dict]:
         """The piece cut at bar lines into rows. EOS only on its last chunk: it means "the piece ends
         here", so a model does not learn to stop after one context's worth of music."""
-        chunks = chunk_bars(ids, self.starts_bar, music_room(self.max_seq_len, "continuation"))
+        chunks = chunk_bars(ids, self.starts_bar, self.continuation_room)
         for k, chunk in enumerate(chunks):
             yield {
                 **row,

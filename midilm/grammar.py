@@ -19,7 +19,9 @@ to. Generating then costs one gather per step (`allowed[state]`) and one table l
 Before the music comes a prelude the grammar reads but never writes: padding, BOS, a composer token
 and, in the accompaniment layout, MELODY (then the melody's bars). The FULL token that ends the
 melody section is read wherever a bar could begin, and returns to the prelude's state: the full
-piece starts again with a `Bar`.
+piece starts again with a `Bar`. The infilling layout's GAP and FILL markers are read the same way: each ends
+the bars before it wherever a bar could begin (or right after the prelude, where those bars are none), and the
+bars after it start again with a `Bar`.
 
 The duplicate-note rule depends on which (program, pitch) pairs were already played at the current
 position: that is kept per row as a small boolean table, checked with a few more gathers.
@@ -40,7 +42,7 @@ from miditok.utils import compute_ticks_per_bar
 from symusic import TimeSignature
 from transformers import LogitsProcessor
 
-from midilm.tokenizer import COMPOSER_PREFIX, section_token_ids, vocab_base_tokens
+from midilm.tokenizer import COMPOSER_PREFIX, infill_token_ids, section_token_ids, vocab_base_tokens
 
 # Fixed automaton states; the music states are numbered after them.
 DEAD, PRELUDE, END = 0, 1, 2
@@ -127,6 +129,8 @@ class RemiGrammar:
         sections = section_token_ids(tokenizer)
         self.prelude_ids = {self.pad_id, self.bos_id} | composers | ({sections[0]} if sections else set())
         self.full_id = sections[1] if sections else None
+        # FULL, GAP, FILL: read where a bar could begin, then the music starts again from a bar line
+        self.restart_ids = ({self.full_id} if sections else set()) | set(infill_token_ids(tokenizer) or ())
         self.programs = sorted(config.programs)
         self.check_duplicates = bool(config.remove_duplicated_notes)
         self.use_programs = bool(config.use_programs)
@@ -252,8 +256,8 @@ class RemiGrammar:
             trans[PRELUDE, token_id] = PRELUDE
         bar_step = by_class.get(("Bar", None))
         self._step_allows_bar = bar_step != DEAD if bar_step is not None else np.zeros(self.num_states, dtype=bool)
-        if self.full_id is not None:  # the melody section ends where a bar could begin
-            trans[np.flatnonzero(self._step_allows_bar), self.full_id] = PRELUDE
+        for restart in self.restart_ids:  # a section ends where a bar could begin
+            trans[np.flatnonzero(self._step_allows_bar), restart] = PRELUDE
         note_ends = [i for i, k in enumerate(keys) if k is not None and k[0] == self.note_end_type]
         trans[note_ends, self.eos_id] = END
         allowed[note_ends, self.eos_id] = True
@@ -406,7 +410,7 @@ class RemiGrammar:
     def first_violation(self, ids: Sequence[int]) -> int | None:
         """Index of the first token the grammar would have masked (prelude tokens accepted), or None."""
         rows = self.start(1)
-        read_only = self.prelude_ids | ({self.full_id} if self.full_id is not None else set())
+        read_only = self.prelude_ids | self.restart_ids
         for i, token in enumerate(ids):
             read = token in read_only and self._trans[rows.state.item(), token] != DEAD
             if not read and not self.allowed(rows)[0, token]:
@@ -481,16 +485,17 @@ def count_syntax_errors(tokenizer: miditok.REMI, ids: Sequence[int] | np.ndarray
 
     Leading PAD/BOS/composer tokens are dropped and the sequence ends at its first EOS; a special
     token left inside the music counts as one error (miditok cannot read it). In the accompaniment
-    layout only the full-piece section (after the FULL token) is measured: the melody section is given.
+    layout only the full-piece section (after the FULL token) is measured: the melody section is given; in the
+    infilling layout only the span (after the FILL token).
     """
     ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
     special = {tokenizer[t] for t in tokenizer.special_tokens}
     eos = tokenizer["EOS_None"]
     if eos in ids:
         ids = ids[: ids.index(eos)]
-    sections = section_token_ids(tokenizer)
-    if sections and sections[1] in ids:
-        ids = ids[len(ids) - ids[::-1].index(sections[1]) :]
+    for marker in ((section_token_ids(tokenizer) or (None, None))[1], (infill_token_ids(tokenizer) or (None, None))[1]):
+        if marker is not None and marker in ids:
+            ids = ids[len(ids) - ids[::-1].index(marker) :]
     start = 0
     while start < len(ids) and ids[start] in special:
         start += 1

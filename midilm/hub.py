@@ -84,6 +84,10 @@ TASK_TEXT = {
     "accompaniment": (
         "accompaniment: `[BOS, COMPOSER_x, MELODY, melody bars, FULL, the full piece's bars, EOS]`, a melody harmonized"
     ),
+    "infill": (
+        "infill: `[BOS, COMPOSER_x, bars before, GAP, bars after, FILL, the span's bars, EOS]`, "
+        "bars of a piece rewritten (spans of 1-8 bars drawn from the continuation rows while training)"
+    ),
 }
 
 
@@ -304,6 +308,12 @@ def _card_generate(model_dir: Path, config, composer_map, repo_id: str | None) -
         if "accompaniment" in model_tasks(config)
         else ""
     )
+    rewrite = (
+        f"python generate.py --model_dir {model_arg} --infill_midi piece.mid "
+        f"--bars 9-12 --composer {first_arg}  # bars 9-12 rewritten, every other note kept\n"
+        if "infill" in model_tasks(config)
+        else ""
+    )
     return f"""## Generate
 Guided samples come from midilm: its logits processors add classifier-free guidance (the composer's
 row against a `COMPOSER_NONE` row, scale {guidance:g} by default: `midilm_guidance_scale` in config.json)
@@ -311,7 +321,7 @@ and a REMI grammar that masks every token that would make the music invalid, and
 With midilm installed{local_copy}:
 ```bash
 {sample}   # --guidance_scale {guidance:g} by default
-{accompany}```
+{accompany}{rewrite}```
 ```python
 {fetch}from transformers import AutoModelForCausalLM
 from midilm.generation import prepare_generation

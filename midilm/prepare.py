@@ -27,7 +27,14 @@ from midilm.outputs import replace_dir, staging_dir
 from midilm.rows import TASKS, continuation_overhead, full_section
 from midilm.scan import Bounds, Spill, read_spill, scan_files, scan_vocabulary
 from midilm.sources import SourceFile, find_midi_files, read_metadata, relabel
-from midilm.tokenizer import FULL_TOKEN, OTHER, BarWordsIterator, build_tokenizer, save_tokenizer
+from midilm.tokenizer import (
+    FULL_TOKEN,
+    OTHER,
+    BarWordsIterator,
+    build_tokenizer,
+    infill_token_ids,
+    save_tokenizer,
+)
 from midilm.tokenizer import tokenizer_settings as resolve_tokenizer_settings
 
 REPORT_FILE = "prepare_report.json"
@@ -112,6 +119,8 @@ class PrepareArguments:
         default="continuation",
         metadata={
             "help": "Comma-separated tasks to build rows for: continuation (the music alone) and/or accompaniment (a melody, then the full piece for the same bars)."
+            " infill (with continuation): train.py turns continuation rows into infill rows (a span of bars to rewrite"
+            " between the bars around it) on the fly; their rows keep room for its two markers."
         },
     )
     output_dir: str = field(default="data", metadata={"help": "Where the DatasetDict is written (save_to_disk)."})
@@ -151,6 +160,11 @@ class PrepareArguments:
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks:
             raise InputError(f"--tasks {self.tasks!r}: choose one or more of {', '.join(TASKS)}, comma-separated")
+        if "infill" in tasks and "continuation" not in tasks:
+            raise InputError(
+                f"--tasks {self.tasks!r}: infill rows are drawn from continuation rows while training; "
+                "add continuation (--tasks continuation,infill)"
+            )
 
     def task_list(self) -> tuple[str, ...]:
         names = self.tasks if isinstance(self.tasks, (list, tuple)) else str(self.tasks).split(",")
@@ -382,6 +396,11 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
             raise InputError(f"{flag} {path} already exists; pass --overwrite to replace it, or choose another folder")
 
     base = resolve_base(args.base_model, "--base_model") if args.base_model else None
+    if base is not None and "infill" in args.task_list() and infill_token_ids(base.tokenizer) is None:
+        raise InputError(
+            f"--base_model {base.source}: its tokenizer was made before the infill task (no GAP/FILL markers), "
+            "so it cannot learn infilling; leave infill out of --tasks"
+        )
     if base is not None:
         tokenizer_settings = tokenizer_settings_of(base.tokenizer)
     files, skipped = collect_files(args)
@@ -529,7 +548,8 @@ def make_report(
             "chunks": len(rows),
             "tokens": int(pc.sum(rows.column("length")).as_py() or 0),
             "composers": per_composer,
-            "tasks": {task: int(by_task.get(task, 0)) for task in tasks},
+            # infill rows are drawn from continuation rows while training, none is stored
+            "tasks": {task: int(by_task.get(task, 0)) for task in tasks if task != "infill"},
         }
         originals = rows.filter(
             pc.and_(pc.equal(rows.column("augmentation"), ""), pc.equal(rows.column("task"), measured))

@@ -2,12 +2,15 @@
 
     continuation   [BOS, COMPOSER, music…, EOS]
     accompaniment  [BOS, COMPOSER, MELODY, melody bars k..j…, FULL, the full piece's bars k..j…, EOS]
+    infill         [BOS, COMPOSER, bars before the span…, GAP, bars after it…, FILL, the span's bars…, EOS]
 
 Every row opens with the header `[BOS, COMPOSER]`. The collator swaps the token at
 `COMPOSER_POSITION` for COMPOSER_NONE (composer dropout) and never scores it; generation writes a
 prompt after the header; a window over a row too long for the context restarts from the header.
 EOS closes a piece's last row only: it means "the piece ends here". The MELODY and FULL markers are
-special tokens (midilm.tokenizer), so BPE never merges them with music.
+special tokens (midilm.tokenizer), so BPE never merges them with music; so are GAP and FILL. An infill row
+always ends with EOS: it closes the span (the bars that stood where GAP is), wherever in the piece that was.
+Infill rows are not stored: the training collator draws them from continuation rows (`infill_row`).
 
 Works on lists, numpy arrays and torch tensors alike; on a batch (2-D), on every row at once.
 """
@@ -19,14 +22,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from midilm.tokenizer import section_token_ids
+from midilm.tokenizer import infill_token_ids, section_token_ids
 
 HEADER_TOKENS = 2  # BOS, COMPOSER
 COMPOSER_POSITION = 1
-TASKS = ("continuation", "accompaniment")
-# Tokens a row holds besides its music: the header, EOS and, for accompaniment, MELODY and FULL.
-OVERHEAD = {"continuation": HEADER_TOKENS + 1, "accompaniment": HEADER_TOKENS + 3}
+TASKS = ("continuation", "accompaniment", "infill")
+# Tokens a row holds besides its music: the header, EOS and, for accompaniment, MELODY and FULL;
+# for infill, GAP and FILL.
+OVERHEAD = {"continuation": HEADER_TOKENS + 1, "accompaniment": HEADER_TOKENS + 3, "infill": HEADER_TOKENS + 3}
 IGNORED_LABEL = -100  # transformers' loss skips it
+MAX_SPAN_BARS = 8  # training spans: 1 to 8 whole bars, a phrase or two, the rewrites people ask for
 
 
 def music_room(max_len: int, task: str) -> int:
@@ -125,6 +130,11 @@ def is_accompaniment(ids, melody_id: int | None) -> bool:
     return melody_id is not None and len(ids) > HEADER_TOKENS and int(ids[HEADER_TOKENS]) == melody_id
 
 
+def is_infill(ids, fill_id: int | None) -> bool:
+    """Whether a row is an infill row (it holds the FILL marker)."""
+    return fill_id is not None and any(int(i) == fill_id for i in ids)
+
+
 def full_section(ids: list[int], full_id: int | None) -> list[int]:
     """The tokens after an accompaniment row's FULL marker (the whole row when it has none)."""
     if full_id is None or full_id not in ids:
@@ -139,10 +149,21 @@ class RowLayout:
     bos: int
     eos: int
     sections: tuple[int, int] | None  # MELODY, FULL; None for a tokenizer made before they existed
+    infill_markers: tuple[int, int] | None = None  # GAP, FILL; None for a tokenizer made before them: it cannot infill
 
     @classmethod
     def for_tokenizer(cls, tokenizer) -> RowLayout:
-        return cls(tokenizer["BOS_None"], tokenizer["EOS_None"], section_token_ids(tokenizer))
+        return cls(
+            tokenizer["BOS_None"], tokenizer["EOS_None"], section_token_ids(tokenizer), infill_token_ids(tokenizer)
+        )
+
+    @property
+    def gap(self) -> int | None:
+        return self.infill_markers[0] if self.infill_markers else None
+
+    @property
+    def fill(self) -> int | None:
+        return self.infill_markers[1] if self.infill_markers else None
 
     @property
     def melody(self) -> int | None:
@@ -173,11 +194,66 @@ class RowLayout:
         """What generate() reads to write the full section under `melody`, after the full bars already `written`."""
         return [*self.header(composer_id), self.melody, *melody, self.full, *written]
 
+    def infill(self, composer_id: int, before, after, span) -> np.ndarray:
+        """An infill row (int32): the bars around a span, then the span and EOS. ValueError for a tokenizer without
+        the GAP/FILL markers."""
+        return np.concatenate((self.infill_prompt(composer_id, before, after), span, [self.eos])).astype(np.int32)
+
+    def infill_prompt(self, composer_id: int, before: Sequence[int], after: Sequence[int]) -> list[int]:
+        """What generate() reads to write the span that stood between `before` and `after` (each possibly empty)."""
+        if self.infill_markers is None:
+            raise ValueError("this tokenizer has no GAP/FILL markers: it was made before the infill task")
+        return [*self.header(composer_id), *before, self.gap, *after, self.fill]
+
+    def infill_parts(self, ids: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
+        """(before, after, span) of an infill row; the span without EOS."""
+        ids = [int(i) for i in ids]
+        gap, fill = ids.index(self.gap), ids.index(self.fill)
+        span = ids[fill + 1 :]
+        return ids[HEADER_TOKENS:gap], ids[gap + 1 : fill], span[:-1] if span[-1:] == [self.eos] else span
+
     def is_accompaniment(self, ids) -> bool:
         return is_accompaniment(ids, self.melody)
 
+    def is_infill(self, ids) -> bool:
+        return is_infill(ids, self.fill)
+
     def music(self, ids: Sequence[int]) -> list[int]:
-        """A row's music: the body of a continuation row, the full section of an accompaniment row; no EOS."""
+        """A row's music: the body of a continuation row, the full section of an accompaniment row, the span of an
+        infill row; no EOS."""
         ids = [int(i) for i in ids]
+        if self.is_infill(ids):
+            return self.infill_parts(ids)[2]
         music = full_section(ids, self.full) if self.is_accompaniment(ids) else list(body(ids))
         return music[:-1] if music[-1:] == [self.eos] else music
+
+
+def infill_row(layout: RowLayout, ids, starts_bar: np.ndarray, max_len: int, draw, max_span_bars: int = MAX_SPAN_BARS):
+    """A continuation row turned into an infill row of at most `max_len` tokens: (row, first span bar, span bars),
+    bars counted from the row's first bar line; None when the row holds no bar line to cut at.
+
+    `draw(n)` gives an integer in [0, n). The span is 1 to `max_span_bars` whole bars (as many as the row holds at
+    most), every length and then every place equally likely. A row longer than `music_room(max_len, "infill")` is
+    first cut to a window of that many tokens at a drawn place, then back to its last bar line, so the span never
+    ends inside a bar; tokens before the window's first bar line stay in the bars before the span.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    music = body(ids)
+    if len(music) and music[-1] == layout.eos:
+        music = music[:-1]
+    lines = np.flatnonzero(starts_bar[music])
+    room = music_room(max_len, "infill")
+    if len(music) > room:
+        start = draw(len(music) - room + 1)
+        cut = music[start : start + room]
+        lines = np.flatnonzero(starts_bar[cut])
+        if start + room < len(music) and len(lines):
+            cut, lines = cut[: lines[-1]], lines[:-1]
+        music = cut
+    if not len(lines):
+        return None
+    edges = [*lines.tolist(), len(music)]
+    bars = 1 + draw(min(max_span_bars, len(lines)))
+    first = draw(len(lines) - bars + 1)
+    a, b = edges[first], edges[first + bars]
+    return layout.infill(composer_of(ids), music[:a], music[b:], music[a:b]), first, bars

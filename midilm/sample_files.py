@@ -1,5 +1,6 @@
 """The files a sample becomes: `<composer>_<i>.mid` and `.json` (tokens, settings, seed), plus `.wav`
-and `.png` on request; an accompaniment's are `accompaniment_<composer>_<i>.*`. Used by generate.py,
+and `.png` on request; an accompaniment's are `accompaniment_<composer>_<i>.*`, an infill's
+`infill_<composer>_<i>.*`. Used by generate.py,
 the app and train.py's evaluation samples (`sample_stem`).
 
 Every call's files are written under temporary names and moved into place once all are complete: a
@@ -25,6 +26,7 @@ from midilm.render import SOUNDFONT_ENV, AudioUnavailable, piano_roll_png, write
 from midilm.tokenizer import NONE
 
 ACCOMPANIMENT_PREFIX = "accompaniment_"
+INFILL_PREFIX = "infill_"
 
 
 def sample_stem(composer: str, index: int) -> str:
@@ -160,6 +162,40 @@ def write_accompaniments(
                 "notes": result.score.note_num(),
                 "syntax_error_rate": result.syntax_error_rate,
                 **result.metrics(),
+                "tokens": result.ids,
+            }
+        )
+    return write_staged(files, [r.score for r in results], infos, soundfont)
+
+
+def infill_files(
+    composers: list[str], output_dir: Path, wav: bool, png: bool, overwrite: bool
+) -> list[dict[str, Path]]:
+    """`infill_<composer>_<i>.mid/.json` (+ .wav, .png) per sample; refuses to replace files without --overwrite."""
+    return output_files(composers, output_dir, wav, png, overwrite, prefix=INFILL_PREFIX)
+
+
+def write_infills(results: list, files: list[dict[str, Path]], record: dict, soundfont=None) -> list[dict[str, Path]]:
+    """Write `midilm.infilling.Infill`s as generate.py writes samples: MIDI (the whole piece, its span rewritten),
+    JSON (bars, the context bars the prompt held, settings, the span's tokens), WAV and PNG."""
+    infos, counts = [], {}
+    for result in results:
+        index = counts[result.composer] = counts.get(result.composer, -1) + 1
+        infos.append(
+            {
+                "composer": result.composer,
+                "sample": index,
+                "seed": result.settings.get("seed"),
+                **record,
+                "settings": result.settings,
+                "bars": list(result.bars),
+                "context_bars": result.context_bars,
+                "windows": 1,  # generate() calls: the span is written in one
+                "cut_bars": result.cut_bars,
+                "replaced_notes": result.replaced_notes,
+                "new_notes": result.span.note_num(),
+                "notes": result.score.note_num(),
+                "syntax_error_rate": result.syntax_error_rate,
                 "tokens": result.ids,
             }
         )

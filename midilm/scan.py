@@ -154,7 +154,7 @@ def _init_worker(settings: dict) -> None:
         build_tokenizer,
     )  # here: a spawned worker imports this module first, and stays light until it encodes
 
-    tokenizer, _ = build_tokenizer(settings, [])
+    tokenizer, _ = build_tokenizer(settings, [], infill_markers=False)  # ids (split hashes) as before the markers
     base = [tokenizer[i] for i in range(len(tokenizer))]
     _worker.update(
         tokenizer=tokenizer,
@@ -276,5 +276,5 @@ def scan_vocabulary(settings: dict) -> list[str]:
         build_tokenizer,
     )  # here: a spawned worker imports this module first, and stays light until it encodes
 
-    tokenizer, _ = build_tokenizer(settings, [])
+    tokenizer, _ = build_tokenizer(settings, [], infill_markers=False)  # ids (split hashes) as before the markers
     return [tokenizer[i] for i in range(len(tokenizer))]

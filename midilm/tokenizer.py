@@ -25,6 +25,10 @@ BASE_SPECIAL_TOKENS = ("PAD", "BOS", "EOS")
 # They come after the composer tokens, so adding them moved no existing id.
 MELODY_TOKEN, FULL_TOKEN = "MELODY_None", "FULL_None"
 SECTION_TOKENS = ("MELODY", "FULL")
+# The infilling layout `[BOS, COMPOSER, bars before the span…, GAP, bars after it…, FILL, the span…, EOS]`
+# marks where the span was taken out (GAP) and where it is written (FILL); appended after MELODY and FULL.
+GAP_TOKEN, FILL_TOKEN = "GAP_None", "FILL_None"
+INFILL_TOKENS = ("GAP", "FILL")
 
 
 def composer_token(name: str) -> str:
@@ -139,11 +143,16 @@ def tokenizer_settings(overrides: dict | None = None) -> dict:
     return {**TOKENIZER_DEFAULTS, **(overrides or {})}
 
 
-def make_tokenizer_config(settings: dict, composers: list[str]) -> miditok.TokenizerConfig:
-    """A REMI config from tokenizer settings (`tokenizer_settings`), with one special token per composer."""
+def make_tokenizer_config(settings: dict, composers: list[str], infill_markers: bool = True) -> miditok.TokenizerConfig:
+    """A REMI config from tokenizer settings (`tokenizer_settings`), with one special token per composer.
+
+    `infill_markers=False` leaves GAP and FILL out: the data step's scan encodes with that vocabulary, so its ids,
+    whose hash puts each piece in its split, are those of the tokenizers made before the markers existed, and a
+    corpus keeps its splits."""
     settings = dict(settings)
     beat_res = {tuple(int(x) for x in k.split("_")): v for k, v in settings.pop("beat_res").items()}
     specials = list(BASE_SPECIAL_TOKENS) + composer_tokens(composers) + [composer_token(NONE)] + list(SECTION_TOKENS)
+    specials += list(INFILL_TOKENS) if infill_markers else []
     return miditok.TokenizerConfig(
         beat_res=beat_res,
         pitch_range=tuple(settings.pop("pitch_range")),
@@ -153,8 +162,10 @@ def make_tokenizer_config(settings: dict, composers: list[str]) -> miditok.Token
     )
 
 
-def build_tokenizer(settings: dict, composers: list[str]) -> tuple[miditok.REMI, ComposerMap]:
-    tokenizer = miditok.REMI(make_tokenizer_config(settings, composers))
+def build_tokenizer(
+    settings: dict, composers: list[str], infill_markers: bool = True
+) -> tuple[miditok.REMI, ComposerMap]:
+    tokenizer = miditok.REMI(make_tokenizer_config(settings, composers, infill_markers))
     composer_map = ComposerMap(
         names=list(composers),
         token_ids=[tokenizer.vocab[composer_token(c)] for c in composers],
@@ -188,6 +199,14 @@ def section_token_ids(tokenizer: miditok.REMI) -> tuple[int, int] | None:
     if MELODY_TOKEN not in vocab or FULL_TOKEN not in vocab:
         return None
     return vocab[MELODY_TOKEN], vocab[FULL_TOKEN]
+
+
+def infill_token_ids(tokenizer: miditok.REMI) -> tuple[int, int] | None:
+    """Ids of the GAP and FILL infilling markers; None for a tokenizer made before they existed (it cannot infill)."""
+    vocab = tokenizer.vocab
+    if GAP_TOKEN not in vocab or FILL_TOKEN not in vocab:
+        return None
+    return vocab[GAP_TOKEN], vocab[FILL_TOKEN]
 
 
 def vocab_base_tokens(tokenizer: miditok.REMI) -> list[list[str]]:

@@ -7,9 +7,11 @@ import json
 import math
 import os
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow.compute as pc
 import torch
 from datasets import Dataset, DatasetDict
@@ -31,6 +33,7 @@ from midilm.rows import (
     has_header,
     header,
     ignore_composer_label,
+    infill_row,
     is_accompaniment,
     set_composer,
 )
@@ -114,6 +117,13 @@ class DataArguments:
             "help": "Probability that the composer token becomes COMPOSER_NONE (trains the unconditional branch for CFG)."
         },
     )
+    infill_share: float = field(
+        default=0.5,
+        metadata={
+            "help": "For a dataset prepared with --tasks continuation,infill: the probability that a continuation "
+            "row becomes an infill row (a span of 1-8 bars drawn anew each time the row is read)."
+        },
+    )
     padding_free: bool = field(
         default=False,
         metadata={
@@ -150,6 +160,8 @@ class DataArguments:
     def __post_init__(self):
         if not 0.0 <= self.composer_dropout <= 1.0:
             raise InputError(f"--composer_dropout {self.composer_dropout} must be within [0, 1]")
+        if not 0.0 < self.infill_share <= 1.0:
+            raise InputError(f"--infill_share {self.infill_share} must be within (0, 1]")
 
 
 @dataclass
@@ -233,6 +245,8 @@ def dataset_tasks_and_row_len(path: Path, train) -> tuple[list[str], int | None]
         present = set(pc.unique(train.data.column("task")).to_pylist())
     else:  # a dataset from before the accompaniment task: continuation rows only
         present = set(recorded[PREPARE_REPORT_FILE].get("tasks", ["continuation"]))
+    if "infill" in recorded[PREPARE_REPORT_FILE].get("tasks", []):  # drawn from continuation rows while training
+        present.add("infill")
     row_len = recorded[PREPARE_CONFIG_FILE].get("prepare", {}).get("max_seq_len")
     return [t for t in TASKS if t in present], int(row_len) if row_len else None
 
@@ -264,8 +278,14 @@ class MidiCollator:
     the section markers, or pair a melody with bars it does not hold. train.py never lets rows exceed
     the context, so this guards direct users of the collator.
 
+    With `infill_share` > 0 (a dataset prepared with `--tasks ...,infill`), each continuation row becomes an
+    infill row with that probability, each time it is drawn (`midilm.rows.infill_row`: a span of 1-8 whole bars at
+    a drawn place; `layout` and `starts_bar` of the tokenizer are then needed). Its labels skip the GAP and FILL
+    markers, which stand where the draw put them; the bars before and after the span, the span and its EOS are
+    scored.
+
     `for_evaluation()` gives the validation twins: no dropout and no random crop, so an evaluation
-    is a function of the weights alone.
+    is a function of the weights alone; their infill draws are seeded by each row's tokens.
     """
 
     def __init__(
@@ -277,7 +297,14 @@ class MidiCollator:
         generator: torch.Generator | None = None,
         section_ids: tuple[int, int] | None = None,
         padding_free: bool = False,
+        infill_share: float = 0.0,
+        layout=None,
+        starts_bar=None,
     ):
+        if infill_share > 0 and (layout is None or layout.infill_markers is None or starts_bar is None):
+            raise ValueError("infill_share needs the layout of a tokenizer with GAP/FILL markers, and its starts_bar")
+        self.infill_share, self.layout = infill_share, layout
+        self.starts_bar = None if starts_bar is None else np.asarray(starts_bar, dtype=bool)
         self.pad_id, self.none_id = pad_id, none_id
         self.composer_dropout, self.max_seq_len = composer_dropout, max_seq_len
         self.generator = generator
@@ -322,8 +349,36 @@ class MidiCollator:
         start = int(torch.randint(0, len(rest) - room + 1, (1,), generator=self.generator))
         return torch.cat([header(ids), rest[start : start + room]])
 
+    def infill(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """`ids` turned into an infill row, or None when this draw keeps it a continuation row."""
+        if self.infill_share <= 0.0 or is_accompaniment(ids, self.section_ids[0] if self.section_ids else None):
+            return None
+        # training draws from the collator's stream; evaluation from the row's own, so it is the same every time
+        generator = (
+            self.generator if self.random_crop else torch.Generator().manual_seed(zlib.crc32(ids.numpy().tobytes()))
+        )
+        if self.infill_share < 1.0 and float(torch.rand(1, generator=generator)) >= self.infill_share:
+            return None
+
+        def draw(n: int) -> int:
+            return int(torch.randint(0, n, (1,), generator=generator))
+
+        made = infill_row(self.layout, ids, self.starts_bar, self.max_seq_len, draw)
+        return None if made is None else torch.from_numpy(made[0].astype(np.int64))
+
+    def labels(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Labels of rows already masked for padding (in place): nothing predicts the composer or an infill marker."""
+        labels = ignore_composer_label(input_ids)
+        if self.infill_share > 0.0:
+            labels.masked_fill_((labels == self.layout.gap) | (labels == self.layout.fill), IGNORED_LABEL)
+        return labels
+
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        seqs = [self.crop(torch.as_tensor(row["input_ids"], dtype=torch.long)) for row in rows]
+        seqs = []
+        for row in rows:
+            ids = torch.as_tensor(row["input_ids"], dtype=torch.long)
+            infilled = self.infill(ids)
+            seqs.append(self.crop(ids) if infilled is None else infilled)
         if self.flatten is not None:
             drop = self._dropped(len(seqs))
             packed = []
@@ -331,7 +386,7 @@ class MidiCollator:
                 s = s.clone()
                 if dropped:
                     set_composer(s, self.none_id)
-                packed.append({"input_ids": s, "labels": ignore_composer_label(s.clone())})
+                packed.append({"input_ids": s, "labels": self.labels(s.clone())})
             return self.flatten(packed)
         width = max(len(s) for s in seqs)
         input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
@@ -341,7 +396,7 @@ class MidiCollator:
             attention_mask[i, : len(s)] = 1
         drop = self._dropped(len(seqs))
         set_composer(input_ids, self.none_id, rows=drop)
-        labels = ignore_composer_label(input_ids.masked_fill(attention_mask == 0, IGNORED_LABEL))
+        labels = self.labels(input_ids.masked_fill(attention_mask == 0, IGNORED_LABEL))
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 

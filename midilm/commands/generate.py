@@ -4,6 +4,7 @@ REMI grammar processor, optionally continuing a MIDI file or accompanying a melo
     midilm generate --model_dir model_output --composer bach --num_samples 4 --seed 0 --output_dir samples
     midilm generate --model_dir model_output --composer mozart --prompt_midi theme.mid --prompt_bars 4 --wav --png
     midilm generate --model_dir model_output --melody_midi tune.mid --composer bach --wav --png
+    midilm generate --model_dir model_output --infill_midi piece.mid --bars 9-12 --composer bach --num_samples 4
     midilm generate --model_dir model_output --composer palestrina --max_new_tokens 4000   # beyond the context: in windows
     midilm generate --model_dir model_output --list_composers
     midilm generate --model_dir model_output --composer all --num_samples 16 --compile   # compiled decoding (static cache)
@@ -16,7 +17,8 @@ onset and in one bar as the training data hold) is on for a model that carries i
 turns it off. Writes
 <composer>_<i>.mid and <composer>_<i>.json (tokens, settings, seed), plus .wav and .png on request;
 a --max_new_tokens beyond the model's context is written in windows (the JSON's `windows`); with --melody_midi, accompaniment_<composer>_<i>.* (the melody unchanged on its own track, the
-generated parts beside it, melody adherence and harmonic fit in the JSON).
+generated parts beside it, melody adherence and harmonic fit in the JSON); with --infill_midi and --bars,
+infill_<composer>_<i>.* (the whole piece, those bars rewritten, every other note as in the file).
 """
 
 from __future__ import annotations
@@ -33,7 +35,16 @@ from midilm.accompaniment import prepare_accompaniment
 from midilm.cli import parse_args, run
 from midilm.errors import InputError
 from midilm.generation import list_composers, load_model, prepare_generation
-from midilm.sample_files import accompaniment_files, check_soundfont, sample_files, write_accompaniments, write_samples
+from midilm.infilling import prepare_infill
+from midilm.sample_files import (
+    accompaniment_files,
+    check_soundfont,
+    infill_files,
+    sample_files,
+    write_accompaniments,
+    write_infills,
+    write_samples,
+)
 from midilm.sampling import SamplingSettings
 
 
@@ -59,6 +70,16 @@ class GenerateArguments:
         metadata={
             "help": "Accompany this melody (a marked melody track, else the top voice): writes accompaniment_<composer>_<i>.mid with the melody unchanged on its own track plus the generated parts, bar for bar; --composer is optional (default: none), --max_new_tokens does not apply (the melody sets the length)."
         },
+    )
+    infill_midi: str | None = field(
+        default=None,
+        metadata={
+            "help": "Rewrite --bars of this piece: writes infill_<composer>_<i>.mid, the whole piece with those bars "
+            "new and every other note as in the file; needs a model trained with --tasks continuation,infill."
+        },
+    )
+    bars: str | None = field(
+        default=None, metadata={"help": "The bars --infill_midi rewrites: first-last, counted from 1 (9-12), or one."}
     )
     wav: bool = field(default=False, metadata={"help": "Also render a WAV with a General MIDI soundfont."})
     png: bool = field(default=False, metadata={"help": "Also draw a piano-roll PNG."})
@@ -102,6 +123,32 @@ def accompany(args, settings: SamplingSettings, device: str) -> None:
     )
 
 
+def rewrite(args, settings: SamplingSettings, device: str) -> None:
+    # Check every input before the weights are read
+    if args.prompt_midi is not None or args.melody_midi is not None:
+        given = "--prompt_midi" if args.prompt_midi is not None else "--melody_midi"
+        raise InputError(f"--infill_midi and {given}: choose one (rewrite bars of a piece, or {given}'s task)")
+    if args.bars is None:
+        raise InputError("--infill_midi needs --bars: the bars to rewrite, first-last counted from 1 (9-12)")
+    job = prepare_infill(args.model_dir, args.infill_midi, args.bars, args.composer, args.num_samples, settings)
+    files = infill_files(job.composers, Path(args.output_dir), args.wav, args.png, args.overwrite)
+    soundfont = check_soundfont(args.soundfont) if args.wav else None
+
+    # Sample: every span in one batched generate() call
+    model = load_model(args.model_dir, device)
+    start = time.perf_counter()
+    results = job.run(model)
+    seconds = time.perf_counter() - start
+
+    # Write (under temporary names, moved into place once all are complete)
+    record = {"model_dir": args.model_dir, "infill_midi": args.infill_midi, "device": device}
+    write_infills(results, files, record, soundfont)
+    for paths in files:
+        print(" ".join(str(p) for p in paths.values()))
+    first, last = job.bars
+    print(f"{len(results)} rewrite(s) of bars {first}-{last} of {job.piece.num_bars} in {seconds:.1f} s on {device}")
+
+
 def main(argv: list[str] | None = None, config_file: Path | None = None) -> None:
     args, settings, _ = parse_args(
         (GenerateArguments, SamplingSettings), ("generate",), argv, description=__doc__, config_file=config_file
@@ -110,6 +157,13 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
         print(list_composers(args.model_dir))
         return
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.bars is not None and args.infill_midi is None:
+        raise InputError("--bars: the bars of --infill_midi to rewrite; give --infill_midi too")
+    if args.infill_midi is not None:
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line_warning
+            rewrite(args, settings, device)
+        return
     if args.melody_midi is not None:
         with warnings.catch_warnings():
             warnings.showwarning = one_line_warning

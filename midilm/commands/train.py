@@ -52,7 +52,8 @@ from midilm.modeling import (
     copy_tokenizer,
     generation_config,
 )
-from midilm.tokenizer import load_tokenizer, section_token_ids
+from midilm.rows import RowLayout
+from midilm.tokenizer import bar_start_table, infill_token_ids, load_tokenizer, section_token_ids
 from midilm.training import (
     TRAINING_DEFAULTS,
     DataArguments,
@@ -100,6 +101,11 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
         if model_args.model_overrides:
             raise InputError("--model_overrides does not apply with --init_from: the base model's architecture is kept")
     data = load_training_data(data_args, tokenizer, composer_map)
+    if "infill" in data.tasks and infill_token_ids(tokenizer) is None:
+        raise InputError(
+            f"--tokenizer_dir {data_args.tokenizer_dir}: made before the infill task (no GAP/FILL markers); "
+            "prepare the dataset again"
+        )
     data_args.max_seq_len = training_context(data_args, data)
     if base is not None:
         check_context(base, data_args.max_seq_len)
@@ -167,6 +173,9 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
         data_args.max_seq_len,
         section_ids=section_token_ids(tokenizer),
         padding_free=data_args.padding_free,
+        infill_share=data_args.infill_share if "infill" in data.tasks else 0.0,
+        layout=RowLayout.for_tokenizer(tokenizer),
+        starts_bar=bar_start_table(tokenizer),
     )
     trainer = MidiTrainer(
         model=model,
