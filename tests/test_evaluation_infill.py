@@ -88,6 +88,9 @@ def test_report_holds_the_infilling_figures(report):
     infill, prefix = sum(e["infill_nll"] for e in spans), sum(e["prefix_nll"] for e in spans)
     assert section["infill_nll_per_note"] == pytest.approx(infill / notes)
     assert section["nll_reduction"] == pytest.approx(1 - infill / prefix)
+    no_after = sum(e["no_after_nll"] for e in spans)
+    assert section["nll_reduction_from_the_bars_after"] == pytest.approx(1 - infill / no_after)
+    assert no_after != infill and no_after != prefix  # three different rows
     assert section["metric_gap"] is not None and section["real_spans_gap"] is not None
     assert set(section["seams"]) == {
         f"{s}_{m}" for s in ("entry", "exit") for m in ("top_voice_leap", "register_shift", "density_jump")

@@ -8,7 +8,9 @@ Likelihood. The span's tokens (its bars, EOS not counted) are scored twice by th
 span: in the infill layout, given the bars before AND after it (`[BOS, COMPOSER, before, GAP, after, FILL, span]`,
 the bars `midilm.infilling.plan_context` would give the prompt), and as a continuation of the same bars before it
 alone (`[BOS, COMPOSER, before, span]`). The relative reduction `1 - infill / prefix` is what the suffix is worth;
-the same bars before on both sides, so the suffix is the only difference.
+the same bars before on both sides, so the suffix is the only difference. A control scores the span a third way, in
+the infill layout with no bars after it (`[BOS, COMPOSER, before, GAP, FILL, span]`): it separates what the bars
+after tell the model (infill against this control) from what the layout itself costs (this control against prefix).
 
 Rewrites. Each span is rewritten by `midilm.infilling.infill_span` (the generate.py --infill_midi path: grammar,
 guard, CFG, exact bar count, spliced into the piece), under the piece's composer, seeded.
@@ -182,11 +184,13 @@ def evaluate_infill(
             after = np.concatenate(piece.bars[stop:b]).tolist()
             infill_row = layout.infill_prompt(composer_id, before, after) + span_ids
             prefix_row = layout.continuation_prompt(composer_id, before) + span_ids
-            infill_nll, prefix_nll = span_nll(
+            no_after_row = layout.infill_prompt(composer_id, before, []) + span_ids
+            infill_nll, prefix_nll, no_after_nll = span_nll(
                 model,
                 [
                     (infill_row, len(infill_row) - len(span_ids), len(infill_row)),
                     (prefix_row, HEADER_TOKENS + len(before), len(prefix_row)),
+                    (no_after_row, len(no_after_row) - len(span_ids), len(no_after_row)),
                 ],
                 model.config.pad_token_id,
             )
@@ -216,6 +220,7 @@ def evaluate_infill(
                     "span_notes": notes,
                     "infill_nll": infill_nll,
                     "prefix_nll": prefix_nll,
+                    "no_after_nll": no_after_nll,
                     "infill_nll_per_note": infill_nll / notes if notes else None,
                     "prefix_nll_per_note": prefix_nll / notes if notes else None,
                     "new_notes": note_count(new_span),
@@ -248,6 +253,7 @@ def summarize(entries: list[dict], real_spans: list[dict], other_spans: list[dic
     notes = sum(e["span_notes"] for e in entries)
     infill_total = sum(e["infill_nll"] for e in entries)
     prefix_total = sum(e["prefix_nll"] for e in entries)
+    no_after_total = sum(e["no_after_nll"] for e in entries)
     infilled = [e["metrics"]["infilled"] for e in entries]
     seam_rows = {}
     for side in ("entry", "exit"):
@@ -262,6 +268,8 @@ def summarize(entries: list[dict], real_spans: list[dict], other_spans: list[dic
         "infill_nll_per_note": infill_total / notes if notes else None,
         "prefix_nll_per_note": prefix_total / notes if notes else None,
         "nll_reduction": 1 - infill_total / prefix_total if prefix_total else None,
+        "no_after_nll_per_note": no_after_total / notes if notes else None,
+        "nll_reduction_from_the_bars_after": 1 - infill_total / no_after_total if no_after_total else None,
         "metric_gap": summary_distance(compare(infilled, real_spans))["mean_gap"] if entries else None,
         "real_spans_gap": summary_distance(compare(other_spans, real_spans))["mean_gap"]
         if entries and other_spans

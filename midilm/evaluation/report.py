@@ -484,6 +484,11 @@ def infilling_markdown(report: dict) -> list[str]:
             ],
             ["NLL reduction from the bars after", f"**{_percent(section['nll_reduction'])}**", "issue target: ≥ 10%"],
             [
+                "control: infill layout, no bars after",
+                _f(section["no_after_nll_per_note"]),
+                f"the bars after alone: {_percent(section['nll_reduction_from_the_bars_after'])} lower",
+            ],
+            [
                 "metric gap, rewritten vs real spans",
                 f"**{_f(section['metric_gap'], 2)}**",
                 f"real spans elsewhere vs real spans: {_f(section['real_spans_gap'], 2)}",
