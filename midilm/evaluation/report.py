@@ -453,7 +453,7 @@ def _percent(share: float | None) -> str:
 SEAM_LABELS = {
     "top_voice_leap": "top-voice leap (semitones)",
     "register_shift": "register shift (semitones)",
-    "density_jump": "density jump (abs. log2 of the bars' note counts + 1)",
+    "density_jump": "density jump (absolute log2 ratio of the two bars' notes + 1)",
 }
 
 
