@@ -22,9 +22,14 @@ DEMO_EVAL ?=
 DEMO_EVAL_TOKENS ?= 256
 DEMO_EVAL_STEPS ?= 500
 DEMO_AUGMENT ?= --augment
-DEMO_TASKS ?= continuation,accompaniment
-# The demo harmonizes the melody (soprano) of this composer's first validation-split piece.
+DEMO_TASKS ?= continuation,accompaniment,infill
+# The demo harmonizes the melody (soprano) of this composer's first validation-split piece, and rewrites
+# DEMO_INFILL_BARS of that same piece (a chorale phrase: 4 bars of the piece's own, every other note kept).
 DEMO_MELODY_COMPOSER ?= bach
+DEMO_INFILL_BARS ?= 5-8
+# One sample beyond the context, written in windows: 4x the model's 512 tokens (7 windows, 40 s on the demo model
+# on the 2-core VM under load).
+DEMO_LONG_TOKENS ?= 2048
 
 .PHONY: install install-browser lint test demo demo-full pipeline pipeline-full clean-demo clean-demo-full
 
@@ -67,8 +72,8 @@ pipeline-full:
 	mkdir -p demo-full && $(MAKE) -C demo-full -f $(ROOT)Makefile pipeline DEMO_STEPS=$(FULL_STEPS) \
 		DEMO_EVAL="--adherence_samples_per_composer $(FULL_EVAL_SAMPLES) $(DEMO_EVAL)"
 
-pipeline: samples/.generated samples/.accompanied
-	@echo "done: samples/ (MIDI, WAV, PNG per composer; accompaniment_$(DEMO_MELODY_COMPOSER)_0.*: a held-out melody harmonized) and samples/eval/report.md"
+pipeline: samples/.generated samples/.accompanied samples/.infilled samples/long/.generated
+	@echo "done: samples/ (MIDI, WAV, PNG per composer; accompaniment_$(DEMO_MELODY_COMPOSER)_0.*: a held-out melody harmonized; infill_$(DEMO_MELODY_COMPOSER)_0.*: bars $(DEMO_INFILL_BARS) of it rewritten), samples/long/ (a piece of $(DEMO_LONG_TOKENS) tokens) and samples/eval/report.md"
 
 data/dataset_dict.json:
 	$(PYTHON) $(ROOT)prepare_dataset.py --composers $(DEMO_COMPOSERS) --max_files_per_composer $(DEMO_FILES) --min_pieces_per_composer $(DEMO_MIN_PIECES) --max_seq_len 512 --tasks $(DEMO_TASKS) $(DEMO_AUGMENT)
@@ -84,9 +89,23 @@ samples/.generated: samples/eval/report.md
 	$(PYTHON) $(ROOT)generate.py --model_dir model_output --composer all --num_samples $(DEMO_SAMPLES) --max_new_tokens $(DEMO_TOKENS) --output_dir samples --wav --png
 	touch $@
 
+# The held-out piece the demo harmonizes and rewrites: DEMO_MELODY_COMPOSER's first validation-split piece.
+HELD_OUT = $(PYTHON) -c 'from midilm.data.held_out import held_out_piece; from midilm.core.cli import run; run(lambda: print(held_out_piece("data", "validation", "$(DEMO_MELODY_COMPOSER)")))'
+
 samples/.accompanied: samples/.generated
-	melody=$$($(PYTHON) -c 'from midilm.data.held_out import held_out_piece; from midilm.core.cli import run; run(lambda: print(held_out_piece("data", "validation", "$(DEMO_MELODY_COMPOSER)")))') && \
+	melody=$$($(HELD_OUT)) && \
 		$(PYTHON) $(ROOT)generate.py --model_dir model_output --melody_midi "$$melody" --composer $(DEMO_MELODY_COMPOSER) --output_dir samples --wav --png
+	touch $@
+
+# Infilling: bars DEMO_INFILL_BARS of the same held-out piece rewritten in its composer's style (notes outside kept).
+samples/.infilled: samples/.accompanied
+	piece=$$($(HELD_OUT)) && \
+		$(PYTHON) $(ROOT)generate.py --model_dir model_output --infill_midi "$$piece" --bars $(DEMO_INFILL_BARS) --composer $(DEMO_MELODY_COMPOSER) --output_dir samples --wav --png
+	touch $@
+
+# A piece longer than the context (EOS held off, so it is as long as asked): generate.py writes it in windows.
+samples/long/.generated: samples/.infilled
+	$(PYTHON) $(ROOT)generate.py --model_dir model_output --composer $(DEMO_MELODY_COMPOSER) --num_samples 1 --max_new_tokens $(DEMO_LONG_TOKENS) --min_new_tokens $(DEMO_LONG_TOKENS) --output_dir samples/long --wav --png
 	touch $@
 
 clean-demo:

@@ -1,5 +1,6 @@
 """The web page (gradio) behind `app.py`: a composer, the sampling settings and an optional MIDI file to
-continue in; audio, piano roll, MIDI download and the equivalent `generate.py` command line out.
+continue in, a melody to accompany or a piece whose bars to rewrite (infill); audio, piano roll, MIDI download and
+the equivalent `generate.py` command line out.
 
 The model is loaded once. Each request is one `prepare_generation` + `plan.run` + `write_samples`,
 the same calls as generate.py, so a result is reproduced by the command line the page shows. A length
@@ -21,16 +22,19 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from midilm.core.errors import InputError
-from midilm.core.modeling import context_length, load_midilm_dir, sampling_defaults
+from midilm.core.modeling import context_length, load_midilm_dir, model_tasks, sampling_defaults
 from midilm.core.rows import body_room
 from midilm.core.tokenizer import NONE
 from midilm.sampling.accompaniment import prepare_accompaniment
 from midilm.sampling.generation import load_model, prepare_generation
+from midilm.sampling.infilling import prepare_infill
 from midilm.sampling.sample_files import (
     accompaniment_files,
     check_soundfont,
+    infill_files,
     sample_files,
     write_accompaniments,
+    write_infills,
     write_samples,
 )
 from midilm.sampling.settings import SamplingSettings
@@ -48,6 +52,8 @@ CONTROL_LABELS = {
     "--prompt_midi": "MIDI to continue",
     "--prompt_bars": "Bars to continue",
     "--melody_midi": "Melody to accompany",
+    "--infill_midi": "MIDI to rewrite",
+    "--bars": "Bars to rewrite",
 }
 KEEP_RESULTS = 32  # result folders kept on disk; gradio serves its own copies of the files shown
 # The length control reaches this many contexts: a long piece on a 2-core CPU (4 contexts of the demo model took 4.8 s),
@@ -104,14 +110,18 @@ def command_line(
     prompt_name: str | None,
     prompt_bars: int | None,
     melody_name: str | None = None,
+    infill: tuple[str, str] | None = None,
 ) -> str:
-    """The generate.py call that writes the same MIDI file (on the same kind of device)."""
+    """The generate.py call that writes the same MIDI file (on the same kind of device); `infill`: the rewritten
+    file's name and its bars (`9-12`)."""
     words = ["python", "generate.py", "--model_dir", model_dir, "--composer", composer]
     for name in SETTING_FLAGS:
-        if not (melody_name and name == "max_new_tokens"):  # a melody sets its own length
+        if not ((melody_name or infill) and name == "max_new_tokens"):  # a melody or a span sets its own length
             words += [f"--{name}", str(settings[name])]
     if melody_name is not None:
         words += ["--melody_midi", melody_name]
+    if infill is not None:
+        words += ["--infill_midi", infill[0], "--bars", infill[1]]
     if prompt_name is not None:
         words += ["--prompt_midi", prompt_name]
         if prompt_bars is not None:
@@ -124,6 +134,7 @@ def page_message(message: str, upload: str | None) -> str:
     if upload:
         message = message.replace(upload, Path(upload).name)
     flag, _, rest = message.partition(" ")
+    flag = flag.removesuffix(":")  # `--bars: ...` as well as `--bars 5-3: ...`
     return f"{CONTROL_LABELS[flag]}: {rest}" if flag in CONTROL_LABELS else message
 
 
@@ -145,6 +156,7 @@ class LoadedModel:
         self.model_dir = str(model_dir)
         config, _, self.composer_map = load_midilm_dir(model_dir)  # one clear error before the weights are read
         self.context = context_length(config)
+        self.infills = "infill" in model_tasks(config)
         self.defaults = SamplingSettings().resolve(sampling_defaults(model_dir), self.context)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
@@ -174,12 +186,14 @@ class LoadedModel:
         prompt_midi,
         prompt_bars,
         melody_midi=None,
+        infill_midi=None,
+        infill_bars=None,
         progress=gr.Progress(),  # noqa: B008  (gradio finds the page's progress bar by this default)
     ):
         """One sample: (WAV, piano-roll PNG, MIDI file, settings, command line) for the page."""
         prompt_bars = int(prompt_bars) if prompt_bars else None  # 0 or empty: the whole upload
         prompt_name = Path(prompt_midi).name if prompt_midi else None
-        upload = melody_midi or prompt_midi
+        upload = infill_midi or melody_midi or prompt_midi
         try:
             # the page's controls; the repetition penalty is not one: the model's default, on the record
             settings = SamplingSettings(
@@ -189,10 +203,12 @@ class LoadedModel:
                 top_p=float(top_p),
                 repetition_penalty=self.defaults.repetition_penalty,
                 seed=int(seed or 0),
-                max_new_tokens=None if melody_midi else int(max_new_tokens),
+                max_new_tokens=None if melody_midi or infill_midi else int(max_new_tokens),
             )
         except InputError as err:
             raise page_error(err, upload) from None
+        if infill_midi:
+            return self.infill(composer, settings, infill_midi, infill_bars, bool(prompt_midi or melody_midi), progress)
         if melody_midi:
             return self.accompany(composer, settings, prompt_midi, melody_midi, progress)
         try:
@@ -285,6 +301,60 @@ class LoadedModel:
         note = f"{result.composer}: an accompaniment of {result.bars} bars, written in {result.windows} window(s)."
         return wav, str(files[".png"]), [str(files[".mid"]), str(files[".json"])], settings, command, note
 
+    def infill(self, composer, settings: SamplingSettings, infill_midi, bars, other_upload: bool, progress):
+        """Bars of an uploaded piece rewritten, through generate.py's own infill path (`midilm.infilling`)."""
+        name, seed, bars = Path(infill_midi).name, settings.seed, str(bars or "").strip()
+        try:
+            if other_upload:
+                raise InputError(
+                    "--infill_midi: rewrite bars of a piece, or continue a file or accompany a melody, not both; "
+                    "clear one upload"
+                )
+            if not bars:
+                raise InputError("--bars: give the bars to rewrite, first-last counted from 1 (9-12), or one bar")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                job = prepare_infill(self.model_dir, infill_midi, bars, composer, 1, settings)
+            relay_warnings(caught, infill_midi)
+            folder = Path(tempfile.mkdtemp(dir=self.results))
+            files = infill_files(job.composers, folder, wav=self.soundfont is not None, png=True, overwrite=False)
+            first, last = job.bars
+            progress(0.1, desc=f"rewriting bars {first}-{last} of {job.piece.num_bars}")
+            results = job.run(self.model)
+            progress(1.0, desc="rendering audio and piano roll")
+            record = {"model_dir": self.model_dir, "infill_midi": name, "device": self.device}
+            write_infills(results, files, record, self.soundfont)
+        except InputError as err:
+            raise page_error(err, infill_midi) from None
+        self._prune()
+        files, result = files[0], results[0]
+        span = f"{first}-{last}"
+        settings = {
+            "composer": result.composer,
+            **result.settings,
+            "seed": seed,
+            "infill_midi": name,
+            "bars": list(result.bars),
+            "context_bars": result.context_bars,
+            "replaced_notes": result.replaced_notes,
+            "new_notes": result.span.note_num(),
+        }
+        flag = NONE.lower() if result.composer == NONE else result.composer
+        command = command_line(
+            self.model_dir,
+            flag,
+            {**vars(self.defaults), **result.settings, "seed": seed},
+            None,
+            None,
+            infill=(name, span),
+        )
+        wav = str(files[".wav"]) if ".wav" in files else None
+        note = (
+            f"{result.composer}: bars {span} of {job.piece.num_bars} rewritten ({result.replaced_notes} notes "
+            f"replaced by {result.span.note_num()}); every other note as in {name}."
+        )
+        return wav, str(files[".png"]), [str(files[".mid"]), str(files[".json"])], settings, command, note
+
     def _prune(self) -> None:
         folders = sorted(self.results.iterdir(), key=lambda p: p.stat().st_mtime)
         for old in folders[:-KEEP_RESULTS]:
@@ -356,6 +426,16 @@ def build_app(model_dir: str | Path, soundfont: str | None = None, device: str |
                     melody_midi = gr.File(
                         file_types=[".mid", ".midi"], label="Melody to accompany", elem_id="melody-midi"
                     )
+                infill_info = (
+                    "every note outside the bars stays as it is"
+                    if loaded.infills
+                    else "this model was not trained for infilling (prepare_dataset.py --tasks continuation,infill)"
+                )
+                with gr.Accordion("Rewrite bars of a MIDI file (infill, optional)", open=False, elem_id="infill"):
+                    infill_midi = gr.File(file_types=[".mid", ".midi"], label="MIDI to rewrite", elem_id="infill-midi")
+                    infill_bars = gr.Textbox(
+                        "", label="Bars to rewrite", placeholder="9-12", info=infill_info, elem_id="infill-bars"
+                    )
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column(scale=2):
                 audio = gr.Audio(label="Listen", type="filepath", interactive=False, elem_id="audio")
@@ -385,7 +465,20 @@ def build_app(model_dir: str | Path, soundfont: str | None = None, device: str |
         )
         button.click(
             loaded.generate,
-            [composer, length, guidance, temperature, top_k, top_p, seed, prompt_midi, prompt_bars, melody_midi],
+            [
+                composer,
+                length,
+                guidance,
+                temperature,
+                top_k,
+                top_p,
+                seed,
+                prompt_midi,
+                prompt_bars,
+                melody_midi,
+                infill_midi,
+                infill_bars,
+            ],
             [audio, roll, download, settings, command, result],
             api_name="generate",
         )

@@ -1,7 +1,8 @@
 """The page in a real headless Chromium (Debian's `chromium` and `chromium-driver`, driven by selenium):
 open it, type a length beyond the model's context, press Generate, wait for the audio player, the piano
 roll and the windows the piece took, save a screenshot; a bad upload shows a message, not a stack trace;
-the page asks nothing of any host but the app's own.
+the page asks nothing of any host but the app's own; bars of an uploaded piece rewritten (infill), and a bar range
+outside the piece refused on the page.
 
 CI installs the browser (`apt-get install -y chromium chromium-driver`); without it this test fails, unless
 MIDILM_SKIP_BROWSER=1. MIDILM_SCREENSHOT_DIR=docs keeps the screenshot (docs/app.png, shown in the README).
@@ -18,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import make_piece
 from test_app import ROOM, app, app_model_dir, app_url  # noqa: F401  (the same served test model)
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -135,3 +137,32 @@ def test_page_generates_in_a_real_browser(browser, app_url, tmp_path):  # noqa: 
     assert "Traceback" not in page
     time.sleep(11)  # gradio's default toast is gone after 10 s; an error stays until the user closes it
     assert message in browser.find_element(By.TAG_NAME, "body").text
+
+    # Infill, on a fresh page (no upload left over): bars 3-4 of a piece rewritten, then a range outside it refused.
+    browser.get(app_url)
+    piece = tmp_path / "piece.mid"
+    make_piece(13, bars=8).dump_midi(piece)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#infill button"))[0].click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#infill-midi input[type=file]"))[0].send_keys(str(piece))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#infill-midi a[href$='/piece.mid']"))
+    bars = browser.find_element(By.CSS_SELECTOR, "#infill-bars textarea, #infill-bars input")
+    bars.send_keys("3-4", Keys.TAB)
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#download a[href$='/infill_bach_0.mid']"))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#audio a[download$='.wav']"))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#piano-roll img[src$='.png']"))
+    command = wait.until(
+        lambda d: (
+            (v := d.find_element(By.CSS_SELECTOR, "#command textarea").get_attribute("value"))
+            and "--infill_midi" in v
+            and v
+        )
+    )
+    assert "--infill_midi piece.mid --bars 3-4" in command, command
+    assert browser.find_element(By.ID, "result-note").text.startswith("bach: bars 3-4 of 8 rewritten")
+    bars.clear()
+    bars.send_keys("7-12", Keys.TAB)
+    browser.find_element(By.ID, "generate").click()
+    message = "Bars to rewrite: 7-12: piece.mid has 8 bars"
+    page = wait.until(lambda d: message in (text := d.find_element(By.TAG_NAME, "body").text) and text)
+    assert "Traceback" not in page

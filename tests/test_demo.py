@@ -24,6 +24,7 @@ def test_demo_pipeline_on_a_tiny_subset(tmp_path):
         "DEMO_TOKENS=48",
         "DEMO_EVAL_STEPS=3",
         "DEMO_AUGMENT=",
+        "DEMO_LONG_TOKENS=600",  # beyond the 512-token context: two windows
         (
             "DEMO_EVAL=--num_samples_per_composer 1 --max_new_tokens 48 --adherence_scales 1,2 "
             "--adherence_samples_per_composer 2 --accompaniment_pieces 1"
@@ -46,11 +47,20 @@ def test_demo_pipeline_on_a_tiny_subset(tmp_path):
         assert (tmp_path / "samples" / f"accompaniment_bach_0{suffix}").is_file()
     record = json.loads((tmp_path / "samples" / "accompaniment_bach_0.json").read_text())
     assert record["melody_source"] == "track 'Soprano'" and record["syntax_error_rate"] == 0.0
+    # bars 5-8 of the same held-out chorale rewritten, every other note kept
+    for suffix in (".mid", ".wav", ".png", ".json"):
+        assert (tmp_path / "samples" / f"infill_bach_0{suffix}").is_file()
+    record = json.loads((tmp_path / "samples" / "infill_bach_0.json").read_text())
+    assert record["bars"] == [5, 8] and record["syntax_error_rate"] == 0.0
+    assert record["infill_midi"] == record["infill_midi"].strip() and record["infill_midi"].endswith(".mid")
+    # one piece beyond the context, written in windows
+    record = json.loads((tmp_path / "samples" / "long" / "bach_0.json").read_text())
+    assert record["windows"] >= 2 and record["new_tokens"] > 0
     report = json.loads((tmp_path / "samples" / "eval" / "report.json").read_text())
-    assert (
-        report["accompaniment"]["pieces"]
-        and "## Accompaniment" in (tmp_path / "samples" / "eval" / "report.md").read_text()
-    )
+    markdown = (tmp_path / "samples" / "eval" / "report.md").read_text()
+    assert report["accompaniment"]["pieces"] and "## Accompaniment" in markdown
+    assert report["infilling"]["spans"] and report["infilling"]["outside_identical_share"] == 1.0
+    assert report["infilling"]["syntax_error_rate_max"] == 0.0 and "## Infilling" in markdown
     assert json.loads((tmp_path / "model_output" / "config.json").read_text())["composer_to_id"].keys() == {
         "bach",
         "palestrina",
@@ -75,4 +85,5 @@ def test_demo_full_runs_the_same_pipeline_in_its_own_folder_with_the_longer_budg
     assert f"Entering directory '{tmp_path / 'demo-full'}'" in result.stdout
     assert "train.py --max_steps 7 " in result.stdout and "--adherence_samples_per_composer 5" in result.stdout
     assert "prepare_dataset.py" in result.stdout and "generate.py" in result.stdout
+    assert "--tasks continuation,accompaniment,infill" in result.stdout and "--infill_midi" in result.stdout
     assert not (tmp_path / "data").exists()  # the quick demo's folders are left alone

@@ -5,14 +5,17 @@
     midilm evaluate --model_dir model_output --dataset_dir data --write_default_guidance  # and sets its guidance
     midilm evaluate --adherence_scales 1,2,3 --adherence_samples_per_composer 32 --split test --overwrite
     midilm evaluate --model_dir model_output --dataset_dir data --long_tokens 2040   # and drift over 4x a 512 context
+    midilm evaluate --model_dir model_output --dataset_dir data --infill_pieces 4 --infill_spans_per_piece 3
 
 In a clone, `python evaluate_samples.py` takes the same flags and reads the config.json beside it.
 Measures the held-out perplexity and NLL per note beside a unigram baseline, compares the music metrics
 of the model's samples and of random-weight samples with the real pieces of each composer, sweeps the
 guidance scale (composer adherence by an independent classifier, degenerate samples with the musical
 guard on and off, metric gap, memorization) and chooses the guidance default from it: the highest
-adherence whose degenerate samples stay at or below the real pieces' rate. --write_default_guidance
-writes that scale into the model's config.json once the report is written (see midilm/evaluation/).
+adherence whose degenerate samples stay at or below the real pieces' rate. For a model trained with the
+infill task it also scores and rewrites held-out spans (--infill_pieces, 0 = off; midilm/evaluation/infilling.py).
+--write_default_guidance writes that scale into the model's config.json once the report is written (see
+midilm/evaluation/).
 The training split is streamed from Arrow, never loaded whole: memory stays flat in its size apart
 from the memorization index (bench/bench_eval.py measures it).
 """

@@ -11,6 +11,7 @@ One module per part; `run.evaluate` calls them as a list of steps, each returnin
                       degenerate samples, the default it chooses
     accompaniment.py  accompaniments of real held-out melodies
     long_pieces.py    --long_tokens: drift over pieces longer than the context, against real pieces
+    infilling.py      models trained with the infill task: held-out spans scored and rewritten
     report.py         report.json, report.md, the evaluated samples as MIDI, the headline
 
 and the judges the steps (and tuning/) use:
@@ -44,6 +45,13 @@ What it measures (every number is written to report.json, the headline ones to r
 - Long pieces (`--long_tokens N`, off by default): a few samples per composer of N tokens, written in
   windows beyond the context; the music-metric gap of each piece's last window against its first (drift),
   beside the gap between two sets of the composer's real held-out pieces, the target it should stay within.
+- Infilling (models trained with `--tasks ...,infill`; `--infill_pieces`, `--infill_spans_per_piece`,
+  `--infill_max_bars`, 0 = off): seeded spans of the shortest held-out pieces; the span's NLL per note given the
+  bars before and after it against the same bars before only (the reduction is what the suffix is worth); one
+  rewrite per span through generate.py's infill path: its music-metric gap to the real spans (beside real spans vs
+  real spans), its seams (top-voice leap, register shift and density jump across the bar lines into and out of the
+  span, beside the real piece's at the same bar lines), notes outside the span identical (must be 100%) and syntax
+  errors (must be 0).
 - Memorization: for every piece, the longest run of successive pitch intervals it shares with one
   training piece at any transposition (`midilm.evaluation.memorization`), per sample set and guidance scale; the
   real held-out pieces also as passages as long as the median sample, the level samples are read against.

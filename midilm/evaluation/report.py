@@ -100,6 +100,16 @@ def headline(report: dict) -> str:
             f"real pieces vs real pieces {_f(mean['real_pieces_gap'])}; within it for {mean['within_reference']} of "
             f"{mean['composers']} composers"
         )
+    infilling = report.get("infilling")
+    if infilling and infilling["spans"]:
+        lines.append(
+            f"infilling ({infilling['spans']} held-out spans): NLL per note {_f(infilling['infill_nll_per_note'])} "
+            f"given both sides vs {_f(infilling['prefix_nll_per_note'])} given the bars before only "
+            f"({_percent(infilling['nll_reduction'])} lower); metric gap to the real spans "
+            f"{_f(infilling['metric_gap'], 2)} (real vs real {_f(infilling['real_spans_gap'], 2)}); notes outside "
+            f"identical in {_percent(infilling['outside_identical_share'])} of spans; syntax error rate "
+            f"{_f(infilling['syntax_error_rate_max'])} (max)"
+        )
     adherence = report.get("adherence")
     if adherence and adherence["rows"]:
         ceiling = (adherence["ceiling"] or {}).get("overall", {}).get("share")
@@ -129,6 +139,7 @@ def markdown_report(report: dict) -> str:
         sweep_markdown(report),
         accompaniment_section_markdown(report),
         long_pieces_markdown(report),
+        infilling_markdown(report),
         memorization_markdown(report),
         method_markdown(report),
     ]
@@ -431,6 +442,94 @@ def long_pieces_markdown(report: dict) -> list[str]:
             "first window vs real",
             "last window vs real",
         ],
+        rows,
+    )
+    return lines
+
+
+def _percent(share: float | None) -> str:
+    return "–" if share is None else f"{100 * share:.1f}%"
+
+
+SEAM_LABELS = {
+    "top_voice_leap": "top-voice leap (semitones)",
+    "register_shift": "register shift (semitones)",
+    "density_jump": "density jump (absolute log2 ratio of the two bars' notes + 1)",
+}
+
+
+def infilling_markdown(report: dict) -> list[str]:
+    """Held-out spans: likelihood with and without the bars after them, the rewrites' metric gap and seams, checks."""
+    section = report.get("infilling")
+    if not section:
+        reason = report.get("infilling_skipped")
+        return [f"Infilling: not evaluated, because {reason}.", ""] if reason else []
+    lines = [
+        f"## Infilling: {section['spans']} held-out spans of {section['pieces']} pieces",
+        "",
+        (
+            "Seeded spans of whole bars, each with at least one bar on each side. Likelihood: the real span's tokens "
+            "per note of the span, given the bars before and after it (the infill layout) and given the same bars "
+            "before only (a continuation). Rewrites: one per span with generate.py's infill path, under the piece's "
+            f"composer ({section['seconds']:.1f} s in all, scoring included)."
+        ),
+        "",
+    ]
+    lines += _table(
+        ["figure", "value", "reference"],
+        [
+            [
+                "NLL per note, infill (before + after)",
+                f"**{_f(section['infill_nll_per_note'])}**",
+                f"prefix only: {_f(section['prefix_nll_per_note'])}",
+            ],
+            ["NLL reduction from the bars after", f"**{_percent(section['nll_reduction'])}**", "issue target: ≥ 10%"],
+            [
+                "control: infill layout, no bars after",
+                _f(section["no_after_nll_per_note"]),
+                f"the bars after alone: {_percent(section['nll_reduction_from_the_bars_after'])} lower",
+            ],
+            [
+                "metric gap, rewritten vs real spans",
+                f"**{_f(section['metric_gap'], 2)}**",
+                f"real spans elsewhere vs real spans: {_f(section['real_spans_gap'], 2)}",
+            ],
+            ["notes outside the span identical", f"{_percent(section['outside_identical_share'])} of spans", "100%"],
+            ["syntax error rate (max)", _f(section["syntax_error_rate_max"]), "0"],
+            ["bars the model left unfinished (filled empty)", str(section["cut_bars"]), "0"],
+        ],
+    )
+    lines += [
+        (
+            "Seams: the jump across the bar line into the span (entry) and out of it (exit), mean over spans, the "
+            "rewritten piece beside the real piece at the same bar lines (smaller or equal: the rewrite joins its "
+            "neighbours as smoothly as the original did)."
+        ),
+        "",
+    ]
+    lines += _table(
+        ["seam", "rewritten", "real"],
+        [
+            [f"{side} {SEAM_LABELS[m]}", _f(v["infilled"], 2), _f(v["real"], 2)]
+            for key, v in section["seams"].items()
+            for side, m in [key.split("_", 1)]
+        ],
+    )
+    rows = [
+        [
+            e["composer"],
+            e["source"],
+            f"{e['bars'][0]}–{e['bars'][1]}",
+            str(e["span_notes"]),
+            _f(e["infill_nll_per_note"]),
+            _f(e["prefix_nll_per_note"]),
+            str(e["new_notes"]),
+            "yes" if e["outside_identical"] else "**no**",
+        ]
+        for e in section["per_span"]
+    ]
+    lines += _table(
+        ["composer", "piece", "bars", "notes", "NLL/note infill", "NLL/note prefix", "new notes", "outside identical"],
         rows,
     )
     return lines

@@ -22,6 +22,7 @@ from midilm.data.held_out import source_root
 from midilm.evaluation.accompaniment import accompaniment_pieces, evaluate_accompaniment
 from midilm.evaluation.adherence import UNCONDITIONAL, composer_adherence, sweep_key
 from midilm.evaluation.data import TrainingScan, join_pieces, load_eval_dataset, scan_training, token_rows
+from midilm.evaluation.infilling import evaluate_infill
 from midilm.evaluation.likelihood import likelihood_summary, model_nll, unigram_from_counts, unigram_nll
 from midilm.evaluation.long_pieces import drift
 from midilm.evaluation.samples import (
@@ -161,6 +162,22 @@ class EvaluateArguments:
     long_samples_per_composer: int = field(
         default=4, metadata={"help": "Long pieces per composer with --long_tokens (one batched windowed run)."}
     )
+    infill_pieces: int = field(
+        default=2,
+        metadata={
+            "help": (
+                "For a model trained with the infill task: held-out pieces per composer (the shortest) whose spans "
+                "are scored (NLL given the bars before and after, against the bars before only) and rewritten (metric "
+                "gap to the real spans, seams, notes outside the span, syntax); 0 = off."
+            )
+        },
+    )
+    infill_spans_per_piece: int = field(
+        default=2, metadata={"help": "Spans per piece for the infilling figures (seeded by --seed)."}
+    )
+    infill_max_bars: int = field(
+        default=4, metadata={"help": "Longest span for the infilling figures, in bars (each span: 1 to this many)."}
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output_dir."})
 
     def __post_init__(self):
@@ -176,6 +193,9 @@ class EvaluateArguments:
         ):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name} {getattr(self, name)}: must be at least 1")
+        for name in ("infill_pieces", "infill_spans_per_piece", "infill_max_bars"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name} {getattr(self, name)}: must be 0 (off) or more")
         if self.long_tokens < 0:
             raise InputError(f"--long_tokens {self.long_tokens}: must be 0 (off) or a length in tokens")
         if self.accompaniment_pieces < 0:
@@ -213,6 +233,7 @@ def evaluate(args: EvaluateArguments) -> dict:
     comparison = sample_sets_section(run, adherence)
     accompaniment = accompaniment_section(run)
     long_pieces = long_pieces_section(run)
+    infilling = infilling_section(run)
     run.timings["total_s"] = time.perf_counter() - started
     return {
         "settings": settings_section(run),
@@ -227,6 +248,7 @@ def evaluate(args: EvaluateArguments) -> dict:
         "cfg_sweep": sweep_section(run),
         **accompaniment,
         "long_pieces": long_pieces,
+        **infilling,
         "memorization": {k: memorization(v, run.composers) for k, v in run.measured.items()},
         "memorization_real_passages": {
             "notes": run.window_notes,
@@ -580,6 +602,37 @@ def long_pieces_section(run: Evaluation) -> dict | None:
         "sampling_s": seconds,
         **section,
     }
+
+
+def infilling_section(run: Evaluation) -> dict:
+    """For a model trained with the infill task: held-out spans scored and rewritten (`midilm.evaluation.infilling`);
+    else why not (`infilling_skipped`)."""
+    args = run.args
+    skipped = None
+    if 0 in (args.infill_pieces, args.infill_spans_per_piece, args.infill_max_bars):
+        skipped = "--infill_pieces, --infill_spans_per_piece or --infill_max_bars is 0"
+    elif "infill" not in model_tasks(run.config):
+        skipped = (
+            f"the model was trained on {', '.join(model_tasks(run.config))} rows only (config.json's {TASKS_KEY}), "
+            "never on infill"
+        )
+    if skipped:
+        return {"infilling": None, "infilling_skipped": skipped}
+    with run.timed("infilling_s"):
+        section, rewritten = evaluate_infill(
+            run.model,
+            run.tokenizer,
+            run.composer_map,
+            run.real,
+            run.composers,
+            run.defaults,
+            pieces_per_composer=args.infill_pieces,
+            spans_per_piece=args.infill_spans_per_piece,
+            max_span_bars=args.infill_max_bars,
+            seed=args.seed,
+        )
+    run.drawn.update(rewritten)
+    return {"infilling": section, "infilling_skipped": None}
 
 
 def sweep_section(run: Evaluation) -> dict:
