@@ -5,7 +5,7 @@ the equivalent `generate.py` command line out.
 The model is loaded once. Each request is one `prepare_generation` + `plan.run` + `write_samples`,
 the same calls as generate.py, so a result is reproduced by the command line the page shows. A length
 beyond the model's context (up to LONGEST_CONTEXTS contexts) is written in windows, as generate.py
-writes it (midilm.generation); the page says so before and after.
+writes it (midilm.sampling.generation); the page says so before and after.
 """
 
 from __future__ import annotations
@@ -302,7 +302,7 @@ class LoadedModel:
         return wav, str(files[".png"]), [str(files[".mid"]), str(files[".json"])], settings, command, note
 
     def infill(self, composer, settings: SamplingSettings, infill_midi, bars, other_upload: bool, progress):
-        """Bars of an uploaded piece rewritten, through generate.py's own infill path (`midilm.infilling`)."""
+        """Bars of an uploaded piece rewritten, through generate.py's own infill path (`midilm.sampling.infilling`)."""
         name, seed, bars = Path(infill_midi).name, settings.seed, str(bars or "").strip()
         try:
             if other_upload:

@@ -1,5 +1,5 @@
 """The guidance sweep's verdict: composer adherence by the independent classifier
-(midilm.composer_classifier, through the `composer_adherence` evaluate module) beside degenerate
+(midilm.evaluation.composer_classifier, through the `composer_adherence` evaluate module) beside degenerate
 samples at every scale, and the guidance default it chooses."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def sweep_key(scale: float, guard: bool = True) -> str:
 def degenerate(pieces: list[dict], tokenizer, thresholds: dict[str, int]) -> dict:
     """How many pieces start more notes at one onset than `thresholds` allows their composer (the most
     any training piece of that composer holds; `none`: the most of any composer), with the largest
-    onset of each piece (`midilm.guard.onset_counts`)."""
+    onset of each piece (`midilm.sampling.guard.onset_counts`)."""
     overall = max(thresholds.values(), default=0)
     largest = [onset_counts(tokenizer, p["ids"])[0] for p in pieces]
     over = [n > thresholds.get(p["composer"], overall) for p, n in zip(pieces, largest)]

@@ -6,15 +6,15 @@ its seams exist. The same seed gives the same spans on every run.
 
 Likelihood. The span's tokens (its bars, EOS not counted) are scored twice by the same model, per note of the real
 span: in the infill layout, given the bars before AND after it (`[BOS, COMPOSER, before, GAP, after, FILL, span]`,
-the bars `midilm.infilling.plan_context` would give the prompt), and as a continuation of the same bars before it
-alone (`[BOS, COMPOSER, before, span]`). The relative reduction `1 - infill / prefix` is what the suffix is worth;
+the bars `midilm.sampling.infilling.plan_context` would give the prompt), and as a continuation of the same bars
+before it alone (`[BOS, COMPOSER, before, span]`). The relative reduction `1 - infill / prefix` is what the suffix is worth;
 the same bars before on both sides, so the suffix is the only difference. A control scores the span a third way, in
 the infill layout with no bars after it (`[BOS, COMPOSER, before, GAP, FILL, span]`): it separates what the bars
 after tell the model (infill against this control) from what the layout itself costs (this control against prefix).
 
-Rewrites. Each span is rewritten by `midilm.infilling.infill_span` (the generate.py --infill_midi path: grammar,
-guard, CFG, exact bar count, spliced into the piece), under the piece's composer, seeded.
-- Music metrics (`midilm.metrics.piece_metrics`) of the rewritten spans against the real spans they replaced
+Rewrites. Each span is rewritten by `midilm.sampling.infilling.infill_span` (the generate.py --infill_midi path:
+grammar, guard, CFG, exact bar count, spliced into the piece), under the piece's composer, seeded.
+- Music metrics (`midilm.metrics.piece.piece_metrics`) of the rewritten spans against the real spans they replaced
   (`compare`, `summary_distance`'s mean standardised gap), beside the same gap between the real spans and the
   real spans of another draw (other places of the same pieces): how far two sets of real spans that size lie apart.
 - Seams. A rewrite can be good music in itself and still not join its neighbours. At each of the span's two bar

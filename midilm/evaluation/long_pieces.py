@@ -1,4 +1,4 @@
-"""Long pieces: samples longer than the context (written in windows, midilm.generation) and their drift.
+"""Long pieces: samples longer than the context (written in windows, midilm.sampling.windows) and their drift.
 
 A long sample's first and last `body_room(context)` new tokens (one window's worth), each cut to whole
 bars, are measured with `midilm.metrics.piece_metrics`. Per composer, the drift is the metric gap of the

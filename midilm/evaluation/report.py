@@ -693,8 +693,8 @@ def _share_cell(share: float | None, interval=None) -> str:
 def adherence_markdown(section: dict | None, composers: list[str], labels: list[str] | None = None) -> list[str]:
     """The composer-adherence table (one row per guidance scale, between the classifier's ceiling and
     the unconditional base rate), the guidance default and why, then per-composer intervals and the
-    confusion matrices (`midilm.composer_classifier.render_markdown`). `labels`: the composers' column
-    headers (a fine-tuned model's new composers marked), default their names."""
+    confusion matrices (`midilm.evaluation.composer_classifier.markdown.render_markdown`). `labels`: the composers'
+    column headers (a fine-tuned model's new composers marked), default their names."""
     lines = ["## Composer adherence and the guidance default", ""]
     if section is None:
         return lines + ["Not measured: no guidance scales were given (--adherence_scales).", ""]
@@ -722,7 +722,7 @@ def adherence_method_markdown(section: dict) -> list[str]:
     info, settings = section["classifier"], section["settings"]
     return [
         (
-            "An independent composer classifier (`midilm.composer_classifier`: logistic regression on "
+            "An independent composer classifier (`midilm.evaluation.composer_classifier`: logistic regression on "
             "key-independent symbolic features, "
             "trained on the training split's real pieces, through the `composer_adherence` evaluate module) judges "
             "each sample on "

@@ -31,7 +31,7 @@ class Sampler:
     tokenizer: object
     composer_map: object
     config: object
-    defaults: dict  # midilm.modeling.sampling_defaults
+    defaults: dict  # midilm.core.modeling.sampling_defaults
     max_new_tokens: int
     device: str
     batch_samples: int = 64
@@ -112,7 +112,7 @@ def read_samples(samples_dir: Path, composers: list[str], tokenizer) -> tuple[di
 
 def measure(pieces: list[dict], tokenizer, index: MemorizationIndex, desc: str) -> list[dict]:
     """Per piece: every `piece_metrics` value, the syntax error rate of its ids and the longest run of
-    its pitch intervals that one training piece holds at any transposition (`midilm.memorization`).
+    its pitch intervals that one training piece holds at any transposition (`midilm.evaluation.memorization`).
     Returns JSON-ready dicts (no ids, no Score)."""
     reader = PitchReader.for_tokenizer(tokenizer)
     rows = []
