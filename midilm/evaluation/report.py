@@ -283,9 +283,8 @@ def per_composer_markdown(report: dict) -> list[str]:
         "",
         (
             f"Mean ± std. Real: the held-out pieces cut into passages of {comp['real_window_bars']} bars, the samples' "
-            "median length (`midilm.metrics.bar_windows`; the guidance sweep's when there is one), since pitch range "
-            "and the "
-            "like grow with length; for the sample sets, the standardised gap |mean − real mean| / real std in "
+            "median length (`midilm.metrics.piece.bar_windows`; the guidance sweep's when there is one), since "
+            "pitch range and the like grow with length; for the sample sets, the standardised gap |mean − real mean| / real std in "
             "brackets."
         ),
         "",
@@ -613,7 +612,7 @@ def method_markdown(report: dict) -> list[str]:
             "averaged over "
             f"composers (metrics: {', '.join(DISTANCE_METRICS)}), against the real held-out pieces cut into passages "
             "as long as "
-            "the samples (`midilm.metrics.bar_windows`)."
+            "the samples (`midilm.metrics.piece.bar_windows`)."
         ),
         "- Timings (s): "
         + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in report["timings"].items())

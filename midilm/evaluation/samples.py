@@ -161,7 +161,7 @@ def median_notes(pieces: list[dict]) -> int:
 
 
 def real_passages(real: list[dict], n_bars: int) -> list[dict]:
-    """The music metrics of real pieces cut into passages of `n_bars` bars (`midilm.metrics.bar_windows`),
+    """The music metrics of real pieces cut into passages of `n_bars` bars (`midilm.metrics.piece.bar_windows`),
     each with its piece's composer and name: the reference a set of samples that long is compared with."""
     return [
         {"composer": p["composer"], "name": p["name"], **piece_metrics(w)}
