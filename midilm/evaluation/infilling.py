@@ -5,12 +5,12 @@ generator seeded by (seed, piece's place in the list): every span has at least o
 its seams exist. The same seed gives the same spans on every run.
 
 Likelihood. The span's tokens (its bars, EOS not counted) are scored twice by the same model, per note of the real
-span: in the infill layout, given the bars before AND after it (`[BOS, COMPOSER, before, GAP, after, FILL, span]`,
-the bars `midilm.sampling.infilling.plan_context` would give the prompt), and as a continuation of the same bars
-before it alone (`[BOS, COMPOSER, before, span]`). The relative reduction `1 - infill / prefix` is what the suffix
-is worth; the same bars before on both sides, so the suffix is the only difference. A control scores the span a third way, in
-the infill layout with no bars after it (`[BOS, COMPOSER, before, GAP, FILL, span]`): it separates what the bars
-after tell the model (infill against this control) from what the layout itself costs (this control against prefix).
+span: in the infill layout, given the bars before AND after it (`[BOS, COMPOSER, before, GAP, after, FILL, span]`, the
+bars `midilm.sampling.infilling.plan_context` would give the prompt), and as a continuation of the same bars before it
+alone (`[BOS, COMPOSER, before, span]`). The relative reduction `1 - infill / prefix` is what the suffix is worth; the
+same bars before on both sides, so the suffix is the only difference. A control scores the span a third way, in the
+infill layout with no bars after it (`[BOS, COMPOSER, before, GAP, FILL, span]`): it separates what the bars after
+tell the model (infill against this control) from what the layout itself costs (this control against prefix).
 
 Rewrites. Each span is rewritten by `midilm.sampling.infilling.infill_span` (the generate.py --infill_midi path:
 grammar, guard, CFG, exact bar count, spliced into the piece), under the piece's composer, seeded.

@@ -284,8 +284,8 @@ def per_composer_markdown(report: dict) -> list[str]:
         (
             f"Mean ± std. Real: the held-out pieces cut into passages of {comp['real_window_bars']} bars, the samples' "
             "median length (`midilm.metrics.piece.bar_windows`; the guidance sweep's when there is one), since "
-            "pitch range and the like grow with length; for the sample sets, the standardised gap |mean − real mean| / real std in "
-            "brackets."
+            "pitch range and the like grow with length; for the sample sets, the standardised gap "
+            "|mean − real mean| / real std in brackets."
         ),
         "",
     ]
