@@ -164,13 +164,12 @@ def midi_dir(tmp_path_factory) -> Path:
     return write_midi_folder(tmp_path_factory.mktemp("midi"), {"alpha": 12, "beta": 12, "gamma": 3})
 
 
-@pytest.fixture(scope="session")
-def prepared(midi_dir, tmp_path_factory) -> dict:
-    """prepare_dataset.py run once on `midi_dir`: paths of its tokenizer and dataset, and its report."""
+def prepare_corpus(midi_dir: Path, out: Path, **extra) -> dict:
+    """prepare_dataset.py on `midi_dir` into `out` at the suite's sizes (`extra`: other PrepareArguments, e.g.
+    tasks): paths of its tokenizer and dataset, and its report."""
     from midilm.data.arguments import PrepareArguments
     from midilm.data.prepare import prepare
 
-    out = tmp_path_factory.mktemp("prepared")
     args = PrepareArguments(
         midi_dir=str(midi_dir),
         output_dir=str(out / "data"),
@@ -180,9 +179,22 @@ def prepared(midi_dir, tmp_path_factory) -> dict:
         num_proc=2,
         validation_ratio=0.15,
         test_ratio=0.15,
+        **extra,
     )
     report = prepare(args, TOKENIZER_SETTINGS)
     return {"data": out / "data", "tokenizer": out / "tokenizer", "report": report, "root": out}
+
+
+@pytest.fixture(scope="session")
+def prepared(midi_dir, tmp_path_factory) -> dict:
+    """prepare_dataset.py run once on `midi_dir`: paths of its tokenizer and dataset, and its report."""
+    return prepare_corpus(midi_dir, tmp_path_factory.mktemp("prepared"))
+
+
+@pytest.fixture(scope="session")
+def prepared_infill(midi_dir, tmp_path_factory) -> dict:
+    """`prepared` with --tasks continuation,infill."""
+    return prepare_corpus(midi_dir, tmp_path_factory.mktemp("prepared_infill"), tasks="continuation,infill")
 
 
 @pytest.fixture(scope="session")

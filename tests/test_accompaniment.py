@@ -12,7 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TOKENIZER_SETTINGS, assert_refused, load_script, make_piece, run_cli, save_random_model
+from conftest import (
+    REPO,
+    TOKENIZER_SETTINGS,
+    assert_refused,
+    load_script,
+    make_piece,
+    prepare_corpus,
+    run_cli,
+    save_random_model,
+)
 from datasets import load_from_disk
 from symusic import Note, Score, TimeSignature, Track
 from transformers import AutoModelForCausalLM
@@ -29,7 +38,6 @@ from midilm.core.tokenizer import (
 from midilm.data.arguments import PrepareArguments
 from midilm.data.dataset import chunk_paired_bars, split_bars
 from midilm.data.held_out import source_root
-from midilm.data.prepare import prepare
 from midilm.metrics.accompaniment import accompaniment_metrics, harmonic_fit, melody_adherence
 from midilm.sampling.accompaniment import accompany, load_melody, melody_prompt, plan_window
 from midilm.sampling.bars import BarLimitLogitsProcessor
@@ -43,19 +51,7 @@ CONTEXT = 256
 @pytest.fixture(scope="module")
 def both(midi_dir, tmp_path_factory) -> dict:
     """`prepared` (conftest) again, with both tasks."""
-    out = tmp_path_factory.mktemp("both")
-    args = PrepareArguments(
-        midi_dir=str(midi_dir),
-        output_dir=str(out / "data"),
-        tokenizer_dir=str(out / "tokenizer"),
-        vocab_size=600,
-        max_seq_len=CONTEXT,
-        num_proc=2,
-        validation_ratio=0.15,
-        test_ratio=0.15,
-        tasks="continuation,accompaniment",
-    )
-    return {"data": out / "data", "tokenizer": out / "tokenizer", "report": prepare(args, TOKENIZER_SETTINGS)}
+    return prepare_corpus(midi_dir, tmp_path_factory.mktemp("both"), tasks="continuation,accompaniment")
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TOKENIZER_SETTINGS
+from conftest import REPO
 from symusic import Note, Score, TimeSignature, Track
 
 from midilm.core.errors import InputError
-from midilm.data.arguments import PrepareArguments
-from midilm.data.prepare import prepare
 from midilm.evaluation.infilling import draw_spans, outside_notes, seams, span_nll
 from midilm.evaluation.run import EvaluateArguments, infilling_section
 
@@ -26,21 +24,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
 @pytest.fixture(scope="module")
-def infill_data(midi_dir, tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("eval_infill")
-    args = PrepareArguments(
-        midi_dir=str(midi_dir),
-        output_dir=str(out / "data"),
-        tokenizer_dir=str(out / "tokenizer"),
-        vocab_size=600,
-        max_seq_len=256,
-        num_proc=2,
-        validation_ratio=0.15,
-        test_ratio=0.15,
-        tasks="continuation,infill",
-    )
-    prepare(args, TOKENIZER_SETTINGS)
-    return {"data": out / "data", "tokenizer": out / "tokenizer"}
+def infill_data(prepared_infill) -> dict:
+    return prepared_infill
 
 
 @pytest.fixture(scope="module")

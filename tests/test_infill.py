@@ -33,7 +33,6 @@ from midilm.core.tokenizer import (
 )
 from midilm.data.arguments import PrepareArguments
 from midilm.data.dataset import split_bars
-from midilm.data.prepare import prepare
 from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
 from midilm.sampling.infilling import infill_span, load_piece, parse_bars, plan_context, prepare_infill
 from midilm.sampling.settings import SamplingSettings
@@ -45,21 +44,8 @@ MODEL_CONTEXT = 768  # the random model's: room for a few bars of a four-voice c
 
 
 @pytest.fixture(scope="module")
-def infill_data(midi_dir, tmp_path_factory) -> dict:
-    """`prepared` (conftest) again, with --tasks continuation,infill."""
-    out = tmp_path_factory.mktemp("infill")
-    args = PrepareArguments(
-        midi_dir=str(midi_dir),
-        output_dir=str(out / "data"),
-        tokenizer_dir=str(out / "tokenizer"),
-        vocab_size=600,
-        max_seq_len=CONTEXT,
-        num_proc=2,
-        validation_ratio=0.15,
-        test_ratio=0.15,
-        tasks="continuation,infill",
-    )
-    return {"data": out / "data", "tokenizer": out / "tokenizer", "report": prepare(args, TOKENIZER_SETTINGS)}
+def infill_data(prepared_infill) -> dict:
+    return prepared_infill
 
 
 @pytest.fixture(scope="module")
