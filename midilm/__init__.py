@@ -15,7 +15,7 @@ The public API, by what it is for (each name lives in the module beside it):
     loading         load_tokenizer, ComposerMap (midilm.core.tokenizer); load_midilm_dir (midilm.core.modeling)
     evaluation      evaluate_module_path, EVALUATE_MODULES (midilm.evaluate_modules:
                     `evaluate.load(evaluate_module_path("music_metrics"))`);
-                    EvaluateArguments, evaluate_model (midilm.evaluation.run: the whole report)
+                    EvaluateArguments, evaluate_model (midilm.evaluation.arguments, .run: the whole report)
     errors          InputError (midilm.core.errors)
 
 The commands (`midilm prepare | train | generate | evaluate | app | tune`) live in midilm.commands.
@@ -44,7 +44,7 @@ _API = {
     "load_midilm_dir": ("midilm.core.modeling", "load_midilm_dir"),
     "evaluate_module_path": ("midilm.evaluate_modules", "path"),
     "EVALUATE_MODULES": ("midilm.evaluate_modules", "MODULES"),
-    "EvaluateArguments": ("midilm.evaluation.run", "EvaluateArguments"),
+    "EvaluateArguments": ("midilm.evaluation.arguments", "EvaluateArguments"),
     "evaluate_model": ("midilm.evaluation.run", "evaluate"),
     "InputError": ("midilm.core.errors", "InputError"),
 }

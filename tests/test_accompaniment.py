@@ -540,8 +540,9 @@ def test_held_out_piece_is_a_file_of_that_split(both):
 
 def test_evaluation_accompanies_held_out_melodies(both, model_dir, tmp_path):
     """evaluate_samples.py on a paired dataset: trained, random-weight and real figures for the same melodies."""
+    from midilm.evaluation.arguments import EvaluateArguments
     from midilm.evaluation.report import write_report
-    from midilm.evaluation.run import EvaluateArguments, evaluate
+    from midilm.evaluation.run import evaluate
 
     args = EvaluateArguments(
         model_dir=str(model_dir),

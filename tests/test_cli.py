@@ -97,7 +97,7 @@ def _package_defaults(section: str) -> dict:
 
         classes = (GenerateArguments, SamplingSettings)
     elif section == "evaluate":
-        from midilm.evaluation.run import EvaluateArguments as classes
+        from midilm.evaluation.arguments import EvaluateArguments as classes
     elif section == "tune":
         from midilm.tuning.arguments import TuneArguments
         from midilm.tuning.score import ScoreWeights

@@ -21,10 +21,11 @@ from symusic import Note, Score, Tempo, TimeSignature, Track
 
 from midilm.core.errors import InputError
 from midilm.core.tokenizer import encode_ids, load_tokenizer
+from midilm.evaluation.arguments import EvaluateArguments, check_output_dir
 from midilm.evaluation.data import scan_training, token_rows
 from midilm.evaluation.likelihood import fit_unigram, unigram_from_counts
 from midilm.evaluation.memorization import MemorizationIndex, PitchReader, build_index, interval_codes
-from midilm.evaluation.run import EvaluateArguments, check_output_dir, evaluate
+from midilm.evaluation.run import evaluate
 from midilm.evaluation.samples import passage_runs, read_samples
 from midilm.metrics.notes import pitch_sequence
 from midilm.sampling.generation import decode_ids

@@ -17,8 +17,9 @@ from conftest import REPO
 from symusic import Note, Score, TimeSignature, Track
 
 from midilm.core.errors import InputError
+from midilm.evaluation.arguments import EvaluateArguments
 from midilm.evaluation.infilling import draw_spans, outside_notes, seams, span_nll
-from midilm.evaluation.run import EvaluateArguments, infilling_section
+from midilm.evaluation.steps import infilling_section
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
@@ -162,9 +163,9 @@ def test_infilling_is_skipped_with_its_reason():
     def run_of(tasks, **flags):
         return SimpleNamespace(args=EvaluateArguments(**flags), config=SimpleNamespace(midilm_tasks=tasks))
 
-    got = infilling_section(run_of(["continuation", "accompaniment"]))
+    got, _ = infilling_section(run_of(["continuation", "accompaniment"]), {})
     assert got["infilling"] is None and "never on infill" in got["infilling_skipped"]
-    got = infilling_section(run_of(["continuation", "infill"], infill_pieces=0))
+    got, _ = infilling_section(run_of(["continuation", "infill"], infill_pieces=0), {})
     assert got["infilling"] is None and "0" in got["infilling_skipped"]
     with pytest.raises(InputError, match="--infill_spans_per_piece -1"):
         EvaluateArguments(infill_spans_per_piece=-1)

@@ -26,8 +26,9 @@ from pathlib import Path
 
 from midilm.core.cli import parse_args, run
 from midilm.evaluation.adherence import write_default_guidance
+from midilm.evaluation.arguments import EvaluateArguments, check_output_dir
 from midilm.evaluation.report import headline, write_report
-from midilm.evaluation.run import EvaluateArguments, check_output_dir, evaluate
+from midilm.evaluation.run import evaluate
 
 
 def main(argv: list[str] | None = None, config_file: Path | None = None) -> None:
