@@ -157,9 +157,8 @@ def evaluate_infill(
     seed: int,
 ) -> tuple[dict, dict]:
     """The infilling section of the report (see the module docstring) and the rewritten pieces to write as MIDI.
-    `real`: the decoded held-out pieces (`Evaluation.real`)."""
+    `real`: the decoded held-out pieces (`loading.Context.real`)."""
     layout = RowLayout.for_tokenizer(tokenizer)
-    context = context_length(model.config)
     entries, midi = [], {"infill": [], "infill_real": []}
     real_spans, other_spans = [], []
     tick = time.perf_counter()
@@ -170,33 +169,15 @@ def evaluate_infill(
             print(f"warning: {err}; left out of the infilling figures")
             continue
         rng = np.random.default_rng([seed, k])
-        lengths = [len(b) for b in piece.bars]
         composer_id = composer_map.id_of(p["composer"])
         spans = draw_spans(piece.num_bars, spans_per_piece, max_span_bars, rng)
         # the reference's spans: another draw in the same piece (other places, same rules)
         others = draw_spans(piece.num_bars, spans_per_piece, max_span_bars, np.random.default_rng([seed + 1, k]))
         for j, (first, stop) in enumerate(spans):
-            span_ids = np.concatenate(piece.bars[first:stop]).tolist()
-            try:
-                a, b = plan_context(lengths, first, stop, context, len(span_ids))
-            except InputError:
+            scored = span_likelihoods(model, layout, piece, composer_id, first, stop)
+            if scored is None:
                 continue  # a span the context cannot hold with a bar on each side: not scored, not rewritten
-            before = np.concatenate(piece.bars[a:first]).tolist()
-            after = np.concatenate(piece.bars[stop:b]).tolist()
-            infill_row = layout.infill_prompt(composer_id, before, after) + span_ids
-            prefix_row = layout.continuation_prompt(composer_id, before) + span_ids
-            no_after_row = layout.infill_prompt(composer_id, before, []) + span_ids
-            infill_nll, prefix_nll, no_after_nll = span_nll(
-                model,
-                [
-                    (infill_row, len(infill_row) - len(span_ids), len(infill_row)),
-                    (prefix_row, HEADER_TOKENS + len(before), len(prefix_row)),
-                    (no_after_row, len(no_after_row) - len(span_ids), len(no_after_row)),
-                ],
-                model.config.pad_token_id,
-            )
-            real_span = decode_ids(tokenizer, span_ids)
-            notes = note_count(real_span)
+            span_ids, nlls = scored
             result = infill_span(
                 model,
                 tokenizer,
@@ -207,38 +188,7 @@ def evaluate_infill(
                 SamplingSettings(seed=seed + 1000 * k + j),
                 defaults=defaults,
             )[0]
-            start, end = piece.lines[first], piece.lines[stop]
-            kept = outside_notes(result.score, start, end) == outside_notes(piece.score, start, end)
-            new_span = decode_ids(tokenizer, result.ids)
-            entries.append(
-                {
-                    "composer": p["composer"],
-                    "source": p["source"],
-                    "bars": [first + 1, stop],
-                    "piece_bars": piece.num_bars,
-                    "context_bars": result.context_bars,
-                    "span_tokens": len(span_ids),
-                    "span_notes": notes,
-                    "infill_nll": infill_nll,
-                    "prefix_nll": prefix_nll,
-                    "no_after_nll": no_after_nll,
-                    "infill_nll_per_note": infill_nll / notes if notes else None,
-                    "prefix_nll_per_note": prefix_nll / notes if notes else None,
-                    "new_notes": note_count(new_span),
-                    "cut_bars": result.cut_bars,
-                    "syntax_error_rate": result.syntax_error_rate,
-                    "outside_notes": sum(outside_notes(piece.score, start, end).values()),
-                    "outside_identical": kept,
-                    "seams": {
-                        "infilled": seams(result.score, piece.lines, first, stop),
-                        "real": seams(piece.score, piece.lines, first, stop),
-                    },
-                    "metrics": {
-                        "infilled": {"composer": p["composer"], **piece_metrics(new_span)},
-                        "real": {"composer": p["composer"], **piece_metrics(real_span)},
-                    },
-                }
-            )
+            entries.append(span_entry(tokenizer, p, piece, (first, stop), span_ids, nlls, result))
             name = f"{p['composer']}_{len(midi['infill'])}_bars_{first + 1}-{stop}"
             midi["infill"].append({"name": name, "score": result.score})
             midi["infill_real"].append({"name": name, "score": piece.score})
@@ -247,6 +197,71 @@ def evaluate_infill(
             ids = np.concatenate(piece.bars[first:stop]).tolist()
             other_spans.append({"composer": p["composer"], **piece_metrics(decode_ids(tokenizer, ids))})
     return summarize(entries, real_spans, other_spans, time.perf_counter() - tick), midi
+
+
+def span_likelihoods(
+    model, layout: RowLayout, piece, composer_id: int, first: int, stop: int
+) -> tuple[list[int], tuple[float, float, float]] | None:
+    """The tokens of bars `first`..`stop` (0-based, stop exclusive) of `piece` and their NLL given the nearest bars
+    before and after (the infill layout), the bars before only (a continuation), and the infill layout with no bars
+    after; None when the model's context cannot hold the span with a bar on each side."""
+    span_ids = np.concatenate(piece.bars[first:stop]).tolist()
+    try:
+        a, b = plan_context([len(bar) for bar in piece.bars], first, stop, context_length(model.config), len(span_ids))
+    except InputError:
+        return None
+    before = np.concatenate(piece.bars[a:first]).tolist()
+    after = np.concatenate(piece.bars[stop:b]).tolist()
+    infill_row = layout.infill_prompt(composer_id, before, after) + span_ids
+    prefix_row = layout.continuation_prompt(composer_id, before) + span_ids
+    no_after_row = layout.infill_prompt(composer_id, before, []) + span_ids
+    nlls = span_nll(
+        model,
+        [
+            (infill_row, len(infill_row) - len(span_ids), len(infill_row)),
+            (prefix_row, HEADER_TOKENS + len(before), len(prefix_row)),
+            (no_after_row, len(no_after_row) - len(span_ids), len(no_after_row)),
+        ],
+        model.config.pad_token_id,
+    )
+    return span_ids, tuple(nlls)
+
+
+def span_entry(tokenizer, p: dict, piece, bars: tuple[int, int], span_ids: list[int], nlls: tuple, result) -> dict:
+    """One span's row of the report: the held-out piece `p` (decoded as `piece`), its bars `first`..`stop` (0-based,
+    stop exclusive) holding `span_ids`, their NLL three ways (`span_likelihoods`) and `infill_span`'s `result`."""
+    (first, stop), (infill_nll, prefix_nll, no_after_nll) = bars, nlls
+    real_span = decode_ids(tokenizer, span_ids)
+    notes = note_count(real_span)
+    start, end = piece.lines[first], piece.lines[stop]
+    new_span = decode_ids(tokenizer, result.ids)
+    return {
+        "composer": p["composer"],
+        "source": p["source"],
+        "bars": [first + 1, stop],
+        "piece_bars": piece.num_bars,
+        "context_bars": result.context_bars,
+        "span_tokens": len(span_ids),
+        "span_notes": notes,
+        "infill_nll": infill_nll,
+        "prefix_nll": prefix_nll,
+        "no_after_nll": no_after_nll,
+        "infill_nll_per_note": infill_nll / notes if notes else None,
+        "prefix_nll_per_note": prefix_nll / notes if notes else None,
+        "new_notes": note_count(new_span),
+        "cut_bars": result.cut_bars,
+        "syntax_error_rate": result.syntax_error_rate,
+        "outside_notes": sum(outside_notes(piece.score, start, end).values()),
+        "outside_identical": outside_notes(result.score, start, end) == outside_notes(piece.score, start, end),
+        "seams": {
+            "infilled": seams(result.score, piece.lines, first, stop),
+            "real": seams(piece.score, piece.lines, first, stop),
+        },
+        "metrics": {
+            "infilled": {"composer": p["composer"], **piece_metrics(new_span)},
+            "real": {"composer": p["composer"], **piece_metrics(real_span)},
+        },
+    }
 
 
 def summarize(entries: list[dict], real_spans: list[dict], other_spans: list[dict], seconds: float) -> dict:
