@@ -50,24 +50,10 @@ def fit_classifier(
     from sklearn.preprocessing import StandardScaler
 
     rng = random.Random(seed)
-    names = sorted(set(train) | set(heldout))
-    not_measurable: dict[str, str] = {}
-    for name in names:
-        n_train, n_held = len(train.get(name, ())), len(heldout.get(name, ()))
-        if n_train < min_train_pieces:
-            not_measurable[name] = f"{n_train} training piece(s), fewer than the {min_train_pieces} needed to train"
-        elif n_held < min_heldout_pieces:
-            not_measurable[name] = f"{n_held} held-out piece(s), fewer than the {min_heldout_pieces} needed to validate"
-    measurable = [n for n in names if n not in not_measurable]
-    data = {}
-    for name in measurable:
-        x_train = _crop_features(train[name], crop_length, crop_unit, crops_per_piece, rng)
-        x_held = _crop_features(heldout[name], crop_length, crop_unit, crops_per_piece, rng)
-        if len(x_train) == 0 or len(x_held) == 0:
-            not_measurable[name] = "its pieces hold no notes"
-        else:
-            data[name] = (x_train, x_held)
-    measurable = [n for n in measurable if n in data]
+    data, not_measurable = _crops_by_composer(
+        train, heldout, crop_length, crop_unit, crops_per_piece, (min_train_pieces, min_heldout_pieces), rng
+    )
+    measurable = list(data)
     if len(measurable) < 2:
         for name in measurable:
             not_measurable[name] = "the only measurable composer: a classifier needs two"
@@ -117,6 +103,37 @@ def fit_classifier(
     held_y = [n for n in measurable for _ in range(len(data[n][1]))]
     classifier.ceiling = judge(classifier, classifier.crop_probabilities(held_x), held_y)
     return classifier
+
+
+def _crops_by_composer(
+    train: dict[str, Sequence[Score | Notes]],
+    heldout: dict[str, Sequence[Score | Notes]],
+    crop_length: int,
+    crop_unit: str,
+    crops_per_piece: int | None,
+    min_pieces: tuple[int, int],
+    rng: random.Random,
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
+    """`fit_classifier`'s data: the features of the training and the held-out crops of each measurable composer, by
+    name in sorted order, and why each other composer is not measurable (`min_pieces`: training, held-out)."""
+    min_train_pieces, min_heldout_pieces = min_pieces
+    names = sorted(set(train) | set(heldout))
+    not_measurable: dict[str, str] = {}
+    for name in names:
+        n_train, n_held = len(train.get(name, ())), len(heldout.get(name, ()))
+        if n_train < min_train_pieces:
+            not_measurable[name] = f"{n_train} training piece(s), fewer than the {min_train_pieces} needed to train"
+        elif n_held < min_heldout_pieces:
+            not_measurable[name] = f"{n_held} held-out piece(s), fewer than the {min_heldout_pieces} needed to validate"
+    data = {}
+    for name in [n for n in names if n not in not_measurable]:
+        x_train = _crop_features(train[name], crop_length, crop_unit, crops_per_piece, rng)
+        x_held = _crop_features(heldout[name], crop_length, crop_unit, crops_per_piece, rng)
+        if len(x_train) == 0 or len(x_held) == 0:
+            not_measurable[name] = "its pieces hold no notes"
+        else:
+            data[name] = (x_train, x_held)
+    return data, not_measurable
 
 
 def train_classifier(
