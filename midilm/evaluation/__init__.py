@@ -1,8 +1,14 @@
 """Evaluate a trained model against real held-out pieces: likelihood, music metrics, CFG sweep, copying.
 
-One module per part; `run.evaluate` calls them as a list of steps, each returning one section of the report:
+One module per part; `run.evaluate` loads the model and the data once, then calls the steps in order, each taking
+what it reads and returning one section of the report and what a later step needs:
 
-    run.py            EvaluateArguments, evaluate(): load, then one step per report section
+    arguments.py      EvaluateArguments (the flags, checked once), check_output_dir
+    loading.py        Context (what is loaded once and every step reads), load_context; RealPassages (the real
+                      pieces cut into passages, measured once per length)
+    steps.py          the steps that draw or score: likelihood, the guidance sweep (Sweep), the main sample sets
+                      (MainSets), accompaniment, long pieces, infilling
+    run.py            evaluate(): the steps wired in order; the sections that only summarize
     data.py           held-out rows and pieces; one streamed pass over the training split
     likelihood.py     NLL per token and per note; the unigram baseline
     samples.py        sample sets (drawn as generate.py draws them, or read from its files), metrics, distances,
@@ -12,7 +18,13 @@ One module per part; `run.evaluate` calls them as a list of steps, each returnin
     accompaniment.py  accompaniments of real held-out melodies
     long_pieces.py    --long_tokens: drift over pieces longer than the context, against real pieces
     infilling.py      models trained with the infill task: held-out spans scored and rewritten
-    report.py         report.json, report.md, the evaluated samples as MIDI, the headline
+    report.py         report.json, report.md (assembled from the report_* sections), the evaluated samples as MIDI,
+                      the headline
+    report_samples.py     report.md on the likelihood and the sample sets (headline table, per composer, histogram
+                          distances, memorization, method)
+    report_adherence.py   report.md's composer-adherence section and the guidance default
+    report_tasks.py       report.md on accompaniment, long pieces and infilling
+    report_format.py      cells and tables
 
 and the judges the steps (and tuning/) use:
 
