@@ -19,6 +19,7 @@ from midilm.core.rows import body_room
 from midilm.core.tokenizer import load_tokenizer
 from midilm.evaluation.arguments import EvaluateArguments
 from midilm.evaluation.data import TrainingScan, join_pieces, load_eval_dataset, scan_training, token_rows
+from midilm.evaluation.memorization import MemorizationIndex
 from midilm.evaluation.samples import Sampler, passage_runs, read_samples, real_passages
 from midilm.sampling.generation import composer_names, decode_ids, load_model
 from midilm.training.finetune import with_base_data
@@ -53,7 +54,7 @@ class RealPassages:
 
     real: list[dict]
     tokenizer: object
-    index: object  # the training split's memorization index
+    index: MemorizationIndex  # the training split's
     by_bars: dict[int, list[dict]] = field(default_factory=dict)
     runs_by_notes: dict[int, list[dict]] = field(default_factory=dict)
 
@@ -131,20 +132,19 @@ def load_context(args: EvaluateArguments, timings: dict) -> Context:
     max_new_tokens = min(args.max_new_tokens, body_room(context_length(config)))
     samples_from_dir = read_samples(Path(args.samples_dir), composers, tokenizer) if args.samples_dir else None
     model = load_model(args.model_dir, device)
-    tick = time.perf_counter()
-    training = scan_training(dataset["train"], tokenizer, composer_map, f"--dataset_dir {args.dataset_dir} (train)")
-    timings["training_scan_s"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    real = [
-        {
-            **p,
-            "composer": composer_map.names[p["composer"]],
-            "name": p["source"],
-            "score": decode_ids(tokenizer, p["ids"]),
-        }
-        for p in tqdm(held_pieces, desc=f"decoding {args.split} pieces", unit="piece")
-    ]
-    timings["decode_s"] = time.perf_counter() - tick
+    with timed(timings, "training_scan_s"):
+        flag = f"--dataset_dir {args.dataset_dir} (train)"
+        training = scan_training(dataset["train"], tokenizer, composer_map, flag)
+    with timed(timings, "decode_s"):
+        real = [
+            {
+                **p,
+                "composer": composer_map.names[p["composer"]],
+                "name": p["source"],
+                "score": decode_ids(tokenizer, p["ids"]),
+            }
+            for p in tqdm(held_pieces, desc=f"decoding {args.split} pieces", unit="piece")
+        ]
     torch.manual_seed(args.seed)
     random_model = AutoModelForCausalLM.from_config(config).to(device).eval()
     # generate() fills unset flags from the model's generation_config; one derived from config.json
