@@ -192,25 +192,37 @@ class LoadedModel:
     ):
         """One sample: (WAV, piano-roll PNG, MIDI file, settings, command line) for the page."""
         prompt_bars = int(prompt_bars) if prompt_bars else None  # 0 or empty: the whole upload
-        prompt_name = Path(prompt_midi).name if prompt_midi else None
         upload = infill_midi or melody_midi or prompt_midi
+        settings = self.page_settings(
+            guidance_scale, temperature, top_k, top_p, seed, max_new_tokens, bool(melody_midi or infill_midi), upload
+        )
+        if infill_midi:
+            return self.infill(composer, settings, infill_midi, infill_bars, bool(prompt_midi or melody_midi), progress)
+        if melody_midi:
+            return self.accompany(composer, settings, prompt_midi, melody_midi, progress)
+        return self.continuation(composer, settings, prompt_midi, prompt_bars, progress)
+
+    def page_settings(
+        self, guidance_scale, temperature, top_k, top_p, seed, max_new_tokens, sets_own_length: bool, upload
+    ) -> SamplingSettings:
+        """The page's controls as sampling settings; a bad value is the page's error. The repetition penalty is
+        not a control: the model's default, on the record. `sets_own_length`: a melody or a span does."""
         try:
-            # the page's controls; the repetition penalty is not one: the model's default, on the record
-            settings = SamplingSettings(
+            return SamplingSettings(
                 guidance_scale=float(guidance_scale),
                 temperature=float(temperature),
                 top_k=int(top_k),
                 top_p=float(top_p),
                 repetition_penalty=self.defaults.repetition_penalty,
                 seed=int(seed or 0),
-                max_new_tokens=None if melody_midi or infill_midi else int(max_new_tokens),
+                max_new_tokens=None if sets_own_length else int(max_new_tokens),
             )
         except InputError as err:
             raise page_error(err, upload) from None
-        if infill_midi:
-            return self.infill(composer, settings, infill_midi, infill_bars, bool(prompt_midi or melody_midi), progress)
-        if melody_midi:
-            return self.accompany(composer, settings, prompt_midi, melody_midi, progress)
+
+    def continuation(self, composer, settings: SamplingSettings, prompt_midi, prompt_bars, progress):
+        """A new piece, or the continuation of an uploaded one, through generate.py's own path."""
+        prompt_name = Path(prompt_midi).name if prompt_midi else None
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
