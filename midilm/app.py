@@ -192,25 +192,37 @@ class LoadedModel:
     ):
         """One sample: (WAV, piano-roll PNG, MIDI file, settings, command line) for the page."""
         prompt_bars = int(prompt_bars) if prompt_bars else None  # 0 or empty: the whole upload
-        prompt_name = Path(prompt_midi).name if prompt_midi else None
         upload = infill_midi or melody_midi or prompt_midi
+        settings = self.page_settings(
+            guidance_scale, temperature, top_k, top_p, seed, max_new_tokens, bool(melody_midi or infill_midi), upload
+        )
+        if infill_midi:
+            return self.infill(composer, settings, infill_midi, infill_bars, bool(prompt_midi or melody_midi), progress)
+        if melody_midi:
+            return self.accompany(composer, settings, prompt_midi, melody_midi, progress)
+        return self.continuation(composer, settings, prompt_midi, prompt_bars, progress)
+
+    def page_settings(
+        self, guidance_scale, temperature, top_k, top_p, seed, max_new_tokens, sets_own_length: bool, upload
+    ) -> SamplingSettings:
+        """The page's controls as sampling settings; a bad value is the page's error. The repetition penalty is
+        not a control: the model's default, on the record. `sets_own_length`: a melody or a span does."""
         try:
-            # the page's controls; the repetition penalty is not one: the model's default, on the record
-            settings = SamplingSettings(
+            return SamplingSettings(
                 guidance_scale=float(guidance_scale),
                 temperature=float(temperature),
                 top_k=int(top_k),
                 top_p=float(top_p),
                 repetition_penalty=self.defaults.repetition_penalty,
                 seed=int(seed or 0),
-                max_new_tokens=None if melody_midi or infill_midi else int(max_new_tokens),
+                max_new_tokens=None if sets_own_length else int(max_new_tokens),
             )
         except InputError as err:
             raise page_error(err, upload) from None
-        if infill_midi:
-            return self.infill(composer, settings, infill_midi, infill_bars, bool(prompt_midi or melody_midi), progress)
-        if melody_midi:
-            return self.accompany(composer, settings, prompt_midi, melody_midi, progress)
+
+    def continuation(self, composer, settings: SamplingSettings, prompt_midi, prompt_bars, progress):
+        """A new piece, or the continuation of an uploaded one, through generate.py's own path."""
+        prompt_name = Path(prompt_midi).name if prompt_midi else None
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -370,90 +382,18 @@ def build_app(model_dir: str | Path, soundfont: str | None = None, device: str |
     """The page for one model folder; `demo.loaded_model` holds the model (loaded once). Raises InputError when
     `model_dir` is not a midilm model folder."""
     loaded = LoadedModel(model_dir, soundfont, device)
-    d = vars(loaded.defaults)
-    room = body_room(loaded.context)
-    longest = LONGEST_CONTEXTS * room
-    names = ", ".join(loaded.composer_map.names)
-    intro = (
-        f"# midilm\nModel `{Path(loaded.model_dir).name}`: {len(loaded.composer_map.names)} composers ({names}), "
-        f"context {loaded.context} tokens, sampling on {loaded.device}."
-    )
-    if loaded.audio_problem:
-        intro += f"\n\nNo audio here: {loaded.audio_problem}."
+    intro = page_intro(loaded)
 
     # analytics off: no telemetry or version check leaves the machine (as GRADIO_ANALYTICS_ENABLED=False)
     with gr.Blocks(title="midilm", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(intro)
         with gr.Row():
             with gr.Column(scale=1):
-                composer = gr.Dropdown(loaded.composer_choices(), value=loaded.composer_map.names[0], label="Composer")
-                length = gr.Slider(
-                    1,
-                    longest,
-                    value=d["max_new_tokens"],
-                    step=1,
-                    label="Length (tokens)",
-                    info=f"at most {longest}; beyond {room}, the model's context less BOS and the composer, in windows",
-                    elem_id="length",
-                )
-                length_info = gr.Markdown(length_note(d["max_new_tokens"], loaded.context), elem_id="length-note")
-                guidance = gr.Slider(
-                    0.0,
-                    max(10.0, d["guidance_scale"]),
-                    value=d["guidance_scale"],
-                    step=0.1,
-                    label="Guidance scale",
-                    info="classifier-free guidance towards the composer; 1 = off",
-                )
-                temperature = gr.Slider(
-                    min(0.05, d["temperature"]),
-                    max(2.0, d["temperature"]),
-                    value=d["temperature"],
-                    step=0.05,
-                    label="Temperature",
-                )
-                top_k = gr.Slider(0, max(200, d["top_k"]), value=d["top_k"], step=1, label="Top-k", info="0 = off")
-                top_p = gr.Slider(
-                    min(0.05, d["top_p"]), 1.0, value=d["top_p"], step=0.01, label="Top-p", info="1 = off"
-                )
-                seed = gr.Number(0, precision=0, minimum=0, label="Seed", info="same seed and settings, same music")
-                with gr.Accordion("Continue a MIDI file (optional)", open=False, elem_id="continue"):
-                    prompt_midi = gr.File(file_types=[".mid", ".midi"], label="MIDI to continue", elem_id="prompt-midi")
-                    prompt_bars = gr.Number(
-                        0, precision=0, minimum=0, label="Bars to continue", info="its first N bars; 0 = all"
-                    )
-                with gr.Accordion("Accompany a melody (optional)", open=False, elem_id="accompany"):
-                    melody_midi = gr.File(
-                        file_types=[".mid", ".midi"], label="Melody to accompany", elem_id="melody-midi"
-                    )
-                infill_info = (
-                    "every note outside the bars stays as it is"
-                    if loaded.infills
-                    else "this model was not trained for infilling (prepare_dataset.py --tasks continuation,infill)"
-                )
-                with gr.Accordion("Rewrite bars of a MIDI file (infill, optional)", open=False, elem_id="infill"):
-                    infill_midi = gr.File(file_types=[".mid", ".midi"], label="MIDI to rewrite", elem_id="infill-midi")
-                    infill_bars = gr.Textbox(
-                        "", label="Bars to rewrite", placeholder="9-12", info=infill_info, elem_id="infill-bars"
-                    )
+                composer, length, length_info, *sampling = setting_controls(loaded)
+                uploads = upload_controls(loaded)
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column(scale=2):
-                audio = gr.Audio(label="Listen", type="filepath", interactive=False, elem_id="audio")
-                roll = gr.Image(label="Piano roll", type="filepath", interactive=False, elem_id="piano-roll")
-                download = gr.File(
-                    label="MIDI and its settings (JSON)", file_count="multiple", interactive=False, elem_id="download"
-                )
-                command = gr.Textbox(
-                    label="The same from the command line",
-                    lines=2,
-                    max_lines=6,
-                    buttons=["copy"],
-                    interactive=False,
-                    elem_id="command",
-                )
-                result = gr.Markdown(elem_id="result-note")
-                with gr.Accordion("Settings used", open=False):
-                    settings = gr.JSON(label="Settings", elem_id="settings")
+                outputs = result_controls()
         # the note follows the control at once, also while a sample is being written (outside the queue)
         length.change(
             lambda n: length_note(n, loaded.context),
@@ -463,25 +403,99 @@ def build_app(model_dir: str | Path, soundfont: str | None = None, device: str |
             show_progress="hidden",
             api_visibility="private",
         )
-        button.click(
-            loaded.generate,
-            [
-                composer,
-                length,
-                guidance,
-                temperature,
-                top_k,
-                top_p,
-                seed,
-                prompt_midi,
-                prompt_bars,
-                melody_midi,
-                infill_midi,
-                infill_bars,
-            ],
-            [audio, roll, download, settings, command, result],
-            api_name="generate",
-        )
+        button.click(loaded.generate, [composer, length, *sampling, *uploads], outputs, api_name="generate")
     demo.loaded_model = loaded
     demo.queue(default_concurrency_limit=1)  # one sampling at a time; further requests wait in the queue
     return demo
+
+
+def page_intro(loaded: LoadedModel) -> str:
+    """The page's heading: the model, its composers, its context and device, and why there is no audio."""
+    names = ", ".join(loaded.composer_map.names)
+    intro = (
+        f"# midilm\nModel `{Path(loaded.model_dir).name}`: {len(loaded.composer_map.names)} composers ({names}), "
+        f"context {loaded.context} tokens, sampling on {loaded.device}."
+    )
+    if loaded.audio_problem:
+        intro += f"\n\nNo audio here: {loaded.audio_problem}."
+    return intro
+
+
+def setting_controls(loaded: LoadedModel) -> tuple:
+    """The composer, the length (and the note under it) and the sampling settings, at the model's defaults:
+    (composer, length, length note, guidance, temperature, top-k, top-p, seed)."""
+    d = vars(loaded.defaults)
+    room = body_room(loaded.context)
+    longest = LONGEST_CONTEXTS * room
+    composer = gr.Dropdown(loaded.composer_choices(), value=loaded.composer_map.names[0], label="Composer")
+    length = gr.Slider(
+        1,
+        longest,
+        value=d["max_new_tokens"],
+        step=1,
+        label="Length (tokens)",
+        info=f"at most {longest}; beyond {room}, the model's context less BOS and the composer, in windows",
+        elem_id="length",
+    )
+    length_info = gr.Markdown(length_note(d["max_new_tokens"], loaded.context), elem_id="length-note")
+    guidance = gr.Slider(
+        0.0,
+        max(10.0, d["guidance_scale"]),
+        value=d["guidance_scale"],
+        step=0.1,
+        label="Guidance scale",
+        info="classifier-free guidance towards the composer; 1 = off",
+    )
+    temperature = gr.Slider(
+        min(0.05, d["temperature"]),
+        max(2.0, d["temperature"]),
+        value=d["temperature"],
+        step=0.05,
+        label="Temperature",
+    )
+    top_k = gr.Slider(0, max(200, d["top_k"]), value=d["top_k"], step=1, label="Top-k", info="0 = off")
+    top_p = gr.Slider(min(0.05, d["top_p"]), 1.0, value=d["top_p"], step=0.01, label="Top-p", info="1 = off")
+    seed = gr.Number(0, precision=0, minimum=0, label="Seed", info="same seed and settings, same music")
+    return composer, length, length_info, guidance, temperature, top_k, top_p, seed
+
+
+def upload_controls(loaded: LoadedModel) -> tuple:
+    """The optional uploads, each in its accordion: (MIDI to continue, its bars, melody, MIDI to rewrite, its
+    bars)."""
+    with gr.Accordion("Continue a MIDI file (optional)", open=False, elem_id="continue"):
+        prompt_midi = gr.File(file_types=[".mid", ".midi"], label="MIDI to continue", elem_id="prompt-midi")
+        prompt_bars = gr.Number(0, precision=0, minimum=0, label="Bars to continue", info="its first N bars; 0 = all")
+    with gr.Accordion("Accompany a melody (optional)", open=False, elem_id="accompany"):
+        melody_midi = gr.File(file_types=[".mid", ".midi"], label="Melody to accompany", elem_id="melody-midi")
+    infill_info = (
+        "every note outside the bars stays as it is"
+        if loaded.infills
+        else "this model was not trained for infilling (prepare_dataset.py --tasks continuation,infill)"
+    )
+    with gr.Accordion("Rewrite bars of a MIDI file (infill, optional)", open=False, elem_id="infill"):
+        infill_midi = gr.File(file_types=[".mid", ".midi"], label="MIDI to rewrite", elem_id="infill-midi")
+        infill_bars = gr.Textbox(
+            "", label="Bars to rewrite", placeholder="9-12", info=infill_info, elem_id="infill-bars"
+        )
+    return prompt_midi, prompt_bars, melody_midi, infill_midi, infill_bars
+
+
+def result_controls() -> list:
+    """What a request fills, in `generate`'s order: [audio, piano roll, downloads, settings, command, note]."""
+    audio = gr.Audio(label="Listen", type="filepath", interactive=False, elem_id="audio")
+    roll = gr.Image(label="Piano roll", type="filepath", interactive=False, elem_id="piano-roll")
+    download = gr.File(
+        label="MIDI and its settings (JSON)", file_count="multiple", interactive=False, elem_id="download"
+    )
+    command = gr.Textbox(
+        label="The same from the command line",
+        lines=2,
+        max_lines=6,
+        buttons=["copy"],
+        interactive=False,
+        elem_id="command",
+    )
+    result = gr.Markdown(elem_id="result-note")
+    with gr.Accordion("Settings used", open=False):
+        settings = gr.JSON(label="Settings", elem_id="settings")
+    return [audio, roll, download, settings, command, result]

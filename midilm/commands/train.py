@@ -77,20 +77,70 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
 
     # Load tokenizer and dataset (every check runs before a model is built)
+    tokenizer, composer_map = load_training_tokenizer(data_args)
+    base, new_composers = load_base(model_args, data_args, finetune_args, tokenizer, composer_map)
+    data = load_data(data_args, finetune_args, training_args, tokenizer, composer_map, base)
+
+    # Build model: random weights, or the base's with rows for the new composers
+    model, described, new_ids = build_model(
+        model_args, data_args, finetune_args, training_args, tokenizer, composer_map, base, new_composers
+    )
+    config = model.config
+    bounds = configure_model(model, data, data_args, tokenizer)
+    if finetune_args.lora_r:
+        model = wrap_lora(model, finetune_args, new_ids)
+    print(describe_run(described, model, config, bounds, data, data_args, finetune_args, training_args))
+
+    # Train
+    trainer = build_trainer(model, config, tokenizer, composer_map, data, data_args, training_args)
+    train_result = train_or_resume(trainer, output_dir)
+
+    # Save: a Hub-ready folder that AutoModelForCausalLM.from_pretrained loads without midilm
+    metrics = save_model_folder(trainer, train_result, config, base, finetune_args, output_dir)
+    if trainer.is_world_process_zero():
+        resolved = resolved_config(model_args, data_args, finetune_args, training_args, push_to_hub, config, base)
+        write_records(output_dir, Path(data_args.tokenizer_dir), trainer, config, composer_map, metrics, resolved)
+    if push_to_hub and trainer.is_world_process_zero():
+        push_folder(output_dir, training_args)
+    end_distributed(trainer)
+
+
+def load_training_tokenizer(data_args: DataArguments):
+    """The tokenizer and composer map from --tokenizer_dir; a missing one is an InputError naming the flag."""
     try:
-        tokenizer, composer_map = load_tokenizer(data_args.tokenizer_dir)
+        return load_tokenizer(data_args.tokenizer_dir)
     except FileNotFoundError as err:
         raise InputError(f"--tokenizer_dir: {err}") from err
-    base = resolve_base(finetune_args.init_from, "--init_from") if finetune_args.init_from else None
-    if base is not None:
-        new_composers = check_extends(
-            base,
-            tokenizer,
-            composer_map,
-            f"--dataset_dir {data_args.dataset_dir} (--tokenizer_dir {data_args.tokenizer_dir})",
-        )
-        if model_args.model_overrides:
-            raise InputError("--model_overrides does not apply with --init_from: the base model's architecture is kept")
+
+
+def load_base(
+    model_args: ModelArguments, data_args: DataArguments, finetune_args: FinetuneArguments, tokenizer, composer_map
+):
+    """The --init_from base and the composers the tokenizer adds to it, checked; (None, None) without one."""
+    if not finetune_args.init_from:
+        return None, None
+    base = resolve_base(finetune_args.init_from, "--init_from")
+    new_composers = check_extends(
+        base,
+        tokenizer,
+        composer_map,
+        f"--dataset_dir {data_args.dataset_dir} (--tokenizer_dir {data_args.tokenizer_dir})",
+    )
+    if model_args.model_overrides:
+        raise InputError("--model_overrides does not apply with --init_from: the base model's architecture is kept")
+    return base, new_composers
+
+
+def load_data(
+    data_args: DataArguments,
+    finetune_args: FinetuneArguments,
+    training_args: TrainingArguments,
+    tokenizer,
+    composer_map,
+    base,
+):
+    """The training data, checked against the tokenizer and the base, with the base's replay mixed in; sets
+    data_args.max_seq_len to the context trained on."""
     data = load_training_data(data_args, tokenizer, composer_map)
     if "infill" in data.tasks and infill_token_ids(tokenizer) is None:
         raise InputError(
@@ -102,8 +152,21 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
         check_context(base, data_args.max_seq_len)
     if finetune_args.replay_dataset:
         mix_replay(data, finetune_args, composer_map, len(base.tokenizer), training_args.seed)
+    return data
 
-    # Build model: random weights, or the base's with rows for the new composers
+
+def build_model(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    finetune_args: FinetuneArguments,
+    training_args: TrainingArguments,
+    tokenizer,
+    composer_map,
+    base,
+    new_composers,
+):
+    """The model (random weights, or the base's with rows for the new composers), how to name it in the
+    summary, and the new composers' ids (None without a base)."""
     if base is None:
         model = AutoModelForCausalLM.from_config(
             build_config(
@@ -115,25 +178,30 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
                 model_args.overrides(),
             )
         )
-        described = f"{model_args.model_type} {model_args.model_preset}"
-    else:
-        model, new_ids = load_base_model(
+        return model, f"{model_args.model_type} {model_args.model_preset}", None
+    model, new_ids = load_base_model(
+        base,
+        composer_map,
+        finetune_args,
+        lineage(
             base,
-            composer_map,
             finetune_args,
-            lineage(
-                base,
-                finetune_args,
-                new_composers,
-                data_args.dataset_dir,
-                data_args.tokenizer_dir,
-                training_args.max_steps,
-            ),
-        )
-        described = (
-            f"{model.config.model_type} from {base.source} (+{len(new_ids)} composers: "
-            f"{', '.join(new_composers) or 'none'})"
-        )
+            new_composers,
+            data_args.dataset_dir,
+            data_args.tokenizer_dir,
+            training_args.max_steps,
+        ),
+    )
+    described = (
+        f"{model.config.model_type} from {base.source} (+{len(new_ids)} composers: "
+        f"{', '.join(new_composers) or 'none'})"
+    )
+    return model, described, new_ids
+
+
+def configure_model(model, data, data_args: DataArguments, tokenizer) -> dict:
+    """Writes what the model was trained for and the musical guard's bounds into its config and its
+    generation config; returns the bounds."""
     config = model.config
     # What the model was trained for: generate.py refuses an accompaniment from a continuation-only model.
     config.update({"midilm_tasks": data.tasks, "midilm_max_seq_len": data.row_len})
@@ -141,9 +209,21 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
     bounds = learn_guard_bounds(data, tokenizer, data_args.dataset_dir)
     bounds_to_config(config, bounds)
     model.generation_config = generation_config(config)
-    if finetune_args.lora_r:
-        model = wrap_lora(model, finetune_args, new_ids)
-    print(
+    return bounds
+
+
+def describe_run(
+    described: str,
+    model,
+    config,
+    bounds: dict,
+    data,
+    data_args: DataArguments,
+    finetune_args: FinetuneArguments,
+    training_args: TrainingArguments,
+) -> str:
+    """The one line printed before training: the model, its size, what is trained, on what."""
+    return (
         f"{described}: {model.num_parameters() / 1e6:.2f}M parameters ({trainable_parameters(model) / 1e6:.3f}M "
         f"trained, {finetune_args.method()}), "
         f"vocabulary {config.vocab_size}, context {data_args.max_seq_len}, tasks {'+'.join(data.tasks)}, "
@@ -151,7 +231,11 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
         f"musical guard: at most {bounds['max_notes_per_onset']} notes per onset, {bounds['max_notes_per_bar']} per bar"
     )
 
-    # Train
+
+def build_trainer(
+    model, config, tokenizer, composer_map, data, data_args: DataArguments, training_args: TrainingArguments
+) -> MidiTrainer:
+    """The Trainer with midilm's collator, its sample logging and (with a patience) early stopping."""
     if data_args.padding_free and training_args.use_cache:
         raise InputError(
             "--padding_free true needs --use_cache false: with a KV cache, transformers lets packed rows attend to "
@@ -190,12 +274,21 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
     )
     if data_args.early_stopping_patience:
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
+    return trainer
+
+
+def train_or_resume(trainer: MidiTrainer, output_dir: Path):
+    """Trains, from the newest complete checkpoint in output_dir when there is one."""
     checkpoint = last_complete_checkpoint(output_dir) if output_dir.is_dir() else None
     if checkpoint:
         print(f"resuming from {checkpoint}")
-    train_result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
-    # Save: a Hub-ready folder that AutoModelForCausalLM.from_pretrained loads without midilm
+
+def save_model_folder(
+    trainer: MidiTrainer, train_result, config, base, finetune_args: FinetuneArguments, output_dir: Path
+) -> dict:
+    """Evaluates, then saves the model (merged with LoRA) ready for sampling; returns the run's metrics."""
     metrics = {**train_result.metrics, **trainer.evaluate()}
     config.use_cache = True  # the Trainer turns the KV cache off for training; sampling needs it
     if base is not None:
@@ -204,28 +297,54 @@ def main(argv: list[str] | None = None, config_file: Path | None = None) -> None
         save_full_model(trainer)
     elif trainer.is_world_process_zero():
         save_merged(trainer.model, output_dir, finetune_args.save_adapter)
-    if trainer.is_world_process_zero():
-        copy_tokenizer(Path(data_args.tokenizer_dir), output_dir)
-        resolved = {
-            "model": asdict(model_args),
-            "data": asdict(data_args),
-            "finetune": asdict(finetune_args),
-            "training": {**training_args.to_dict(), "push_to_hub": push_to_hub},
-        }
-        if base is not None:
-            resolved["base_model"] = getattr(config, BASE_KEY)
-        (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(resolved, indent=2, default=str) + "\n")
-        trainer.save_metrics("all", metrics)
-        write_model_card(output_dir, config, composer_map, metrics, resolved)
-    if push_to_hub and trainer.is_world_process_zero():
-        repo_id = push_model(
-            output_dir,
-            training_args.hub_model_id,
-            token=training_args.hub_token,
-            private=training_args.hub_private_repo,
-            revision=training_args.hub_revision,
-        )
-        print(f"pushed {output_dir} to https://huggingface.co/{repo_id}")
+    return metrics
+
+
+def resolved_config(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    finetune_args: FinetuneArguments,
+    training_args: TrainingArguments,
+    push_to_hub: bool,
+    config,
+    base,
+) -> dict:
+    """The configuration the run used, as training_config.json holds it."""
+    resolved = {
+        "model": asdict(model_args),
+        "data": asdict(data_args),
+        "finetune": asdict(finetune_args),
+        "training": {**training_args.to_dict(), "push_to_hub": push_to_hub},
+    }
+    if base is not None:
+        resolved["base_model"] = getattr(config, BASE_KEY)
+    return resolved
+
+
+def write_records(
+    output_dir: Path, tokenizer_dir: Path, trainer: MidiTrainer, config, composer_map, metrics: dict, resolved: dict
+) -> None:
+    """The files beside the weights: the tokenizer, training_config.json, all_results.json, the model card."""
+    copy_tokenizer(tokenizer_dir, output_dir)
+    (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(resolved, indent=2, default=str) + "\n")
+    trainer.save_metrics("all", metrics)
+    write_model_card(output_dir, config, composer_map, metrics, resolved)
+
+
+def push_folder(output_dir: Path, training_args: TrainingArguments) -> None:
+    """Pushes the finished folder, with midilm's model card, to the Hub."""
+    repo_id = push_model(
+        output_dir,
+        training_args.hub_model_id,
+        token=training_args.hub_token,
+        private=training_args.hub_private_repo,
+        revision=training_args.hub_revision,
+    )
+    print(f"pushed {output_dir} to https://huggingface.co/{repo_id}")
+
+
+def end_distributed(trainer: MidiTrainer) -> None:
+    """Tears down the process group of a multi-process run."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # All ranks meet first: tearing gloo down while one of its threads still frees a finished
         # collective deadlocks on the GIL. Without the destroy, a multi-process run aborts at exit.

@@ -253,16 +253,8 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
     configuration beside it) whole, or nothing. `tokenizer_overrides`: config.json's `tokenizer` section."""
     tokenizer_settings = resolve_tokenizer_settings(tokenizer_overrides)
     output_dir, tokenizer_dir = Path(args.output_dir), Path(args.tokenizer_dir)
-    for flag, path in (("--output_dir", output_dir), ("--tokenizer_dir", tokenizer_dir)):
-        if path.exists() and not args.overwrite:
-            raise InputError(f"{flag} {path} already exists; pass --overwrite to replace it, or choose another folder")
-
-    base = resolve_base(args.base_model, "--base_model") if args.base_model else None
-    if base is not None and "infill" in args.task_list() and infill_token_ids(base.tokenizer) is None:
-        raise InputError(
-            f"--base_model {base.source}: its tokenizer was made before the infill task (no GAP/FILL markers), "
-            "so it cannot learn infilling; leave infill out of --tasks"
-        )
+    check_outputs_free(args, output_dir, tokenizer_dir)
+    base = load_base(args)
     if base is not None:
         tokenizer_settings = tokenizer_settings_of(base.tokenizer)
     files, skipped = collect_files(args)
@@ -272,46 +264,21 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
         work = data_tmp / ".cache"
         work.mkdir()
         # Read every file once: checks, bounds, base tokens, content hash
-        clock = time.perf_counter()
-        pieces, scan_skipped, duplicates, cut = (
-            scan_corpus(files, args, tokenizer_settings, work / "scan.bin") if files else ([], {}, {}, {})
-        )
-        skipped.update(scan_skipped)
-        timings["scan"] = time.perf_counter() - clock
-        if not pieces:
-            raise InputError(
-                f"no usable MIDI files ({len(files)} found, {len(skipped)} skipped); check --midi_dir / --metadata / "
-                "--composers"
-            )
+        pieces, duplicates, cut = scan_pieces(files, skipped, args, tokenizer_settings, work, timings)
         flagged, normal = flag_outliers(pieces)
 
         # Composer vocabulary (the base's first, when building on one), and splits by content, so a
         # duplicate under another name can't cross them
         counts = Counter(p.file.composer for p in pieces)
-        if base is None:
-            composers, folded = composer_vocabulary(counts, args.min_pieces_per_composer)
-        else:
-            composers, folded = base_composer_vocabulary(base.composer_map, counts, args.min_pieces_per_composer)
-        splits = assign_splits([p.digest for p in pieces], args.validation_ratio, args.test_ratio)
-        by_split: dict[str, list[Piece]] = {s: [] for s in SPLITS}
-        for piece in pieces:
-            by_split[splits[piece.digest]].append(piece)
+        composers, folded = choose_composers(counts, base, args)
+        by_split = split_pieces(pieces, args)
 
         # Tokenizer: REMI, then BPE learnt on a sample of the training pieces; or the base's, extended
         clock = time.perf_counter()
         pieces_per_composer = [sum(counts[c] for c, f in folded.items() if f == name) for name in composers]
-        if base is None:
-            tokenizer, composer_map, base_vocab, scan_vocab, sample = train_tokenizer(
-                tokenizer_settings, composers, pieces_per_composer, by_split["train"], args, work / "scan.bin"
-            )
-        else:
-            tokenizer, composer_map, base_vocab, scan_vocab, sample = extend_base_tokenizer(
-                base,
-                composers,
-                pieces_per_composer,
-                tokenizer_settings,
-                (tok_tmp, data_tmp),
-            )
+        tokenizer, composer_map, base_vocab, scan_vocab, sample = make_tokenizer(
+            tokenizer_settings, composers, pieces_per_composer, by_split["train"], args, base, work, tok_tmp, data_tmp
+        )
         save_tokenizer(tokenizer, composer_map, tok_tmp)
         timings["bpe"] = time.perf_counter() - clock
 
@@ -333,19 +300,8 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
             (tokenizer[FULL_TOKEN], tokenizer["EOS_None"]),
         )
         add_file_lists(report, duplicates, cut, flagged, normal)
-        report["bpe"] = {"training_files": len(sample), "max_files": args.bpe_max_files, "seed": args.seed}
-        if base is not None:
-            report["bpe"] = {"from_base_model": base.source}
-            report["base_model"] = {**base.record(), "new_composers": composers[len(base.composer_map.names) :]}
-        report["seconds"] = {k: round(v, 2) for k, v in timings.items()}
-        (data_tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-        resolved = {
-            "prepare": asdict(args),
-            "tokenizer": tokenizer_settings,
-            **({"base_model": base.record()} if base else {}),
-        }
-        (data_tmp / CONFIG_FILE).write_text(json.dumps(resolved, indent=2, ensure_ascii=False) + "\n")
-        write_dataset_card(data_tmp, report, resolved)
+        add_run_record(report, args, base, composers, len(sample), timings)
+        write_records(data_tmp, report, args, tokenizer_settings, base)
         del dataset
 
         replace_dir(tok_tmp, tokenizer_dir)
@@ -354,3 +310,110 @@ def prepare(args: PrepareArguments, tokenizer_overrides: dict | None = None) -> 
     if args.push_to_hub:
         push_dataset(output_dir, tokenizer_dir, args.push_to_hub)
     return report
+
+
+def check_outputs_free(args: PrepareArguments, output_dir: Path, tokenizer_dir: Path) -> None:
+    """Refuses an output folder that already exists unless --overwrite."""
+    for flag, path in (("--output_dir", output_dir), ("--tokenizer_dir", tokenizer_dir)):
+        if path.exists() and not args.overwrite:
+            raise InputError(f"{flag} {path} already exists; pass --overwrite to replace it, or choose another folder")
+
+
+def load_base(args: PrepareArguments):
+    """The --base_model to build on (None without one), refused when it cannot learn the tasks asked for."""
+    base = resolve_base(args.base_model, "--base_model") if args.base_model else None
+    if base is not None and "infill" in args.task_list() and infill_token_ids(base.tokenizer) is None:
+        raise InputError(
+            f"--base_model {base.source}: its tokenizer was made before the infill task (no GAP/FILL markers), "
+            "so it cannot learn infilling; leave infill out of --tasks"
+        )
+    return base
+
+
+def scan_pieces(
+    files: list[SourceFile],
+    skipped: dict[str, str],
+    args: PrepareArguments,
+    tokenizer_settings: dict,
+    work: Path,
+    timings: dict,
+) -> tuple[list[Piece], dict, dict]:
+    """The usable pieces, the duplicates and the cut files; adds the unusable ones to `skipped` and the time
+    taken to `timings`. No usable piece is an InputError."""
+    clock = time.perf_counter()
+    pieces, scan_skipped, duplicates, cut = (
+        scan_corpus(files, args, tokenizer_settings, work / "scan.bin") if files else ([], {}, {}, {})
+    )
+    skipped.update(scan_skipped)
+    timings["scan"] = time.perf_counter() - clock
+    if not pieces:
+        raise InputError(
+            f"no usable MIDI files ({len(files)} found, {len(skipped)} skipped); check --midi_dir / --metadata / "
+            "--composers"
+        )
+    return pieces, duplicates, cut
+
+
+def choose_composers(counts: Counter[str], base, args: PrepareArguments) -> tuple[list[str], dict[str, str]]:
+    """The composer vocabulary (the base's composers first, when building on one) and each composer's name
+    in it."""
+    if base is None:
+        return composer_vocabulary(counts, args.min_pieces_per_composer)
+    return base_composer_vocabulary(base.composer_map, counts, args.min_pieces_per_composer)
+
+
+def split_pieces(pieces: list[Piece], args: PrepareArguments) -> dict[str, list[Piece]]:
+    """The pieces by split, assigned by content."""
+    splits = assign_splits([p.digest for p in pieces], args.validation_ratio, args.test_ratio)
+    by_split: dict[str, list[Piece]] = {s: [] for s in SPLITS}
+    for piece in pieces:
+        by_split[splits[piece.digest]].append(piece)
+    return by_split
+
+
+def make_tokenizer(
+    tokenizer_settings: dict,
+    composers: list[str],
+    pieces_per_composer: list[int],
+    train_pieces: list[Piece],
+    args: PrepareArguments,
+    base,
+    work: Path,
+    tok_tmp: Path,
+    data_tmp: Path,
+):
+    """A new tokenizer trained on the training pieces, or the base's extended with the new composers."""
+    if base is None:
+        return train_tokenizer(
+            tokenizer_settings, composers, pieces_per_composer, train_pieces, args, work / "scan.bin"
+        )
+    return extend_base_tokenizer(
+        base,
+        composers,
+        pieces_per_composer,
+        tokenizer_settings,
+        (tok_tmp, data_tmp),
+    )
+
+
+def add_run_record(
+    report: dict, args: PrepareArguments, base, composers: list[str], bpe_files: int, timings: dict
+) -> None:
+    """Adds how the tokenizer was made (its BPE sample, or the base it extends) and the time each stage took."""
+    report["bpe"] = {"training_files": bpe_files, "max_files": args.bpe_max_files, "seed": args.seed}
+    if base is not None:
+        report["bpe"] = {"from_base_model": base.source}
+        report["base_model"] = {**base.record(), "new_composers": composers[len(base.composer_map.names) :]}
+    report["seconds"] = {k: round(v, 2) for k, v in timings.items()}
+
+
+def write_records(data_tmp: Path, report: dict, args: PrepareArguments, tokenizer_settings: dict, base) -> None:
+    """The report, the resolved configuration and the dataset card, beside the dataset."""
+    (data_tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    resolved = {
+        "prepare": asdict(args),
+        "tokenizer": tokenizer_settings,
+        **({"base_model": base.record()} if base else {}),
+    }
+    (data_tmp / CONFIG_FILE).write_text(json.dumps(resolved, indent=2, ensure_ascii=False) + "\n")
+    write_dataset_card(data_tmp, report, resolved)

@@ -43,60 +43,12 @@ def make_report(
     # sections of accompaniment rows (their melody sections repeat notes of the piece).
     measured = "continuation" if "continuation" in tasks else "accompaniment"
     for split in SPLITS:
-        ds = dataset[split]
-        table = ds.data.table
-        rows = pa.table(
-            {
-                "composer": table.column("composer"),
-                "source": table.column("source"),
-                "length": pc.list_value_length(table.column("input_ids")),
-                "augmentation": table.column("augmentation"),
-                "task": table.column("task"),
-                "n_notes": table.column("n_notes"),
-                "n_base_tokens": table.column("n_base_tokens"),
-            }
-        )
-        grouped = (
-            rows.group_by("composer")
-            .aggregate([("source", "count_distinct"), ("length", "sum"), ("length", "count")])
-            .to_pylist()
-        )
-        by_label = {g["composer"]: g for g in grouped}
-        per_composer = {
-            name: {
-                "pieces": int(by_label.get(label, {}).get("source_count_distinct", 0)),
-                "chunks": int(by_label.get(label, {}).get("length_count", 0)),
-                "tokens": int(by_label.get(label, {}).get("length_sum", 0) or 0),
-            }
-            for label, name in enumerate(composers)
-        }
-        by_task = {g["task"]: g["task_count"] for g in rows.group_by("task").aggregate([("task", "count")]).to_pylist()}
-        per_split[split] = {
-            "pieces": int(pc.count_distinct(rows.column("source")).as_py()) if len(rows) else 0,
-            "chunks": len(rows),
-            "tokens": int(pc.sum(rows.column("length")).as_py() or 0),
-            "composers": per_composer,
-            # infill rows are drawn from continuation rows while training, none is stored
-            "tasks": {task: int(by_task.get(task, 0)) for task in tasks if task != "infill"},
-        }
-        originals = rows.filter(
-            pc.and_(pc.equal(rows.column("augmentation"), ""), pc.equal(rows.column("task"), measured))
-        )
-        if not len(originals):
-            continue
-        notes += int(pc.sum(originals.column("n_notes")).as_py())
-        base_tokens += int(pc.sum(originals.column("n_base_tokens")).as_py())
-        if measured == "continuation":
-            # every chunk adds the header, the last chunk of a piece EOS: count music tokens only
-            pieces = int(pc.count_distinct(originals.column("source")).as_py())
-            tokens += int(pc.sum(originals.column("length")).as_py()) - continuation_overhead(len(originals), pieces)
-        else:
-            full_id, eos_id = ids_after
-            for batch in ds.select_columns(["input_ids", "augmentation", "task"]).iter(batch_size=1000):
-                for ids, aug, task in zip(batch["input_ids"], batch["augmentation"], batch["task"]):
-                    if aug == "" and task == measured:
-                        music = full_section(ids, full_id)  # the melody section repeats its notes
-                        tokens += len(music) - (music[-1:] == [eos_id])
+        rows = row_table(dataset[split])
+        per_split[split] = split_figures(rows, composers, tasks)
+        split_notes, split_base_tokens, split_tokens = note_counts(dataset[split], rows, measured, ids_after)
+        notes += split_notes
+        base_tokens += split_base_tokens
+        tokens += split_tokens
     reasons = Counter(skipped.values())
     return {
         "tasks": list(tasks),
@@ -111,6 +63,69 @@ def make_report(
             "after_bpe": round(tokens / notes, 4) if notes else None,
         },
     }
+
+
+def row_table(ds) -> pa.Table:
+    """A split's columns the figures need, each row's length in place of its ids (no copy of the ids)."""
+    table = ds.data.table
+    return pa.table(
+        {
+            "composer": table.column("composer"),
+            "source": table.column("source"),
+            "length": pc.list_value_length(table.column("input_ids")),
+            "augmentation": table.column("augmentation"),
+            "task": table.column("task"),
+            "n_notes": table.column("n_notes"),
+            "n_base_tokens": table.column("n_base_tokens"),
+        }
+    )
+
+
+def split_figures(rows: pa.Table, composers: list[str], tasks: tuple[str, ...]) -> dict:
+    """A split's pieces, chunks and tokens, in all and per composer, and its rows per task."""
+    grouped = (
+        rows.group_by("composer").aggregate([("source", "count_distinct"), ("length", "sum"), ("length", "count")])
+    ).to_pylist()
+    by_label = {g["composer"]: g for g in grouped}
+    per_composer = {
+        name: {
+            "pieces": int(by_label.get(label, {}).get("source_count_distinct", 0)),
+            "chunks": int(by_label.get(label, {}).get("length_count", 0)),
+            "tokens": int(by_label.get(label, {}).get("length_sum", 0) or 0),
+        }
+        for label, name in enumerate(composers)
+    }
+    by_task = {g["task"]: g["task_count"] for g in rows.group_by("task").aggregate([("task", "count")]).to_pylist()}
+    return {
+        "pieces": int(pc.count_distinct(rows.column("source")).as_py()) if len(rows) else 0,
+        "chunks": len(rows),
+        "tokens": int(pc.sum(rows.column("length")).as_py() or 0),
+        "composers": per_composer,
+        # infill rows are drawn from continuation rows while training, none is stored
+        "tasks": {task: int(by_task.get(task, 0)) for task in tasks if task != "infill"},
+    }
+
+
+def note_counts(ds, rows: pa.Table, measured: str, ids_after: tuple[int, int] | None) -> tuple[int, int, int]:
+    """Notes, tokens before BPE and music tokens after it in a split's unaugmented rows of the `measured` task."""
+    originals = rows.filter(pc.and_(pc.equal(rows.column("augmentation"), ""), pc.equal(rows.column("task"), measured)))
+    if not len(originals):
+        return 0, 0, 0
+    notes = int(pc.sum(originals.column("n_notes")).as_py())
+    base_tokens = int(pc.sum(originals.column("n_base_tokens")).as_py())
+    if measured == "continuation":
+        # every chunk adds the header, the last chunk of a piece EOS: count music tokens only
+        pieces = int(pc.count_distinct(originals.column("source")).as_py())
+        tokens = int(pc.sum(originals.column("length")).as_py()) - continuation_overhead(len(originals), pieces)
+        return notes, base_tokens, tokens
+    tokens = 0
+    full_id, eos_id = ids_after
+    for batch in ds.select_columns(["input_ids", "augmentation", "task"]).iter(batch_size=1000):
+        for ids, aug, task in zip(batch["input_ids"], batch["augmentation"], batch["task"]):
+            if aug == "" and task == measured:
+                music = full_section(ids, full_id)  # the melody section repeats its notes
+                tokens += len(music) - (music[-1:] == [eos_id])
+    return notes, base_tokens, tokens
 
 
 def summary(report: dict) -> str:

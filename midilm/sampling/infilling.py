@@ -267,27 +267,15 @@ def infill_span(
     scale = settings.effective_guidance_scale(composer_ids, composer_map.none_id)
 
     # The prompts: [BOS, COMPOSER, bars a..first, GAP, bars stop..b, FILL], then their unconditional twins
-    before = np.concatenate(piece.bars[a:first]).tolist() if first > a else []
-    after = np.concatenate(piece.bars[stop:b]).tolist() if b > stop else []
-    rows = [layout.infill_prompt(c, before, after) for c in composer_ids]
-    if scale != 1.0:
-        rows += [layout.infill_prompt(composer_map.none_id, before, after) for _ in composer_ids]
+    rows = infill_prompts(layout, composer_map.none_id, composer_ids, piece, (a, first, stop, b), scale)
     input_ids, attention_mask = left_padded(rows, config.pad_token_id)
     width = input_ids.shape[1]
 
     # The processors: grammar, guard, exactly the span's bars with their time signatures, then CFG sampling
     count = stop - first
-    processors = LogitsProcessorList()
-    grammar = RemiGrammar.for_tokenizer(tokenizer) if settings.grammar else None
-    if grammar is not None:
-        processors.append(GrammarLogitsProcessor(grammar=grammar))
-    note_guard = guard_processor(tokenizer, config) if settings.guard else None
-    if note_guard is not None:
-        processors.append(note_guard)
-    signatures = torch.tensor([piece.time_signatures[first:stop]] * len(rows), dtype=torch.long)
-    targets = torch.full((len(rows),), count, dtype=torch.long)
-    processors.append(BarLimitLogitsProcessor(tokenizer, layout.fill, layout.eos, targets, signatures))
-    processors.append(settings.sampler(scale))
+    processors, grammar, note_guard = infill_processors(
+        tokenizer, config, settings, layout, piece.time_signatures[first:stop], count, len(rows), scale
+    )
     gen_config = greedy_config(context - width, config.bos_token_id, config.eos_token_id, config.pad_token_id)
     speed = fast_sampling(gen_config, settings.static_cache, settings.compile, settings.compile_backend, model.device)
     output = model.generate(
@@ -304,19 +292,7 @@ def infill_span(
     results = []
     for k, composer_id in enumerate(composer_ids):
         new = output[k, width:].tolist()
-        ended = layout.eos in new
-        new = new[: new.index(layout.eos)] if ended else [t for t in new if t != config.pad_token_id]
-        written = split_bars(np.asarray(new, dtype=np.int64), starts_bar)[:count]
-        cut = 0
-        if not ended and written:  # the context ran out inside the last bar: keep its whole notes
-            cut += 1
-            if grammar is not None:
-                written[-1] = written[-1][: grammar.complete_length(written[-1].tolist())]
-            if not len(written[-1]):
-                written = written[:-1]
-        cut += count - len(written)
-        written += [empty_bar(tokenizer, base, piece.bars[first + j]) for j in range(len(written), count)]
-        ids = np.concatenate(written).tolist()
+        ids, cut = span_ids(new, layout, config.pad_token_id, starts_bar, grammar, tokenizer, base, piece, first, stop)
         placed = place_span(piece, first, stop, decode_ids(tokenizer, ids))
         score, replaced = splice(piece, first, stop, placed)
         results.append(
@@ -334,6 +310,81 @@ def infill_span(
             )
         )
     return results
+
+
+def infill_prompts(
+    layout: RowLayout,
+    none_id: int,
+    composer_ids: list[int],
+    piece: InfillPiece,
+    bounds: tuple[int, int, int, int],
+    scale: float,
+) -> list[list[int]]:
+    """The prompt rows, one per composer, then (with guidance) as many unconditional twins; `bounds` = (a, first,
+    stop, b): bars a..first before the GAP, bars stop..b after it."""
+    a, first, stop, b = bounds
+    before = np.concatenate(piece.bars[a:first]).tolist() if first > a else []
+    after = np.concatenate(piece.bars[stop:b]).tolist() if b > stop else []
+    rows = [layout.infill_prompt(c, before, after) for c in composer_ids]
+    if scale != 1.0:
+        rows += [layout.infill_prompt(none_id, before, after) for _ in composer_ids]
+    return rows
+
+
+def infill_processors(
+    tokenizer,
+    config,
+    settings: SamplingSettings,
+    layout: RowLayout,
+    time_signatures: list[int],
+    count: int,
+    n_rows: int,
+    scale: float,
+) -> tuple[LogitsProcessorList, RemiGrammar | None, object]:
+    """(processors, grammar or None, note guard or None): the grammar, the guard, exactly the span's `count` bars with
+    their `time_signatures`, then CFG sampling."""
+    processors = LogitsProcessorList()
+    grammar = RemiGrammar.for_tokenizer(tokenizer) if settings.grammar else None
+    if grammar is not None:
+        processors.append(GrammarLogitsProcessor(grammar=grammar))
+    note_guard = guard_processor(tokenizer, config) if settings.guard else None
+    if note_guard is not None:
+        processors.append(note_guard)
+    signatures = torch.tensor([time_signatures] * n_rows, dtype=torch.long)
+    targets = torch.full((n_rows,), count, dtype=torch.long)
+    processors.append(BarLimitLogitsProcessor(tokenizer, layout.fill, layout.eos, targets, signatures))
+    processors.append(settings.sampler(scale))
+    return processors, grammar, note_guard
+
+
+def span_ids(
+    new: list[int],
+    layout: RowLayout,
+    pad_token_id: int,
+    starts_bar: np.ndarray,
+    grammar: RemiGrammar | None,
+    tokenizer,
+    base,
+    piece: InfillPiece,
+    first: int,
+    stop: int,
+) -> tuple[list[int], int]:
+    """The tokens generated for one span as exactly its bars: a bar the context cut keeps its whole notes, missing
+    bars are empty ones. (ids, bars cut or missing)."""
+    count = stop - first
+    ended = layout.eos in new
+    new = new[: new.index(layout.eos)] if ended else [t for t in new if t != pad_token_id]
+    written = split_bars(np.asarray(new, dtype=np.int64), starts_bar)[:count]
+    cut = 0
+    if not ended and written:  # the context ran out inside the last bar: keep its whole notes
+        cut += 1
+        if grammar is not None:
+            written[-1] = written[-1][: grammar.complete_length(written[-1].tolist())]
+        if not len(written[-1]):
+            written = written[:-1]
+    cut += count - len(written)
+    written += [empty_bar(tokenizer, base, piece.bars[first + j]) for j in range(len(written), count)]
+    return np.concatenate(written).tolist(), cut
 
 
 def check_span(piece: InfillPiece, bars: tuple[int, int]) -> tuple[int, int]:

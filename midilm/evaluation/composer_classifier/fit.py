@@ -46,40 +46,20 @@ def fit_classifier(
     `crops_per_piece` caps the crops of one piece (seeded draw), so a long piece does not outweigh the
     others; `regularization` is the inverse strength C of the logistic regression.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     rng = random.Random(seed)
-    data, not_measurable = _crops_by_composer(
-        train, heldout, crop_length, crop_unit, crops_per_piece, (min_train_pieces, min_heldout_pieces), rng
-    )
-    measurable = list(data)
+    names = sorted(set(train) | set(heldout))
+    not_measurable = _too_few_pieces(names, train, heldout, min_train_pieces, min_heldout_pieces)
+    measurable = [n for n in names if n not in not_measurable]
+    data = _crop_data(train, heldout, measurable, crop_length, crop_unit, crops_per_piece, rng, not_measurable)
+    measurable = [n for n in measurable if n in data]
     if len(measurable) < 2:
         for name in measurable:
             not_measurable[name] = "the only measurable composer: a classifier needs two"
-        width = len(FEATURE_NAMES)
-        return ComposerClassifier(
-            composers=[],
-            mean=np.zeros(width),
-            scale=np.ones(width),
-            coef=np.zeros((0, width)),
-            intercept=np.zeros(0),
-            crop_length=crop_length,
-            crop_unit=crop_unit,
-            not_measurable=not_measurable,
-        )
-    x = np.concatenate([data[n][0] for n in measurable])
-    y = np.concatenate([np.full(len(data[n][0]), k) for k, n in enumerate(measurable)])
-    scaler = StandardScaler().fit(x)
-    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-    model = LogisticRegression(C=regularization, max_iter=5000, class_weight="balanced")
-    model.fit((x - scaler.mean_) / scale, y)
-    coef, intercept = model.coef_, model.intercept_
-    if len(measurable) == 2:  # scikit-learn keeps one row for two classes: the logit of the second
-        coef, intercept = np.concatenate([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+        return _empty_classifier(crop_length, crop_unit, not_measurable)
+    mean, scale, coef, intercept = _fit_logistic(data, measurable, regularization)
     classifier = ComposerClassifier(
         composers=measurable,
-        mean=scaler.mean_.copy(),
+        mean=mean,
         scale=scale,
         coef=coef,
         intercept=intercept,
@@ -105,19 +85,14 @@ def fit_classifier(
     return classifier
 
 
-def _crops_by_composer(
+def _too_few_pieces(
+    names: list[str],
     train: dict[str, Sequence[Score | Notes]],
     heldout: dict[str, Sequence[Score | Notes]],
-    crop_length: int,
-    crop_unit: str,
-    crops_per_piece: int | None,
-    min_pieces: tuple[int, int],
-    rng: random.Random,
-) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
-    """`fit_classifier`'s data: the features of the training and the held-out crops of each measurable composer, by
-    name in sorted order, and why each other composer is not measurable (`min_pieces`: training, held-out)."""
-    min_train_pieces, min_heldout_pieces = min_pieces
-    names = sorted(set(train) | set(heldout))
+    min_train_pieces: int,
+    min_heldout_pieces: int,
+) -> dict[str, str]:
+    """The composers with too few training or held-out pieces, each with its reason."""
     not_measurable: dict[str, str] = {}
     for name in names:
         n_train, n_held = len(train.get(name, ())), len(heldout.get(name, ()))
@@ -125,15 +100,65 @@ def _crops_by_composer(
             not_measurable[name] = f"{n_train} training piece(s), fewer than the {min_train_pieces} needed to train"
         elif n_held < min_heldout_pieces:
             not_measurable[name] = f"{n_held} held-out piece(s), fewer than the {min_heldout_pieces} needed to validate"
+    return not_measurable
+
+
+def _crop_data(
+    train: dict[str, Sequence[Score | Notes]],
+    heldout: dict[str, Sequence[Score | Notes]],
+    measurable: list[str],
+    crop_length: int,
+    crop_unit: str,
+    crops_per_piece: int | None,
+    rng: random.Random,
+    not_measurable: dict[str, str],
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each measurable composer's (training, held-out) crop features; a composer whose pieces hold no notes goes
+    to `not_measurable` instead."""
     data = {}
-    for name in [n for n in names if n not in not_measurable]:
+    for name in measurable:
         x_train = _crop_features(train[name], crop_length, crop_unit, crops_per_piece, rng)
         x_held = _crop_features(heldout[name], crop_length, crop_unit, crops_per_piece, rng)
         if len(x_train) == 0 or len(x_held) == 0:
             not_measurable[name] = "its pieces hold no notes"
         else:
             data[name] = (x_train, x_held)
-    return data, not_measurable
+    return data
+
+
+def _empty_classifier(crop_length: int, crop_unit: str, not_measurable: dict[str, str]) -> ComposerClassifier:
+    """The classifier with no classes, for fewer than two measurable composers."""
+    width = len(FEATURE_NAMES)
+    return ComposerClassifier(
+        composers=[],
+        mean=np.zeros(width),
+        scale=np.ones(width),
+        coef=np.zeros((0, width)),
+        intercept=np.zeros(0),
+        crop_length=crop_length,
+        crop_unit=crop_unit,
+        not_measurable=not_measurable,
+    )
+
+
+def _fit_logistic(
+    data: dict[str, tuple[np.ndarray, np.ndarray]], measurable: list[str], regularization: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, scale, coef, intercept) of the standardised logistic regression on the training crops, with one row
+    of coef per composer."""
+    from sklearn.linear_model import LogisticRegression  # scikit-learn: heavy, needed only here
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.concatenate([data[n][0] for n in measurable])
+    y = np.concatenate([np.full(len(data[n][0]), k) for k, n in enumerate(measurable)])
+    scaler = StandardScaler().fit(x)
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    model = LogisticRegression(C=regularization, max_iter=5000, class_weight="balanced")
+    model.fit((x - scaler.mean_) / scale, y)
+    coef, intercept = model.coef_, model.intercept_
+    if len(measurable) == 2:  # scikit-learn keeps one row for two classes: the logit of the second
+        coef, intercept = np.concatenate([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    return scaler.mean_.copy(), scale, coef, intercept
 
 
 def train_classifier(
