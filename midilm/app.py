@@ -21,6 +21,7 @@ import gradio as gr
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from midilm.app_messages import length_note, page_error, relay_warnings, result_note
 from midilm.core.errors import InputError
 from midilm.core.modeling import context_length, load_midilm_dir, model_tasks, sampling_defaults
 from midilm.core.rows import body_room
@@ -41,20 +42,6 @@ from midilm.sampling.settings import SamplingSettings
 
 # Settings shown in the page and repeated, explicitly, on the equivalent command line.
 SETTING_FLAGS = ("max_new_tokens", "guidance_scale", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
-# An error names the control to fix, not generate.py's flag.
-CONTROL_LABELS = {
-    "--composer": "Composer",
-    "--max_new_tokens": "Length (tokens)",
-    "--guidance_scale": "Guidance scale",
-    "--temperature": "Temperature",
-    "--top_k": "Top-k",
-    "--top_p": "Top-p",
-    "--prompt_midi": "MIDI to continue",
-    "--prompt_bars": "Bars to continue",
-    "--melody_midi": "Melody to accompany",
-    "--infill_midi": "MIDI to rewrite",
-    "--bars": "Bars to rewrite",
-}
 KEEP_RESULTS = 32  # result folders kept on disk; gradio serves its own copies of the files shown
 # The length control reaches this many contexts: a long piece on a 2-core CPU (4 contexts of the demo model took 4.8 s),
 # and one request holds the queue for at most that long.
@@ -86,23 +73,6 @@ class TokenProgress(StoppingCriteria):
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
-def length_note(max_new_tokens, context: int) -> str:
-    """What the page says under the length control: one call, or windows beyond the context."""
-    room = body_room(context)
-    if max_new_tokens is None or int(max_new_tokens) <= room:
-        return f"Up to {room} tokens fit the model's context ({context}): one pass."
-    return (
-        f"Beyond the model's context ({room} tokens after BOS and the composer): written in windows, each "
-        "rereading BOS, the composer and the latest bars (up to half the context) and writing on."
-    )
-
-
-def result_note(plan, new_tokens: int) -> str:
-    """What the page says about a finished sample: its length, and the windows it took."""
-    windows = f"in {plan.windows} windows (longer than the context)" if plan.windows > 1 else "in one pass"
-    return f"{plan.composers[0]}: {new_tokens} new tokens, written {windows}."
-
-
 def command_line(
     model_dir: str,
     composer: str,
@@ -127,26 +97,6 @@ def command_line(
         if prompt_bars is not None:
             words += ["--prompt_bars", str(prompt_bars)]
     return shlex.join(words + ["--wav", "--png"])
-
-
-def page_message(message: str, upload: str | None) -> str:
-    """An InputError or warning worded for the page: control labels for flags, the uploaded file's own name."""
-    if upload:
-        message = message.replace(upload, Path(upload).name)
-    flag, _, rest = message.partition(" ")
-    flag = flag.removesuffix(":")  # `--bars: ...` as well as `--bars 5-3: ...`
-    return f"{CONTROL_LABELS[flag]}: {rest}" if flag in CONTROL_LABELS else message
-
-
-def relay_warnings(caught: list, upload: str | None) -> None:
-    """Warnings caught while preparing or sampling, each once, as the page's yellow toasts."""
-    for message in dict.fromkeys(str(w.message).splitlines()[0] for w in caught):
-        gr.Warning(page_message(message, upload))
-
-
-def page_error(err: InputError, upload: str | None) -> gr.Error:
-    """The page's error for bad input: it stays until closed (a 10-second toast is easy to miss), no stack trace."""
-    return gr.Error(page_message(str(err), upload), duration=None, print_exception=False)
 
 
 class LoadedModel:

@@ -25,7 +25,8 @@ from gradio_client.exceptions import AppError
 from symusic import Score
 from transformers import AutoModelForCausalLM
 
-from midilm.app import LONGEST_CONTEXTS, build_app, length_note
+from midilm.app import LONGEST_CONTEXTS, build_app
+from midilm.app_messages import length_note
 from midilm.core.modeling import build_config, generation_config
 from midilm.core.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
 from midilm.sampling import render
