@@ -25,7 +25,7 @@ TRAINING_DEFAULTS = {
     "lr_scheduler_type": "warmup_stable_decay",
     "warmup_steps": 50,  # a short warm-up keeps the first steps at a high rate from diverging
     "weight_decay": 0.1,  # the usual decoder-only choice; the corpora are small, so the model can overfit
-    # make demo trains 1500, make demo-full 4000; the tiny preset's validation NLL still falls at 4000
+    # make demo trains 1500, make demo-full 8000; the tiny preset's validation NLL still falls at 4000
     # (bench/RESULTS.md)
     "max_steps": 2000,
     "eval_strategy": "steps",
@@ -107,9 +107,9 @@ class DataArguments:
             "help": (
                 "Concatenate each batch's rows into one sequence with restarting position ids (transformers' "
                 "DataCollatorWithFlattening) instead of padding them; attention stays within each row. For "
-                "attention kernels that take packed rows: with SDPA on CPU it ran 2.2x slower than padding, the "
-                "mask spanning the whole packed batch (length-grouped batches, config.json's default, leave "
-                "under 1% padding)."
+                "attention kernels that take packed rows (flash attention); with SDPA the mask spans the whole "
+                "packed batch, and length-grouped batches (TRAINING_DEFAULTS) already leave little padding "
+                "(bench/RESULTS.md, 'Padding in training batches')."
             )
         },
     )
@@ -131,7 +131,7 @@ class DataArguments:
             "help": (
                 "At each evaluation, also score the validation rows with COMPOSER_NONE in place of the composer "
                 "token (eval_uncond_loss) and log eval_composer_information = eval_uncond_loss - eval_loss, in "
-                "nats per token (above 0: the model uses the composer token). Doubles evaluation time."
+                "nats per token (above 0: the model uses the composer token). Scores every validation row twice."
             )
         },
     )
