@@ -22,6 +22,8 @@ DEMO_EVAL ?=
 DEMO_EVAL_TOKENS ?= 256
 DEMO_EVAL_STEPS ?= 500
 DEMO_AUGMENT ?= --augment
+# The demo's last stage, preference tuning (see model_tuned/ below); empty leaves it out.
+DEMO_TUNED ?= samples/eval_tuned/report.md
 DEMO_TASKS ?= continuation,accompaniment,infill
 # The demo harmonizes the melody (soprano) of this composer's first validation-split piece, and rewrites
 # DEMO_INFILL_BARS of that same piece (a chorale phrase: 4 bars of the piece's own, every other note kept).
@@ -72,8 +74,8 @@ pipeline-full:
 	mkdir -p demo-full && $(MAKE) -C demo-full -f $(ROOT)Makefile pipeline DEMO_STEPS=$(FULL_STEPS) \
 		DEMO_EVAL="--adherence_samples_per_composer $(FULL_EVAL_SAMPLES) $(DEMO_EVAL)"
 
-pipeline: samples/.generated samples/.accompanied samples/.infilled samples/long/.generated
-	@echo "done: samples/ (MIDI, WAV, PNG per composer; accompaniment_$(DEMO_MELODY_COMPOSER)_0.*: a held-out melody harmonized; infill_$(DEMO_MELODY_COMPOSER)_0.*: bars $(DEMO_INFILL_BARS) of it rewritten), samples/long/ (a piece of $(DEMO_LONG_TOKENS) tokens) and samples/eval/report.md"
+pipeline: samples/.generated samples/.accompanied samples/.infilled samples/long/.generated $(DEMO_TUNED)
+	@echo "done: samples/ (MIDI, WAV, PNG per composer; accompaniment_$(DEMO_MELODY_COMPOSER)_0.*: a held-out melody harmonized; infill_$(DEMO_MELODY_COMPOSER)_0.*: bars $(DEMO_INFILL_BARS) of it rewritten), samples/long/ (a piece of $(DEMO_LONG_TOKENS) tokens), samples/eval/report.md$(if $(DEMO_TUNED), and model_tuned/ (preference-tuned; its README.md holds the before/after table) with samples/eval_tuned/report.md)"
 
 data/dataset_dict.json:
 	$(PYTHON) $(ROOT)prepare_dataset.py --composers $(DEMO_COMPOSERS) --max_files_per_composer $(DEMO_FILES) --min_pieces_per_composer $(DEMO_MIN_PIECES) --max_seq_len 512 --tasks $(DEMO_TASKS) $(DEMO_AUGMENT)
@@ -109,31 +111,22 @@ samples/long/.generated: samples/.infilled
 	touch $@
 
 clean-demo:
-	rm -rf data tokenizer model_output samples
+	rm -rf data tokenizer model_output model_tuned model_tuned.tuning samples
 
 clean-demo-full:
 	rm -rf demo-full
 
-# Preference tuning (issue 22): `make demo-tuned` runs the demo, then tune.py (DPO with TRL against the composer
-# classifier, vertical seconds, copying; README "Preference tuning") on its model, and evaluates the tuned model in
-# samples/eval_tuned/ (whose guidance sweep chooses the tuned model's default again). Not part of `make demo`: on the
-# 1500-step demo model it took 2 min 20 s on one core of the 2-core VM (tuning 50 s, evaluation 89 s), and its gain is
-# not established (README section 6, bench/RESULTS.md "Preference tuning": the two classifiers disagreed).
+# Preference tuning (issue 22), the demo's last stage: tune.py (rounds of sample -> score -> DPO with TRL against the
+# composer classifier, vertical seconds, texture and copying; README "Preference tuning") on the demo model, then the
+# tuned model's evaluation in samples/eval_tuned/, whose guidance sweep chooses its default again. It adds about
+# 5.5 minutes to make demo on the 2-core VM (bench/RESULTS.md). DEMO_TUNED= (empty) leaves it out.
 DEMO_TUNE ?=
-.PHONY: demo-tuned pipeline-tuned clean-demo-tuned
-demo-tuned: install pipeline-tuned
-
-pipeline-tuned: pipeline samples/eval_tuned/report.md
-	@echo "done: model_tuned/ (its README.md holds the before/after table) and samples/eval_tuned/report.md"
 
 model_tuned/model.safetensors: samples/eval/report.md
 	$(PYTHON) $(ROOT)tune.py --model_dir model_output --dataset_dir data --output_dir model_tuned $(DEMO_TUNE)
 
 samples/eval_tuned/report.md: model_tuned/model.safetensors
 	$(PYTHON) $(ROOT)evaluate_samples.py --model_dir model_tuned --dataset_dir data --output_dir samples/eval_tuned --write_default_guidance --max_new_tokens $(DEMO_EVAL_TOKENS) $(DEMO_EVAL)
-
-clean-demo-tuned:
-	rm -rf model_tuned model_tuned.tuning samples/eval_tuned
 
 # Building on a trained model: `make demo-finetune` (after `make demo`, whose model and data it starts from) adds
 # composers of the bundled corpus that the demo model never saw, prepared with its tokenizer (new composer tokens

@@ -25,6 +25,7 @@ def test_demo_pipeline_on_a_tiny_subset(tmp_path):
         "DEMO_EVAL_STEPS=3",
         "DEMO_AUGMENT=",
         "DEMO_LONG_TOKENS=600",  # beyond the 512-token context: two windows
+        "DEMO_TUNED=",  # preference tuning needs composers the classifier can measure: tests/test_preference_tune.py
         (
             "DEMO_EVAL=--num_samples_per_composer 1 --max_new_tokens 48 --adherence_scales 1,2 "
             "--adherence_samples_per_composer 2 --accompaniment_pieces 1"
@@ -87,3 +88,26 @@ def test_demo_full_runs_the_same_pipeline_in_its_own_folder_with_the_longer_budg
     assert "prepare_dataset.py" in result.stdout and "generate.py" in result.stdout
     assert "--tasks continuation,accompaniment,infill" in result.stdout and "--infill_midi" in result.stdout
     assert not (tmp_path / "data").exists()  # the quick demo's folders are left alone
+
+
+def test_demo_ends_with_preference_tuning_and_the_tuned_models_evaluation(tmp_path):
+    result = subprocess.run(
+        ["make", "-n", "-f", str(REPO / "Makefile"), "pipeline", "DEMO_TUNE=--rounds 1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    tune = next(i for i, line in enumerate(lines) if "tune.py --model_dir model_output" in line)
+    assert "--output_dir model_tuned --rounds 1" in lines[tune]
+    assert any("evaluate_samples.py --model_dir model_output" in line for line in lines[:tune])
+    assert any("evaluate_samples.py --model_dir model_tuned" in line for line in lines[tune + 1 :])
+    skipped = subprocess.run(
+        ["make", "-n", "-f", str(REPO / "Makefile"), "pipeline", "DEMO_TUNED="],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert skipped.returncode == 0 and "tune.py" not in skipped.stdout

@@ -45,7 +45,7 @@ def evaluate_accompaniment(
             real = Score(path)
             melody = melody_prompt(tokenizer, real, name=str(path))
             check_melody_fits(melody, context)
-        except (InputError, RuntimeError, OSError) as err:  # symusic raises RuntimeError on a broken file
+        except (InputError, RuntimeError, OSError, ValueError) as err:  # symusic: RuntimeError broken, ValueError gone
             print(f"warning: {path}: {err}; left out of the accompaniment figures")
             continue
         entry = {
