@@ -41,11 +41,11 @@ from midilm.metrics.accompaniment import DEFAULT_ONSET_TOLERANCE, accompaniment_
 from midilm.sampling.bars import BarLimitLogitsProcessor, bar_time_signatures
 from midilm.sampling.generation import (
     composer_ids_of,
-    composer_names,
     decode_ids,
     guard_bounds,
     load_model,
     model_settings,
+    sample_composers,
 )
 from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
 from midilm.sampling.grammar_processor import GrammarLogitsProcessor
@@ -403,15 +403,10 @@ def prepare_accompaniment(
     config, tokenizer, composer_map = load_midilm_dir(model_dir)
     check_trained_for_accompaniment(config, model_dir)
     resolved = settings.resolve(sampling_defaults(model_dir))
-    if num_samples < 1:
-        raise InputError(f"--num_samples {num_samples}: must be at least 1")
-    names = composer_names(composer_map, composer or NONE.lower())
-    composer_ids_of(composer_map, names)  # its check, now
+    composers = sample_composers(composer_map, composer or NONE.lower(), num_samples)
     melody = load_melody(tokenizer, melody_midi)
     check_melody_fits(melody, context_length(config))
-    return AccompanimentPlan(
-        str(model_dir), tokenizer, composer_map, resolved, melody, [c for c in names for _ in range(num_samples)]
-    )
+    return AccompanimentPlan(str(model_dir), tokenizer, composer_map, resolved, melody, composers)
 
 
 def harmonize(

@@ -267,6 +267,16 @@ def composer_names(composer_map: ComposerMap, composer: str) -> list[str]:
     return names
 
 
+def sample_composers(composer_map: ComposerMap, composer: str, num_samples: int) -> list[str]:
+    """One composer per sample: each of `--composer`'s names (`composer_names`) `num_samples` times. InputError,
+    before any weight is read, for a count below 1 or a composer the model does not know."""
+    if num_samples < 1:
+        raise InputError(f"--num_samples {num_samples}: must be at least 1")
+    names = composer_names(composer_map, composer)
+    composer_ids_of(composer_map, names)
+    return [c for c in names for _ in range(num_samples)]
+
+
 def _known_composer(composer_map: ComposerMap, name: str) -> bool:
     try:
         composer_map.id_of(name)
@@ -297,19 +307,9 @@ def prepare_generation(
     if not composer:
         raise InputError(f"--composer is required; choose one of: {', '.join(composer_map.names + [NONE.lower()])}")
     resolved = settings.resolve(sampling_defaults(model_dir), context_length(config))
-    if num_samples < 1:
-        raise InputError(f"--num_samples {num_samples}: must be at least 1")
-    composers = composer_names(composer_map, composer)
+    composers = sample_composers(composer_map, composer, num_samples)
     prompt = load_prompt(tokenizer, prompt_midi, prompt_bars) if prompt_midi is not None else None
-    return build_plan(
-        tokenizer,
-        composer_map,
-        config,
-        resolved,
-        [c for c in composers for _ in range(num_samples)],
-        prompt_ids=prompt,
-        device=device,
-    )
+    return build_plan(tokenizer, composer_map, config, resolved, composers, prompt_ids=prompt, device=device)
 
 
 def replace_settings(settings: SamplingSettings | None, overrides: dict) -> SamplingSettings:

@@ -44,11 +44,11 @@ from midilm.data.dataset import empty_bar, split_bars
 from midilm.sampling.bars import BarLimitLogitsProcessor, bar_time_signatures
 from midilm.sampling.generation import (
     composer_ids_of,
-    composer_names,
     decode_ids,
     guard_bounds,
     load_model,
     model_settings,
+    sample_composers,
 )
 from midilm.sampling.grammar import RemiGrammar, count_syntax_errors
 from midilm.sampling.grammar_processor import GrammarLogitsProcessor
@@ -435,16 +435,11 @@ def prepare_infill(
     config, tokenizer, composer_map = load_midilm_dir(model_dir)
     check_trained_for_infill(config, tokenizer, model_dir)
     resolved = settings.resolve(sampling_defaults(model_dir))
-    if num_samples < 1:
-        raise InputError(f"--num_samples {num_samples}: must be at least 1")
-    names = composer_names(composer_map, composer or NONE.lower())
-    composer_ids_of(composer_map, names)  # its check, now
+    composers = sample_composers(composer_map, composer or NONE.lower(), num_samples)
     piece = load_piece(tokenizer, infill_midi)
     first, stop = check_span(piece, span)
     plan_context([len(b) for b in piece.bars], first, stop, context_length(config), span_room(piece, first, stop))
-    return InfillPlan(
-        str(model_dir), tokenizer, composer_map, resolved, piece, span, [c for c in names for _ in range(num_samples)]
-    )
+    return InfillPlan(str(model_dir), tokenizer, composer_map, resolved, piece, span, composers)
 
 
 def infill(
