@@ -31,8 +31,8 @@ from midilm.evaluation.composer_classifier.fit import train_classifier
 from midilm.evaluation.composer_classifier.pieces import real_pieces
 from midilm.evaluation.data import join_pieces, load_eval_dataset, scan_training, token_rows
 from midilm.evaluation.memorization import MemorizationIndex, PitchReader
-from midilm.evaluation.samples import passage_runs
-from midilm.metrics.piece import SCALAR_METRICS, bar_windows, piece_metrics, vertical_seconds
+from midilm.evaluation.samples import passage_runs, real_passages
+from midilm.metrics.piece import SCALAR_METRICS, piece_metrics, vertical_seconds
 from midilm.sampling.generation import decode_ids
 from midilm.sampling.grammar import count_syntax_errors
 from midilm.sampling.guard import onset_counts
@@ -133,9 +133,12 @@ class Texture:
     @classmethod
     def of(cls, pieces: dict[str, list], n_bars: int) -> Texture:
         """From real pieces (Scores per composer) cut into passages of `n_bars` bars, the samples' length."""
+        passages = real_passages(
+            [{"composer": c, "name": c, "score": score} for c, scores in pieces.items() for score in scores], n_bars
+        )
         mean, std, typical = {}, {}, {}
-        for c, scores in pieces.items():
-            rows = np.array([_texture_row(piece_metrics(w)) for s in scores for w in bar_windows(s, n_bars)])
+        for c in pieces:
+            rows = np.array([_texture_row(p) for p in passages if p["composer"] == c])
             if len(rows) < 2:
                 continue
             mean[c] = np.nanmean(rows, axis=0)
