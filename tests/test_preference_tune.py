@@ -47,37 +47,9 @@ def run_script(script: str, *args: str, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def model_dir(prepared, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tune_train") / "model_output"
-    result = run_script(
-        "train.py",
-        "--dataset_dir",
-        str(prepared["data"]),
-        "--tokenizer_dir",
-        str(prepared["tokenizer"]),
-        "--output_dir",
-        str(out),
-        "--max_seq_len",
-        "256",
-        "--per_device_train_batch_size",
-        "4",
-        "--learning_rate",
-        "3e-3",
-        "--warmup_steps",
-        "0",
-        "--dataloader_num_workers",
-        "0",
-        "--max_steps",
-        "30",
-        "--samples_per_composer",
-        "0",
-        "--eval_strategy",
-        "no",
-        "--load_best_model_at_end",
-        "false",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+def model_dir(tiny_model) -> Path:
+    """conftest's 40-step model (tuning never writes its model folder)."""
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
